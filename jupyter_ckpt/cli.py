@@ -1,0 +1,79 @@
+"""`jupyter-ckpt` command line: dump, restore, check, inspect."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyter-ckpt", description="Checkpoint and restore live processes.")
+    p.add_argument("--version", action="version", version=f"jupyter-ckpt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dump", help="checkpoint the process tree rooted at PID into DIR")
+    d.add_argument("pid", type=int)
+    d.add_argument("dir")
+    d.add_argument("--kill", action="store_true", help="end the tree after a successful dump")
+
+    r = sub.add_parser("restore", help="bring back the processes saved in DIR")
+    r.add_argument("dir")
+    r.add_argument("--detach", action="store_true",
+                   help="return once the tree runs, printing the root PID last")
+    r.add_argument("--stdio", default="inherit", metavar="inherit|null|PATH",
+                   help="where fds 0-2 go if they led outside the tree (default: inherit ours)")
+    r.add_argument("--allow-foreign-owner", action="store_true",
+                   help="(root only) restore an image that another user made")
+
+    c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
+    c.add_argument("pid", type=int)
+
+    i = sub.add_parser("inspect", help="show what an image holds")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .engine import CkptError, check, dump, restore, summarize
+    from .engine.inspect import render
+
+    try:
+        if args.command == "dump":
+            stats = dump(args.pid, args.dir, kill=args.kill)
+            print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
+                  f"frozen {stats['freeze_ms']} ms")
+        elif args.command == "restore":
+            restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner)
+            if args.detach:
+                print(restored.pid, flush=True)
+                return 0
+            return restored.wait()
+        elif args.command == "check":
+            blockers = check(args.pid)
+            for b in blockers:
+                print(b)
+            if not blockers:
+                print(f"pid {args.pid}: can be checkpointed")
+            return 1 if blockers else 0
+        elif args.command == "inspect":
+            summary = summarize(args.dir)
+            print(json.dumps(summary, indent=1) if args.json else render(summary))
+    except CkptError as err:
+        print(f"jupyter-ckpt: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        print(f"jupyter-ckpt: {err.strerror or err}{': ' + err.filename if err.filename else ''}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

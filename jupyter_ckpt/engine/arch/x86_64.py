@@ -1,0 +1,131 @@
+"""x86_64 specifics: syscall numbers and ABI, registers, restartable syscalls, xstate."""
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from ptrace.binding.linux_struct import user_regs_struct
+
+__all__ = [
+    "NAME", "NR", "Regs", "SYSCALL_INSN", "SYSCALL_INSN_LEN", "NT_XSTATE",
+    "XSTATE_BUFFER_SIZE", "regs_to_dict", "regs_from_dict", "prepare_syscall",
+    "syscall_result", "fix_interrupted_syscall", "instruction_pointer", "set_instruction_pointer",
+    "stack_pointer", "set_stack_pointer", "xstate_features",
+]
+
+NAME = "x86_64"
+
+# Syscall numbers used by the engine (asm/unistd_64.h).
+NR = {
+    "read": 0, "write": 1, "close": 3, "lseek": 8, "mmap": 9, "mprotect": 10,
+    "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
+    "mremap": 25, "madvise": 28, "dup": 32, "getitimer": 36, "setitimer": 38,
+    "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
+    "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117,
+    "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
+    "prctl": 157, "gettid": 186, "set_tid_address": 218, "epoll_ctl": 233,
+    "set_robust_list": 273, "get_robust_list": 274, "tee": 276, "dup3": 292,
+    "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "rseq": 334, "pidfd_open": 434,
+    "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
+}
+
+# `syscall` is 0f 05; the kernel rewinds ip by its length to restart a syscall.
+SYSCALL_INSN = b"\x0f\x05"
+SYSCALL_INSN_LEN = 2
+
+NT_XSTATE = 0x202
+# Big enough for every xsave layout the kernel exposes (AVX-512 + AMX tile config: ~2.7 KiB;
+# AMX tile data would need 11 KiB, so allow that too).
+XSTATE_BUFFER_SIZE = 16384
+
+Regs = user_regs_struct
+_ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+
+_ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND, _ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+_EINTR = 4
+_NR_RESTART_SYSCALL = 219
+
+
+def regs_to_dict(regs: Regs) -> dict[str, int]:
+    return {name: getattr(regs, name) for name, _ in Regs._fields_}
+
+
+def regs_from_dict(values: dict[str, int]) -> Regs:
+    regs = Regs()
+    for name, _ in Regs._fields_:
+        setattr(regs, name, values[name])
+    return regs
+
+
+def _copy(regs: Regs) -> Regs:
+    clone = Regs()
+    ctypes.memmove(ctypes.addressof(clone), ctypes.addressof(regs), ctypes.sizeof(Regs))
+    return clone
+
+
+def prepare_syscall(base: Regs, gadget: int, nr: int, args: tuple[int, ...], stack: int) -> Regs:
+    """Registers that make a stopped thread execute one syscall at `gadget`."""
+    regs = _copy(base)
+    regs.rip = gadget
+    regs.rax = nr
+    regs.orig_rax = (1 << 64) - 1  # not inside a syscall: no restart logic on resume
+    regs.rsp = stack
+    for name, value in zip(_ARG_REGS, args):
+        setattr(regs, name, value & ((1 << 64) - 1))
+    return regs
+
+
+def syscall_result(regs: Regs) -> int:
+    return ctypes.c_long(regs.rax).value
+
+
+def instruction_pointer(regs: Regs) -> int:
+    return regs.rip
+
+
+def set_instruction_pointer(regs: Regs, value: int) -> None:
+    regs.rip = value
+
+
+def stack_pointer(regs: Regs) -> int:
+    return regs.rsp
+
+
+def set_stack_pointer(regs: Regs, value: int) -> None:
+    regs.rsp = value
+
+
+def fix_interrupted_syscall(regs: Regs, restored: bool) -> str | None:
+    """Make a thread stopped inside a syscall resume as the kernel would have resumed it.
+
+    We apply what the kernel's signal code does when no handler runs: re-issue the syscall.
+    For restart_block syscalls (clock_nanosleep) the live process restarts through
+    restart_syscall; a `restored` one has no kernel restart state, so it sees EINTR, which
+    glibc/CPython callers retry. Returns what was done (None: not in a syscall).
+    """
+    if ctypes.c_long(regs.orig_rax).value < 0:
+        return None
+    err = -ctypes.c_long(regs.rax).value
+    action: str | None = None
+    if err in (_ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND):
+        regs.rax = regs.orig_rax
+        regs.rip -= SYSCALL_INSN_LEN
+        action = "restart"
+    elif err == _ERESTART_RESTARTBLOCK and restored:
+        regs.rax = (-_EINTR) & ((1 << 64) - 1)
+        action = "eintr"
+    elif err == _ERESTART_RESTARTBLOCK:
+        regs.rax = _NR_RESTART_SYSCALL
+        regs.rip -= SYSCALL_INSN_LEN
+        action = "restart_syscall"
+    regs.orig_rax = (1 << 64) - 1
+    return action
+
+
+def xstate_features(xstate: bytes) -> int:
+    """The XSAVE feature mask (XCR0) the kernel recorded in the software-reserved bytes."""
+    if len(xstate) < 512 + 64:
+        return 0
+    magic, _extended_size, xfeatures = struct.unpack_from("<IIQ", xstate, 464)
+    return xfeatures if magic == 0x46505853 else 0

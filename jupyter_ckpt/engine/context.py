@@ -1,0 +1,155 @@
+"""What a resource module sees while dumping or restoring one process."""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import procfs, syscalls
+from .errors import Unsupported
+from .image import ImageReader, ImageWriter
+from .inject import RemoteMemory, RemoteThread, Scratch
+from .pagemap import PageScanner
+
+O_ACCMODE = 0o3
+O_CLOEXEC = 0o2000000
+
+
+@dataclass
+class OpenFile:
+    """One fd of a dumped process, as /proc shows it."""
+
+    pid: int
+    fd: int
+    link: str  # readlink of /proc/PID/fd/N: a path, "pipe:[123]", "socket:[..]", "anon_inode:[..]"
+    fdinfo: dict[str, Any]
+    fdinfo_text: str
+    st: os.stat_result
+
+    @property
+    def flags(self) -> int:
+        return int(self.fdinfo["flags"], 8)
+
+    @property
+    def pos(self) -> int:
+        return int(self.fdinfo.get("pos", "0"))
+
+    @property
+    def access(self) -> int:
+        return self.flags & O_ACCMODE
+
+    @property
+    def cloexec(self) -> bool:
+        return bool(self.flags & O_CLOEXEC)
+
+    @property
+    def is_pipe(self) -> bool:
+        return stat.S_ISFIFO(self.st.st_mode)
+
+    @property
+    def proc_path(self) -> str:
+        return f"/proc/{self.pid}/fd/{self.fd}"
+
+
+@dataclass
+class TreeIndex:
+    """Facts about the whole frozen tree that single-fd decisions depend on."""
+
+    pipe_ends: dict[int, set[str]] = field(default_factory=dict)  # pipe inode -> {"r", "w"}
+    pids: set[int] = field(default_factory=set)
+
+
+@dataclass
+class DumpContext:
+    pid: int
+    tree: TreeIndex
+    leader: RemoteThread | None
+    mem: RemoteMemory | None
+    scratch: Scratch | None
+    writer: ImageWriter | None  # None while only checking
+    scanner: PageScanner | None = None  # None while only checking
+    saved_masks: dict[int, int] = field(default_factory=dict)  # tid -> blocked signals
+    pidfd: int = -1
+    _dups: dict[int, int] = field(default_factory=dict)
+
+    def refuse(self, where: str, kind: str, why: str) -> Unsupported:
+        return Unsupported(where, kind, why, pid=self.pid)
+
+    def dup_of(self, fd: int) -> int:
+        """Our own duplicate of the process's fd (same open file description)."""
+        if fd not in self._dups:
+            if self.pidfd < 0:
+                self.pidfd = os.pidfd_open(self.pid)
+            self._dups[fd] = syscalls.pidfd_getfd(self.pidfd, fd)
+        return self._dups[fd]
+
+    def add_blob(self, name: str, data: bytes) -> str | None:
+        if self.writer is None:
+            return None
+        return self.writer.add_blob(name, data)
+
+    def close(self) -> None:
+        for fd in self._dups.values():
+            os.close(fd)
+        self._dups.clear()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+@dataclass
+class StdioPolicy:
+    """Where fds 0-2 go when they pointed outside the tree: "inherit", "null" or a path."""
+
+    target: str = "inherit"
+
+    def open(self, fd: int) -> int:
+        if self.target == "inherit":
+            return os.dup(fd)
+        path = os.devnull if self.target == "null" else self.target
+        mode = os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        return os.open(path, mode | os.O_CLOEXEC, 0o644)
+
+
+@dataclass
+class RestoreContext:
+    pid: int
+    image: ImageReader
+    leader: RemoteThread
+    mem: RemoteMemory
+    scratch: Scratch
+    stdio: StdioPolicy
+    shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
+    own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
+
+    def keep(self, fd: int) -> int:
+        self.own_fds.append(fd)
+        return fd
+
+    def once(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
+
+    def close(self) -> None:
+        for fd in self.own_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.own_fds.clear()
+
+
+def list_open_files(pid: int) -> list[OpenFile]:
+    files = []
+    fd_dir = f"/proc/{pid}/fd"
+    for name in sorted(os.listdir(fd_dir), key=int):
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+            text = open(f"/proc/{pid}/fdinfo/{name}").read()
+            st = os.stat(f"{fd_dir}/{name}")
+        except FileNotFoundError:
+            continue  # closed while we looked: cannot happen while frozen, but be safe
+        files.append(OpenFile(pid, int(name), link, procfs.parse_fdinfo(text), text, st))
+    return files

@@ -1,0 +1,157 @@
+"""Freeze a process tree race-free with PTRACE_SEIZE + PTRACE_INTERRUPT, and release it.
+
+Every thread of every process under the root is seized and interrupted; the tree is
+rescanned until a pass finds nothing new. Threads or children created meanwhile are caught
+either by the rescan or, when a seized thread creates them, by the kernel's auto-attach.
+If anything fails, every thread seized so far is detached and runs on untouched.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import psutil
+
+from . import ptrace_ext
+from .errors import CkptError
+
+SEIZE_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE
+                 | ptrace_ext.O_TRACEFORK | ptrace_ext.O_TRACEVFORK)
+_NEW_TASK_EVENTS = (ptrace_ext.EVENT_CLONE, ptrace_ext.EVENT_FORK, ptrace_ext.EVENT_VFORK)
+
+
+@dataclass
+class FrozenTree:
+    """A stopped process tree: pid -> its thread ids, the thread group leader first."""
+
+    root: int
+    processes: dict[int, list[int]] = field(default_factory=dict)
+    _stopped: set[int] = field(default_factory=set)
+
+    @property
+    def tids(self) -> list[int]:
+        return [tid for tids in self.processes.values() for tid in tids]
+
+    def release(self) -> None:
+        """Let every thread run again (interrupted syscalls restart as usual)."""
+        for tid in list(self._stopped):
+            try:
+                ptrace_ext.detach(tid)
+            except ptrace_ext.PtraceError:
+                pass  # already gone
+        self._stopped.clear()
+
+    def kill(self) -> None:
+        for pid in self.processes:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        for tid in list(self._stopped):
+            try:
+                ptrace_ext.detach(tid)
+            except ptrace_ext.PtraceError:
+                pass
+        self._stopped.clear()
+
+
+def _tree_pids(root: int) -> list[int]:
+    proc = psutil.Process(root)
+    return [root] + [child.pid for child in proc.children(recursive=True)]
+
+
+def _tids(pid: int) -> list[int]:
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        return []
+    return sorted(tids, key=lambda t: t != pid)  # leader first
+
+
+def freeze(root: int) -> FrozenTree:
+    if root == os.getpid():
+        raise CkptError("refusing to checkpoint the checkpointing process itself")
+    try:
+        psutil.Process(root)
+    except psutil.NoSuchProcess:
+        raise CkptError(f"no process with pid {root}") from None
+    tree = FrozenTree(root)
+    try:
+        _freeze_until_stable(tree)
+    except BaseException:
+        tree.release()
+        raise
+    return tree
+
+
+def _freeze_until_stable(tree: FrozenTree) -> None:
+    while True:
+        found_new = False
+        try:
+            pids = _tree_pids(tree.root)
+        except psutil.NoSuchProcess:
+            raise CkptError(f"pid {tree.root} exited during the freeze") from None
+        for pid in pids:
+            for tid in _tids(pid):
+                if tid in tree._stopped:
+                    continue
+                found_new = True
+                _seize_one(tree, tid)
+        if not found_new:
+            break
+    for pid in list(tree.processes):
+        tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
+    for pid in _tree_pids(tree.root):
+        tree.processes.setdefault(pid, [t for t in _tids(pid) if t in tree._stopped])
+
+
+def _seize_one(tree: FrozenTree, tid: int) -> None:
+    try:
+        ptrace_ext.seize(tid, SEIZE_OPTIONS)
+    except ptrace_ext.PtraceError as err:
+        if err.errno == 3:  # ESRCH: exited meanwhile
+            return
+        if err.errno == 1:  # EPERM: auto-attached by a fork/clone we traced, or not allowed
+            if not _is_traced_by_us(tid):
+                raise CkptError(f"cannot trace tid {tid}: permission denied "
+                                "(already traced by another tool, or not ours)") from None
+        else:
+            raise CkptError(f"cannot seize tid {tid}: {err}") from None
+    else:
+        ptrace_ext.interrupt(tid)
+    _wait_for_interrupt_stop(tree, tid)
+
+
+def _is_traced_by_us(tid: int) -> bool:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1]) == os.getpid()
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def _wait_for_interrupt_stop(tree: FrozenTree, tid: int) -> None:
+    tree._stopped.add(tid)
+    while True:
+        stop = ptrace_ext.wait(tid)
+        if stop.exited:
+            tree._stopped.discard(tid)
+            return
+        if stop.event == ptrace_ext.EVENT_STOP:
+            return
+        if stop.event in _NEW_TASK_EVENTS:
+            child = ptrace_ext.geteventmsg(tid)
+            ptrace_ext.cont(tid)
+            ptrace_ext.interrupt(tid)
+            _wait_for_interrupt_stop(tree, child)
+            continue
+        if stop.event == ptrace_ext.EVENT_EXEC or stop.event == ptrace_ext.EVENT_EXIT:
+            ptrace_ext.cont(tid)
+            ptrace_ext.interrupt(tid)
+            continue
+        # A signal arrived: deliver it as it would have been, then stop again.
+        ptrace_ext.cont(tid, stop.sig if stop.event == 0 else 0)
+        ptrace_ext.interrupt(tid)

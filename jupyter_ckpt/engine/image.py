@@ -1,0 +1,163 @@
+"""The image: one directory, one manifest, a few blobs. Read and written only here.
+
+Layout (see docs/image-format.md):
+    DIR/manifest.json   schema version, host facts, processes, blob table with sizes and
+                        xxh3-128 checksums, and a checksum over the manifest itself
+    DIR/<blob>          raw bytes (memory pages, unlinked files' contents, pipe buffers)
+
+Writers build the directory under a temporary sibling name and rename it into place only
+once every byte is on disk, so DIR either holds a complete image or does not exist.
+Readers verify format, version, every blob's size and checksum before anyone restores.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import mmap
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import xxhash
+
+from .errors import CkptError, ImageError
+
+FORMAT = "jupyter-ckpt-image"
+VERSION = 1
+MANIFEST = "manifest.json"
+_CHUNK = 8 << 20
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _manifest_checksum(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_xxh3_128"}
+    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True).encode())
+
+
+class ImageWriter:
+    """Builds an image in a temporary sibling directory; `commit` makes it appear atomically."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        if os.path.lexists(self.path):
+            raise CkptError(f"{path} already exists; choose a new image directory")
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise CkptError(f"{parent} is not a directory")
+        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.", suffix=".partial",
+                                    dir=parent)
+        self.blobs: dict[str, dict[str, Any]] = {}
+
+    def add_blob(self, name: str, data: bytes | memoryview) -> str:
+        with open(os.path.join(self.tmp, name), "wb") as f:
+            f.write(data)
+        self.blobs[name] = {"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}
+        return name
+
+    def map_blob(self, name: str, size: int) -> mmap.mmap:
+        """A writable mapping of a new blob of `size` bytes, filled in place (no extra copy).
+
+        Call `seal_blob` after filling it.
+        """
+        fd = os.open(os.path.join(self.tmp, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if size:
+                os.posix_fallocate(fd, 0, size)  # ENOSPC now, not SIGBUS later
+            return mmap.mmap(fd, size) if size else mmap.mmap(-1, 1)
+        finally:
+            os.close(fd)
+
+    def seal_blob(self, name: str, mapping: mmap.mmap, size: int) -> None:
+        digest = xxhash.xxh3_128()
+        view = memoryview(mapping)
+        for off in range(0, size, _CHUNK):
+            digest.update(view[off:off + _CHUNK])
+        view.release()
+        if size:
+            mapping.flush()
+        mapping.close()
+        self.blobs[name] = {"size": size, "xxh3_128": digest.hexdigest()}
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        manifest = {"format": FORMAT, "version": VERSION, **manifest, "blobs": self.blobs}
+        manifest["manifest_xxh3_128"] = _manifest_checksum(manifest)
+        with open(os.path.join(self.tmp, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        for name in self.blobs:
+            fd = os.open(os.path.join(self.tmp, name), os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        os.chmod(self.tmp, 0o700)
+        os.rename(self.tmp, self.path)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ImageReader:
+    """A verified image. Construction fails with ImageError unless everything checks out."""
+
+    def __init__(self, path: str, verify_blobs: bool = True):
+        self.path = path
+        manifest_path = os.path.join(path, MANIFEST)
+        if not os.path.isdir(path):
+            raise ImageError(f"{path}: no such image directory")
+        try:
+            with open(manifest_path, "rb") as f:
+                manifest = json.loads(f.read())
+        except FileNotFoundError:
+            raise ImageError(f"{path}: not an image (no {MANIFEST})") from None
+        except (ValueError, UnicodeDecodeError):
+            raise ImageError(f"{path}: {MANIFEST} is corrupt or truncated") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ImageError(f"{path}: not a jupyter-ckpt image")
+        if manifest.get("version") != VERSION:
+            raise ImageError(f"{path}: image format version {manifest.get('version')!r}, "
+                             f"this jupyter-ckpt reads version {VERSION}")
+        if manifest.get("manifest_xxh3_128") != _manifest_checksum(manifest):
+            raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
+        self.manifest: dict[str, Any] = manifest
+        self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
+        if verify_blobs:
+            self.verify()
+
+    def verify(self) -> None:
+        for name, meta in self.blobs.items():
+            if "/" in name or name.startswith("."):
+                raise ImageError(f"{self.path}: invalid blob name {name!r}")
+            blob_path = os.path.join(self.path, name)
+            try:
+                size = os.path.getsize(blob_path)
+            except FileNotFoundError:
+                raise ImageError(f"{self.path}: blob {name} is missing") from None
+            if size != meta["size"]:
+                raise ImageError(f"{self.path}: blob {name} is {size} bytes, expected "
+                                 f"{meta['size']} (truncated or corrupt)")
+            digest = xxhash.xxh3_128()
+            with open(blob_path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != meta["xxh3_128"]:
+                raise ImageError(f"{self.path}: blob {name} checksum mismatch (corrupt)")
+
+    def blob_bytes(self, name: str) -> bytes:
+        with open(os.path.join(self.path, name), "rb") as f:
+            return f.read()
+
+    def map_blob(self, name: str) -> mmap.mmap | None:
+        size = self.blobs[name]["size"]
+        if not size:
+            return None
+        with open(os.path.join(self.path, name), "rb") as f:
+            # copy-on-write access: never written, but lets ctypes take its address
+            return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)

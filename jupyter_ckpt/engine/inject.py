@@ -1,0 +1,122 @@
+"""Run system calls inside a stopped tracee, without code of ours in its address space.
+
+A thread in a ptrace-stop is pointed at a `syscall` instruction that already exists in its
+vdso (the "gadget") with the registers set up for the call; PTRACE_SYSCALL stops it again at
+syscall exit, where we read the result and either set up the next call or put back its own
+registers. Nothing is written into the tracee's code, and the gadget is never executed past
+the syscall instruction, so its location may even be about to be unmapped.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from . import arch, ptrace_ext
+from .errors import CkptError
+
+
+class RemoteMemory:
+    """Read and write a tracee's memory through /proc/PID/mem (works on read-only pages)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+
+    def read(self, addr: int, size: int) -> bytes:
+        data = os.pread(self.fd, size, addr)
+        if len(data) != size:
+            raise CkptError(f"pid {self.pid}: short read of {size} bytes at {addr:#x}")
+        return data
+
+    def write(self, addr: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, addr)
+            view, addr = view[n:], addr + n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def find_gadget(mem: RemoteMemory, start: int, end: int) -> int:
+    """Address of a `syscall` instruction inside [start, end) (normally the vdso)."""
+    code = mem.read(start, end - start)
+    offset = code.find(arch.SYSCALL_INSN)
+    if offset < 0:
+        raise CkptError(f"pid {mem.pid}: no syscall instruction in {start:#x}-{end:#x}")
+    return start + offset
+
+
+class Scratch:
+    """A private mapping in the tracee used for syscall arguments; a simple bump allocator."""
+
+    def __init__(self, mem: RemoteMemory, addr: int, size: int):
+        self.mem, self.addr, self.size, self.used = mem, addr, size, 0
+
+    def reserve(self, size: int) -> int:
+        size = (size + 15) & ~15
+        if self.used + size > self.size:
+            raise CkptError("scratch area exhausted")
+        addr = self.addr + self.used
+        self.used += size
+        return addr
+
+    def put(self, data: bytes) -> int:
+        addr = self.reserve(len(data))
+        self.mem.write(addr, data)
+        return addr
+
+    def cstring(self, text: str) -> int:
+        return self.put(os.fsencode(text) + b"\0")
+
+    def reset(self) -> None:
+        self.used = 0
+
+    @property
+    def top(self) -> int:
+        return self.addr + self.size
+
+
+class RemoteThread:
+    """One stopped thread we can run syscalls in. Keeps its original registers."""
+
+    def __init__(self, tid: int, gadget: int):
+        self.tid = tid
+        self.gadget = gadget
+        self.saved = ptrace_ext.getregs(tid)
+        self.stack = arch.stack_pointer(self.saved)
+        self.children: list[int] = []
+
+    def call(self, name: str, *args: int, check: bool = True) -> int:
+        regs = arch.prepare_syscall(self.saved, self.gadget, arch.NR[name], args, self.stack)
+        ptrace_ext.setregs(self.tid, regs)
+        self._resume_until_syscall_stop(name)  # entry
+        self._resume_until_syscall_stop(name)  # exit
+        result = arch.syscall_result(ptrace_ext.getregs(self.tid))
+        if check and -4096 < result < 0:
+            raise OSError(-result, f"{name} in tid {self.tid}: {os.strerror(-result)}")
+        return result
+
+    def _resume_until_syscall_stop(self, name: str) -> None:
+        ptrace_ext.resume_to_syscall(self.tid)
+        while True:
+            stop = ptrace_ext.wait(self.tid)
+            if stop.is_syscall_stop:
+                return
+            if stop.stopped and stop.event in (ptrace_ext.EVENT_CLONE, ptrace_ext.EVENT_FORK,
+                                               ptrace_ext.EVENT_VFORK):
+                self.children.append(ptrace_ext.geteventmsg(self.tid))
+                ptrace_ext.resume_to_syscall(self.tid)
+                continue
+            raise CkptError(f"injected {name}: {stop.describe()}")
+
+    def set_gadget(self, gadget: int) -> None:
+        self.gadget = gadget
+
+    def put_back(self) -> None:
+        """Give the thread its own registers again (it stays stopped)."""
+        ptrace_ext.setregs(self.tid, self.saved)
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))

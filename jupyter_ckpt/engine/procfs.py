@@ -1,0 +1,105 @@
+"""Parsers for the /proc files the engine reads. Pure functions of the text, easy to test."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Vma:
+    start: int
+    end: int
+    perms: str  # "rwxp"
+    offset: int
+    dev: str
+    inode: int
+    path: str
+    vmflags: set[str] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def prot(self) -> int:
+        return (1 if self.perms[0] == "r" else 0) | (2 if self.perms[1] == "w" else 0) \
+            | (4 if self.perms[2] == "x" else 0)
+
+    @property
+    def deleted(self) -> bool:
+        return self.path.endswith(" (deleted)")
+
+
+_MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
+
+
+def parse_maps(text: str) -> list[Vma]:
+    vmas = []
+    for line in text.splitlines():
+        m = _MAPS_LINE.match(line)
+        if not m:
+            raise ValueError(f"unparsable maps line: {line!r}")
+        vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3], int(m[4], 16), m[5], int(m[6]), m[7]))
+    return vmas
+
+
+def read_vmas(pid: int) -> list[Vma]:
+    """Mappings with their VmFlags (from smaps, which repeats the maps header lines)."""
+    with open(f"/proc/{pid}/smaps") as f:
+        text = f.read()
+    vmas: list[Vma] = []
+    for line in text.splitlines():
+        m = _MAPS_LINE.match(line)
+        if m and not line.startswith("VmFlags"):
+            vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3], int(m[4], 16), m[5], int(m[6]), m[7]))
+        elif line.startswith("VmFlags:"):
+            vmas[-1].vmflags = set(line.split()[1:])
+    return vmas
+
+
+def parse_fdinfo(text: str) -> dict[str, str]:
+    """Key/value lines of /proc/PID/fdinfo/N; repeated keys (tfd, inotify) keep a list."""
+    info: dict[str, str] = {}
+    extra: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in info:
+            extra.setdefault(key, [info[key]]).append(value)
+        info[key] = value
+    for key, values in extra.items():
+        info[key] = values  # type: ignore[assignment]
+    return info
+
+
+def fdinfo_lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def read_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def read_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat, indexed from 1 as in proc(5) (index 0 is unused)."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    comm_end = text.rindex(")")
+    head = text[:comm_end + 1]
+    pid_str, _, comm = head.partition(" (")
+    return ["", pid_str, comm[:-1]] + text[comm_end + 2:].split()
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def readlink(path: str) -> str:
+    return os.readlink(path)

@@ -1,0 +1,77 @@
+"""The table of file-descriptor kinds. Adding a kind means adding one module and one line here.
+
+Each kind decides whether it claims an open file description, dumps it to a JSON-able record
+(raising Unsupported to refuse by name), and restores the record as a new fd in the restorer,
+which the engine then installs in the restored process. Anything no kind claims is refused.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..context import DumpContext, OpenFile, RestoreContext
+from ..errors import Unsupported
+
+
+@dataclass(frozen=True)
+class FileKind:
+    name: str
+    claims: Callable[[OpenFile, DumpContext], bool]
+    dump: Callable[[OpenFile, DumpContext], dict[str, Any]]
+    restore: Callable[[dict[str, Any], RestoreContext], int]
+
+
+from . import devices, files, pipes, stdio  # noqa: E402  (modules import FileKind from here)
+
+FILE_KINDS: list[FileKind] = [
+    stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
+    files.REGULAR,
+    files.DIRECTORY,
+    devices.CHAR_DEVICE,
+    pipes.PIPE,
+]
+_BY_NAME = {kind.name: kind for kind in FILE_KINDS}
+
+
+def kind_named(name: str) -> FileKind:
+    return _BY_NAME[name]
+
+
+def claim(f: OpenFile, ctx: DumpContext) -> FileKind:
+    for kind in FILE_KINDS:
+        if kind.claims(f, ctx):
+            return kind
+    raise ctx.refuse(f"fd {f.fd}", describe(f, ctx), f"{f.link}: this kind of file is not supported")
+
+
+def describe(f: OpenFile, ctx: DumpContext) -> str:
+    """A human name for an fd's kind, used when refusing it."""
+    if f.link.startswith("anon_inode:"):
+        return f.link[len("anon_inode:"):].strip("[]")
+    mode = f.st.st_mode
+    if stat.S_ISSOCK(mode):
+        return _socket_name(f, ctx)
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "pipe")):
+        if test(mode):
+            return name
+    return "file"
+
+
+def _socket_name(f: OpenFile, ctx: DumpContext) -> str:
+    try:
+        sock = socket.socket(fileno=os.dup(ctx.dup_of(f.fd)))
+    except OSError:
+        return "socket"
+    with sock:
+        family = {socket.AF_UNIX: "unix", socket.AF_INET: "inet", socket.AF_INET6: "inet6",
+                  socket.AF_NETLINK: "netlink"}.get(sock.family, f"family {int(sock.family)}")
+        kind = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram",
+                socket.SOCK_SEQPACKET: "seqpacket", socket.SOCK_RAW: "raw"}.get(sock.type, "")
+        return f"{family} {kind} socket".replace("  ", " ")
+
+
+__all__ = ["FileKind", "FILE_KINDS", "claim", "describe", "kind_named", "Unsupported"]

@@ -1,0 +1,280 @@
+"""Address space: every mapping, and the pages in it that the file (or nothing) cannot supply.
+
+Dump: mappings come from /proc/PID/smaps; PAGEMAP_SCAN finds pages with data (present or
+swapped, never the shared zero page; for private file mappings only copy-on-write pages), and
+process_vm_readv copies them in large batches straight into a mapped image blob.
+
+Restore (in the seed process, driven by injected syscalls): drop everything the seed inherited
+except the vdso block, move that block to where the image had it, then map every area at its
+address (files from fds the engine sent over), write the saved pages with process_vm_writev
+and set the final protections and madvise flags.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+import xxhash
+
+from .. import procfs, syscalls
+from ..context import DumpContext, RestoreContext
+from ..errors import CkptError, RestoreConflict
+from ..inject import RemoteMemory, RemoteThread
+from ..pagemap import PAGE_SIZE, PageScanner
+
+PROT_READ, PROT_WRITE = 1, 2
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x1, 0x2, 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x100, 0x4000, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+TASK_SIZE = 0x7FFFFFFFF000
+MMAP_MIN = 0x10000
+
+SPECIAL = ("[vvar]", "[vvar_vclock]", "[vdso]")
+# VmFlags we reproduce: name -> madvise advice (or None when a mapping flag carries it)
+_MADVISE = {"dc": 10, "wf": 18, "dd": 16, "hg": 14, "nh": 15, "mg": 12}
+_HANDLED_FLAGS = {"rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "ac", "sd", "gd", "nr", "de",
+                  "ar"} | set(_MADVISE)
+_REFUSED_FLAGS = {"lo": "locked in memory (mlock)", "io": "I/O memory", "pf": "raw PFN mapping",
+                  "ht": "hugetlbfs", "uw": "userfaultfd write-protect", "ui": "userfaultfd minor",
+                  "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd"}
+
+
+def _kind(vma: procfs.Vma) -> str:
+    if vma.path in SPECIAL:
+        return vma.path.strip("[]")
+    if vma.path in ("", "[heap]", "[stack]") or vma.path.startswith("[anon:"):
+        return "shared-anon" if vma.shared else "anon"
+    if vma.path.startswith("/dev/zero") and vma.shared:
+        return "shared-anon"
+    if vma.path.startswith("/") and not vma.deleted:
+        return "file"
+    return "unsupported"
+
+
+def dump(ctx: DumpContext) -> dict[str, Any]:
+    vmas = [v for v in procfs.read_vmas(ctx.pid) if v.path != "[vsyscall]"]
+    records = [_dump_vma(ctx, vma) for vma in vmas]
+    result: dict[str, Any] = {"vmas": records}
+    vdso = next((v for v in vmas if v.path == "[vdso]"), None)
+    if vdso and ctx.mem:
+        result["vdso_xxh3_128"] = xxhash.xxh3_128_hexdigest(ctx.mem.read(vdso.start, vdso.size))
+    if ctx.writer is not None:
+        result["pages_blob"] = _copy_pages(ctx, records)
+    return result
+
+
+def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
+    where = f"{vma.start:#x}-{vma.end:#x}"
+    kind = _kind(vma)
+    if kind == "unsupported":
+        what = "memfd" if vma.path.startswith("/memfd:") else "SysV shared memory" \
+            if vma.path.startswith("/SYSV") else "mapping"
+        raise ctx.refuse(where, what, f"{vma.path or 'special mapping'}: not supported")
+    for flag in (vma.vmflags - _HANDLED_FLAGS) if kind not in ("vdso", "vvar", "vvar_vclock") else ():
+        raise ctx.refuse(where, "mapping", f"{vma.path or 'anonymous'}: "
+                         f"{_REFUSED_FLAGS.get(flag, 'VmFlag ' + flag)} is not supported")
+    rec: dict[str, Any] = {"start": vma.start, "end": vma.end, "prot": vma.prot, "kind": kind,
+                           "shared": vma.shared, "path": vma.path,
+                           "growsdown": "gd" in vma.vmflags, "noreserve": "nr" in vma.vmflags,
+                           "madvise": sorted(f for f in vma.vmflags if f in _MADVISE),
+                           "pages": []}
+    if kind == "file":
+        if vma.shared and vma.prot & PROT_WRITE and not os.access(vma.path, os.W_OK):
+            raise ctx.refuse(where, "shared file mapping", f"{vma.path}: not writable by us")
+        st = os.stat(vma.path)
+        if (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)) != (vma.inode, *_dev(vma.dev)):
+            raise ctx.refuse(where, "file mapping", f"{vma.path}: replaced on disk since mapped")
+        rec["offset"] = vma.offset
+        rec["file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if kind in ("anon", "shared-anon", "file") and not (kind == "file" and vma.shared):
+        if ctx.scanner is not None:
+            runs = ctx.scanner.data_runs(vma.start, vma.end, anonymous_only=(kind == "file"))
+            rec["pages"] = [[addr, length] for addr, length in runs]
+    return rec
+
+
+def _dev(text: str) -> tuple[int, int]:
+    major, minor = text.split(":")
+    return int(major, 16), int(minor, 16)
+
+
+def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
+    """Copy all saved pages into one blob, in record order; fills each run's blob offset."""
+    runs = [run for rec in records for run in rec["pages"]]
+    total = sum(length for _, length in runs)
+    name = f"pages-{ctx.pid}.bin"
+    assert ctx.writer is not None
+    blob = ctx.writer.map_blob(name, total)
+    offset = 0
+    for run in runs:
+        run.append(offset)
+        offset += run[1]
+    if total:
+        anchor = ctypes.c_char.from_buffer(blob)
+        try:
+            _read_runs(ctx.pid, ctypes.addressof(anchor), [(a, n) for a, n, _ in runs], blob)
+        finally:
+            del anchor
+    ctx.writer.seal_blob(name, blob, total)
+    return name
+
+
+def _read_runs(pid: int, base: int, runs: list[tuple[int, int]], blob: Any) -> None:
+    """Fast path process_vm_readv; areas it cannot read (PROT_NONE) via /proc/PID/mem."""
+    done_bytes, i = 0, 0
+    mem_fd = -1
+    try:
+        while i < len(runs):
+            n = syscalls.vm_read(pid, base + done_bytes, runs[i:])
+            # advance over fully copied runs
+            while i < len(runs) and n >= runs[i][1]:
+                n -= runs[i][1]
+                done_bytes += runs[i][1]
+                i += 1
+            if i == len(runs):
+                break
+            addr, length = runs[i]
+            if mem_fd < 0:
+                mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            view = memoryview(blob)[done_bytes:done_bytes + length]
+            got = os.preadv(mem_fd, [view], addr)
+            view.release()
+            if got != length:
+                raise CkptError(f"pid {pid}: cannot read memory at {addr:#x} ({length} bytes)")
+            done_bytes += length
+            i += 1
+    finally:
+        if mem_fd >= 0:
+            os.close(mem_fd)
+
+
+# ---------------------------------------------------------------- restore
+
+def files_to_map(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Files the image maps, with what they looked like at dump time."""
+    return {v["path"]: v["file"] for v in rec["vmas"] if v["kind"] == "file"}
+
+
+def open_mapped_file(path: str, facts: dict[str, Any], writable: bool) -> int:
+    """Open a file to be mapped, refusing when it is not the one that was mapped."""
+    try:
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+    except OSError as err:
+        raise RestoreConflict(f"mapped file {path}: {err.strerror}") from None
+    st = os.fstat(fd)
+    if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
+        os.close(fd)
+        raise RestoreConflict(f"mapped file {path} changed since the checkpoint "
+                              f"(size or modification time differ)")
+    return fd
+
+
+def _special_block(vmas: list[procfs.Vma]) -> dict[str, tuple[int, int]]:
+    return {v.path: (v.start, v.end) for v in vmas if v.path in SPECIAL}
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def find_hole(occupied: list[tuple[int, int]], size: int) -> int:
+    """Highest free, page-aligned hole of `size` bytes below TASK_SIZE, top-down like mmap."""
+    spans = sorted(occupied)
+    ceiling = TASK_SIZE
+    for start, end in reversed(spans):
+        if end <= ceiling and ceiling - end >= size + PAGE_SIZE:
+            return ceiling - size - PAGE_SIZE
+        ceiling = min(ceiling, start)
+    if ceiling - MMAP_MIN >= size:
+        return ceiling - size
+    raise CkptError("no free address range for the restore's scratch area")
+
+
+def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str, Any],
+                          scratch_size: int) -> int:
+    """Empty the seed's address space but for its vdso block, put that block where the image
+    had it, and map a scratch area in a hole. Returns the scratch address."""
+    seed = _special_block(procfs.read_vmas(thread.tid))
+    want = {v["path"]: (v["start"], v["end"]) for v in rec["vmas"] if v["path"] in SPECIAL}
+    if set(want) != set(seed) or any(want[k][1] - want[k][0] != seed[k][1] - seed[k][0] for k in want):
+        raise RestoreConflict("the vdso layout of this kernel differs from the checkpointed one "
+                              f"(image {sorted(want)}, here {sorted(seed)})")
+    vdso_start = seed["[vdso]"][0]
+    code = mem.read(vdso_start, seed["[vdso]"][1] - vdso_start)
+    if rec.get("vdso_xxh3_128") and xxhash.xxh3_128_hexdigest(code) != rec["vdso_xxh3_128"]:
+        raise RestoreConflict("this kernel's vdso differs from the checkpointed one "
+                              "(different kernel build): cannot restore here")
+    lo = min(s for s, _ in seed.values())
+    hi = max(e for _, e in seed.values())
+    thread.call("munmap", 0, lo)
+    thread.call("munmap", hi, TASK_SIZE - hi)
+    occupied = [(v["start"], v["end"]) for v in rec["vmas"]]
+    if any(_overlaps(seed[k], want[k]) for k in seed) and seed != want:
+        temp = find_hole(occupied + [(lo, hi)], hi - lo)
+        seed = _move_block(thread, seed, {k: (temp + s - lo, temp + e - lo) for k, (s, e) in seed.items()})
+    if seed != want:
+        _move_block(thread, seed, want)
+    scratch = find_hole(occupied, scratch_size)
+    thread.call("mmap", scratch, scratch_size, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
+    return scratch
+
+
+def _move_block(thread: RemoteThread, now: dict[str, tuple[int, int]],
+                to: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    for name in SPECIAL:
+        if name not in now:
+            continue
+        start, end = now[name]
+        thread.call("mremap", start, end - start, end - start, MREMAP_MAYMOVE | MREMAP_FIXED,
+                    to[name][0])
+        if name == "[vdso]":
+            thread.set_gadget(thread.gadget - start + to[name][0])
+    return to
+
+
+def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int]) -> None:
+    """Map every area and fill in its pages. `file_fds`: path -> fd in the restored process."""
+    call = ctx.leader.call
+    for v in rec["vmas"]:
+        if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
+            continue
+        length = v["end"] - v["start"]
+        flags = (MAP_SHARED if v["shared"] else MAP_PRIVATE) | MAP_FIXED
+        flags |= (MAP_GROWSDOWN if v["growsdown"] else 0) | (MAP_NORESERVE if v["noreserve"] else 0)
+        prot = v["prot"] | (PROT_READ | PROT_WRITE if v["pages"] else 0)
+        if v["kind"] == "file":
+            call("mmap", v["start"], length, prot, flags, file_fds[v["path"]], v["offset"])
+        else:
+            call("mmap", v["start"], length, prot, flags | MAP_ANONYMOUS, -1, 0)
+    _write_pages(ctx, rec)
+    for v in rec["vmas"]:
+        if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
+            continue
+        length = v["end"] - v["start"]
+        if v["pages"] and v["prot"] != PROT_READ | PROT_WRITE:
+            call("mprotect", v["start"], length, v["prot"])
+        for flag in v["madvise"]:
+            call("madvise", v["start"], length, _MADVISE[flag])
+        if v["path"].startswith("[anon:"):
+            name = ctx.scratch.cstring(v["path"][len("[anon:"):-1])
+            call("prctl", 0x53564D41, 0, v["start"], length, name)  # PR_SET_VMA_ANON_NAME
+            ctx.scratch.reset()
+
+
+def _write_pages(ctx: RestoreContext, rec: dict[str, Any]) -> None:
+    runs = [(addr, length) for v in rec["vmas"] for addr, length, _ in v["pages"]]
+    if not runs:
+        return
+    blob = ctx.image.map_blob(rec["pages_blob"])
+    assert blob is not None
+    anchor = ctypes.c_char.from_buffer(blob)
+    try:
+        written = syscalls.vm_write(ctx.pid, ctypes.addressof(anchor), runs)
+    finally:
+        del anchor
+        blob.close()
+    total = sum(n for _, n in runs)
+    if written != total:
+        raise CkptError(f"pid {ctx.pid}: wrote {written} of {total} bytes of memory")

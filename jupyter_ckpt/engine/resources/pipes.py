@@ -1,0 +1,92 @@
+"""Pipes and FIFOs whose ends are all inside the tree, with the bytes buffered in them.
+
+Buffered bytes are copied with tee(2), which duplicates pipe contents without consuming them,
+so the original keeps its data when it runs on. At restore one pipe (or FIFO) is made per
+inode, refilled, and each open file description is reopened from it through /proc/self/fd,
+which yields a new description with exactly the recorded flags.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from typing import Any
+
+from .. import syscalls
+from ..context import DumpContext, OpenFile, RestoreContext
+from ..errors import RestoreConflict
+from . import FileKind
+
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+SPLICE_F_NONBLOCK = 2
+_OPEN_FLAGS_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+def _claims(f: OpenFile, ctx: DumpContext) -> bool:
+    return stat.S_ISFIFO(f.st.st_mode)
+
+
+def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    ino = f.st.st_ino
+    anonymous = f.link.startswith("pipe:")
+    if anonymous and ctx.tree.pipe_ends.get(ino, set()) != {"r", "w"}:
+        raise ctx.refuse(f"fd {f.fd}", "pipe", f"{f.link}: its other end is outside the tree")
+    fd = ctx.dup_of(f.fd)
+    rec: dict[str, Any] = {"inode": ino, "fifo_path": None if anonymous else f.link,
+                           "flags": f.flags, "capacity": fcntl.fcntl(fd, F_GETPIPE_SZ)}
+    if f.access != os.O_WRONLY and ctx.writer is not None:
+        data = _peek(fd, rec["capacity"])
+        if data:
+            rec["data_blob"] = ctx.add_blob(f"pipe-{ctx.pid}-{ino}", data)
+    return rec
+
+
+def _peek(fd: int, capacity: int) -> bytes:
+    """The bytes buffered in a pipe, left in place."""
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, capacity)
+        try:
+            n = syscalls.tee(fd, w, capacity, SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return b""
+        chunks = []
+        while n > 0:
+            chunk = os.read(r, n)
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _make_pipe(rec: dict[str, Any], ctx: RestoreContext) -> tuple[int, int]:
+    """(read end, write end) held by the restorer for one pipe inode."""
+    if rec["fifo_path"] is None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    else:
+        path = rec["fifo_path"]
+        try:
+            if not stat.S_ISFIFO(os.stat(path).st_mode):
+                raise RestoreConflict(f"{path} is no longer a FIFO")
+            r = w = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise RestoreConflict(f"FIFO {path} no longer exists") from None
+        fcntl.fcntl(w, fcntl.F_SETFL, 0)
+    ctx.keep(r)
+    if w != r:
+        ctx.keep(w)
+    fcntl.fcntl(w, F_SETPIPE_SZ, rec["capacity"])
+    return r, w
+
+
+def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
+    r, w = ctx.once(("pipe", rec["inode"]), lambda: _make_pipe(rec, ctx))
+    if rec.get("data_blob"):
+        os.write(w, ctx.image.blob_bytes(rec["data_blob"]))
+    end = w if rec["flags"] & os.O_ACCMODE == os.O_WRONLY else r
+    return ctx.keep(os.open(f"/proc/self/fd/{end}", rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC))
+
+
+PIPE = FileKind("pipe", _claims, _dump, _restore)

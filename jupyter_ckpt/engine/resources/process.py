@@ -1,0 +1,128 @@
+"""Process-wide attributes: credentials, cwd, umask, rlimits, session and group, personality,
+the mm fields the kernel keeps about the address space (PR_SET_MM_MAP), and the namespaces
+the process must share with us."""
+from __future__ import annotations
+
+import os
+import resource
+import struct
+from typing import Any, Callable
+
+from .. import procfs
+from ..context import DumpContext, RestoreContext
+from ..errors import RestoreConflict
+from ..image import b64, unb64
+from ..inject import RemoteThread
+
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+_NAMESPACES = ("mnt", "net", "uts", "ipc", "user", "pid", "cgroup", "time")
+_CAPS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 35, 14, 38
+_MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+              "start_stack", "arg_start", "arg_end", "env_start", "env_end")
+_MM_MAP = struct.Struct("<11QQII")
+
+
+def dump(ctx: DumpContext) -> dict[str, Any]:
+    pid = ctx.pid
+    for ns in _NAMESPACES:
+        if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+            raise ctx.refuse("process", f"{ns} namespace", "runs in another namespace than ours")
+    if os.readlink(f"/proc/{pid}/root") != "/":
+        raise ctx.refuse("process", "chroot", "has a different root directory")
+    status = procfs.read_status(pid)
+    if status.get("Seccomp", "0") != "0":
+        raise ctx.refuse("process", "seccomp", "seccomp filters are not supported")
+    stat = procfs.read_stat(pid)
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    if cwd.endswith(" (deleted)"):
+        raise ctx.refuse("process", "cwd", f"{cwd}: working directory was removed")
+    exe = os.readlink(f"/proc/{pid}/exe")
+    exe_st = os.stat(f"/proc/{pid}/exe")
+    mm = {"start_code": int(stat[26]), "end_code": int(stat[27]), "start_stack": int(stat[28]),
+          "start_data": int(stat[45]), "end_data": int(stat[46]), "start_brk": int(stat[47]),
+          "arg_start": int(stat[48]), "arg_end": int(stat[49]), "env_start": int(stat[50]),
+          "env_end": int(stat[51])}
+    if ctx.leader is not None:
+        mm["brk"] = ctx.leader.call("brk", 0)
+    return {
+        "ppid": int(stat[4]), "pgid": int(stat[5]), "sid": int(stat[6]),
+        "cwd": cwd, "umask": int(status["Umask"], 8),
+        "uids": [int(x) for x in status["Uid"].split()],
+        "gids": [int(x) for x in status["Gid"].split()],
+        "groups": [int(x) for x in status["Groups"].split()],
+        "caps": {k: status[k] for k in _CAPS},
+        "no_new_privs": status.get("NoNewPrivs", "0") == "1",
+        "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in _RLIMITS.items()},
+        "personality": int(open(f"/proc/{pid}/personality").read(), 16),
+        "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
+        "mm": mm, "auxv": b64(procfs.read_bytes(f"/proc/{pid}/auxv")),
+        "exe": {"path": exe, "size": exe_st.st_size, "mtime_ns": exe_st.st_mtime_ns},
+        "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
+            errors="replace").strip(),
+    }
+
+
+def open_exe(rec: dict[str, Any]) -> int:
+    exe = rec["exe"]
+    try:
+        fd = os.open(exe["path"], os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise RestoreConflict(f"executable {exe['path']}: {err.strerror}") from None
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns) != (exe["size"], exe["mtime_ns"]):
+        os.close(fd)
+        raise RestoreConflict(f"executable {exe['path']} changed since the checkpoint")
+    return fd
+
+
+def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) -> None:
+    """Address-space bookkeeping, cwd, umask, session, personality (in the leader)."""
+    call = ctx.leader.call
+    ctx.scratch.reset()
+    auxv = unb64(rec["auxv"])
+    auxv_addr = ctx.scratch.put(auxv)
+    mm = rec["mm"]
+    mm_map = _MM_MAP.pack(*(mm[f] for f in _MM_FIELDS), auxv_addr, len(auxv), exe_fd)
+    call("prctl", PR_SET_MM, PR_SET_MM_MAP, ctx.scratch.put(mm_map), _MM_MAP.size, 0)
+    call("fchdir", cwd_fd)
+    call("umask", rec["umask"])
+    call("personality", rec["personality"])
+    if rec["sid"] == ctx.pid:
+        call("setsid")
+    elif rec["pgid"] == ctx.pid:
+        call("setpgid", 0, 0)
+    if rec["no_new_privs"]:
+        call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    with open(f"/proc/{ctx.pid}/oom_score_adj", "w") as f:
+        f.write(str(rec["oom_score_adj"]))
+
+
+def open_cwd(rec: dict[str, Any]) -> int:
+    try:
+        return os.open(rec["cwd"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise RestoreConflict(f"working directory {rec['cwd']}: {err.strerror}") from None
+
+
+def set_rlimits(pid: int, rec: dict[str, Any]) -> None:
+    for name, limits in rec["rlimits"].items():
+        if name in _RLIMITS:
+            resource.prlimit(pid, _RLIMITS[name], tuple(limits))
+
+
+def set_credentials(thread: RemoteThread, rec: dict[str, Any], scratch_put: Callable[[bytes], int]) -> None:
+    """Credentials are per thread in the kernel: each thread sets its own, last."""
+    uids, gids = rec["uids"], rec["gids"]
+    groups = rec["groups"]
+    thread.call("setgroups", len(groups), scratch_put(struct.pack(f"<{len(groups)}I", *groups)) if groups else 0)
+    thread.call("setresgid", gids[0], gids[1], gids[2])
+    thread.call("setresuid", uids[0], uids[1], uids[2])
+
+
+def verify_capabilities(pid: int, rec: dict[str, Any]) -> None:
+    status = procfs.read_status(pid)
+    differ = [k for k in _CAPS if status[k] != rec["caps"][k]]
+    if differ:
+        raise RestoreConflict("capabilities of the restored process would differ from the "
+                              f"checkpointed ones ({', '.join(differ)}); restore as the right user")

@@ -1,0 +1,116 @@
+"""Raw system calls Python's os module does not offer, called through libc's syscall()."""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from . import arch
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+# clone3 must not release the GIL: the child is a copy of this interpreter and must own it.
+_syscall_gil = ctypes.PyDLL(None, use_errno=True).syscall
+_syscall_gil.restype = ctypes.c_long
+
+
+def _check(result: int, what: str) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def syscall(name: str, *args: int) -> int:
+    cargs = [ctypes.c_ulong(a & ((1 << 64) - 1)) for a in args]
+    return _check(_syscall(ctypes.c_long(arch.NR[name]), *cargs), name)
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("pidfd", ctypes.c_uint64),
+                ("child_tid", ctypes.c_uint64), ("parent_tid", ctypes.c_uint64),
+                ("exit_signal", ctypes.c_uint64), ("stack", ctypes.c_uint64),
+                ("stack_size", ctypes.c_uint64), ("tls", ctypes.c_uint64),
+                ("set_tid", ctypes.c_uint64), ("set_tid_size", ctypes.c_uint64),
+                ("cgroup", ctypes.c_uint64)]
+
+
+CLONE_ARGS_SIZE = ctypes.sizeof(_CloneArgs)
+
+
+def clone_args(flags: int, exit_signal: int, set_tid_addr: int) -> bytes:
+    """A struct clone_args asking for one exact PID/TID in the caller's PID namespace."""
+    args = _CloneArgs(flags=flags, exit_signal=exit_signal, set_tid=set_tid_addr, set_tid_size=1)
+    return bytes(args)
+
+
+def fork_with_pid(pid: int) -> int:
+    """fork() this process so that the child gets exactly `pid`. Returns 0 in the child."""
+    tid_array = (ctypes.c_int32 * 1)(pid)
+    args = _CloneArgs(exit_signal=17, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
+    result = _syscall_gil(ctypes.c_long(arch.NR["clone3"]), ctypes.byref(args),
+                          ctypes.c_size_t(ctypes.sizeof(args)))
+    return _check(result, f"clone3(set_tid={pid})")
+
+
+def pidfd_getfd(pidfd: int, fd: int) -> int:
+    """Duplicate another process's fd into ours (same open file description)."""
+    return syscall("pidfd_getfd", pidfd, fd, 0)
+
+
+class _Iov(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_IOV_MAX = 1024
+
+
+def _vm_transfer(name: str, pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
+    """Move bytes between our buffer at local_addr and the remote ranges, in order.
+
+    Returns how many bytes moved; a short count means the range at that point failed.
+    """
+    done = 0
+    for i in range(0, len(remote), _IOV_MAX):
+        chunk = remote[i:i + _IOV_MAX]
+        total = sum(length for _, length in chunk)
+        riov = (_Iov * len(chunk))(*[_Iov(addr, length) for addr, length in chunk])
+        liov = _Iov(local_addr + done, total)
+        n = _syscall(ctypes.c_long(arch.NR[name]), ctypes.c_long(pid), ctypes.byref(liov),
+                     ctypes.c_ulong(1), riov, ctypes.c_ulong(len(chunk)), ctypes.c_ulong(0))
+        if n < 0:
+            err = ctypes.get_errno()
+            if done == 0 and i == 0 and err not in (14,):  # EFAULT: report a short count
+                raise OSError(err, f"{name}({pid}): {os.strerror(err)}")
+            return done
+        done += n
+        if n < total:
+            return done
+    return done
+
+
+def vm_read(pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
+    return _vm_transfer("process_vm_readv", pid, local_addr, remote)
+
+
+def vm_write(pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
+    return _vm_transfer("process_vm_writev", pid, local_addr, remote)
+
+
+def get_robust_list(tid: int) -> tuple[int, int]:
+    head = ctypes.c_uint64()
+    length = ctypes.c_size_t()
+    syscall("get_robust_list", tid, ctypes.addressof(head), ctypes.addressof(length))
+    return head.value, length.value
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int) -> int:
+    return syscall("tee", fd_in, fd_out, length, flags)
+
+
+KCMP_FILE = 0
+KCMP_EPOLL_TFD = 7
+
+
+def kcmp(pid1: int, pid2: int, kind: int, idx1: int, idx2: int) -> int:
+    return syscall("kcmp", pid1, pid2, kind, idx1, idx2)
