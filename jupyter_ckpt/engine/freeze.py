@@ -8,6 +8,7 @@ If anything fails, every thread seized so far is detached and runs on untouched.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import psutil
@@ -41,18 +42,35 @@ class FrozenTree:
                 pass  # already gone
         self._stopped.clear()
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole tree and return once every process in it is dead."""
         for pid in self.processes:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        for tid in list(self._stopped):
+        # Collect our (tracer's) exit notifications; a leader reports only after its threads.
+        for tid in sorted(self._stopped, key=lambda t: t in self.processes):
             try:
-                ptrace_ext.detach(tid)
-            except ptrace_ext.PtraceError:
+                ptrace_ext.wait(tid)
+            except ChildProcessError:
                 pass
         self._stopped.clear()
+        deadline = time.monotonic() + timeout
+        for pid in self.processes:
+            while _alive(pid):
+                if time.monotonic() > deadline:
+                    raise CkptError(f"pid {pid} did not die after SIGKILL")
+                time.sleep(0.005)
+
+
+def _alive(pid: int) -> bool:
+    """Dead means gone or a zombie: reaping is the parent's business, not ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _tree_pids(root: int) -> list[int]:

@@ -168,13 +168,16 @@ def _rebuild(ctx: RestoreContext, proc: dict[str, Any], seed: _Seed) -> list[Rem
                 if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
     for path, facts in mapped.items():
         ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable)))
-    ours.append(ctx.keep(process.open_exe(proc["process"])))
+    exe = ctx.keep(process.open_exe(proc["process"]))
+    ours.append(exe)
     ours.append(ctx.keep(process.open_cwd(proc["process"])))
     theirs = _send_fds(ctx, seed.sock, channel, park, ours)
     n_files = len(proc["files"])
     by_id = {rec["id"]: theirs[i] for i, rec in enumerate(proc["files"])}
     map_fds = dict(zip(mapped, theirs[n_files:n_files + len(mapped)]))
     exe_fd, cwd_fd = theirs[-2], theirs[-1]
+    if process.same_exe(ctx.pid, exe):
+        exe_fd = -1
 
     memory.restore(ctx, proc["memory"], map_fds)
     call("close", channel)

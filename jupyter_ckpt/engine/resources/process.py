@@ -63,6 +63,11 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     }
 
 
+def same_exe(pid: int, fd: int) -> bool:
+    here, want = os.stat(f"/proc/{pid}/exe"), os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (want.st_dev, want.st_ino)
+
+
 def open_exe(rec: dict[str, Any]) -> int:
     exe = rec["exe"]
     try:
@@ -77,13 +82,16 @@ def open_exe(rec: dict[str, Any]) -> int:
 
 
 def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) -> None:
-    """Address-space bookkeeping, cwd, umask, session, personality (in the leader)."""
+    """Address-space bookkeeping, cwd, umask, session, personality (in the leader).
+
+    `exe_fd` is -1 when the seed already runs the right executable: the kernel refuses to
+    swap /proc/PID/exe for a file that is still mapped, and the image maps its own exe."""
     call = ctx.leader.call
     ctx.scratch.reset()
     auxv = unb64(rec["auxv"])
     auxv_addr = ctx.scratch.put(auxv)
     mm = rec["mm"]
-    mm_map = _MM_MAP.pack(*(mm[f] for f in _MM_FIELDS), auxv_addr, len(auxv), exe_fd)
+    mm_map = _MM_MAP.pack(*(mm[f] for f in _MM_FIELDS), auxv_addr, len(auxv), exe_fd & 0xFFFFFFFF)
     call("prctl", PR_SET_MM, PR_SET_MM_MAP, ctx.scratch.put(mm_map), _MM_MAP.size, 0)
     call("fchdir", cwd_fd)
     call("umask", rec["umask"])

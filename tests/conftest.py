@@ -1,0 +1,171 @@
+"""Test harness: real programs are started, checkpointed, killed, restored, and then verify
+their own state (the protocol is described in programs/ckpt_test.h)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+HERE = Path(__file__).parent
+PROGRAMS = HERE / "programs"
+CLI = [sys.executable, "-m", "jupyter_ckpt"]
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `jupyter-ckpt ARGS`; with `check`, fail the test (showing stderr) on non-zero exit."""
+    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        pytest.fail(f"jupyter-ckpt {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                    f"{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@dataclass
+class Program:
+    """A test program following the status-file protocol."""
+
+    argv: list[str]
+    workdir: Path
+    status: Path = field(init=False)
+    popen: subprocess.Popen | None = field(init=False, default=None)
+    pid: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.status = self.workdir / f"status-{os.getpid()}-{time.monotonic_ns()}"
+
+    def start(self, timeout: float = 30.0, **popen_kwargs) -> "Program":
+        popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+        popen_kwargs.setdefault("stdout", open(self.workdir / "stdout.log", "ab"))
+        popen_kwargs.setdefault("stderr", subprocess.STDOUT)
+        popen_kwargs.setdefault("cwd", self.workdir)
+        self.popen = subprocess.Popen(self.argv + [str(self.status)], **popen_kwargs)
+        self.pid = self.popen.pid
+        wait_until(lambda: "ready" in self.lines() or self.popen.poll() is not None, timeout,
+                   f"{self.argv[0]} to get ready")
+        if "ready" not in self.lines():
+            pytest.fail(f"{self.argv} exited {self.popen.returncode} before getting ready: "
+                        f"{self.lines()} {self.log()}")
+        return self
+
+    def lines(self) -> list[str]:
+        try:
+            return self.status.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def log(self) -> str:
+        path = self.workdir / "stdout.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def tids(self) -> list[int]:
+        return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+
+    def start_time(self) -> float:
+        return psutil.Process(self.pid).create_time()
+
+    def dump(self, image: Path, kill: bool = True) -> None:
+        run_cli("dump", self.pid, image, *(["--kill"] if kill else []))
+        if kill:
+            self.reap()
+
+    def reap(self) -> None:
+        """The original was killed by dump --kill; as its parent we reap it so its PID frees."""
+        if self.popen is not None:
+            self.popen.wait(timeout=30)
+            self.popen = None
+
+    def restore(self, image: Path, *extra: str) -> int:
+        out = run_cli("restore", image, "--detach", *extra)
+        pid = int(out.stdout.strip().splitlines()[-1])
+        assert pid == self.pid, f"restored as pid {pid}, expected {self.pid}"
+        return pid
+
+    def verify(self, timeout: float = 30.0) -> None:
+        """Ask the (restored) program to check itself; fail the test unless it says PASS."""
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_until(lambda: any(l.startswith(("PASS", "FAIL")) for l in self.lines())
+                   or not pid_alive(self.pid), timeout, "the program's verdict")
+        verdict = [l for l in self.lines() if l.startswith(("PASS", "FAIL"))]
+        assert verdict == ["PASS"], f"program said {verdict or 'nothing'}; log: {self.log()}"
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.reap()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def cc(tmp_path: Path):
+    """Compile tests/programs/NAME.c; returns the binary's path."""
+    def build(name: str, *flags: str) -> Path:
+        out = tmp_path / name
+        cmd = ["gcc", "-O2", "-g", "-Wall", "-pthread", "-I", str(PROGRAMS),
+               str(PROGRAMS / f"{name}.c"), "-o", str(out), *flags]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        return out
+    return build
+
+
+@pytest.fixture
+def programs(workdir: Path):
+    """Start programs; anything still running at the end of the test is killed."""
+    started: list[Program] = []
+
+    def start(*argv: str | Path, **kwargs) -> Program:
+        prog = Program([str(a) for a in argv], workdir)
+        started.append(prog)
+        return prog.start(**kwargs)
+
+    yield start
+    for prog in started:
+        prog.kill()
+        if prog.pid and pid_alive(prog.pid):
+            os.kill(prog.pid, signal.SIGKILL)
+
+
+def checkpoint_cycle(prog: Program, image: Path) -> None:
+    """dump --kill, restore, and check the restored process is a new incarnation with the
+    same PID and TIDs; then let the program verify itself."""
+    tids_before = prog.tids()
+    started_before = prog.start_time()
+    prog.dump(image, kill=True)
+    assert not pid_alive(prog.pid), "dump --kill left the original running"
+    prog.restore(image)
+    assert prog.tids() == tids_before, "restored TIDs differ from the originals"
+    assert prog.start_time() != started_before, "the 'restored' process is the original"
+    prog.verify()
+
+
+def manifest(image: Path) -> dict:
+    return json.loads((image / "manifest.json").read_text())
