@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import CkptError, check, dump, restore, summarize
-    from .engine.inspect import render
+    from .engine.summary import render
 
     try:
         if args.command == "dump":

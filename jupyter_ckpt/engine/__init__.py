@@ -7,7 +7,7 @@
 """
 from .dump import check, dump
 from .errors import Blocker, CkptError, ImageError, Refused, RestoreConflict, Unsupported
-from .inspect import summarize
+from .summary import summarize
 from .restore import Restored, restore
 
 __all__ = ["check", "dump", "restore", "summarize", "Restored", "Blocker", "CkptError",

@@ -57,7 +57,16 @@ class TreeIndex:
     """Facts about the whole frozen tree that single-fd decisions depend on."""
 
     pipe_ends: dict[int, set[str]] = field(default_factory=dict)  # pipe inode -> {"r", "w"}
+    sockets: set[int] = field(default_factory=set)  # inodes of sockets open in the tree
     pids: set[int] = field(default_factory=set)
+    _unix: dict[int, Any] | None = None
+
+    def unix_socket(self, inode: int) -> Any:
+        """sock_diag facts about a unix socket (one netlink dump per checkpoint)."""
+        if self._unix is None:
+            from .sockdiag import unix_sockets
+            self._unix = unix_sockets()
+        return self._unix.get(inode)
 
 
 @dataclass

@@ -72,6 +72,8 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
     for pid in tree.processes:
         files[pid] = list_open_files(pid)
         for f in files[pid]:
+            if f.link.startswith("socket:"):
+                index.sockets.add(f.st.st_ino)
             if f.link.startswith("pipe:"):
                 ends = index.pipe_ends.setdefault(f.st.st_ino, set())
                 ends.update({os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(f.access, "rw"))

@@ -183,6 +183,13 @@ def _rebuild(ctx: RestoreContext, proc: dict[str, Any], seed: _Seed) -> list[Rem
     call("close", channel)
     for entry in proc["fds"]:
         call("dup3", by_id[entry["file"]], entry["fd"], O_CLOEXEC if entry["cloexec"] else 0)
+    first_fd = {}
+    for entry in proc["fds"]:
+        first_fd.setdefault(entry["file"], entry["fd"])
+    for rec in proc["files"]:
+        kind = kind_named(rec["kind"])
+        if kind.after_install is not None:
+            kind.after_install(rec, ctx, first_fd[rec["id"]])
     process.restore(ctx, proc["process"], exe_fd, cwd_fd)
     call("close_range", park, _UINT_MAX, 0)
     signals.restore_dispositions(ctx, proc["signals"])

@@ -22,9 +22,12 @@ class FileKind:
     claims: Callable[[OpenFile, DumpContext], bool]
     dump: Callable[[OpenFile, DumpContext], dict[str, Any]]
     restore: Callable[[dict[str, Any], RestoreContext], int]
+    # Runs inside the restored process once every fd is at its number (e.g. epoll_ctl);
+    # gets the record and one fd number of this description in the restored process.
+    after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import devices, files, pipes, stdio  # noqa: E402  (modules import FileKind from here)
+from . import devices, epoll, eventfd, files, inet, pipes, stdio, unix  # noqa: E402  (they import FileKind)
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
@@ -32,6 +35,10 @@ FILE_KINDS: list[FileKind] = [
     files.DIRECTORY,
     devices.CHAR_DEVICE,
     pipes.PIPE,
+    eventfd.EVENTFD,
+    epoll.EPOLL,
+    unix.UNIX_SOCKET,
+    inet.INET_SOCKET,
 ]
 _BY_NAME = {kind.name: kind for kind in FILE_KINDS}
 
