@@ -1,0 +1,106 @@
+"""A real, unmodified ipykernel started by jupyter_client is dumped, killed and restored, and
+a client on the same connection file finds its state again.
+
+The engine is called in-process, so the restored kernel is a child of this test process,
+which is also the parent it was started by (ipykernel exits when its parent PID changes).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import jupyter_client
+import psutil
+import pytest
+
+from jupyter_ckpt import engine
+
+SETUP = """
+import os, threading, time
+import numpy as np
+x = 42
+square = lambda v: v * v
+gen = (i * i for i in range(1000))
+first = [next(gen) for _ in range(3)]
+arr = np.arange(2_000_000, dtype=np.int64)
+ticks = [0]
+def tick():
+    while True:
+        ticks[0] += 1
+        time.sleep(0.01)
+threading.Thread(target=tick, daemon=True).start()
+f = open(os.path.join({workdir!r}, "data.txt"), "w+")
+f.write("0123456789")
+f.seek(4)
+"""
+
+
+class Kernel:
+    def __init__(self, workdir):
+        log = open(workdir / "kernel.log", "ab")
+        self.km = jupyter_client.KernelManager(kernel_name="python3")
+        self.km.start_kernel(stdout=log, stderr=log, cwd=str(workdir))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.pid = self.km.provisioner.process.pid
+
+    def run(self, code: str) -> tuple[str, str, int]:
+        out: list[str] = []
+
+        def hook(msg):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        reply = self.kc.execute_interactive(code, timeout=60, output_hook=hook)
+        return reply["content"]["status"], "".join(out), reply["content"]["execution_count"]
+
+    def wait_for_output(self, timeout: float = 30) -> None:
+        """After a restore the client's IOPub subscription has to reconnect first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "alive" in self.run("print('alive')")[1]:
+                return
+            time.sleep(0.2)
+        pytest.fail("restored kernel never produced output")
+
+    def close(self, pid: int) -> None:
+        self.kc.stop_channels()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.km.cleanup_resources()
+
+
+def test_ipykernel_dump_kill_restore(tmp_path):
+    kernel = Kernel(tmp_path)
+    try:
+        status, out, count = kernel.run(SETUP.format(workdir=str(tmp_path)))
+        assert status == "ok", out
+        started = psutil.Process(kernel.pid).create_time()
+        tids = sorted(os.listdir(f"/proc/{kernel.pid}/task"))
+
+        assert engine.check(kernel.pid) == []
+        engine.dump(kernel.pid, str(tmp_path / "image"), kill=True)
+        kernel.km.provisioner.process.wait(timeout=30)  # we are its parent: reap it
+
+        restored = engine.restore(str(tmp_path / "image"))
+        assert restored.pid == kernel.pid
+        assert sorted(os.listdir(f"/proc/{kernel.pid}/task")) == tids
+        assert psutil.Process(kernel.pid).create_time() != started
+        assert psutil.Process(kernel.pid).ppid() == os.getpid()
+
+        kernel.wait_for_output()
+        status, out, new_count = kernel.run(
+            "t0 = ticks[0]; time.sleep(0.3)\n"
+            "print(x, square(7), next(gen), int(arr.sum()), f.tell(), f.read(), ticks[0] > t0)")
+        assert status == "ok", out
+        assert out.split() == ["42", "49", "9", str(sum(range(2_000_000))), "4", "456789", "True"]
+        assert new_count > count
+    finally:
+        kernel.close(kernel.pid)
