@@ -1,7 +1,7 @@
 """The Python side of the test protocol (see programs/ckpt_test.h): for Python test programs.
 
     import ckpt_test
-    t = ckpt_test.Protocol()      # reads the status file from sys.argv[1], installs SIGUSR1
+    t = ckpt_test.Protocol()      # status file = last argument; installs SIGUSR1
     ... set up state ...
     t.ready()
     while not t.verify_requested: ... keep working ...
@@ -14,7 +14,7 @@ import sys
 
 class Protocol:
     def __init__(self) -> None:
-        self.path = sys.argv[1]
+        self.path = sys.argv[-1]
         self.verify_requested = False
         signal.signal(signal.SIGUSR1, self._on_usr1)
 

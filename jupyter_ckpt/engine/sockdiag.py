@@ -67,8 +67,8 @@ def _parse(body: bytes) -> UnixSocketInfo:
     while off + _RTATTR.size <= len(body):
         length, kind = _RTATTR.unpack_from(body, off)
         payload = body[off + _RTATTR.size: off + length]
-        if kind == UNIX_DIAG_NAME:
-            info.name = payload
+        if kind == UNIX_DIAG_NAME:  # a path ends at its NUL; an abstract name starts with one
+            info.name = payload if payload.startswith(b"\0") else payload.split(b"\0", 1)[0]
         elif kind == UNIX_DIAG_PEER:
             (info.peer,) = struct.unpack("=I", payload)
         elif kind == UNIX_DIAG_ICONS:

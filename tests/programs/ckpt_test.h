@@ -1,5 +1,5 @@
 /* The protocol every test program follows (after CRIU's zdtm):
- *   argv[1] is a status file. The program sets up its state, then writes "ready\n".
+ *   The last argument is a status file. The program sets up its state, then writes "ready\n".
  *   It keeps running until SIGUSR1 arrives (sent after dump -> kill -> restore), then
  *   checks its own state and appends "PASS\n" or "FAIL <why>\n" and exits 0 or 1.
  */
@@ -32,7 +32,7 @@ static void ckpt_status(const char *fmt, ...) {
 /* Call first: remembers the status file and installs the SIGUSR1 handler. */
 static void ckpt_init(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s STATUS_FILE\n", argv[0]); exit(2); }
-    ckpt_status_path = argv[1];
+    ckpt_status_path = argv[argc - 1];
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = ckpt_on_usr1;

@@ -24,7 +24,7 @@ NR = {
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
     "prctl": 157, "gettid": 186, "set_tid_address": 218, "epoll_ctl": 233,
-    "set_robust_list": 273, "get_robust_list": 274, "tee": 276, "dup3": 292,
+    "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,
     "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
     "process_vm_writev": 311, "kcmp": 312, "rseq": 334, "pidfd_open": 434,
     "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
@@ -45,6 +45,7 @@ _ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 _ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND, _ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 _EINTR = 4
 _NR_RESTART_SYSCALL = 219
+_NR_POLL, _NR_EPOLL_WAIT, _NR_EPOLL_PWAIT, _NR_EPOLL_PWAIT2 = 7, 232, 281, 441
 
 
 def regs_to_dict(regs: Regs) -> dict[str, int]:
@@ -97,30 +98,35 @@ def set_stack_pointer(regs: Regs, value: int) -> None:
 
 
 def fix_interrupted_syscall(regs: Regs, restored: bool) -> str | None:
-    """Make a thread stopped inside a syscall resume as the kernel would have resumed it.
+    """Settle the result of a syscall the thread was stopped in, so that it resumes as the
+    kernel would have resumed it. Returns what will happen (None: not in a syscall).
 
-    We apply what the kernel's signal code does when no handler runs: re-issue the syscall.
-    For restart_block syscalls (clock_nanosleep) the live process restarts through
-    restart_syscall; a `restored` one has no kernel restart state, so it sees EINTR, which
-    glibc/CPython callers retry. Returns what was done (None: not in a syscall).
+    The registers keep orig_rax and an -ERESTART* code: the thread must be resumed from an
+    interrupt stop (RemoteThread.park), where the kernel's own signal code then restarts the
+    syscall, or turns it into EINTR when a handler runs (ERESTARTNOHAND, ERESTARTSYS without
+    SA_RESTART), exactly as it would have done without us.
+    Adjusted here: a `restored` thread has no kernel restart_block, so restart_block
+    syscalls see EINTR (glibc/CPython callers retry; nanosleep has written the time left),
+    except poll without timeout, which is simply issued again. epoll_wait without timeout
+    fails with EINTR on any stop, ptrace's included: it is made restartable, so only a
+    signal handler running makes it fail, as without the checkpoint.
     """
     if ctypes.c_long(regs.orig_rax).value < 0:
         return None
     err = -ctypes.c_long(regs.rax).value
-    action: str | None = None
-    if err in (_ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND):
-        regs.rax = regs.orig_rax
-        regs.rip -= SYSCALL_INSN_LEN
-        action = "restart"
+    nr = regs.orig_rax
+    no_timeout = (nr in (_NR_EPOLL_WAIT, _NR_EPOLL_PWAIT) and ctypes.c_int(regs.r10).value < 0) \
+        or (nr == _NR_EPOLL_PWAIT2 and regs.r10 == 0)
+    if err == _EINTR and no_timeout:
+        err = _ERESTARTNOHAND
     elif err == _ERESTART_RESTARTBLOCK and restored:
-        regs.rax = (-_EINTR) & ((1 << 64) - 1)
-        action = "eintr"
-    elif err == _ERESTART_RESTARTBLOCK:
-        regs.rax = _NR_RESTART_SYSCALL
-        regs.rip -= SYSCALL_INSN_LEN
-        action = "restart_syscall"
-    regs.orig_rax = (1 << 64) - 1
-    return action
+        err = _ERESTARTNOHAND if nr == _NR_POLL and ctypes.c_int(regs.rdx).value < 0 else _EINTR
+    regs.rax = (-err) & ((1 << 64) - 1)
+    if err in (_ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND):
+        return "restart"
+    if err == _ERESTART_RESTARTBLOCK:
+        return "restart_syscall"
+    return "eintr" if err == _EINTR else None
 
 
 def xstate_features(xstate: bytes) -> int:

@@ -27,7 +27,7 @@ class FileKind:
     after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import devices, epoll, eventfd, files, inet, pipes, stdio, unix  # noqa: E402  (they import FileKind)
+from . import devices, epoll, eventfd, files, inet, pipes, signalfd, stdio, timerfd, unix  # noqa: E402
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
@@ -36,6 +36,8 @@ FILE_KINDS: list[FileKind] = [
     devices.CHAR_DEVICE,
     pipes.PIPE,
     eventfd.EVENTFD,
+    timerfd.TIMERFD,
+    signalfd.SIGNALFD,
     epoll.EPOLL,
     unix.UNIX_SOCKET,
     inet.INET_SOCKET,

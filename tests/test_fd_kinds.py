@@ -1,0 +1,23 @@
+"""Issue-3 fd kinds in real programs: event fds, timers, signalfd, epoll, sockets."""
+import socket
+import sys
+
+from conftest import PROGRAMS, checkpoint_cycle, run_cli
+
+
+def test_eventfd_timerfd_signalfd_epoll(cc, programs, workdir):
+    prog = programs(cc("event_fds"))
+    assert run_cli("check", prog.pid).returncode == 0
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_unix_and_tcp_sockets(programs, workdir):
+    peer = socket.socket()
+    peer.bind(("127.0.0.1", 0))
+    peer.listen(1)
+    prog = programs(sys.executable, PROGRAMS / "py_sockets.py", str(peer.getsockname()[1]))
+    conn, _ = peer.accept()
+    assert conn.recv(5) == b"hello"
+    checkpoint_cycle(prog, workdir / "image")
+    conn.close()
+    peer.close()
