@@ -58,6 +58,7 @@ class TreeIndex:
 
     pipe_ends: dict[int, set[str]] = field(default_factory=dict)  # pipe inode -> {"r", "w"}
     sockets: set[int] = field(default_factory=set)  # inodes of sockets open in the tree
+    shmem: dict[int, dict[str, Any]] = field(default_factory=dict)  # shared memory objects saved
     pids: set[int] = field(default_factory=set)
     _unix: dict[int, Any] | None = None
 
@@ -141,13 +142,6 @@ class RestoreContext:
             self.shared[key] = make()
         return self.shared[key]
 
-    def close(self) -> None:
-        for fd in self.own_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.own_fds.clear()
 
 
 def list_open_files(pid: int) -> list[OpenFile]:

@@ -16,7 +16,7 @@ from .hostinfo import host_facts
 from .image import ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .pagemap import PageScanner
-from .procfs import read_vmas
+from .procfs import read_stat, read_vmas
 from .resources import claim, memory, process, signals, threads
 from . import syscalls
 
@@ -83,17 +83,17 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 def _collect(tree: FrozenTree, writer: ImageWriter | None) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     blockers: list[Blocker] = []
+    registry = _FileRegistry()
     processes = []
     for pid, tids in tree.processes.items():
-        if pid != tree.root:
-            blockers.append(Blocker(pid, "process", "child process",
-                                    "process trees with children are not supported yet"))
-            continue
         if not tids or tids[0] != pid:
             blockers.append(Blocker(pid, "process", "zombie leader", "main thread has exited"))
             continue
-        processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers))
-    logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"])
+        processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry))
+    zombies = [_zombie(pid) for pid in sorted(tree.zombies)]
+    blockers += _check_sessions(tree.root, processes)
+    logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
+        + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -102,14 +102,44 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None) -> tuple[dict[str, An
         "root_pid": tree.root,
         "host": host_facts(),
         "processes": processes,
+        "zombies": zombies,
+        "files": registry.records,
+        "shmem": {str(inode): obj for inode, obj in index.shmem.items()},
         "stats": {"bytes_written": written, "bytes_logical": logical, "dirty_tracking": "none",
                   "processes": len(processes), "threads": sum(len(p["threads"]) for p in processes)},
     }
     return manifest, blockers
 
 
+def _zombie(pid: int) -> dict[str, Any]:
+    stat = read_stat(pid)
+    return {"pid": pid, "ppid": int(stat[4]), "exit_code": int(stat[52])}
+
+
+def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]:
+    """Sessions and process groups must be reproducible by setsid/setpgid from inside the
+    tree: a process's session is its own or its parent's; its group is its own, that of a
+    group leader in the tree, or the root's (which the restored root inherits from us)."""
+    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
+    leaders = {pid for pid, attrs in by_pid.items() if attrs["pgid"] == pid}
+    root_attrs = by_pid.get(root)
+    blockers = []
+    for pid, attrs in by_pid.items():
+        if pid == root:
+            continue
+        parent = by_pid.get(attrs["ppid"])
+        if attrs["sid"] != pid and (parent is None or attrs["sid"] != parent["sid"]):
+            blockers.append(Blocker(pid, "process", "session",
+                                    f"session {attrs['sid']} cannot be re-created from inside the tree"))
+        elif attrs["pgid"] not in leaders and (root_attrs is None or attrs["pgid"] != root_attrs["pgid"]):
+            blockers.append(Blocker(pid, "process", "process group",
+                                    f"group {attrs['pgid']} has no leader in the tree"))
+    return blockers
+
+
 def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[OpenFile],
-                     writer: ImageWriter | None, blockers: list[Blocker]) -> dict[str, Any]:
+                     writer: ImageWriter | None, blockers: list[Blocker],
+                     registry: "_FileRegistry") -> dict[str, Any]:
     mem = RemoteMemory(pid)
     vdso = next((v for v in read_vmas(pid) if v.path == "[vdso]"), None)
     if vdso is None:
@@ -128,12 +158,13 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
             record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
             record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
-            record["files"], record["fds"] = _collect_files(ctx, files, blockers)
+            record["fds"] = registry.collect(ctx, files, blockers)
         finally:
             remote[0].call("munmap", scratch, SCRATCH_SIZE)
             ctx.scratch = None
         for t in remote:  # the live process resumes exactly where it was
             arch.fix_interrupted_syscall(t.saved, restored=False)
+            t.park()
             t.put_back()
             ptrace_ext.set_sigmask(t.tid, ctx.saved_masks[t.tid])
         ctx.scanner = PageScanner(pid) if writer is not None else None
@@ -156,29 +187,34 @@ def _guarded(blockers: list[Blocker], collect, fallback):
         return fallback
 
 
-def _collect_files(ctx: DumpContext, files: list[OpenFile],
-                   blockers: list[Blocker]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Group fds into open file descriptions (dup'ed fds share one) and dump each once."""
-    descriptions: list[list[OpenFile]] = []
-    for f in files:
-        for group in descriptions:
-            head = group[0]
+class _FileRegistry:
+    """Open file descriptions of the whole tree: fds that share one (dup'ed, or inherited
+    over fork) refer to one record, dumped once, so restore shares it again."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._heads: list[tuple[OpenFile, str]] = []
+
+    def _find(self, f: OpenFile) -> str | None:
+        for head, file_id in self._heads:
             if (head.st.st_dev, head.st.st_ino) == (f.st.st_dev, f.st.st_ino) and \
-                    syscalls.kcmp(ctx.pid, ctx.pid, syscalls.KCMP_FILE, head.fd, f.fd) == 0:
-                group.append(f)
-                break
-        else:
-            descriptions.append([f])
-    records, fds = [], []
-    for group in descriptions:
-        head = group[0]
-        file_id = f"{ctx.pid}:{head.fd}"
-        try:
-            kind = claim(head, ctx)
-            rec = {"id": file_id, "kind": kind.name, **kind.dump(head, ctx)}
-        except Unsupported as refusal:
-            blockers.extend(refusal.blockers)
-            continue
-        records.append(rec)
-        fds += [{"fd": f.fd, "file": file_id, "cloexec": f.cloexec} for f in group]
-    return records, sorted(fds, key=lambda r: r["fd"])
+                    syscalls.kcmp(head.pid, f.pid, syscalls.KCMP_FILE, head.fd, f.fd) == 0:
+                return file_id
+        return None
+
+    def collect(self, ctx: DumpContext, files: list[OpenFile], blockers: list[Blocker]) -> list[dict[str, Any]]:
+        fds = []
+        for f in files:
+            file_id = self._find(f)
+            if file_id is None:
+                file_id = f"{f.pid}:{f.fd}"
+                try:
+                    kind = claim(f, ctx)
+                    rec = {"id": file_id, "kind": kind.name, "owner": f.pid, **kind.dump(f, ctx)}
+                except Unsupported as refusal:
+                    blockers.extend(refusal.blockers)
+                    continue
+                self.records.append(rec)
+                self._heads.append((f, file_id))
+            fds.append({"fd": f.fd, "file": file_id, "cloexec": f.cloexec})
+        return fds

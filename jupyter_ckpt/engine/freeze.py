@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import ptrace_ext
+from . import procfs, ptrace_ext
 from .errors import CkptError
 
 SEIZE_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE
@@ -27,6 +27,7 @@ class FrozenTree:
 
     root: int
     processes: dict[int, list[int]] = field(default_factory=dict)
+    zombies: set[int] = field(default_factory=set)  # exited children not yet reaped: not seized
     _stopped: set[int] = field(default_factory=set)
 
     @property
@@ -87,11 +88,14 @@ def _tids(pid: int) -> list[int]:
 
 
 def freeze(root: int) -> FrozenTree:
+    if root <= 0:
+        raise CkptError(f"invalid pid {root}: process ids are positive numbers")
     if root == os.getpid():
         raise CkptError("refusing to checkpoint the checkpointing process itself")
     try:
         psutil.Process(root)
-    except psutil.NoSuchProcess:
+        _check_root(root)
+    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
         raise CkptError(f"no process with pid {root}") from None
     tree = FrozenTree(root)
     try:
@@ -102,6 +106,21 @@ def freeze(root: int) -> FrozenTree:
     return tree
 
 
+_PF_KTHREAD = 0x00200000
+
+
+def _check_root(root: int) -> None:
+    """Refuse, by name, a pid that is not a live user-space process of its own."""
+    stat = procfs.read_stat(root)
+    if int(stat[9]) & _PF_KTHREAD:
+        raise CkptError(f"pid {root} is a kernel thread ({stat[2]}); only user processes can be checkpointed")
+    tgid = int(procfs.read_status(root).get("Tgid", root))
+    if tgid != root:
+        raise CkptError(f"{root} is a thread of process {tgid}, not a process; checkpoint pid {tgid}")
+    if stat[3] in ("Z", "X"):
+        raise CkptError(f"pid {root} has exited (a zombie waiting for its parent)")
+
+
 def _freeze_until_stable(tree: FrozenTree) -> None:
     while True:
         found_new = False
@@ -110,6 +129,9 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
         except psutil.NoSuchProcess:
             raise CkptError(f"pid {tree.root} exited during the freeze") from None
         for pid in pids:
+            if pid != tree.root and not _alive(pid):
+                tree.zombies.add(pid)
+                continue
             for tid in _tids(pid):
                 if tid in tree._stopped:
                     continue
@@ -117,10 +139,9 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
                 _seize_one(tree, tid)
         if not found_new:
             break
-    for pid in list(tree.processes):
-        tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
-    for pid in _tree_pids(tree.root):
-        tree.processes.setdefault(pid, [t for t in _tids(pid) if t in tree._stopped])
+    for pid in _tree_pids(tree.root):  # parents before their children
+        if pid not in tree.zombies:
+            tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
 
 
 def _seize_one(tree: FrozenTree, tid: int) -> None:

@@ -14,20 +14,22 @@ import resource
 import signal
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import ptrace_ext, syscalls
+from . import arch, ptrace_ext, syscalls
 from .context import RestoreContext, StdioPolicy
 from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .procfs import read_vmas
-from .resources import kind_named, memory, process, signals, threads
+from .resources import kind_named, memory, process, shmem, signals, threads
 
 SCRATCH_SIZE = 256 * 1024
-SEED_OPTIONS = ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_EXITKILL
+SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
+                | ptrace_ext.O_EXITKILL)
 _MAX_FDS_PER_MESSAGE = 250
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")
 _CMSG_HEADER = struct.Struct("<Qii")
@@ -62,22 +64,161 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
 
 
 def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False) -> Restored:
+    """Bring the tree back. Its root becomes a child of the calling process (like the original
+    parent, when the caller is that parent: ipykernel, for one, checks its parent PID)."""
     image = load(path, allow_foreign_owner)
-    (proc,) = image.manifest["processes"]
-    for tid in (t["tid"] for t in proc["threads"]):
-        if os.path.exists(f"/proc/{tid}") or os.path.exists(f"/proc/{proc['pid']}/task/{tid}"):
-            raise RestoreConflict(f"pid/tid {tid} is in use on this host (is the original still running?)")
-    seed = _spawn_seed(proc["pid"])
+    manifest = image.manifest
+    root = manifest["root_pid"]
+    procs = _parents_first(manifest["processes"], root)
+    ids = [t["tid"] for proc in procs for t in proc["threads"]] + [z["pid"] for z in manifest["zombies"]]
+    for tid in ids:
+        if not _id_free(tid):
+            raise RestoreConflict(f"pid/tid {tid} is in use on this host "
+                                  "(is the original still running?)")
+    tree = _Tree(image, StdioPolicy(stdio))
+    seed = _spawn_seed(root)
+    released: list[RemoteThread] = []
     try:
-        threads_out = _restore_process(image, proc, seed, StdioPolicy(stdio))
+        leaders = _create_seeds(tree, seed, procs, manifest["zombies"])
+        for proc in procs:
+            released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
     except BaseException:
-        _kill(seed.pid)
+        for pid in reversed(tree.created):
+            _kill(pid)
         raise
     finally:
         seed.close()
-    for thread in threads_out:
+        tree.close()
+    for thread in released:
         ptrace_ext.detach(thread.tid)
-    return Restored(proc["pid"])
+    return Restored(root)
+
+
+def _id_free(tid: int, grace: float = 5.0) -> bool:
+    """Free, or about to be: a just-killed tree's orphans are zombies until init reaps them."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            with open(f"/proc/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state not in ("Z", "X") or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _parents_first(procs: list[dict[str, Any]], root: int) -> list[dict[str, Any]]:
+    by_pid = {p["pid"]: p for p in procs}
+    depth: dict[int, int] = {}
+
+    def level(pid: int) -> int:
+        if pid not in depth:
+            parent = by_pid[pid]["process"]["ppid"]
+            depth[pid] = 0 if pid == root or parent not in by_pid else level(parent) + 1
+        return depth[pid]
+
+    return sorted(procs, key=lambda p: level(p["pid"]))
+
+
+class _Tree:
+    """What the processes of one restore share: objects several of them hold (pipes, sockets,
+    shared memory), our fds of them, and the processes created so far (killed on failure)."""
+
+    def __init__(self, image: ImageReader, stdio: StdioPolicy):
+        self.image = image
+        self.stdio = stdio
+        self.shared: dict[Any, Any] = {}
+        self.own_fds: list[int] = []
+        self.files = {rec["id"]: rec for rec in image.manifest["files"]}
+        self.file_fds: dict[str, int] = {}
+        self.installed: set[str] = set()
+        self.created: list[int] = []
+
+    def close(self) -> None:
+        for fd in self.own_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.own_fds.clear()
+        self.shared.clear()
+
+
+def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
+                  zombies: list[dict[str, Any]]) -> dict[int, RemoteThread]:
+    """Every process of the tree as a seed, forked from its parent's seed so that parent
+    links, sessions and process groups come out as they were."""
+    mem = RemoteMemory(root_seed.pid)
+    try:
+        vdso = next(v for v in read_vmas(root_seed.pid) if v.path == "[vdso]")
+        gadget = find_gadget(mem, vdso.start, vdso.end)
+    finally:
+        mem.close()
+    leaders = {root_seed.pid: RemoteThread(root_seed.pid, gadget)}
+    tree.created.append(root_seed.pid)
+    scratch: dict[int, int] = {}
+    signals.block_all(leaders[root_seed.pid])
+    for proc in procs:
+        pid, attrs = proc["pid"], proc["process"]
+        if pid != root_seed.pid:
+            leaders[pid] = _fork_seed(leaders[attrs["ppid"]], scratch, pid)
+            tree.created.append(pid)
+        if attrs["sid"] == pid:
+            leaders[pid].call("setsid")
+    for proc in procs:  # group leaders first, then the members joining them
+        if proc["process"]["pgid"] == proc["pid"] and proc["process"]["sid"] != proc["pid"]:
+            leaders[proc["pid"]].call("setpgid", 0, 0)
+    for proc in procs:
+        pgid = proc["process"]["pgid"]
+        if pgid != proc["pid"] and pgid in leaders and pgid != proc["process"]["sid"]:
+            leaders[proc["pid"]].call("setpgid", 0, pgid)
+    for zombie in zombies:
+        if zombie["ppid"] in leaders:
+            _make_zombie(_fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"]), zombie["exit_code"])
+    return leaders
+
+
+def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> RemoteThread:
+    if parent.tid not in scratch:
+        scratch[parent.tid] = parent.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+    mem = RemoteMemory(parent.tid)
+    try:
+        tid_array = scratch[parent.tid]
+        mem.write(tid_array, struct.pack("<i", pid))
+        args = tid_array + 16
+        mem.write(args, syscalls.clone_args(0, signal.SIGCHLD, tid_array))
+    finally:
+        mem.close()
+    try:
+        child = parent.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
+    except OSError as err:
+        if err.errno == 17:
+            raise RestoreConflict(f"pid {pid} is in use on this host") from None
+        raise
+    parent.children.clear()
+    stop = ptrace_ext.wait(child)
+    if stop.event != ptrace_ext.EVENT_STOP:
+        raise CkptError(f"seed {child}: {stop.describe()}")
+    return RemoteThread(child, parent.gadget)
+
+
+def _make_zombie(thread: RemoteThread, status: int) -> None:
+    """End a seed the way the original child ended, leaving it for its parent to reap."""
+    resource.prlimit(thread.tid, resource.RLIMIT_CORE, (0, 0))
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        thread.call("rt_sigaction", sig, 0, 0, 8)  # default action (the seed may have ours)
+        ptrace_ext.set_sigmask(thread.tid, 0)
+        os.kill(thread.tid, sig)
+        ptrace_ext.cont(thread.tid)
+    else:
+        regs = arch.prepare_syscall(thread.saved, thread.gadget, arch.NR["exit_group"],
+                                    (os.WEXITSTATUS(status),), arch.stack_pointer(thread.saved))
+        ptrace_ext.setregs(thread.tid, regs)
+        ptrace_ext.cont(thread.tid)
+    while not (stop := ptrace_ext.wait(thread.tid)).exited:
+        ptrace_ext.cont(thread.tid, stop.sig if stop.event == 0 else 0)
 
 
 @dataclass
@@ -128,68 +269,72 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _restore_process(image: ImageReader, proc: dict[str, Any], seed: _Seed,
-                     stdio: StdioPolicy) -> list[RemoteThread]:
+def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
+                     leader: RemoteThread) -> list[RemoteThread]:
     pid = proc["pid"]
     mem = RemoteMemory(pid)
     try:
-        vdso = next(v for v in read_vmas(pid) if v.path == "[vdso]")
-        leader = RemoteThread(pid, find_gadget(mem, vdso.start, vdso.end))
         signals.block_all(leader)
         threads.unregister_inherited_rseq(leader)
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
         leader.stack = scratch_addr + SCRATCH_SIZE - 64
-        ctx = RestoreContext(pid, image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE), stdio)
-        try:
-            return _rebuild(ctx, proc, seed)
-        finally:
-            ctx.close()
+        ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
+                             tree.stdio, shared=tree.shared, own_fds=tree.own_fds)
+        return _rebuild(ctx, tree, proc, seed)
     finally:
         mem.close()
 
 
-def _rebuild(ctx: RestoreContext, proc: dict[str, Any], seed: _Seed) -> list[RemoteThread]:
+def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_Seed") -> list[RemoteThread]:
     call = ctx.leader.call
+    file_ids = list(dict.fromkeys(entry["file"] for entry in proc["fds"]))
+    mapped = memory.files_to_map(proc["memory"])
+    shared_objects = memory.shmem_to_map(proc["memory"])
     highest = max([r["fd"] for r in proc["fds"]] + [2])
     channel = highest + 1  # the seed's end of the fd channel, above every recorded fd
     park = channel + 1  # fds arrive here before moving to their numbers
-    _ensure_fd_room(ctx.pid, park + len(proc["files"]) + len(proc["memory"]["vmas"]) + 16)
+    _ensure_fd_room(ctx.pid, park + len(file_ids) + len(mapped) + len(shared_objects) + 16)
     if seed.child_sock_fd != channel:
         call("dup3", seed.child_sock_fd, channel, 0)
     call("close_range", 0, channel - 1, 0)
     call("close_range", channel + 1, _UINT_MAX, 0)
 
-    # Build every file here, then ship them all in one go.
+    # Build every file here (once for the whole tree), then ship them all in one go.
     ours: list[int] = []
-    for rec in proc["files"]:
-        ours.append(kind_named(rec["kind"]).restore(rec, ctx))
-    mapped = memory.files_to_map(proc["memory"])
+    for file_id in file_ids:
+        if file_id not in tree.file_fds:
+            rec = tree.files[file_id]
+            tree.file_fds[file_id] = kind_named(rec["kind"]).restore(rec, ctx)
+        ours.append(tree.file_fds[file_id])
     writable = {v["path"] for v in proc["memory"]["vmas"]
                 if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
     for path, facts in mapped.items():
         ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable)))
+    ours += [shmem.object_fd(ctx, inode) for inode in shared_objects]
     exe = ctx.keep(process.open_exe(proc["process"]))
-    ours.append(exe)
-    ours.append(ctx.keep(process.open_cwd(proc["process"])))
+    ours += [exe, ctx.keep(process.open_cwd(proc["process"]))]
     theirs = _send_fds(ctx, seed.sock, channel, park, ours)
-    n_files = len(proc["files"])
-    by_id = {rec["id"]: theirs[i] for i, rec in enumerate(proc["files"])}
-    map_fds = dict(zip(mapped, theirs[n_files:n_files + len(mapped)]))
+    by_id = dict(zip(file_ids, theirs))
+    rest = theirs[len(file_ids):]
+    map_fds = dict(zip(mapped, rest[:len(mapped)]))
+    shmem_fds = dict(zip(shared_objects, rest[len(mapped):len(mapped) + len(shared_objects)]))
     exe_fd, cwd_fd = theirs[-2], theirs[-1]
     if process.same_exe(ctx.pid, exe):
         exe_fd = -1
 
-    memory.restore(ctx, proc["memory"], map_fds)
+    memory.restore(ctx, proc["memory"], map_fds, shmem_fds)
     call("close", channel)
     for entry in proc["fds"]:
         call("dup3", by_id[entry["file"]], entry["fd"], O_CLOEXEC if entry["cloexec"] else 0)
-    first_fd = {}
+    first_fd: dict[str, int] = {}
     for entry in proc["fds"]:
         first_fd.setdefault(entry["file"], entry["fd"])
-    for rec in proc["files"]:
+    for file_id in file_ids:
+        rec = tree.files[file_id]
         kind = kind_named(rec["kind"])
-        if kind.after_install is not None:
-            kind.after_install(rec, ctx, first_fd[rec["id"]])
+        if kind.after_install is not None and file_id not in tree.installed:
+            tree.installed.add(file_id)
+            kind.after_install(rec, ctx, first_fd[file_id])
     process.restore(ctx, proc["process"], exe_fd, cwd_fd)
     call("close_range", park, _UINT_MAX, 0)
     signals.restore_dispositions(ctx, proc["signals"])

@@ -10,6 +10,7 @@ from .image import ImageReader
 def summarize(path: str) -> dict[str, Any]:
     image = ImageReader(path, verify_blobs=False)
     m = image.manifest
+    kinds = {f["id"]: f["kind"] for f in m["files"]}
     processes = []
     for proc in m["processes"]:
         mem_by_kind: Counter[str] = Counter()
@@ -17,7 +18,7 @@ def summarize(path: str) -> dict[str, Any]:
         for v in proc["memory"]["vmas"]:
             mem_by_kind[v["kind"]] += v["end"] - v["start"]
             saved_by_kind[v["kind"]] += sum(run[1] for run in v["pages"])
-        fd_kinds = Counter(f["kind"] for f in proc["files"])
+        fd_kinds = Counter(kinds[f["file"]] for f in proc["fds"])
         processes.append({
             "pid": proc["pid"], "cmdline": proc["process"].get("cmdline", ""),
             "threads": [t["tid"] for t in proc["threads"]],
@@ -26,10 +27,16 @@ def summarize(path: str) -> dict[str, Any]:
             "fds": len(proc["fds"]), "fds_by_kind": dict(fd_kinds),
         })
     blob_bytes = sum(b["size"] for b in m["blobs"].values())
+    all_fd_kinds: Counter[str] = Counter()
+    for p in processes:
+        all_fd_kinds.update(p["fds_by_kind"])
+    memory = {"mapped_bytes": sum(sum(p["memory_mapped_bytes"].values()) for p in processes),
+              "saved_bytes": sum(sum(p["memory_saved_bytes"].values()) for p in processes)}
     return {"path": path, "format_version": m["version"], "created": m["created"],
             "tool_version": m["tool_version"], "owner_uid": m["owner_uid"], "root_pid": m["root_pid"],
             "host": {k: v for k, v in m["host"].items() if k != "cpu_flags"},
-            "image_bytes": blob_bytes, **m["stats"], "processes": processes}
+            "image_bytes": blob_bytes, **m["stats"], "memory": memory,
+            "fds_by_kind": dict(all_fd_kinds), "processes": processes}
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ NR = {
     "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
-    "prctl": 157, "gettid": 186, "set_tid_address": 218, "epoll_ctl": 233,
+    "prctl": 157, "gettid": 186, "set_tid_address": 218, "exit_group": 231, "epoll_ctl": 233,
     "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,
     "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
     "process_vm_writev": 311, "kcmp": 312, "rseq": 334, "pidfd_open": 434,
@@ -106,10 +106,11 @@ def fix_interrupted_syscall(regs: Regs, restored: bool) -> str | None:
     syscall, or turns it into EINTR when a handler runs (ERESTARTNOHAND, ERESTARTSYS without
     SA_RESTART), exactly as it would have done without us.
     Adjusted here: a `restored` thread has no kernel restart_block, so restart_block
-    syscalls see EINTR (glibc/CPython callers retry; nanosleep has written the time left),
-    except poll without timeout, which is simply issued again. epoll_wait without timeout
-    fails with EINTR on any stop, ptrace's included: it is made restartable, so only a
-    signal handler running makes it fail, as without the checkpoint.
+    syscalls see EINTR (glibc/CPython callers retry; nanosleep has written the time left).
+    poll without timeout is plainly issued again instead, live too (a live thread left in
+    restart_syscall could not be told from a sleep at a later checkpoint). epoll_wait
+    without timeout fails with EINTR on any stop, ptrace's included: it is made
+    restartable, so it fails only if a signal handler runs, as without the checkpoint.
     """
     if ctypes.c_long(regs.orig_rax).value < 0:
         return None
@@ -119,8 +120,10 @@ def fix_interrupted_syscall(regs: Regs, restored: bool) -> str | None:
         or (nr == _NR_EPOLL_PWAIT2 and regs.r10 == 0)
     if err == _EINTR and no_timeout:
         err = _ERESTARTNOHAND
+    elif err == _ERESTART_RESTARTBLOCK and nr == _NR_POLL and ctypes.c_int(regs.rdx).value < 0:
+        err = _ERESTARTNOHAND  # nothing to remember: plain re-issue, live or restored
     elif err == _ERESTART_RESTARTBLOCK and restored:
-        err = _ERESTARTNOHAND if nr == _NR_POLL and ctypes.c_int(regs.rdx).value < 0 else _EINTR
+        err = _EINTR
     regs.rax = (-err) & ((1 << 64) - 1)
     if err in (_ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND):
         return "restart"

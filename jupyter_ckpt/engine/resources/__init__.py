@@ -27,10 +27,11 @@ class FileKind:
     after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import devices, epoll, eventfd, files, inet, pipes, signalfd, stdio, timerfd, unix  # noqa: E402
+from . import devices, epoll, eventfd, files, inet, pipes, shmem, signalfd, stdio, timerfd, unix  # noqa: E402
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
+    shmem.MEMFD,  # before regular files: a memfd is a regular file without a path
     files.REGULAR,
     files.DIRECTORY,
     devices.CHAR_DEVICE,

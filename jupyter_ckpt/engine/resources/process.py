@@ -82,7 +82,8 @@ def open_exe(rec: dict[str, Any]) -> int:
 
 
 def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) -> None:
-    """Address-space bookkeeping, cwd, umask, session, personality (in the leader).
+    """Address-space bookkeeping, cwd, umask, personality (in the leader). Sessions and
+    groups are set up while the tree's seeds are created (see restore._create_seeds).
 
     `exe_fd` is -1 when the seed already runs the right executable: the kernel refuses to
     swap /proc/PID/exe for a file that is still mapped, and the image maps its own exe."""
@@ -96,10 +97,6 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) 
     call("fchdir", cwd_fd)
     call("umask", rec["umask"])
     call("personality", rec["personality"])
-    if rec["sid"] == ctx.pid:
-        call("setsid")
-    elif rec["pgid"] == ctx.pid:
-        call("setpgid", 0, 0)
     if rec["no_new_privs"]:
         call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     with open(f"/proc/{ctx.pid}/oom_score_adj", "w") as f:

@@ -1,0 +1,113 @@
+"""Shared memory objects: anonymous MAP_SHARED regions (inherited over fork they are one object
+in several processes) and memfd files, whether mapped or open as fds.
+
+Each object is saved once per checkpoint, by inode, from the object itself (read through
+/proc/PID/map_files or the fd, skipping holes), so pages only some process ever touched are
+kept too. At restore it becomes one memfd holding that content (and its seals); every mapping
+and every fd of the object, in any process of the tree, refers to that same memfd.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+from ..context import DumpContext, OpenFile, RestoreContext
+from ..errors import CkptError
+from . import FileKind
+
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+_MEMFD_PREFIX = "/memfd:"
+_DELETED = " (deleted)"
+
+
+def object_name(path: str) -> str:
+    """The name to give the memfd: a memfd's own name, "dev/zero" for shared anonymous memory."""
+    if path.startswith(_MEMFD_PREFIX):
+        name = path[len(_MEMFD_PREFIX):]
+        return name[:-len(_DELETED)] if name.endswith(_DELETED) else name
+    return "dev/zero"
+
+
+def is_shmem_path(path: str) -> bool:
+    return path.startswith(_MEMFD_PREFIX) or path.startswith("/dev/zero")
+
+
+def register(ctx: DumpContext, inode: int, path: str, open_object) -> None:
+    """Save the object once per checkpoint. `open_object()` returns a readable fd of it."""
+    if inode in ctx.tree.shmem:
+        return
+    fd = open_object()
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            seals = fcntl.fcntl(fd, F_GET_SEALS)
+        except OSError:
+            seals = 0
+        obj: dict[str, Any] = {"inode": inode, "name": object_name(path), "size": size,
+                               "seals": seals, "data": [], "blob": None}
+        if ctx.writer is not None:
+            obj["data"], content = _data_segments(fd, size)
+            obj["blob"] = ctx.add_blob(f"shmem-{inode}.bin", content)
+    finally:
+        os.close(fd)
+    ctx.tree.shmem[inode] = obj
+
+
+def _data_segments(fd: int, size: int) -> tuple[list[list[int]], bytes]:
+    """(offset, length, blob offset) of every non-hole range, and their bytes."""
+    segments, chunks, stored, offset = [], [], 0, 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data past offset
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        data = os.pread(fd, end - start, start)
+        if len(data) != end - start:
+            raise CkptError("short read of a shared memory object")
+        segments.append([start, end - start, stored])
+        chunks.append(data)
+        stored += len(data)
+        offset = end
+    return segments, b"".join(chunks)
+
+
+def object_fd(ctx: RestoreContext, inode: int) -> int:
+    """Our fd of the restored object (made once per restore, shared by the whole tree)."""
+    return ctx.once(("shmem", inode), lambda: _create(ctx, ctx.image.manifest["shmem"][str(inode)]))
+
+
+def _create(ctx: RestoreContext, obj: dict[str, Any]) -> int:
+    fd = ctx.keep(os.memfd_create(obj["name"], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
+    os.ftruncate(fd, obj["size"])
+    if obj["data"]:
+        blob = ctx.image.map_blob(obj["blob"])
+        assert blob is not None
+        with memoryview(blob) as view:
+            for offset, length, stored in obj["data"]:
+                os.pwrite(fd, view[stored:stored + length], offset)
+        blob.close()
+    if obj["seals"]:
+        fcntl.fcntl(fd, F_ADD_SEALS, obj["seals"])
+    return fd
+
+
+def _claims(f: OpenFile, ctx: DumpContext) -> bool:
+    return f.link.startswith(_MEMFD_PREFIX)
+
+
+def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    register(ctx, f.st.st_ino, f.link, lambda: os.dup(ctx.dup_of(f.fd)))
+    return {"inode": f.st.st_ino, "flags": f.flags, "pos": f.pos}
+
+
+def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
+    holder = object_fd(ctx, rec["inode"])
+    flags = rec["flags"] & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC) | os.O_CLOEXEC
+    fd = ctx.keep(os.open(f"/proc/self/fd/{holder}", flags))
+    os.lseek(fd, rec["pos"], os.SEEK_SET)
+    return fd
+
+
+MEMFD = FileKind("memfd", _claims, _dump, _restore)
