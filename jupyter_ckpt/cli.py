@@ -9,8 +9,15 @@ import sys
 from . import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors too are one line on stderr (subcommand parsers inherit this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jupyter-ckpt", description="Checkpoint and restore live processes.")
+    p = _Parser(prog="jupyter-ckpt", description="Checkpoint and restore live processes.")
     p.add_argument("--version", action="version", version=f"jupyter-ckpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -27,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where fds 0-2 go if they led outside the tree (default: inherit ours)")
     r.add_argument("--allow-foreign-owner", action="store_true",
                    help="(root only) restore an image that another user made")
+    r.add_argument("--pid-ns", action="store_true", default=None,
+                   help="restore into a new PID namespace (automatic when a PID is taken)")
 
     c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
     c.add_argument("pid", type=int)
@@ -48,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
                   f"frozen {stats['freeze_ms']} ms")
         elif args.command == "restore":
-            restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner)
+            restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
+                               pid_ns=args.pid_ns)
+            if restored.in_new_pid_namespace:
+                print(f"restored in a new PID namespace: pid {restored.ns_pid} inside is "
+                      f"pid {restored.pid} here", file=sys.stderr)
             if args.detach:
                 print(restored.pid, flush=True)
                 return 0

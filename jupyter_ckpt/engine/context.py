@@ -130,6 +130,7 @@ class RestoreContext:
     mem: RemoteMemory
     scratch: Scratch
     stdio: StdioPolicy
+    ns_pid: int  # the PID the process sees for itself (pid, the one we see, differs in a new PID namespace)
     shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
     own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
 

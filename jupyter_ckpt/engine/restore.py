@@ -24,6 +24,7 @@ from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
+from .pidns import PidNamespace
 from .procfs import read_vmas
 from .resources import kind_named, memory, process, shmem, signals, threads
 
@@ -40,11 +41,17 @@ _UINT_MAX = 0xFFFFFFFF
 
 @dataclass
 class Restored:
-    pid: int
+    pid: int  # the root's PID as we (and the caller) see it
+    ns_pid: int  # the root's PID as it sees itself (the original one)
+    waiter: int  # our child whose end reports the root's end (the root, or its stand-in parent)
+
+    @property
+    def in_new_pid_namespace(self) -> bool:
+        return self.pid != self.ns_pid
 
     def wait(self) -> int:
         """Wait for the restored root to end; its exit status as a shell would report it."""
-        _, status = os.waitpid(self.pid, 0)
+        _, status = os.waitpid(self.waiter, 0)
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
@@ -63,35 +70,55 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
     return image
 
 
-def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False) -> Restored:
+def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
+            pid_ns: bool | None = None) -> Restored:
     """Bring the tree back. Its root becomes a child of the calling process (like the original
-    parent, when the caller is that parent: ipykernel, for one, checks its parent PID)."""
+    parent, when the caller is that parent: ipykernel, for one, checks its parent PID).
+
+    With `pid_ns` the tree comes back in a new PID namespace, under a stand-in parent with
+    the original parent's PID; by default that happens only when one of its PIDs is taken.
+    """
     image = load(path, allow_foreign_owner)
     manifest = image.manifest
     root = manifest["root_pid"]
     procs = _parents_first(manifest["processes"], root)
     ids = [t["tid"] for proc in procs for t in proc["threads"]] + [z["pid"] for z in manifest["zombies"]]
-    for tid in ids:
-        if not _id_free(tid):
-            raise RestoreConflict(f"pid/tid {tid} is in use on this host "
-                                  "(is the original still running?)")
+    taken = [tid for tid in ids if not _id_free(tid, grace=0 if pid_ns is None else 5.0)]
+    if pid_ns is None:
+        taken = [tid for tid in taken if not _id_free(tid)]
+        pid_ns = bool(taken)
+    elif taken and not pid_ns:
+        raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
+                              "running?); restore into a new PID namespace with --pid-ns")
     tree = _Tree(image, StdioPolicy(stdio))
-    seed = _spawn_seed(root)
+    namespace = PidNamespace() if pid_ns else None
     released: list[RemoteThread] = []
     try:
-        leaders = _create_seeds(tree, seed, procs, manifest["zombies"])
-        for proc in procs:
-            released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
+        try:
+            seed = _spawn_seed(root, namespace, procs[0]["process"]["ppid"])
+        finally:
+            if namespace:
+                namespace.leave()
+        try:
+            leaders = _create_seeds(tree, seed, procs, manifest["zombies"])
+            for proc in procs:
+                released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
+        finally:
+            seed.close()
     except BaseException:
         for pid in reversed(tree.created):
             _kill(pid)
+        if namespace:
+            namespace.destroy()
         raise
     finally:
-        seed.close()
         tree.close()
     for thread in released:
         ptrace_ext.detach(thread.tid)
-    return Restored(root)
+    if namespace:
+        namespace.release()
+        return Restored(seed.pid, root, namespace.stand_in_pid)
+    return Restored(seed.pid, root, seed.pid)
 
 
 def _id_free(tid: int, grace: float = 5.0) -> bool:
@@ -155,15 +182,16 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
         gadget = find_gadget(mem, vdso.start, vdso.end)
     finally:
         mem.close()
-    leaders = {root_seed.pid: RemoteThread(root_seed.pid, gadget)}
+    root = procs[0]["pid"]
+    leaders = {root: RemoteThread(root_seed.pid, gadget)}
     tree.created.append(root_seed.pid)
     scratch: dict[int, int] = {}
-    signals.block_all(leaders[root_seed.pid])
+    signals.block_all(leaders[root])
     for proc in procs:
         pid, attrs = proc["pid"], proc["process"]
-        if pid != root_seed.pid:
+        if pid != root:
             leaders[pid] = _fork_seed(leaders[attrs["ppid"]], scratch, pid)
-            tree.created.append(pid)
+            tree.created.append(leaders[pid].tid)
         if attrs["sid"] == pid:
             leaders[pid].call("setsid")
     for proc in procs:  # group leaders first, then the members joining them
@@ -191,12 +219,12 @@ def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> Remot
     finally:
         mem.close()
     try:
-        child = parent.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
+        parent.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
     except OSError as err:
         if err.errno == 17:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise
-    parent.children.clear()
+    child = parent.children.pop()  # as we see it (clone3 returned it as the parent sees it)
     stop = ptrace_ext.wait(child)
     if stop.event != ptrace_ext.EVENT_STOP:
         raise CkptError(f"seed {child}: {stop.describe()}")
@@ -233,32 +261,62 @@ class _Seed:
         os.close(self.wake_fd)
 
 
-def _spawn_seed(pid: int) -> _Seed:
+def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int) -> _Seed:
+    """A copy of us with PID `pid` (in `namespace`, under a stand-in parent, if given),
+    stopped and seized, waiting to be rebuilt into the restored root."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r, w = os.pipe()
     try:
-        child = syscalls.fork_with_pid(pid)
+        if namespace is not None:
+            child = _seed_from_stand_in(namespace, pid, ppid)
+        else:
+            child = syscalls.fork_with_pid(pid)
+            if child == 0:  # the seed: wait, stopped, to be rebuilt; never returns
+                try:
+                    os.close(w)
+                    os.read(r, 1)
+                finally:
+                    os._exit(127)
+            _seize_stopped(child)
     except OSError as err:
         ours.close(), theirs.close(), os.close(r), os.close(w)
         if err.errno == 17:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise CkptError(f"cannot create a process with pid {pid}: {err.strerror}") from None
-    if child == 0:  # the seed: wait, stopped, to be rebuilt; never returns
-        try:
-            os.close(w)
-            os.read(r, 1)
-        finally:
-            os._exit(127)
     os.close(r)
     child_sock_fd = theirs.fileno()
     theirs.close()
-    ptrace_ext.seize(child, SEED_OPTIONS)
-    ptrace_ext.interrupt(child)
-    stop = ptrace_ext.wait(child)
-    if stop.event != ptrace_ext.EVENT_STOP:
-        _kill(child)
-        raise CkptError(f"seed process: {stop.describe()}")
     return _Seed(child, ours, child_sock_fd, w)
+
+
+def _seize_stopped(pid: int) -> RemoteThread:
+    ptrace_ext.seize(pid, SEED_OPTIONS)
+    ptrace_ext.interrupt(pid)
+    stop = ptrace_ext.wait(pid)
+    if stop.event != ptrace_ext.EVENT_STOP:
+        _kill(pid)
+        raise CkptError(f"seed process: {stop.describe()}")
+    mem = RemoteMemory(pid)
+    try:
+        vdso = next(v for v in read_vmas(pid) if v.path == "[vdso]")
+        return RemoteThread(pid, find_gadget(mem, vdso.start, vdso.end))
+    finally:
+        mem.close()
+
+
+def _seed_from_stand_in(namespace: PidNamespace, pid: int, ppid: int) -> int:
+    """Fork the root's seed from the stand-in parent (so that it is its parent), then let the
+    stand-in go on waiting for its release. Returns the seed's outer PID."""
+    stand_in = _seize_stopped(namespace.fork_stand_in(ppid if ppid != pid else 0, pid))
+    mask = ptrace_ext.get_sigmask(stand_in.tid)
+    signals.block_all(stand_in)
+    seed = _fork_seed(stand_in, {}, pid)
+    arch.fix_interrupted_syscall(stand_in.saved, restored=False)
+    stand_in.park()
+    stand_in.put_back()
+    ptrace_ext.set_sigmask(stand_in.tid, mask)
+    ptrace_ext.detach(stand_in.tid)
+    return seed.tid
 
 
 def _kill(pid: int) -> None:
@@ -271,7 +329,7 @@ def _kill(pid: int) -> None:
 
 def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
                      leader: RemoteThread) -> list[RemoteThread]:
-    pid = proc["pid"]
+    pid = leader.tid  # as we see it; proc["pid"] is how the process sees itself
     mem = RemoteMemory(pid)
     try:
         signals.block_all(leader)
@@ -279,7 +337,7 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
         leader.stack = scratch_addr + SCRATCH_SIZE - 64
         ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
-                             tree.stdio, shared=tree.shared, own_fds=tree.own_fds)
+                             tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds)
         return _rebuild(ctx, tree, proc, seed)
     finally:
         mem.close()

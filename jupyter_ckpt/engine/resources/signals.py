@@ -66,6 +66,11 @@ def restore_dispositions(ctx: RestoreContext, rec: dict[str, Any]) -> None:
         action = rec["actions"].get(str(sig), [0, 0, 0, 0])
         ctx.leader.call("rt_sigaction", sig, ctx.scratch.put(_SIGACTION.pack(*action)), 0, 8)
     for which, value in rec["itimers"].items():
+        if not any(value[2:]):
+            # An interval timer that expired with its SIGALRM still pending reads as 0 left: the
+            # kernel re-arms it only when that signal is taken. Setting 0 would disarm it, so
+            # let it expire at once instead: its signal merges with the saved pending one.
+            value = [*value[:2], 0, 1]
         ctx.leader.call("setitimer", int(which), ctx.scratch.put(_ITIMERVAL.pack(*value)), 0)
 
 
@@ -76,11 +81,11 @@ def queue_pending(ctx: RestoreContext, rec: dict[str, Any]) -> None:
         for info in infos:
             raw = unb64(info)
             sig = struct.unpack_from("<i", raw)[0]
-            ctx.leader.call("rt_tgsigqueueinfo", ctx.pid, int(tid), sig, ctx.scratch.put(raw))
+            ctx.leader.call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
     for info in rec["shared_pending"]:
         raw = unb64(info)
         sig = struct.unpack_from("<i", raw)[0]
-        ctx.leader.call("rt_sigqueueinfo", ctx.pid, sig, ctx.scratch.put(raw))
+        ctx.leader.call("rt_sigqueueinfo", ctx.ns_pid, sig, ctx.scratch.put(raw))
 
 
 def block_all(thread: RemoteThread) -> None:

@@ -78,16 +78,16 @@ def create(ctx: RestoreContext, recs: list[dict[str, Any]]) -> list[RemoteThread
         ctx.scratch.reset()
         tid_array = ctx.scratch.put(struct.pack("<i", rec["tid"]))
         args = ctx.scratch.put(syscalls.clone_args(CLONE_THREAD_FLAGS, 0, tid_array))
-        tid = ctx.leader.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
-        if tid != rec["tid"]:
-            raise CkptError(f"clone3 gave tid {tid}, wanted {rec['tid']}")
+        ns_tid = ctx.leader.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
+        if ns_tid != rec["tid"]:
+            raise CkptError(f"clone3 gave tid {ns_tid}, wanted {rec['tid']}")
+        tid = ctx.leader.children.pop()  # the same thread as we see it
         stop = ptrace_ext.wait(tid)
         if stop.event != ptrace_ext.EVENT_STOP:
             raise CkptError(f"new thread {tid}: {stop.describe()}")
         thread = RemoteThread(tid, ctx.leader.gadget)
         thread.stack = ctx.leader.stack
         threads.append(thread)
-    ctx.leader.children.clear()
     return threads
 
 
@@ -108,6 +108,7 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], thread: RemoteThread) -> N
 
 def finish(rec: dict[str, Any], thread: RemoteThread) -> None:
     """Final registers and FPU state: the thread resumes exactly here when released."""
+    thread.park()  # resumed from an interrupt stop, the kernel settles an interrupted syscall
     ptrace_ext.set_xstate(thread.tid, unb64(rec["xstate"]))
     thread.saved = arch.regs_from_dict(rec["regs"])
     thread.put_back()

@@ -1,0 +1,51 @@
+"""Restore while the original still runs: the copy comes back in a new PID namespace where it
+sees its original PID, and both run on independently."""
+import os
+import signal
+import sys
+
+import psutil
+
+from conftest import HERE, pid_alive, run_cli, wait_until
+
+PROGRAM = f"""
+import os, sys, time
+sys.path.insert(0, {str(HERE)!r})
+import ckpt_test
+t = ckpt_test.Protocol()
+me, parent = os.getpid(), os.getppid()
+counter = 0
+t.ready()
+while not t.verify_requested:
+    counter += 1
+    time.sleep(0.001)
+t.check(os.getpid() == me, f"pid {{os.getpid()}} != {{me}}")
+t.check(os.getppid() == parent, f"parent pid {{os.getppid()}} != {{parent}}")
+t.check(counter > 0, "never counted")
+t.passed()
+"""
+
+
+def test_restore_beside_running_original(programs, workdir):
+    script = workdir / "prog.py"
+    script.write_text(PROGRAM)
+    prog = programs(sys.executable, script)
+    image = workdir / "image"
+    run_cli("dump", prog.pid, image)  # no --kill: the original runs on
+    assert pid_alive(prog.pid)
+
+    out = run_cli("restore", image, "--detach")
+    copy = int(out.stdout.split()[-1])
+    assert copy != prog.pid, "PID was taken, so the copy must live in a new PID namespace"
+    assert "new PID namespace" in out.stderr
+    assert os.readlink(f"/proc/{copy}/ns/pid") != os.readlink(f"/proc/{prog.pid}/ns/pid")
+    with open(f"/proc/{copy}/status") as f:
+        nspids = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+    assert nspids == [str(copy), str(prog.pid)], "inside, the copy has the original PID"
+
+    os.kill(copy, signal.SIGUSR1)  # the copy verifies itself (pid and parent pid as before)
+    wait_until(lambda: not pid_alive(copy), what="the copy to verify itself and exit")
+    assert prog.lines().count("PASS") == 1, prog.lines()
+    assert pid_alive(prog.pid), "the original must be untouched"
+    prog.status.write_text("")  # the original's own verdict comes next
+    prog.verify()
