@@ -21,3 +21,8 @@ def test_unix_and_tcp_sockets(programs, workdir):
     checkpoint_cycle(prog, workdir / "image")
     conn.close()
     peer.close()
+
+
+def test_pty_raw_mode_and_typed_ahead_input(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_pty.py")
+    checkpoint_cycle(prog, workdir / "image")

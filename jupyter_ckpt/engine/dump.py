@@ -70,10 +70,15 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
     index = TreeIndex(pids=set(tree.processes))
     files = {}
     for pid in tree.processes:
+        tty_nr = int(read_stat(pid)[7])
+        if (tty_nr >> 8) & 0xFFF in range(136, 144):
+            index.controlling_ptys.add((tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00) | (((tty_nr >> 8) & 0xFFF) - 136) << 8)
         files[pid] = list_open_files(pid)
         for f in files[pid]:
             if f.link.startswith("socket:"):
                 index.sockets.add(f.st.st_ino)
+            if "tty-index" in f.fdinfo:
+                index.pty_masters.add(int(f.fdinfo["tty-index"]))
             if f.link.startswith("pipe:"):
                 ends = index.pipe_ends.setdefault(f.st.st_ino, set())
                 ends.update({os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(f.access, "rw"))
@@ -105,6 +110,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None) -> tuple[dict[str, An
         "zombies": zombies,
         "files": registry.records,
         "shmem": {str(inode): obj for inode, obj in index.shmem.items()},
+        "ptys": {str(i): state for i, state in index.ptys.items()},
         "stats": {"bytes_written": written, "bytes_logical": logical, "dirty_tracking": "none",
                   "processes": len(processes), "threads": sum(len(p["threads"]) for p in processes)},
     }

@@ -27,7 +27,8 @@ class FileKind:
     after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import devices, epoll, eventfd, files, inet, pipes, shmem, signalfd, stdio, timerfd, unix  # noqa: E402
+from . import (devices, epoll, eventfd, files, inet, pipes, shmem, signalfd, stdio,  # noqa: E402
+               timerfd, tty, unix)
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
@@ -35,6 +36,7 @@ FILE_KINDS: list[FileKind] = [
     files.REGULAR,
     files.DIRECTORY,
     devices.CHAR_DEVICE,
+    tty.PTY,
     pipes.PIPE,
     eventfd.EVENTFD,
     timerfd.TIMERFD,

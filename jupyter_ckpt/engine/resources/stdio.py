@@ -9,6 +9,7 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from . import FileKind
+from .tty import pty_index
 
 _TTY_MAJORS = {4, 5} | set(range(136, 144))
 
@@ -18,6 +19,10 @@ def leads_outside(f: OpenFile, ctx: DumpContext) -> bool:
     if stat.S_ISFIFO(mode) and f.link.startswith("pipe:"):
         return ctx.tree.pipe_ends.get(f.st.st_ino, set()) != {"r", "w"}
     if stat.S_ISCHR(mode) and os.major(f.st.st_rdev) in _TTY_MAJORS:
+        if (os.major(f.st.st_rdev), os.minor(f.st.st_rdev)) == (5, 2):
+            return False  # a pty master: the pty kind decides
+        if os.major(f.st.st_rdev) >= 136:  # a pts: outside unless its master is in the tree
+            return pty_index(f) not in ctx.tree.pty_masters
         return True
     return stat.S_ISSOCK(mode)
 
