@@ -22,3 +22,10 @@ def test_forked_children_share_memory_and_pipes(cc, programs, workdir):
     pipes = [f for f in image["files"] if f["kind"] == "pipe"]
     assert len(pipes) == 4, "each pipe end is one open file description shared by the tree"
     assert len(image["shmem"]) == 1, "the MAP_SHARED region is one object for all processes"
+
+
+def test_posix_memfd_and_sysv_shared_memory(cc, programs, workdir):
+    prog = programs(cc("shared_memory"))
+    checkpoint_cycle(prog, workdir / "image")
+    image = manifest(workdir / "image")
+    assert len(image["sysv"]) == 2

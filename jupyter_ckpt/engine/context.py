@@ -60,6 +60,7 @@ class TreeIndex:
     sockets: set[int] = field(default_factory=set)  # inodes of sockets open in the tree
     shmem: dict[int, dict[str, Any]] = field(default_factory=dict)  # shared memory objects saved
     ptys: dict[int, dict[str, Any]] = field(default_factory=dict)  # pty index -> saved state
+    sysv: dict[int, dict[str, Any]] = field(default_factory=dict)  # SysV shm id -> saved segment
     pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree
     controlling_ptys: set[int] = field(default_factory=set)  # pty indexes that are a controlling tty
     pids: set[int] = field(default_factory=set)

@@ -111,6 +111,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None) -> tuple[dict[str, An
         "files": registry.records,
         "shmem": {str(inode): obj for inode, obj in index.shmem.items()},
         "ptys": {str(i): state for i, state in index.ptys.items()},
+        "sysv": {str(i): seg for i, seg in index.sysv.items()},
         "stats": {"bytes_written": written, "bytes_logical": logical, "dirty_tracking": "none",
                   "processes": len(processes), "threads": sum(len(p["threads"]) for p in processes)},
     }

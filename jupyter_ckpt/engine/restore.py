@@ -26,7 +26,7 @@ from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .pidns import PidNamespace
 from .procfs import read_vmas
-from .resources import kind_named, memory, process, shmem, signals, threads
+from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads
 
 SCRATCH_SIZE = 256 * 1024
 SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
@@ -113,6 +113,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
         raise
     finally:
         tree.close()
+    sysvshm.finish(manifest)
     for thread in released:
         ptrace_ext.detach(thread.tid)
     if namespace:

@@ -12,7 +12,6 @@ and set the final protections and madvise flags.
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 from typing import Any
 
@@ -23,7 +22,7 @@ from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteMemory, RemoteThread
 from ..pagemap import PAGE_SIZE, PageScanner
-from . import shmem
+from . import shmem, sysvshm
 
 PROT_READ, PROT_WRITE = 1, 2
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x1, 0x2, 0x10, 0x20
@@ -47,6 +46,8 @@ def _kind(vma: procfs.Vma) -> str:
         return vma.path.strip("[]")
     if shmem.is_shmem_path(vma.path) and (vma.shared or vma.path.startswith("/memfd:")):
         return "shmem"
+    if vma.path.startswith("/SYSV") and vma.shared:
+        return "sysv"
     if vma.path in ("", "[heap]", "[stack]") or vma.path.startswith("[anon:"):
         return "anon"
     if vma.path.startswith("/") and not vma.deleted:
@@ -89,6 +90,10 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
             raise ctx.refuse(where, "file mapping", f"{vma.path}: replaced on disk since mapped")
         rec["offset"] = vma.offset
         rec["file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if kind == "sysv":
+        sysvshm.register(ctx, vma.inode, f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}")
+        rec["shmid"] = vma.inode
+        rec["offset"] = vma.offset
     if kind == "shmem":
         source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
         shmem.register(ctx, vma.inode, vma.path, lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
@@ -121,17 +126,14 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
     # mapping of the blob instead costs a write fault per 4 KiB page, several times slower.
     with ctx.writer.stream_blob(name) as stream:
         if total:
-            buf = mmap.mmap(-1, min(total, _COPY_CHUNK))
-            anchor = ctypes.c_char.from_buffer(buf)
+            # a bytearray, not an mmap: nothing to close while an exception's traceback may
+            # still hold views of it
+            buf = bytearray(min(total, _COPY_CHUNK))
+            base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
             view = memoryview(buf)
-            try:
-                for chunk, size in _chunked([(a, n) for a, n, _ in runs], len(buf)):
-                    _read_runs(ctx.pid, ctypes.addressof(anchor), chunk, buf)
-                    stream.write(view[:size])
-            finally:
-                view.release()
-                del anchor
-                buf.close()
+            for chunk, size in _chunked([(a, n) for a, n, _ in runs], len(buf)):
+                _read_runs(ctx.pid, base, chunk, buf)
+                stream.write(view[:size])
     return name
 
 
@@ -291,6 +293,10 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
             call("mmap", v["start"], length, prot, flags, file_fds[v["path"]], v["offset"])
         elif v["kind"] == "shmem":
             call("mmap", v["start"], length, prot, flags, shmem_fds[v["shmem"]], v["offset"])
+        elif v["kind"] == "sysv":
+            sysvshm.ensure_segment(ctx, v["shmid"])
+            if v["offset"] == 0:  # one attach maps the whole segment; later parts follow
+                call("shmat", v["shmid"], v["start"], sysvshm.attach_flags(v["prot"]))
         else:
             call("mmap", v["start"], length, prot, flags | MAP_ANONYMOUS, -1, 0)
     _write_pages(ctx, rec)
@@ -298,7 +304,7 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
         if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
             continue
         length = v["end"] - v["start"]
-        if v["pages"] and v["prot"] != PROT_READ | PROT_WRITE:
+        if (v["pages"] and v["prot"] != PROT_READ | PROT_WRITE) or v["kind"] == "sysv":
             call("mprotect", v["start"], length, v["prot"])
         for flag in v["madvise"]:
             call("madvise", v["start"], length, _MADVISE[flag])

@@ -47,14 +47,14 @@ def register(ctx: DumpContext, inode: int, path: str, open_object) -> None:
         obj: dict[str, Any] = {"inode": inode, "name": object_name(path), "size": size,
                                "seals": seals, "data": [], "blob": None}
         if ctx.writer is not None:
-            obj["data"], content = _data_segments(fd, size)
+            obj["data"], content = read_data(fd, size)
             obj["blob"] = ctx.add_blob(f"shmem-{inode}.bin", content)
     finally:
         os.close(fd)
     ctx.tree.shmem[inode] = obj
 
 
-def _data_segments(fd: int, size: int) -> tuple[list[list[int]], bytes]:
+def read_data(fd: int, size: int) -> tuple[list[list[int]], bytes]:
     """(offset, length, blob offset) of every non-hole range, and their bytes."""
     segments, chunks, stored, offset = [], [], 0, 0
     while offset < size:
