@@ -26,3 +26,8 @@ def test_unix_and_tcp_sockets(programs, workdir):
 def test_pty_raw_mode_and_typed_ahead_input(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_pty.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_ipv6_and_udp_sockets(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_inet.py")
+    checkpoint_cycle(prog, workdir / "image")

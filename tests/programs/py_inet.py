@@ -1,0 +1,40 @@
+"""IPv6 TCP listener (v6-only), UDP sockets bound on IPv4 and IPv6, a connected UDP socket."""
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ckpt_test  # noqa: E402
+
+t = ckpt_test.Protocol()
+tcp6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+tcp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+tcp6.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+tcp6.bind(("::1", 0))
+tcp6.listen(3)
+udp4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp4.bind(("127.0.0.1", 0))
+udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+udp6.bind(("::1", 0))
+connected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+connected.connect(udp4.getsockname())
+addresses = (tcp6.getsockname(), udp4.getsockname(), udp6.getsockname(), connected.getpeername())
+t.ready()
+while not t.verify_requested:
+    time.sleep(0.01)
+
+t.check((tcp6.getsockname(), udp4.getsockname(), udp6.getsockname(), connected.getpeername()) == addresses,
+        "addresses changed")
+t.check(tcp6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1, "IPV6_V6ONLY lost")
+t.check(tcp6.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1, "TCP_NODELAY lost")
+client = socket.create_connection(tcp6.getsockname()[:2])
+conn, _ = tcp6.accept()
+client.sendall(b"v6")
+t.check(conn.recv(2) == b"v6", "IPv6 listener does not accept")
+connected.send(b"ping4")
+t.check(udp4.recv(10) == b"ping4", "UDP over IPv4 broken")
+sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sender.sendto(b"ping6", udp6.getsockname())
+t.check(udp6.recv(10) == b"ping6", "UDP over IPv6 broken")
+t.passed()
