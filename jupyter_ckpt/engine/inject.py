@@ -113,6 +113,22 @@ class RemoteThread:
     def set_gadget(self, gadget: int) -> None:
         self.gadget = gadget
 
+    def park(self) -> None:
+        """Move the thread from a syscall stop into an interrupt stop without running any of
+        its code: resumed from there, it goes through the kernel's signal code, which applies
+        the syscall-restart logic to the registers it then has (see fix_interrupted_syscall).
+        Call with every signal blocked, before put_back."""
+        ptrace_ext.interrupt(self.tid)
+        ptrace_ext.cont(self.tid)
+        while True:
+            stop = ptrace_ext.wait(self.tid)
+            if stop.stopped and stop.event == ptrace_ext.EVENT_STOP:
+                return
+            if stop.exited or not stop.stopped:
+                raise CkptError(f"parking tid {self.tid}: {stop.describe()}")
+            # a signal that cannot be blocked (SIGSTOP) arrived first: deliver it, go on
+            ptrace_ext.cont(self.tid, stop.sig if stop.event == 0 else 0)
+
     def put_back(self) -> None:
         """Give the thread its own registers again (it stays stopped)."""
         ptrace_ext.setregs(self.tid, self.saved)
