@@ -12,6 +12,14 @@ from .image import ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch
 from .pagemap import PageScanner
 
+Progress = Callable[[str, int, int], None]
+"""Called as progress(phase, bytes_done, bytes_total) while an operation runs."""
+
+
+def no_progress(phase: str, done: int, total: int) -> None:
+    """The default progress callback: report nothing."""
+
+
 O_ACCMODE = 0o3
 O_CLOEXEC = 0o2000000
 
@@ -64,6 +72,7 @@ class TreeIndex:
     pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree
     controlling_ptys: set[int] = field(default_factory=set)  # pty indexes that are a controlling tty
     pids: set[int] = field(default_factory=set)
+    progress: Progress = no_progress
     _unix: dict[int, Any] | None = None
 
     def unix_socket(self, inode: int) -> Any:
@@ -84,6 +93,7 @@ class DumpContext:
     writer: ImageWriter | None  # None while only checking
     scanner: PageScanner | None = None  # None while only checking
     saved_masks: dict[int, int] = field(default_factory=dict)  # tid -> blocked signals
+    progress: Progress = no_progress
     pidfd: int = -1
     _dups: dict[int, int] = field(default_factory=dict)
 
@@ -135,6 +145,9 @@ class RestoreContext:
     scratch: Scratch
     stdio: StdioPolicy
     ns_pid: int  # the PID the process sees for itself (pid, the one we see, differs in a new PID namespace)
+    rebind_listeners: bool = False  # listening sockets take new ports (a copy beside its original)
+    port_map: dict[int, int] = field(default_factory=dict)  # old port -> new port when rebound
+    progress: Progress = no_progress
     shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
     own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import __version__
 from . import arch, ptrace_ext
-from .context import DumpContext, OpenFile, TreeIndex, list_open_files
+from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, freeze
 from .hostinfo import host_facts
@@ -33,7 +33,7 @@ def check(pid: int) -> list[Blocker]:
         tree.release()
 
 
-def dump(pid: int, path: str, kill: bool = False) -> dict[str, Any]:
+def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats."""
     writer = ImageWriter(path)
@@ -44,10 +44,12 @@ def dump(pid: int, path: str, kill: bool = False) -> dict[str, Any]:
         writer.abort()
         raise
     try:
-        manifest, blockers = _collect(tree, writer)
+        progress("collecting", 0, 0)
+        manifest, blockers = _collect(tree, writer, progress)
         if blockers:
             raise Refused(blockers)
         manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
+        progress("committing", 0, 0)
         writer.commit(manifest)
     except OSError as err:
         writer.abort()
@@ -85,8 +87,10 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
     return index, files
 
 
-def _collect(tree: FrozenTree, writer: ImageWriter | None) -> tuple[dict[str, Any], list[Blocker]]:
+def _collect(tree: FrozenTree, writer: ImageWriter | None,
+             progress: Progress = no_progress) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
+    index.progress = progress
     blockers: list[Blocker] = []
     registry = _FileRegistry()
     processes = []
@@ -153,27 +157,25 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
         raise CkptError(f"pid {pid} has no vdso; cannot inject system calls")
     gadget = find_gadget(mem, vdso.start, vdso.end)
     remote = [RemoteThread(tid, gadget) for tid in tids]
-    ctx = DumpContext(pid, index, remote[0], mem, None, writer)
+    ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress)
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
         ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
     record: dict[str, Any] = {"pid": pid}
     try:
-        scratch = remote[0].call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)
-        ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
         try:
-            record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
-            record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
-            record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
-            record["fds"] = registry.collect(ctx, files, blockers)
+            scratch = remote[0].call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)
+            ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
+            try:
+                record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
+                record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
+                record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
+                record["fds"] = registry.collect(ctx, files, blockers)
+            finally:
+                remote[0].call("munmap", scratch, SCRATCH_SIZE)
+                ctx.scratch = None
         finally:
-            remote[0].call("munmap", scratch, SCRATCH_SIZE)
-            ctx.scratch = None
-        for t in remote:  # the live process resumes exactly where it was
-            arch.fix_interrupted_syscall(t.saved, restored=False)
-            t.park()
-            t.put_back()
-            ptrace_ext.set_sigmask(t.tid, ctx.saved_masks[t.tid])
+            _put_back(remote, ctx.saved_masks)  # even on failure: the original must run on
         ctx.scanner = PageScanner(pid) if writer is not None else None
         try:
             record["memory"] = _guarded(blockers, lambda: memory.dump(ctx), {"vmas": []})
@@ -184,6 +186,21 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
         ctx.close()
         mem.close()
     return record
+
+
+def _put_back(threads: list[RemoteThread], masks: dict[int, int]) -> None:
+    """Let every thread resume exactly where it was frozen, with its own signal mask."""
+    for t in threads:
+        try:
+            arch.fix_interrupted_syscall(t.saved, restored=False)
+            t.park()
+        except (ptrace_ext.PtraceError, CkptError):
+            pass  # still stopped: the registers below are what matters
+        try:
+            t.put_back()
+            ptrace_ext.set_sigmask(t.tid, masks[t.tid])
+        except ptrace_ext.PtraceError:
+            pass  # the thread is gone
 
 
 def _guarded(blockers: list[Blocker], collect, fallback):

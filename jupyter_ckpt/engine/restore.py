@@ -15,11 +15,11 @@ import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import arch, ptrace_ext, syscalls
-from .context import RestoreContext, StdioPolicy
+from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
 from .image import ImageReader
@@ -44,6 +44,7 @@ class Restored:
     pid: int  # the root's PID as we (and the caller) see it
     ns_pid: int  # the root's PID as it sees itself (the original one)
     waiter: int  # our child whose end reports the root's end (the root, or its stand-in parent)
+    port_map: dict[int, int] = field(default_factory=dict)  # listening port -> new port, if rebound
 
     @property
     def in_new_pid_namespace(self) -> bool:
@@ -62,7 +63,8 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
     st = os.stat(path)
     if owner != os.getuid() or st.st_uid != os.getuid():
         if os.getuid() != 0 or not allow_foreign_owner:
-            raise ImageError(f"{path} belongs to uid {owner}, not to you (uid {os.getuid()}); "
+            foreign = owner if owner != os.getuid() else st.st_uid  # the one that is not us
+            raise ImageError(f"{path} belongs to uid {foreign}, not to you (uid {os.getuid()}); "
                              "root may restore it with --allow-foreign-owner")
     problems = incompatibilities(image.manifest["host"])
     if problems:
@@ -71,13 +73,17 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
 
 
 def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
-            pid_ns: bool | None = None) -> Restored:
+            pid_ns: bool | None = None, rebind_listeners: bool = False,
+            progress: Progress = no_progress) -> Restored:
     """Bring the tree back. Its root becomes a child of the calling process (like the original
     parent, when the caller is that parent: ipykernel, for one, checks its parent PID).
 
     With `pid_ns` the tree comes back in a new PID namespace, under a stand-in parent with
     the original parent's PID; by default that happens only when one of its PIDs is taken.
+    With `rebind_listeners`, listening TCP sockets take new ports (see Restored.port_map),
+    so a copy can run beside its original.
     """
+    progress("verifying", 0, 0)
     image = load(path, allow_foreign_owner)
     manifest = image.manifest
     root = manifest["root_pid"]
@@ -90,7 +96,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     elif taken and not pid_ns:
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
-    tree = _Tree(image, StdioPolicy(stdio))
+    tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress)
     namespace = PidNamespace() if pid_ns else None
     released: list[RemoteThread] = []
     try:
@@ -116,10 +122,11 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     sysvshm.finish(manifest)
     for thread in released:
         ptrace_ext.detach(thread.tid)
+    progress("running", 0, 0)
     if namespace:
         namespace.release()
-        return Restored(seed.pid, root, namespace.stand_in_pid)
-    return Restored(seed.pid, root, seed.pid)
+        return Restored(seed.pid, root, namespace.stand_in_pid, tree.port_map)
+    return Restored(seed.pid, root, seed.pid, tree.port_map)
 
 
 def _id_free(tid: int, grace: float = 5.0) -> bool:
@@ -153,9 +160,13 @@ class _Tree:
     """What the processes of one restore share: objects several of them hold (pipes, sockets,
     shared memory), our fds of them, and the processes created so far (killed on failure)."""
 
-    def __init__(self, image: ImageReader, stdio: StdioPolicy):
+    def __init__(self, image: ImageReader, stdio: StdioPolicy, rebind_listeners: bool,
+                 progress: Progress):
         self.image = image
         self.stdio = stdio
+        self.rebind_listeners = rebind_listeners
+        self.port_map: dict[int, int] = {}
+        self.progress = progress
         self.shared: dict[Any, Any] = {}
         self.own_fds: list[int] = []
         self.files = {rec["id"]: rec for rec in image.manifest["files"]}
@@ -338,7 +349,9 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
         leader.stack = scratch_addr + SCRATCH_SIZE - 64
         ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
-                             tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds)
+                             tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
+                             rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
+                             progress=tree.progress)
         return _rebuild(ctx, tree, proc, seed)
     finally:
         mem.close()
@@ -381,6 +394,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     if process.same_exe(ctx.pid, exe):
         exe_fd = -1
 
+    ctx.progress("memory", 0, sum(run[1] for v in proc["memory"]["vmas"] for run in v["pages"]))
     memory.restore(ctx, proc["memory"], map_fds, shmem_fds)
     call("close", channel)
     for entry in proc["fds"]:

@@ -89,7 +89,10 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
         sock = socket.socket(rec["family"], rec["type"])
         apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) == _V6ONLY])
         host, port = rec["local"]
-        if port or rec["state"] == "listen":
+        if rec["state"] == "listen" and ctx.rebind_listeners:
+            _bind(sock, rec, (host, 0))
+            ctx.port_map[port] = sock.getsockname()[1]
+        elif port or rec["state"] == "listen":
             _bind(sock, rec, (host, port))
         if rec["state"] == "listen":
             sock.listen(rec["backlog"])

@@ -131,9 +131,12 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
             buf = bytearray(min(total, _COPY_CHUNK))
             base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
             view = memoryview(buf)
+            done = 0
             for chunk, size in _chunked([(a, n) for a, n, _ in runs], len(buf)):
                 _read_runs(ctx.pid, base, chunk, buf)
                 stream.write(view[:size])
+                done += size
+                ctx.progress("memory", done, total)
     return name
 
 
