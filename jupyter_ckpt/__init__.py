@@ -1,2 +1,17 @@
 """jupyter-ckpt: process-level snapshots of Jupyter kernels."""
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_ckpt.jupyter"}]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext jupyter_ckpt`: the %checkpoint, %checkpoints and %restore magics."""
+    from .jupyter.magics import CheckpointMagics
+
+    ipython.register_magics(CheckpointMagics)

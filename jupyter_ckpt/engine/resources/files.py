@@ -1,13 +1,16 @@
 """Regular files and directories: reopened by path with the same flags and offset.
 
 A file unlinked while open has its content saved in the image and comes back as an unlinked
-file with that content. Open files are expected to exist at restore (the file system view is
+file with that content. Locks come back too: flock() and OFD locks with the open file
+description, POSIX record locks taken again by the restored process itself. Open files are expected to exist at restore (the file system view is
 part of the environment, as for any restart); a missing one stops the restore by name.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import struct
 import tempfile
 from typing import Any
 
@@ -16,6 +19,9 @@ from ..errors import RestoreConflict
 from . import FileKind
 
 _DELETED = " (deleted)"
+_LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock
+F_OFD_SETLK = 37
 _OPEN_FLAGS_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
 
 
@@ -23,15 +29,58 @@ def _claims_regular(f: OpenFile, ctx: DumpContext) -> bool:
     return stat.S_ISREG(f.st.st_mode) and f.link.startswith("/")
 
 
-def _check_locks(f: OpenFile, ctx: DumpContext) -> None:
-    if "lock" in f.fdinfo:
-        raise ctx.refuse(f"fd {f.fd}", "file lock", f"{f.link}: holds a POSIX/flock lock")
+def _locks(f: OpenFile, ctx: DumpContext) -> list[dict[str, Any]]:
+    """Locks held through this fd: POSIX record locks of the process, flock() and OFD locks
+    of the open file description. Leases and mandatory locks are refused."""
+    locks = []
+    for line in f.fdinfo_text.splitlines():
+        if not line.startswith("lock:"):
+            continue
+        fields = line.split()
+        kind, mode, access, owner, start, end = fields[2], fields[3], fields[4], fields[5], fields[7], fields[8]
+        if kind not in _LOCK_KINDS or mode != "ADVISORY":
+            raise ctx.refuse(f"fd {f.fd}", "file lock", f"{f.link}: {kind} {mode} locks are not supported")
+        if kind == "POSIX" and int(owner) != ctx.pid:
+            continue  # another process's lock on the same file
+        locks.append({"kind": _LOCK_KINDS[kind], "write": access == "WRITE", "start": int(start),
+                      "end": None if end == "EOF" else int(end)})
+    return locks
+
+
+def _flock_struct(lock: dict[str, Any]) -> bytes:
+    length = 0 if lock["end"] is None else lock["end"] - lock["start"] + 1
+    return _FLOCK.pack(fcntl.F_WRLCK if lock["write"] else fcntl.F_RDLCK, os.SEEK_SET,
+                       lock["start"], length, 0)
+
+
+def _take_description_locks(fd: int, rec: dict[str, Any]) -> None:
+    """flock() and OFD locks belong to the open file description: take them here."""
+    for lock in rec.get("locks", []):
+        try:
+            if lock["kind"] == "flock":
+                fcntl.flock(fd, (fcntl.LOCK_EX if lock["write"] else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            elif lock["kind"] == "ofd":
+                fcntl.fcntl(fd, F_OFD_SETLK, _flock_struct(lock))
+        except BlockingIOError:
+            raise RestoreConflict(f"{rec['path']}: another process holds a conflicting lock") from None
+
+
+def _take_process_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
+    """POSIX record locks belong to the process: it takes them itself, by injected fcntl."""
+    for lock in rec.get("locks", []):
+        if lock["kind"] != "posix":
+            continue
+        ctx.scratch.reset()
+        result = ctx.leader.call("fcntl", fd, fcntl.F_SETLK, ctx.scratch.put(_flock_struct(lock)),
+                                 check=False)
+        if result < 0:
+            raise RestoreConflict(f"{rec['path']}: cannot take back its lock "
+                                  f"({os.strerror(-result)}); another process holds it")
 
 
 def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    _check_locks(f, ctx)
     rec: dict[str, Any] = {"path": f.link, "flags": f.flags, "pos": f.pos, "size": f.st.st_size,
-                           "mode": stat.S_IMODE(f.st.st_mode)}
+                           "mode": stat.S_IMODE(f.st.st_mode), "locks": _locks(f, ctx)}
     if f.st.st_nlink == 0:
         rec["path"] = f.link[:-len(_DELETED)] if f.link.endswith(_DELETED) else f.link
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino],
@@ -61,6 +110,7 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     except OSError as err:
         raise RestoreConflict(f"cannot reopen {rec['path']}: {err.strerror}") from None
     os.lseek(fd, rec["pos"], os.SEEK_SET)
+    _take_description_locks(fd, rec)
     return fd
 
 
@@ -85,7 +135,8 @@ def _claims_directory(f: OpenFile, ctx: DumpContext) -> bool:
 def _dump_directory(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     if f.link.endswith(_DELETED):
         raise ctx.refuse(f"fd {f.fd}", "directory", f"{f.link}: removed while open")
-    _check_locks(f, ctx)
+    if _locks(f, ctx):
+        raise ctx.refuse(f"fd {f.fd}", "file lock", f"{f.link}: locks on directories are not supported")
     return {"path": f.link, "flags": f.flags, "pos": f.pos}
 
 
@@ -99,5 +150,6 @@ def _restore_directory(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
-REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular)
+REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular,
+                   _take_process_locks)
 DIRECTORY = FileKind("directory", _claims_directory, _dump_directory, _restore_directory)

@@ -1,0 +1,30 @@
+"""The Jupyter layer: kernel provisioner, server extension (REST API), magics, notebook links.
+
+It drives the engine only through jupyter_ckpt.engine's public functions, never ptrace.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_ckpt.jupyter"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    from .catalog import SnapshotCatalog, default_root
+    from .handlers import handlers
+    from .service import CheckpointService
+    from .worker import EngineWorker
+
+    catalog = SnapshotCatalog(default_root())
+    service = CheckpointService(serverapp.kernel_manager, serverapp.session_manager, catalog,
+                                EngineWorker())
+    serverapp.web_app.settings["jupyter_ckpt_service"] = service
+    serverapp.web_app.add_handlers(".*$", handlers(serverapp.web_app.settings["base_url"]))
+    # Every kernel this server starts is checkpointable. (A kernelspec naming another
+    # provisioner keeps it; the factory is a singleton that may predate our config.)
+    KernelProvisionerFactory.instance().default_provisioner_name = "ckpt-provisioner"
+    serverapp.log.info("jupyter-ckpt: kernel snapshots in %s", catalog.root)

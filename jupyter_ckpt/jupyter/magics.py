@@ -1,0 +1,119 @@
+"""%checkpoint, %checkpoints and %restore, for kernels started by the checkpointable
+provisioner (which tells the kernel how to reach its server).
+
+`%checkpoint` works like fork(): it returns in the running kernel once the snapshot is
+written, and *again* in every kernel restored from that snapshot, in the middle of the same
+cell. Its result tells the two apart (`.restored`). A restored kernel knows it was restored
+because its process started later than when the magic began (same PID, new incarnation);
+the HTTP request it was waiting on died with the old incarnation's connections.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+
+
+class CheckpointUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    id: str
+    restored: bool
+
+    def __repr__(self) -> str:
+        where = "restored kernel" if self.restored else "running kernel"
+        return f"<snapshot {self.id} ({where})>"
+
+
+def _server() -> tuple[str, str, str]:
+    url = os.environ.get("JUPYTER_CKPT_SERVER_URL")
+    kernel_id = os.environ.get("JUPYTER_CKPT_KERNEL_ID")
+    if not url or not kernel_id:
+        raise CheckpointUnavailable("this kernel was not started by jupyter-ckpt's provisioner "
+                                    "inside a Jupyter server")
+    return url.rstrip("/"), kernel_id, os.environ.get("JUPYTER_CKPT_TOKEN", "")
+
+
+def _call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    url, _, token = _server()
+    request = urllib.request.Request(f"{url}/api/ckpt/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request) as response:
+            data = response.read()
+    except urllib.error.HTTPError as err:
+        try:
+            message = json.loads(err.read()).get("message", err.reason)
+        except ValueError:
+            message = err.reason
+        raise CheckpointUnavailable(f"{err.code}: {message}") from None
+    return json.loads(data) if data else None
+
+
+def _incarnation() -> str:
+    """This process's start time. Read through /proc/self: in a new PID namespace our PID
+    names, in the host's /proc, the original process we were restored from."""
+    with open("/proc/self/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def checkpoint(label: str = "", execution_count: int | None = None) -> CheckpointResult:
+    """Snapshot the kernel this runs in (see the module docstring)."""
+    _, kernel_id, _ = _server()
+    snapshot_id = uuid.uuid4().hex
+    born = _incarnation()
+    body = {"label": label, "id": snapshot_id, "execution_count": execution_count}
+    try:
+        _call("POST", f"kernels/{kernel_id}/snapshots", body)
+    except (OSError, ConnectionError):
+        if _incarnation() != born:
+            return CheckpointResult(snapshot_id, restored=True)
+        raise
+    return CheckpointResult(snapshot_id, restored=_incarnation() != born)
+
+
+@magics_class
+class CheckpointMagics(Magics):
+    @line_magic
+    def checkpoint(self, line: str) -> CheckpointResult:
+        """%checkpoint [label] -- snapshot this kernel; returns <snapshot ID (...)>."""
+        # The cell that runs this just queued its input for IPython's history thread, whose
+        # SQLite transaction (and rollback journal, a file that vanishes on commit) would
+        # otherwise be caught mid-way. Writing the history out here finishes that first.
+        history = getattr(self.shell, "history_manager", None)
+        if history is not None and history.enabled:
+            history.writeout_cache()
+        return checkpoint(line.strip(), self.shell.execution_count)
+
+    @line_magic
+    def checkpoints(self, line: str) -> list[dict[str, Any]]:
+        """%checkpoints -- this notebook's snapshots, newest first."""
+        path = os.environ.get("JPY_SESSION_NAME")
+        query = "?" + urllib.parse.urlencode({"notebook_path": path}) if path else ""
+        snapshots = _call("GET", f"snapshots{query}")
+        for s in snapshots:
+            print(f"{s['id']}  {s['created']}  [{s['execution_count']}]  "
+                  f"{s['size_bytes'] / 2**20:8.1f} MiB  {s['label']}")
+        return snapshots
+
+    @line_magic
+    def restore(self, line: str) -> str:
+        """%restore ID -- ask the server to bring snapshot ID back; prints the kernel id."""
+        snapshot_id = line.strip()
+        result = _call("POST", f"snapshots/{snapshot_id}/restore", {})
+        print(f"snapshot {snapshot_id} runs as kernel {result['kernel_id']}"
+              + (" (a fork: this kernel keeps running)" if result.get("fork") else ""))
+        return result["kernel_id"]

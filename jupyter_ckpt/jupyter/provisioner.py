@@ -1,0 +1,188 @@
+"""`ckpt-provisioner`: launches kernels the way jupyter_client's LocalProvisioner does (so the
+server is their parent and may trace them), and can instead *adopt* a kernel restored from
+a snapshot, managing it as if it had started it (poll, signal, interrupt, shutdown).
+
+While the engine works on a kernel this provisioner does not poll it: the engine waits for
+ptrace stops of its tracee by PID, and a waitpid() from another thread of the server (as
+Popen.poll does) would take those notifications and see a "stopped" kernel as a dead one.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from jupyter_client.provisioning import KernelProvisionerBase, LocalProvisioner
+
+from .. import engine
+from .worker import EngineWorker
+
+
+@dataclass
+class RestoreRequest:
+    """Set by the service before it asks the kernel manager to start `kernel_id`."""
+
+    snapshot_id: str
+    image: str
+    connection: dict[str, Any]
+    pid_ns: bool | None
+    rebind_ports: bool
+    worker: EngineWorker
+    execution_count: int | None = None
+    port_map: dict[int, int] | None = None
+
+
+PENDING_RESTORES: dict[str, RestoreRequest] = {}
+_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+
+
+class AdoptedProcess:
+    """A Popen-like handle on a restored kernel. The restore made it (or its stand-in parent,
+    in a new PID namespace) our child, so waitpid works as for a launched one."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, restored: engine.Restored):
+        self.pid = restored.pid
+        self._waiter = restored.waiter
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self._waiter, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 0
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"kernel {self.pid} still running")
+            time.sleep(0.05)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """A LocalProvisioner whose kernels can be checkpointed and restored."""
+
+    _engine_busy = False
+    _adopt: engine.Restored | None = None
+    execution_count: int | None = None
+
+    @contextlib.contextmanager
+    def engine_working(self) -> Iterator[None]:
+        self._engine_busy = True
+        try:
+            yield
+        finally:
+            self._engine_busy = False
+
+    async def poll(self) -> int | None:
+        if self._engine_busy:
+            return None
+        return await super().poll()
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        request = PENDING_RESTORES.pop(self.kernel_id, None)
+        if request is None:
+            if self.kernel_spec.language == "python":
+                kwargs["extra_arguments"] = list(kwargs.get("extra_arguments") or []) + ["--ext=jupyter_ckpt"]
+            kwargs = await super().pre_launch(**kwargs)
+            kwargs["env"] = {**kwargs.get("env", os.environ), **self._kernel_env()}
+            return kwargs
+        return await self._pre_launch_restore(request, **kwargs)
+
+    async def _pre_launch_restore(self, request: RestoreRequest, **kwargs: Any) -> dict[str, Any]:
+        def work(op):
+            return engine.restore(request.image, pid_ns=request.pid_ns,
+                                  rebind_listeners=request.rebind_ports, progress=op.report)
+
+        restored = await request.worker.run("restore", self.kernel_id, request.snapshot_id, work)
+        request.port_map = dict(restored.port_map)
+        km = self.parent
+        info = dict(request.connection)
+        for name in _PORT_NAMES:
+            info[name] = restored.port_map.get(info[name], info[name])
+        km.load_connection_info(info)
+        km.write_connection_file()
+        self.connection_info = km.get_connection_info()
+        self._adopt = restored
+        self.execution_count = request.execution_count
+        kwargs.pop("extra_arguments", None)
+        return await KernelProvisionerBase.pre_launch(self, cmd=km.format_kernel_cmd(), **kwargs)
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+        if self._adopt is None:
+            info = await super().launch_kernel(cmd, **kwargs)
+        else:
+            restored, self._adopt = self._adopt, None
+            self.process = AdoptedProcess(restored)
+            self.pid = restored.pid
+            try:
+                self.pgid = os.getpgid(restored.pid)
+            except OSError:
+                self.pgid = None
+            info = self.connection_info
+        asyncio.get_running_loop().call_soon(self._watch_execution_count)
+        return info
+
+    def _kernel_env(self) -> dict[str, str]:
+        """How the kernel's %checkpoint magic reaches this server."""
+        env = {"JUPYTER_CKPT_KERNEL_ID": self.kernel_id or ""}
+        try:
+            from jupyter_server.serverapp import ServerApp
+
+            if ServerApp.initialized():
+                app = ServerApp.instance()
+                env["JUPYTER_CKPT_SERVER_URL"] = app.connection_url
+                env["JUPYTER_CKPT_TOKEN"] = getattr(app.identity_provider, "token", "") or ""
+        except ImportError:
+            pass
+        return env
+
+    def _watch_execution_count(self) -> None:
+        """Follow the kernel's IOPub for the execution count snapshots should record."""
+        from zmq.eventloop.zmqstream import ZMQStream
+
+        km = self.parent
+        socket = km.connect_iopub()  # jupyter_server's kernel managers hand out streams already
+        stream = socket if hasattr(socket, "on_recv") else ZMQStream(socket)
+
+        def on_message(parts: list[bytes]) -> None:
+            try:
+                _, msg_parts = km.session.feed_identities(parts)
+                msg = km.session.deserialize(msg_parts, content=True)
+            except Exception:
+                return
+            if msg["header"]["msg_type"] in ("execute_input", "execute_result") \
+                    and "execution_count" in msg["content"]:
+                self.execution_count = msg["content"]["execution_count"]
+
+        stream.on_recv(on_message)
+        self._iopub_stream = stream
+
+    async def cleanup(self, restart: bool = False) -> None:
+        stream = getattr(self, "_iopub_stream", None)
+        if stream is not None:
+            stream.close()
+            self._iopub_stream = None
+        await super().cleanup(restart=restart)

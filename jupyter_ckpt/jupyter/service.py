@@ -1,0 +1,159 @@
+"""What the REST API and the magics ask for: checkpoint a running kernel, list and delete
+snapshots, and bring a snapshot back as a kernel registered with the server.
+
+A restore goes through the kernel manager's ordinary start_kernel() with the provisioner in
+adopt mode, so sessions, activity tracking, culling and restarts treat the kernel like any
+other. It is registered under the snapshot's kernel id when that id is free (an open notebook
+reconnects by itself), or under the id the caller names (its current kernel is shut down
+first), or, when the original still runs, as a fork: a new id, a new PID namespace, new ports.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from .. import engine
+from .catalog import SnapshotCatalog, UnknownSnapshot, public
+from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest
+from .worker import EngineWorker
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class CheckpointService:
+    def __init__(self, kernel_manager: Any, session_manager: Any, catalog: SnapshotCatalog,
+                 worker: EngineWorker):
+        self.kernels = kernel_manager
+        self.sessions = session_manager
+        self.catalog = catalog
+        self.worker = worker
+
+    # ------------------------------------------------------------------ checkpoint
+    async def checkpoint(self, kernel_id: str, label: str = "", snapshot_id: str | None = None,
+                         execution_count: int | None = None) -> dict[str, Any]:
+        if kernel_id not in self.kernels:
+            raise NotFound(f"no running kernel {kernel_id}")
+        km = self.kernels.get_kernel(kernel_id)
+        provisioner = km.provisioner
+        if not isinstance(provisioner, CkptProvisioner) or not provisioner.pid:
+            raise Conflict(f"kernel {kernel_id} was not started by the checkpointable provisioner")
+        if snapshot_id is not None and (not SnapshotCatalog.valid_id(snapshot_id)
+                                        or self._exists(snapshot_id)):
+            raise Conflict("invalid or already used snapshot id")
+        snapshot_id, image = self.catalog.new_image_path(snapshot_id)
+        notebook_path = await self._notebook_path(kernel_id)
+        pid = provisioner.pid
+
+        def work(op):
+            return engine.dump(pid, image, progress=op.report)
+
+        try:
+            with provisioner.engine_working():
+                stats = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
+        except BaseException:
+            self.catalog.discard(snapshot_id)
+            raise
+        summary = engine.summarize(image)
+        connection = km.get_connection_info()
+        connection["key"] = connection["key"].decode() if isinstance(connection["key"], bytes) \
+            else connection["key"]
+        meta = {
+            "id": snapshot_id, "label": label or time.strftime("%Y-%m-%d %H:%M:%S"),
+            "kernel_id": kernel_id, "kernel_name": km.kernel_name, "notebook_path": notebook_path,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "size_bytes": summary["image_bytes"],
+            "execution_count": execution_count if execution_count is not None
+            else provisioner.execution_count,
+            "freeze_ms": stats.get("freeze_ms"), "bytes_logical": stats.get("bytes_logical"),
+            "host": summary["host"], "server_pid": os.getpid(),
+            "connection": {k: v for k, v in connection.items() if k != "session"},
+        }
+        self.catalog.save(meta)
+        return public(meta)
+
+    def _exists(self, snapshot_id: str) -> bool:
+        try:
+            self.catalog.get(snapshot_id)
+            return True
+        except UnknownSnapshot:
+            return False
+
+    async def _notebook_path(self, kernel_id: str) -> str | None:
+        if self.sessions is None:
+            return None
+        for session in await self.sessions.list_sessions():
+            if (session.get("kernel") or {}).get("id") == kernel_id:
+                return session.get("path")
+        return None
+
+    # ------------------------------------------------------------------ snapshots
+    def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
+        return [public(m) for m in self.catalog.list(notebook_path)]
+
+    def get(self, snapshot_id: str) -> dict[str, Any]:
+        try:
+            return public(self.catalog.get(snapshot_id))
+        except UnknownSnapshot:
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+
+    def delete(self, snapshot_id: str) -> None:
+        try:
+            self.catalog.delete(snapshot_id)
+        except UnknownSnapshot:
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+
+    # ------------------------------------------------------------------ restore
+    async def restore(self, snapshot_id: str, kernel_id: str | None = None) -> dict[str, Any]:
+        try:
+            meta = self.catalog.get(snapshot_id)
+        except UnknownSnapshot:
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+        if kernel_id is not None and kernel_id in self.kernels:
+            await self.kernels.shutdown_kernel(kernel_id, now=True)
+        target = kernel_id or meta["kernel_id"]
+        fork = target in self.kernels
+        if fork:
+            target = str(uuid.uuid4())
+        ports = [meta["connection"][name] for name in ("shell_port", "iopub_port", "stdin_port",
+                                                       "hb_port", "control_port")]
+        request = RestoreRequest(
+            snapshot_id=snapshot_id, image=self.catalog.image_path(snapshot_id),
+            connection=meta["connection"],
+            # after a server restart the kernel's parent (the old server) is gone: a stand-in
+            # parent with its PID, in a new PID namespace, keeps ipykernel from exiting
+            pid_ns=True if fork or meta.get("server_pid") != os.getpid() else None,
+            rebind_ports=fork or not all(_port_free(meta["connection"]["ip"], p) for p in ports),
+            worker=self.worker, execution_count=meta.get("execution_count"))
+        PENDING_RESTORES[target] = request
+        try:
+            await self.kernels.start_kernel(kernel_id=target, kernel_name=meta["kernel_name"])
+        except engine.CkptError:
+            raise
+        except Exception as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, engine.CkptError):
+                raise cause from None
+            raise
+        finally:
+            PENDING_RESTORES.pop(target, None)
+        return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+            return True
+        except OSError:
+            return False
+

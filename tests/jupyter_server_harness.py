@@ -1,0 +1,152 @@
+"""A real Jupyter Server in a subprocess, and a kernel client speaking the websocket protocol
+(what a browser does), for the Jupyter-layer tests."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tornado.websocket import websocket_connect
+
+TOKEN = "ckpt-test-token"
+BASE = "/base/"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, workdir: Path, ckpt_dir: Path):
+        self.workdir, self.ckpt_dir = workdir, ckpt_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{BASE}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        env = {**os.environ, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
+               "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
+               "IPYTHONDIR": str(self.workdir / "ipython")}
+        log = open(self.workdir / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1",
+             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.base_url={BASE}",
+             f"--ServerApp.root_dir={self.workdir}", "--allow-root", "--no-browser"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.request("GET", "api/status")
+                return self
+            except (OSError, urllib.error.URLError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {self.log()}")
+                time.sleep(0.2)
+
+    def log(self) -> str:
+        return (self.workdir / f"server-{self.port}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = TOKEN,
+                raw_path: bool = False) -> tuple[int, Any]:
+        url = (self.url + path) if not raw_path else f"http://127.0.0.1:{self.port}{path}"
+        req = urllib.request.Request(url, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+        if token:
+            req.add_header("Authorization", f"token {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                data = resp.read()
+                return resp.status, json.loads(data) if data else None
+        except urllib.error.HTTPError as err:
+            data = err.read()
+            try:
+                return err.code, json.loads(data)
+            except ValueError:
+                return err.code, data.decode(errors="replace")
+
+    def start_notebook_kernel(self, path: str = "demo.ipynb") -> str:
+        status, session = self.request("POST", "api/sessions", {
+            "path": path, "type": "notebook", "kernel": {"name": "python3"}})
+        assert status == 201, session
+        return session["kernel"]["id"]
+
+
+class KernelSocket:
+    """Execute code in a kernel over /api/kernels/ID/channels, like JupyterLab does."""
+
+    def __init__(self, server: Server, kernel_id: str):
+        self.loop = asyncio.new_event_loop()
+        self.session = uuid.uuid4().hex
+        url = f"ws://127.0.0.1:{server.port}{BASE}api/kernels/{kernel_id}/channels?token={TOKEN}"
+        self.ws = self.loop.run_until_complete(self._connect(url))
+
+    @staticmethod
+    async def _connect(url: str):
+        return await websocket_connect(url)
+
+    def close(self) -> None:
+        self.ws.close()
+        self.loop.close()
+
+    def execute(self, code: str, timeout: float = 120) -> tuple[str, str, int | None]:
+        """(status, text printed, execution count) of one execute_request."""
+        return self.loop.run_until_complete(asyncio.wait_for(self._execute(code), timeout))
+
+    async def _execute(self, code: str) -> tuple[str, str, int | None]:
+        msg_id = uuid.uuid4().hex
+        await self.ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session,
+                       "username": "test", "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": True,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+        out: list[str] = []
+        reply = None
+        idle = False
+        while reply is None or not idle:
+            raw = await self.ws.read_message()
+            if raw is None:
+                raise ConnectionError("kernel websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+            elif kind == "execute_reply":
+                reply = msg["content"]
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+        return reply["status"], "".join(out), reply.get("execution_count")
+
+    def wait_for_output(self, timeout: float = 60) -> None:
+        """A restored kernel's IOPub needs a moment until our subscription is through."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "alive" in self.execute("print('alive')")[1]:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("restored kernel produced no output")

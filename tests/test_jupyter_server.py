@@ -1,0 +1,193 @@
+"""The Jupyter integration against a real Jupyter Server with real kernels, driven over the
+REST API and the kernel websocket (issue 4's acceptance checks)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from jupyter_server_harness import KernelSocket, Server
+
+SETUP = """
+import os, sqlite3, threading, time
+import numpy as np
+number = 42
+square = lambda v: v * v
+gen = (i * i for i in range(1000))
+first = [next(gen) for _ in range(3)]
+big = np.random.default_rng(7).random(25_000_000)  # 200 MB
+big_sum = float(big.sum())
+ticks = [0]
+def tick():
+    while True:
+        ticks[0] += 1
+        time.sleep(0.01)
+threading.Thread(target=tick, daemon=True).start()
+f = open("data.txt", "w+")
+f.write("0123456789")
+f.seek(4)
+db = sqlite3.connect("state.db")
+db.execute("create table if not exists t (v)")
+db.execute("insert into t values (7)")
+db.commit()
+"""
+
+CHECK = """
+t0 = ticks[0]; time.sleep(0.3)
+print(number, square(7), next(gen), float(big.sum()) == big_sum, f.tell(), f.read(),
+      ticks[0] > t0, db.execute("select sum(v) from t").fetchone()[0], os.getpid())
+"""
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path, tmp_path / "ckpt").start()
+    yield srv
+    srv.stop()
+
+
+def kernel_pid(ks: KernelSocket) -> int:
+    return int(ks.execute("import os; print(os.getpid())")[1])
+
+
+def checkpoint(server: Server, kernel_id: str, label: str = "") -> dict:
+    status, model = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {"label": label})
+    assert status == 201, model
+    return model
+
+
+def restore(server: Server, snapshot_id: str, **body) -> dict:
+    status, result = server.request("POST", f"api/ckpt/snapshots/{snapshot_id}/restore", body)
+    assert status == 200, f"{result}\n{server.log()}"
+    return result
+
+
+def test_checkpoint_shutdown_restore_keeps_every_object(server):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    status, out, count = ks.execute(SETUP)
+    assert status == "ok", out
+    model = checkpoint(server, kernel_id, "after setup")
+    assert model["label"] == "after setup" and model["notebook_path"] == "demo.ipynb"
+    assert model["execution_count"] == count and model["size_bytes"] > 200_000_000
+    assert server.request("GET", f"api/ckpt/snapshots/{model['id']}") == (200, model)
+    assert server.request("GET", "api/ckpt/snapshots?notebook_path=demo.ipynb")[1][0]["id"] == model["id"]
+
+    status, _ = server.request("DELETE", f"api/kernels/{kernel_id}")  # the kernel is gone
+    assert status == 204
+    ks.close()
+    result = restore(server, model["id"])
+    assert result["kernel_id"] == kernel_id and not result["fork"], "the id was free: reuse it"
+
+    ks = KernelSocket(server, kernel_id)
+    ks.wait_for_output()
+    status, out, new_count = ks.execute(CHECK)
+    assert status == "ok", out
+    assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+    assert new_count > count
+    time.sleep(2)  # ipykernel exits within a second if its parent looks wrong
+    assert ks.execute("print('still here')")[1].strip() == "still here"
+    ks.close()
+
+
+def test_restore_while_original_runs_is_an_independent_fork(server):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    ks.execute("value = 'before'")
+    model = checkpoint(server, kernel_id)
+    result = restore(server, model["id"])
+    assert result["fork"] and result["kernel_id"] != kernel_id
+    fork = KernelSocket(server, result["kernel_id"])
+    fork.wait_for_output()
+    fork.execute("value = 'fork'")
+    ks.execute("value = 'original'")
+    assert fork.execute("print(value)")[1].strip() == "fork"
+    assert ks.execute("print(value)")[1].strip() == "original"
+    assert kernel_pid(fork) == kernel_pid(ks), "inside its own PID namespace the fork keeps its PID"
+    kernels = {k["id"] for k in server.request("GET", "api/kernels")[1]}
+    assert {kernel_id, result["kernel_id"]} <= kernels
+    fork.close()
+    ks.close()
+
+
+def test_checkpoint_magic_continues_the_cell_in_the_restored_kernel(server):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    status, out, _ = ks.execute(
+        "snap = %checkpoint from-a-cell\n"
+        "where = 'restored' if snap.restored else 'original'\n"
+        "print(snap.id, where)")
+    assert status == "ok", out
+    snapshot_id, where = out.split()
+    assert where == "original"
+    assert server.request("GET", f"api/ckpt/snapshots/{snapshot_id}")[1]["label"] == "from-a-cell"
+    result = restore(server, snapshot_id)  # the original runs on: a fork
+    fork = KernelSocket(server, result["kernel_id"])
+    fork.wait_for_output()
+    assert fork.execute("print(where, snap.id)")[1].split() == ["restored", snapshot_id]
+    assert ks.execute("print(where)")[1].strip() == "original"
+    listing = ks.execute("%checkpoints")[1]
+    assert snapshot_id in listing
+    fork.close()
+    ks.close()
+
+
+def test_restore_after_the_server_itself_restarted(tmp_path):
+    first = Server(tmp_path, tmp_path / "ckpt").start()
+    try:
+        kernel_id = first.start_notebook_kernel()
+        ks = KernelSocket(first, kernel_id)
+        ks.execute("x = 'survives a server restart'\ngen = iter(range(10)); next(gen)")
+        model = checkpoint(first, kernel_id)
+        ks.close()
+    finally:
+        first.stop()  # shuts its kernels down
+    second = Server(tmp_path, tmp_path / "ckpt").start()
+    try:
+        assert [m["id"] for m in second.request("GET", "api/ckpt/snapshots")[1]] == [model["id"]]
+        result = restore(second, model["id"])
+        assert result["kernel_id"] == kernel_id
+        ks = KernelSocket(second, kernel_id)
+        ks.wait_for_output()
+        time.sleep(2)  # its parent check would have ended it by now
+        assert ks.execute("print(x, next(gen))")[1].strip() == "survives a server restart 1"
+        ks.close()
+    finally:
+        second.stop()
+
+
+def test_bad_requests_get_clear_errors_and_change_nothing(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    model = checkpoint(server, kernel_id)
+    before = server.request("GET", "api/ckpt/snapshots")[1]
+
+    for path in ("api/ckpt/snapshots/0123456789abcdef0123456789abcdef",
+                 "api/ckpt/snapshots/0123456789abcdef0123456789abcdef/restore"):
+        method = "POST" if path.endswith("restore") else "GET"
+        status, body = server.request(method, path, {} if method == "POST" else None)
+        assert status == 404 and "no snapshot" in body["message"]
+    status, _ = server.request("GET", "/base/api/ckpt/snapshots/..%2F..%2F..%2Fetc%2Fpasswd", raw_path=True)
+    assert status == 404
+    status, _ = server.request("DELETE", "api/ckpt/snapshots/not-an-id")
+    assert status == 404
+    status, body = server.request("POST", "api/ckpt/kernels/00000000-0000-0000-0000-000000000000/snapshots", {})
+    assert status == 404 and "no running kernel" in body["message"]
+    status, body = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {"label": 5})
+    assert status == 400
+    assert server.request("GET", "api/ckpt/snapshots", token=None)[0] == 403
+    assert server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {}, token="wrong")[0] == 403
+
+    image = tmp_path / "ckpt" / "snapshots" / model["id"] / "image"
+    for root, dirs, files in os.walk(image):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), 12345, 12345)
+    os.chown(image, 12345, 12345)
+    status, body = server.request("POST", f"api/ckpt/snapshots/{model['id']}/restore",
+                                  {"kernel_id": None})
+    assert status == 422 and "belongs to uid" in body["message"], body
+    assert server.request("GET", "api/ckpt/snapshots")[1] == before
+    assert kernel_id in {k["id"] for k in server.request("GET", "api/kernels")[1]}
+    assert not server.request("GET", "api/ckpt/operations")[1]
+    shutil.rmtree(image)
