@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
     c.add_argument("pid", type=int)
 
+    k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
+    k.add_argument("action", choices=["install"])
+    k.add_argument("--user", action="store_true", help="install for this user only")
+    k.add_argument("--prefix", help="install under this prefix (e.g. sys.prefix)")
+    k.add_argument("--name", default="python3-ckpt")
+
     i = sub.add_parser("inspect", help="show what an image holds")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true")
@@ -73,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             if not blockers:
                 print(f"pid {args.pid}: can be checkpointed")
             return 1 if blockers else 0
+        elif args.command == "kernelspec":
+            from .jupyter.kernelspec import install
+
+            print(f"installed kernelspec {args.name} in "
+                  f"{install(args.name, user=args.user, prefix=args.prefix)}")
         elif args.command == "inspect":
             summary = summarize(args.dir)
             print(json.dumps(summary, indent=1) if args.json else render(summary))

@@ -182,7 +182,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     async def cleanup(self, restart: bool = False) -> None:
         stream = getattr(self, "_iopub_stream", None)
-        if stream is not None:
+        if stream is not None and not stream.closed():
             stream.close()
             self._iopub_stream = None
         await super().cleanup(restart=restart)
