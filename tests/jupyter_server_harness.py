@@ -36,7 +36,11 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Server":
-        env = {**os.environ, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
+        # The config file the package ships (an editable install does not put it in place;
+        # test_packaging checks that a built wheel carries it).
+        shipped = str(Path(__file__).resolve().parent.parent / "etc" / "jupyter")
+        config_path = os.pathsep.join(filter(None, [shipped, os.environ.get("JUPYTER_CONFIG_PATH")]))
+        env = {**os.environ, "JUPYTER_CONFIG_PATH": config_path, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
                "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
                "IPYTHONDIR": str(self.workdir / "ipython")}
         log = open(self.workdir / f"server-{self.port}.log", "ab")
