@@ -16,7 +16,7 @@ from .hostinfo import host_facts
 from .image import ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .pagemap import PageScanner
-from .procfs import read_stat, read_vmas
+from .procfs import parse_maps, read_stat
 from .resources import claim, memory, process, signals, threads
 from . import syscalls
 
@@ -35,7 +35,11 @@ def check(pid: int) -> list[Blocker]:
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
-    neither an image nor a changed process behind. Returns the image's stats."""
+    neither an image nor a changed process behind. Returns the image's stats.
+
+    Without `kill` the tree runs on as soon as its state is captured, before the image is
+    committed to disk; with `kill` it stays frozen until the image is complete, then dies.
+    """
     writer = ImageWriter(path)
     started = time.monotonic()
     try:
@@ -43,28 +47,32 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     except BaseException:
         writer.abort()
         raise
+    frozen = True
     try:
         progress("collecting", 0, 0)
         manifest, blockers = _collect(tree, writer, progress)
         if blockers:
             raise Refused(blockers)
+        if not kill:
+            tree.release()
+            frozen = False
         manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
         progress("committing", 0, 0)
         writer.commit(manifest)
     except OSError as err:
         writer.abort()
-        tree.release()
+        if frozen:
+            tree.release()
         if err.errno == 28:
             raise CkptError(f"no space left on the device holding {path}; nothing was written") from None
         raise CkptError(f"dump failed: {err}") from None
     except BaseException:
         writer.abort()
-        tree.release()
+        if frozen:
+            tree.release()
         raise
     if kill:
         tree.kill()
-    else:
-        tree.release()
     return manifest["stats"]
 
 
@@ -152,7 +160,8 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
                      writer: ImageWriter | None, blockers: list[Blocker],
                      registry: "_FileRegistry") -> dict[str, Any]:
     mem = RemoteMemory(pid)
-    vdso = next((v for v in read_vmas(pid) if v.path == "[vdso]"), None)
+    with open(f"/proc/{pid}/maps") as f:
+        vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
     if vdso is None:
         raise CkptError(f"pid {pid} has no vdso; cannot inject system calls")
     gadget = find_gadget(mem, vdso.start, vdso.end)
