@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from reaping import adopt_orphans  # noqa: F401  (autouse: restored processes are ours to reap)
+
 HERE = Path(__file__).parent
 PROGRAMS = HERE / "programs"
 CLI = [sys.executable, "-m", "jupyter_ckpt"]
@@ -93,10 +95,16 @@ class Program:
             self.reap()
 
     def reap(self) -> None:
-        """The original was killed by dump --kill; as its parent we reap it so its PID frees."""
+        """Collect our dead program (the original, or a restored one we adopted as subreaper)
+        so its PID is free again."""
         if self.popen is not None:
             self.popen.wait(timeout=30)
             self.popen = None
+        elif self.pid:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # not ours (or already reaped)
 
     def restore(self, image: Path, *extra: str) -> int:
         out = run_cli("restore", image, "--detach", *extra)
