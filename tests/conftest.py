@@ -105,6 +105,12 @@ class Program:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
                 pass  # not ours (or already reaped)
+        for child in psutil.Process().children():  # its orphaned children were adopted by us
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
+            except (psutil.NoSuchProcess, ChildProcessError):
+                pass
 
     def restore(self, image: Path, *extra: str) -> int:
         out = run_cli("restore", image, "--detach", *extra)

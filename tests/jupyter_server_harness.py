@@ -136,8 +136,8 @@ class KernelSocket:
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
-            if kind == "stream":
-                out.append(msg["content"]["text"])
+            if kind == "stream" and msg["content"]["name"] == "stdout":
+                out.append(msg["content"]["text"])  # (IPython may warn on stderr)
             elif kind == "error":
                 out.append("\n".join(msg["content"]["traceback"]))
             elif kind == "execute_reply":

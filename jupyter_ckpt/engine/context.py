@@ -93,6 +93,7 @@ class DumpContext:
     writer: ImageWriter | None  # None while only checking
     scanner: PageScanner | None = None  # None while only checking
     saved_masks: dict[int, int] = field(default_factory=dict)  # tid -> blocked signals
+    precopy: Any = None  # precopy.PreCopy holding pages copied before the freeze, if any
     progress: Progress = no_progress
     pidfd: int = -1
     _dups: dict[int, int] = field(default_factory=dict)

@@ -7,15 +7,18 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import psutil
+
 from .. import __version__
 from . import arch, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress
 from .errors import Blocker, CkptError, Refused, Unsupported
-from .freeze import FrozenTree, freeze
+from .freeze import FrozenTree, check_root, freeze
 from .hostinfo import host_facts
 from .image import ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .pagemap import PageScanner
+from .precopy import PreCopy, Unavailable
 from .procfs import parse_maps, read_stat
 from .resources import claim, memory, process, signals, threads
 from . import syscalls
@@ -33,30 +36,45 @@ def check(pid: int) -> list[Blocker]:
         tree.release()
 
 
-def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress) -> dict[str, Any]:
+def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
+         precopy: bool = True) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
-    Without `kill` the tree runs on as soon as its state is captured, before the image is
-    committed to disk; with `kill` it stays frozen until the image is complete, then dies.
+    With `precopy` (where the kernel allows) memory is copied while the tree still runs and
+    only what it writes meanwhile is copied while it is frozen. Without `kill` the tree runs
+    on as soon as its state is captured, before the image is committed to disk; with `kill`
+    it stays frozen until the image is complete, then dies.
     """
+    check_root(pid)
     writer = ImageWriter(path)
-    started = time.monotonic()
+    copies: dict[int, PreCopy] = {}
     try:
+        if precopy:
+            copies = _precopy(pid, writer, progress)
+        started = time.monotonic()
         tree = freeze(pid)
     except BaseException:
+        _close_all(copies)
         writer.abort()
         raise
     frozen = True
     try:
         progress("collecting", 0, 0)
-        manifest, blockers = _collect(tree, writer, progress)
+        rounds = {str(p): c.rounds for p, c in copies.items()}
+        try:
+            manifest, blockers = _collect(tree, writer, progress, copies)
+        finally:
+            _close_all(copies)  # no write tracking left behind, whatever happened
         if blockers:
             raise Refused(blockers)
         if not kill:
             tree.release()
             frozen = False
         manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
+        if rounds:
+            manifest["stats"]["dirty_tracking"] = "uffd-wp"
+            manifest["stats"]["precopy_rounds"] = rounds
         progress("committing", 0, 0)
         writer.commit(manifest)
     except OSError as err:
@@ -74,6 +92,37 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     if kill:
         tree.kill()
     return manifest["stats"]
+
+
+def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
+    """Copy the memory of every process of the tree while it runs (see precopy.py)."""
+    try:
+        pids = [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}  # freeze() reports it
+    copies: dict[int, PreCopy] = {}
+    try:
+        for pid in pids:
+            progress("pre-copying", 0, 0)
+            try:
+                copy = PreCopy(pid, writer.blob_path(""))
+            except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
+                continue  # this one is copied entirely while frozen
+            copies[pid] = copy
+            copy.run()
+    except BaseException:
+        _close_all(copies)
+        raise
+    return copies
+
+
+def _close_all(copies: dict[int, PreCopy]) -> None:
+    for copy in copies.values():
+        try:
+            copy.close()
+        except OSError:
+            pass
+    copies.clear()
 
 
 def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]:
@@ -95,8 +144,8 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
     return index, files
 
 
-def _collect(tree: FrozenTree, writer: ImageWriter | None,
-             progress: Progress = no_progress) -> tuple[dict[str, Any], list[Blocker]]:
+def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
+             copies: dict[int, PreCopy] | None = None) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     index.progress = progress
     blockers: list[Blocker] = []
@@ -106,7 +155,8 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None,
         if not tids or tids[0] != pid:
             blockers.append(Blocker(pid, "process", "zombie leader", "main thread has exited"))
             continue
-        processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry))
+        processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry,
+                                          (copies or {}).get(pid)))
     zombies = [_zombie(pid) for pid in sorted(tree.zombies)]
     blockers += _check_sessions(tree.root, processes)
     logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
@@ -158,7 +208,7 @@ def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]
 
 def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[OpenFile],
                      writer: ImageWriter | None, blockers: list[Blocker],
-                     registry: "_FileRegistry") -> dict[str, Any]:
+                     registry: "_FileRegistry", precopy: PreCopy | None = None) -> dict[str, Any]:
     mem = RemoteMemory(pid)
     with open(f"/proc/{pid}/maps") as f:
         vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
@@ -166,7 +216,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
         raise CkptError(f"pid {pid} has no vdso; cannot inject system calls")
     gadget = find_gadget(mem, vdso.start, vdso.end)
     remote = [RemoteThread(tid, gadget) for tid in tids]
-    ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress)
+    ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy)
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
         ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection

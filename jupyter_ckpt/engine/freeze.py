@@ -88,6 +88,18 @@ def _tids(pid: int) -> list[int]:
 
 
 def freeze(root: int) -> FrozenTree:
+    check_root(root)
+    tree = FrozenTree(root)
+    try:
+        _freeze_until_stable(tree)
+    except BaseException:
+        tree.release()
+        raise
+    return tree
+
+
+def check_root(root: int) -> None:
+    """Refuse, in one clear line, a pid that is not a live user process we may freeze."""
     if root <= 0:
         raise CkptError(f"invalid pid {root}: process ids are positive numbers")
     if root == os.getpid():
@@ -97,13 +109,6 @@ def freeze(root: int) -> FrozenTree:
         _check_root(root)
     except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
         raise CkptError(f"no process with pid {root}") from None
-    tree = FrozenTree(root)
-    try:
-        _freeze_until_stable(tree)
-    except BaseException:
-        tree.release()
-        raise
-    return tree
 
 
 _PF_KTHREAD = 0x00200000

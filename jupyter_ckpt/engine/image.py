@@ -49,19 +49,22 @@ def _manifest_checksum(manifest: dict[str, Any]) -> str:
 
 
 def _hash_file(path: str) -> str:
-    """xxh3-128 of a file, read through one reused buffer (no allocation per chunk)."""
+    """xxh3-128 of a file, hashed straight from a read-only mapping of its page cache (no
+    copy into a buffer: about twice as fast as reading it)."""
     digest = xxhash.xxh3_128()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        offset = 0
-        while n := os.preadv(fd, [view], offset):
-            digest.update(view[:n])
-            offset += n
+        size = os.fstat(fd).st_size
+        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
     finally:
         os.close(fd)
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_SEQUENTIAL)  # bigger readahead when not cached
+        view = memoryview(mapping)
+        for offset in range(0, size, _CHUNK):
+            digest.update(view[offset:offset + _CHUNK])
         view.release()
+        mapping.close()
     return digest.hexdigest()
 
 
@@ -72,7 +75,7 @@ class BlobStream:
     fsync in `commit` finds almost nothing left to do. Registered in the image on a clean
     exit of its `with` block."""
 
-    def __init__(self, writer: "ImageWriter", name: str):
+    def __init__(self, writer: "ImageWriter", name: str, size: int = 0):
         self._writer = writer
         self.name = name
         self.size = 0
@@ -80,6 +83,12 @@ class BlobStream:
         self._digest = xxhash.xxh3_128()
         self.fd = os.open(os.path.join(writer.tmp, name),
                           os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        if size:
+            try:  # ENOSPC now rather than after copying; ext4 also skips delayed allocation
+                os.posix_fallocate(self.fd, 0, size)
+            except BaseException:
+                os.close(self.fd)
+                raise
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -116,6 +125,7 @@ class ImageWriter:
         self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.", suffix=".partial",
                                     dir=parent)
         self.blobs: dict[str, dict[str, Any]] = {}
+        self._adopted: list[str] = []
 
     def add_blob(self, name: str, data: bytes | memoryview) -> str:
         with open(os.path.join(self.tmp, name), "wb") as f:
@@ -123,9 +133,10 @@ class ImageWriter:
         self.blobs[name] = {"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}
         return name
 
-    def stream_blob(self, name: str) -> BlobStream:
-        """A new blob filled front to back by `write` calls: `with writer.stream_blob(n) as b`."""
-        return BlobStream(self, name)
+    def stream_blob(self, name: str, size: int = 0) -> BlobStream:
+        """A new blob filled front to back by `write` calls: `with writer.stream_blob(n) as b`.
+        `size`, when known, is reserved on disk up front."""
+        return BlobStream(self, name, size)
 
     def map_blob(self, name: str, size: int) -> mmap.mmap:
         """A writable mapping of a new blob of `size` bytes, filled in place (no extra copy).
@@ -151,7 +162,19 @@ class ImageWriter:
         mapping.close()
         self.blobs[name] = {"size": size, "xxh3_128": digest.hexdigest()}
 
+    def blob_path(self, name: str) -> str:
+        """Where to write a blob directly (see `adopt_blob`); "" gives the directory."""
+        return os.path.join(self.tmp, name) if name else self.tmp
+
+    def adopt_blob(self, name: str) -> None:
+        """Register a blob written directly at `blob_path(name)`; it is checksummed at
+        commit, so that work can happen after the tree runs on again."""
+        self._adopted.append(name)
+        self.blobs[name] = {"size": os.path.getsize(self.blob_path(name)), "xxh3_128": None}
+
     def commit(self, manifest: dict[str, Any]) -> None:
+        for name in self._adopted:
+            self.blobs[name]["xxh3_128"] = _hash_file(self.blob_path(name))
         manifest = {"format": FORMAT, "version": VERSION, **manifest, "blobs": self.blobs}
         manifest["manifest_xxh3_128"] = _manifest_checksum(manifest)
         with open(os.path.join(self.tmp, MANIFEST), "w") as f:

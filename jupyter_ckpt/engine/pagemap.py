@@ -48,12 +48,18 @@ class PageScanner:
         """(address, length) runs of pages that hold data: present or swapped, never the
         shared zero page; with `anonymous_only`, not file pages either (for private file
         mappings: only copy-on-write pages differ from the file)."""
-        mask = PAGE_IS_PFNZERO | (PAGE_IS_FILE if anonymous_only else 0)
-        arg = _ScanArg(size=ctypes.sizeof(_ScanArg), start=start, end=end,
+        excluded = PAGE_IS_PFNZERO | (PAGE_IS_FILE if anonymous_only else 0)
+        return self.scan(start, end, required=0, anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                         excluded=excluded)
+
+    def scan(self, start: int, end: int, required: int, anyof: int, excluded: int = PAGE_IS_PFNZERO,
+             flags: int = 0) -> list[tuple[int, int]]:
+        """Runs of pages having every `required` category, one of `anyof`, none of `excluded`
+        (`flags`: PM_SCAN_* such as write-protecting what matched)."""
+        arg = _ScanArg(size=ctypes.sizeof(_ScanArg), flags=flags, start=start, end=end,
                        vec=ctypes.addressof(self.vec), vec_len=_VEC_LEN,
-                       category_inverted=mask, category_mask=mask,
-                       category_anyof_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                       return_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
+                       category_inverted=excluded, category_mask=excluded | required,
+                       category_anyof_mask=anyof, return_mask=anyof | required)
         runs: list[tuple[int, int]] = []
         while arg.start < end:
             n = _ioctl(self.fd, _PAGEMAP_SCAN, ctypes.byref(arg))

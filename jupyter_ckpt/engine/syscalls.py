@@ -93,8 +93,24 @@ def vm_read(pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
     return _vm_transfer("process_vm_readv", pid, local_addr, remote)
 
 
-def vm_write(pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
-    return _vm_transfer("process_vm_writev", pid, local_addr, remote)
+def vm_write_pairs(pid: int, local_base: int, runs: list[tuple[int, int, int]]) -> int:
+    """Write (remote address, length, offset from local_base) runs, many per syscall:
+    process_vm_writev pairs its local and remote iovecs as two streams of equal length."""
+    done = 0
+    for i in range(0, len(runs), _IOV_MAX):
+        chunk = runs[i:i + _IOV_MAX]
+        liov = (_Iov * len(chunk))(*[_Iov(local_base + off, n) for _, n, off in chunk])
+        riov = (_Iov * len(chunk))(*[_Iov(addr, n) for addr, n, _ in chunk])
+        total = sum(n for _, n, _ in chunk)
+        n = _syscall(ctypes.c_long(arch.NR["process_vm_writev"]), ctypes.c_long(pid), liov,
+                     ctypes.c_ulong(len(chunk)), riov, ctypes.c_ulong(len(chunk)), ctypes.c_ulong(0))
+        if n < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"process_vm_writev({pid}): {os.strerror(err)}")
+        done += n
+        if n < total:
+            return done
+    return done
 
 
 def get_robust_list(tid: int) -> tuple[int, int]:

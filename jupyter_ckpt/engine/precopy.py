@@ -1,0 +1,310 @@
+"""Pre-copy: copy a process's memory while it keeps running, then freeze it only to copy
+the pages it wrote meanwhile.
+
+Dirty pages are tracked without soft-dirty bits (this kernel has none): a userfaultfd made
+inside the target with UFFD_FEATURE_WP_ASYNC write-protects its private writable mappings;
+the kernel lifts the protection by itself on the first write to a page (no handler, no
+stall), and PAGEMAP_SCAN with PM_SCAN_WP_MATCHING returns exactly the pages written since
+the last scan while protecting them again. Rounds repeat while the dirty set shrinks.
+
+Copies go to one blob; a page copied again later supersedes its earlier copy (the final
+map points at the newest one). Registration is undone before the process runs freely
+again, and on any failure, so the process is left as it was.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import fcntl
+import os
+import struct
+from typing import Any, Iterable
+
+from . import arch, ptrace_ext, syscalls
+from .errors import CkptError
+from .inject import RemoteMemory, RemoteThread, find_gadget
+from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
+from .procfs import Vma, parse_maps, read_vmas
+
+UFFD_API = 0xAA
+UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
+UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER = 0xC018AA3F, 0xC020AA00, 0x8010AA01
+UFFDIO_REGISTER_MODE_WP = 2
+UFFD_USER_MODE_ONLY = 1
+PAGE_IS_WRITTEN = 1 << 1
+PM_SCAN_WP_MATCHING = 1
+_MAX_ROUNDS = 4
+_CHUNK = 8 << 20
+
+
+class Unavailable(Exception):
+    """Pre-copy cannot track this process (old kernel, no userfaultfd): dump without it."""
+
+
+def _trackable(vma: Vma) -> bool:
+    return not vma.shared and vma.perms[1] == "w" and not vma.path.startswith("[v") \
+        and "uw" not in vma.vmflags and "um" not in vma.vmflags and "ht" not in vma.vmflags
+
+
+class DirtyTracker:
+    """Write-protection based dirty tracking of one process's private writable memory."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.fd = _userfaultfd_in(pid)
+        self.ranges: list[tuple[int, int]] = []
+        try:
+            api = struct.pack("QQQ", UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0)
+            fcntl.ioctl(self.fd, UFFDIO_API, bytearray(api))
+        except OSError as err:
+            os.close(self.fd)
+            raise Unavailable(f"userfaultfd write-protect tracking: {err.strerror}") from None
+
+    def register(self, vmas: Iterable[Vma]) -> None:
+        for vma in vmas:
+            if not _trackable(vma):
+                continue
+            arg = bytearray(struct.pack("QQQQ", vma.start, vma.size, UFFDIO_REGISTER_MODE_WP, 0))
+            try:
+                fcntl.ioctl(self.fd, UFFDIO_REGISTER, arg)
+            except OSError:
+                continue  # not registrable (e.g. gone meanwhile): it is copied whole when frozen
+            self.ranges.append((vma.start, vma.end))
+
+    def tracks(self, vma: Vma) -> bool:
+        """Whether every write to this mapping since registration was seen. A mapping made
+        since has no registration ("uw"); an anonymous one moved here by mremap keeps its
+        page offset from where it was made, so it no longer matches its address."""
+        if "uw" not in vma.vmflags:
+            return False
+        if not vma.path.startswith("/") and vma.offset != vma.start:
+            return False
+        return any(s <= vma.start and vma.end <= e for s, e in self.ranges)
+
+    def close(self) -> None:
+        """Undo every registration: the process's mappings are as they were."""
+        for start, end in self.ranges:
+            try:
+                fcntl.ioctl(self.fd, UFFDIO_UNREGISTER, bytearray(struct.pack("QQ", start, end - start)))
+            except OSError:
+                pass  # unmapped since
+        self.ranges.clear()
+        os.close(self.fd)
+
+
+def _userfaultfd_in(pid: int) -> int:
+    """A userfaultfd for `pid`'s address space: made by it (injected), handed to us."""
+    with open(f"/proc/{pid}/maps") as f:
+        vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
+    if vdso is None:
+        raise Unavailable("no vdso to inject through")
+    try:
+        ptrace_ext.seize(pid, ptrace_ext.O_TRACESYSGOOD)
+    except ptrace_ext.PtraceError as err:
+        raise Unavailable(f"cannot trace pid {pid}: {err}") from None
+    try:
+        ptrace_ext.interrupt(pid)
+        stop = ptrace_ext.wait(pid)
+        if stop.event != ptrace_ext.EVENT_STOP:
+            raise Unavailable(f"pid {pid}: {stop.describe()}")
+        mem = RemoteMemory(pid)
+        try:
+            thread = RemoteThread(pid, find_gadget(mem, vdso.start, vdso.end))
+        finally:
+            mem.close()
+        mask = ptrace_ext.get_sigmask(pid)
+        ptrace_ext.set_sigmask(pid, (1 << 64) - 1)
+        try:
+            remote_fd = thread.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY,
+                                    check=False)
+            if remote_fd < 0:
+                raise Unavailable(f"userfaultfd: {os.strerror(-remote_fd)}")
+            pidfd = os.pidfd_open(pid)
+            try:
+                fd = syscalls.pidfd_getfd(pidfd, remote_fd)
+            finally:
+                os.close(pidfd)
+            thread.call("close", remote_fd)
+        finally:
+            arch.fix_interrupted_syscall(thread.saved, restored=False)
+            thread.park()
+            thread.put_back()
+            ptrace_ext.set_sigmask(pid, mask)
+        return fd
+    finally:
+        ptrace_ext.detach(pid)
+
+
+class PreCopy:
+    """Pages of one process copied ahead of its freeze, into `blob_path`."""
+
+    def __init__(self, pid: int, blob_dir: str):
+        self.pid = pid
+        self.blob_name = f"pages-{pid}.bin"
+        self.tracker = DirtyTracker(pid)
+        try:
+            self.blob = os.open(os.path.join(blob_dir, self.blob_name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self.tracker.close()
+            raise
+        self.size = 0
+        self.first: list[list[int]] = []  # [start, end, offset] of the first round, by address
+        self.newer: dict[int, int] = {}  # page -> offset of a later copy (supersedes `first`)
+        self.rounds: list[int] = []  # bytes copied per round
+        self._frozen = False
+        self.scanner = PageScanner(pid)
+        self._buf = bytearray(_CHUNK)
+        self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
+
+    def run(self) -> None:
+        """Copy everything, then what was written meanwhile, while that keeps shrinking."""
+        self.tracker.register(read_vmas(self.pid))
+        self.rounds.append(self._copy(self._scan(written_only=False), first=True))
+        while len(self.rounds) < _MAX_ROUNDS:
+            copied = self._copy(self._scan(written_only=True), first=False)
+            self.rounds.append(copied)
+            if copied == 0 or copied >= self.rounds[-2]:
+                break
+
+    def _scan(self, written_only: bool) -> list[tuple[int, int]]:
+        runs: list[tuple[int, int]] = []
+        for start, end in self.tracker.ranges:
+            runs += self.scanner.scan(start, end, required=PAGE_IS_WRITTEN if written_only else 0,
+                                      anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                      flags=PM_SCAN_WP_MATCHING)
+        return runs
+
+    def _copy(self, runs: list[tuple[int, int]], first: bool) -> int:
+        """Append copies of `runs`; returns the bytes copied (unreadable pages are skipped)."""
+        copied = 0
+        for addr, length in runs:
+            done = 0
+            while done < length:
+                take = min(length - done, _CHUNK)
+                n = syscalls.vm_read(self.pid, self._base, [(addr + done, take)])
+                n -= n % PAGE_SIZE
+                if n == 0 and not first and self._frozen:
+                    n = self._read_forced(addr + done)  # PROT_NONE with data: via /proc/PID/mem
+                if n == 0:
+                    done += PAGE_SIZE  # not readable while running: copied when frozen
+                    continue
+                os.pwrite(self.blob, memoryview(self._buf)[:n], self.size)
+                start = addr + done
+                if first:
+                    if self.first and self.first[-1][1] == start and \
+                            self.first[-1][2] + self.first[-1][1] - self.first[-1][0] == self.size:
+                        self.first[-1][1] += n
+                    else:
+                        self.first.append([start, start + n, self.size])
+                else:
+                    for page in range(start, start + n, PAGE_SIZE):
+                        self.newer[page] = self.size + page - start
+                self.size += n
+                copied += n
+                done += n
+        return copied
+
+    def _read_forced(self, addr: int) -> int:
+        fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            got = os.preadv(fd, [memoryview(self._buf)[:PAGE_SIZE]], addr)
+        finally:
+            os.close(fd)
+        if got != PAGE_SIZE:
+            raise CkptError(f"pid {self.pid}: cannot read memory at {addr:#x}")
+        return PAGE_SIZE
+
+    def finish(self, records: list[dict[str, Any]]) -> int:
+        """With the process frozen: copy what was written since the last round and any data
+        page never copied, then point each VMA record's runs at the newest copies.
+        Returns the bytes copied while frozen."""
+        self._frozen = True
+        before = self.size
+        for rec in records:
+            if not rec["pages"]:
+                continue
+            if rec["tracked"]:
+                self._copy(self.scanner.scan(rec["start"], rec["end"], required=PAGE_IS_WRITTEN,
+                                             anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED), first=False)
+            else:  # earlier copies of this range may be of another mapping: copy it afresh
+                self._copy([(a, n) for a, n in rec["pages"]], first=False)
+        for rec in records:
+            if rec["pages"]:
+                self._copy(_coalesce(self._never_copied(rec["pages"])), first=False)
+        newer_pages = sorted(self.newer)
+        for rec in records:
+            if rec["pages"]:
+                rec["pages"] = self._layout(rec["pages"], newer_pages)
+        return self.size - before
+
+    def _covered(self, start: int, end: int) -> Iterable[tuple[int, int, int | None]]:
+        """Split [start, end) into (from, to, offset in the first round or None) pieces."""
+        i = bisect.bisect_right(self.first, [start, float("inf")]) - 1
+        i = max(i, 0)
+        pos = start
+        while pos < end:
+            while i < len(self.first) and self.first[i][1] <= pos:
+                i += 1
+            if i < len(self.first) and self.first[i][0] <= pos:
+                s, e, off = self.first[i]
+                stop = min(e, end)
+                yield pos, stop, off + pos - s
+            else:
+                stop = min(end, self.first[i][0]) if i < len(self.first) else end
+                yield pos, stop, None
+            pos = stop
+
+    def _never_copied(self, runs: list[list[int]]) -> list[tuple[int, int]]:
+        missing = []
+        for addr, length in runs:
+            for lo, hi, off in self._covered(addr, addr + length):
+                if off is None:
+                    missing += [(p, PAGE_SIZE) for p in range(lo, hi, PAGE_SIZE) if p not in self.newer]
+        return missing
+
+    def _layout(self, runs: list[list[int]], newer_pages: list[int]) -> list[list[int]]:
+        """[addr, length, blob offset] runs over `runs`, newest copy of every page."""
+        out: list[list[int]] = []
+
+        def emit(page: int, length: int, offset: int) -> None:
+            if out and out[-1][0] + out[-1][1] == page and out[-1][2] + out[-1][1] == offset:
+                out[-1][1] += length
+            else:
+                out.append([page, length, offset])
+
+        for addr, length in runs:
+            for lo, hi, off in self._covered(addr, addr + length):
+                if off is None:
+                    for page in range(lo, hi, PAGE_SIZE):
+                        emit(page, PAGE_SIZE, self.newer[page])
+                    continue
+                pos = lo
+                k = bisect.bisect_left(newer_pages, lo)
+                while k < len(newer_pages) and newer_pages[k] < hi:
+                    page = newer_pages[k]
+                    if page > pos:
+                        emit(pos, page - pos, off + pos - lo)
+                    emit(page, PAGE_SIZE, self.newer[page])
+                    pos = page + PAGE_SIZE
+                    k += 1
+                if pos < hi:
+                    emit(pos, hi - pos, off + pos - lo)
+        return out
+
+    def tracks(self, vma: Vma) -> bool:
+        return self.tracker.tracks(vma)
+
+    def close(self) -> None:
+        self.tracker.close()
+        self.scanner.close()
+        os.close(self.blob)
+
+
+def _coalesce(pages: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for addr, length in pages:
+        if runs and runs[-1][0] + runs[-1][1] == addr:
+            runs[-1] = (runs[-1][0], runs[-1][1] + length)
+        else:
+            runs.append((addr, length))
+    return runs
