@@ -1,0 +1,26 @@
+"""Where snapshots live: engine images kept deduplicated in a content-addressed chunk store.
+
+    store = SnapshotStore("~/.local/share/jupyter-ckpt/store")   # or SnapshotStore(backend)
+    info = store.put_image(image_dir, {"kernel_id": kid, "notebook_path": nb})
+    store.list(kernel_id=kid)            -> [SnapshotInfo, ...] newest first
+    store.get(id) / store.manifest(id)   -> SnapshotInfo / the engine image manifest
+    store.checkout(id, new_dir)          -> an engine image directory for restore
+    store.verify(id)                     -> reads and checks every chunk
+    store.delete(id)                     -> bytes freed (chunks no other snapshot uses)
+    store.gc()                           -> bytes freed (leftovers of interrupted work)
+    store.usage()                        -> Usage
+
+Usable on its own: imports neither the engine's ptrace code nor anything of Jupyter (the
+engine's image format is read here from its documented form, docs/image-format.md).
+Backends: `LocalBackend` (a directory); anything implementing `Backend` (an S3-compatible
+one later). See snapshots.py for the layout and the locking, chunking.py for chunks.
+"""
+from .backend import Backend, LocalBackend, Lock
+from .chunking import ChunkParams
+from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
+                     StoreError)
+from .snapshots import SnapshotInfo, SnapshotStore, Usage, check_id
+
+__all__ = ["SnapshotStore", "SnapshotInfo", "Usage", "ChunkParams", "Backend", "LocalBackend",
+           "Lock", "check_id", "StoreError", "InvalidName", "NotFound", "AlreadyExists",
+           "CorruptData", "BadImage", "LockTimeout"]
