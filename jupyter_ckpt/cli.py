@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("pid", type=int)
     d.add_argument("dir")
     d.add_argument("--kill", action="store_true", help="end the tree after a successful dump")
+    d.add_argument("--parent", metavar="PREVDIR",
+                   help="store only memory that differs from the earlier image PREVDIR "
+                        "(which must stay where it is: DIR refers to it)")
     d.add_argument("--no-precopy", action="store_true",
                    help="copy all memory while frozen (default: copy it first, freeze only for "
                         "what changed meanwhile)")
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "dump":
-            stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy)
+            stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
+                         parent=args.parent)
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
                   f"frozen {stats['freeze_ms']} ms")
         elif args.command == "restore":

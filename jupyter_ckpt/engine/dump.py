@@ -10,12 +10,12 @@ from typing import Any
 import psutil
 
 from .. import __version__
-from . import arch, ptrace_ext
+from . import arch, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
 from .hostinfo import host_facts
-from .image import ImageWriter
+from .image import ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
@@ -37,16 +37,19 @@ def check(pid: int) -> list[Blocker]:
 
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
-         precopy: bool = True) -> dict[str, Any]:
+         precopy: bool = True, parent: str | None = None) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
     With `precopy` (where the kernel allows) memory is copied while the tree still runs and
     only what it writes meanwhile is copied while it is frozen. Without `kill` the tree runs
     on as soon as its state is captured, before the image is committed to disk; with `kill`
-    it stays frozen until the image is complete, then dies.
+    it stays frozen until the image is complete, then dies. With `parent` (an earlier image
+    of the same tree) only memory pages that differ from it are stored (incremental.py).
     """
     check_root(pid)
+    if parent is not None:
+        ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
     writer = ImageWriter(path)
     copies: dict[int, PreCopy] = {}
     try:
@@ -72,9 +75,15 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
             tree.release()
             frozen = False
         manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
+        tracking = ["uffd-wp"] if rounds else []
         if rounds:
-            manifest["stats"]["dirty_tracking"] = "uffd-wp"
             manifest["stats"]["precopy_rounds"] = rounds
+        if parent is not None:
+            progress("comparing with parent", 0, 0)
+            manifest["stats"]["bytes_shared_with_parent"] = incremental.rebase(manifest, writer, parent)
+            manifest["stats"]["bytes_written"] = sum(b["size"] for b in writer.blobs.values())
+            tracking.append("page-compare")
+        manifest["stats"]["dirty_tracking"] = "+".join(tracking) or "none"
         progress("committing", 0, 0)
         writer.commit(manifest)
     except OSError as err:

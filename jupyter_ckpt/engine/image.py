@@ -166,6 +166,14 @@ class ImageWriter:
         """Where to write a blob directly (see `adopt_blob`); "" gives the directory."""
         return os.path.join(self.tmp, name) if name else self.tmp
 
+    def replace_blob(self, name: str, data: bytes) -> None:
+        """Rewrite a blob already in the image (an incremental image keeps fewer pages)."""
+        self.blobs.pop(name, None)
+        if name in self._adopted:
+            self._adopted.remove(name)
+        os.unlink(self.blob_path(name))
+        self.add_blob(name, data)
+
     def adopt_blob(self, name: str) -> None:
         """Register a blob written directly at `blob_path(name)`; it is checksummed at
         commit, so that work can happen after the tree runs on again."""
@@ -218,6 +226,22 @@ class ImageReader:
         self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
         if verify_blobs:
             self.verify()
+        self.bases = self._open_bases(verify_blobs)
+
+    def _open_bases(self, verify_blobs: bool) -> list["ImageReader"]:
+        """The images an incremental image builds on (see incremental.py), each checked
+        like this one and required to be exactly the image recorded at dump time."""
+        readers = []
+        for base in self.manifest.get("bases", []):
+            path = os.path.normpath(os.path.join(self.path, base["path"]))
+            try:
+                reader = ImageReader(path, verify_blobs)
+            except ImageError as err:
+                raise ImageError(f"{self.path} builds on {path}, which is unusable: {err}") from None
+            if reader.manifest["manifest_xxh3_128"] != base["manifest_xxh3_128"]:
+                raise ImageError(f"{self.path} builds on {path}, which has changed since")
+            readers.append(reader)
+        return readers
 
     def verify(self) -> None:
         for name, meta in self.blobs.items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import xxhash
 
-from .. import procfs, syscalls
+from .. import incremental, procfs, syscalls
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteMemory, RemoteThread
@@ -327,7 +327,7 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
 
 
 def _write_pages(ctx: RestoreContext, rec: dict[str, Any]) -> None:
-    runs = [(addr, length, offset) for v in rec["vmas"] for addr, length, offset in v["pages"]]
+    runs = [tuple(run[:3]) for v in rec["vmas"] for run in v["pages"]]
     if not runs:
         return
     # Huge-page advice first (restore() repeats it, harmlessly): pages faulted in by the
@@ -337,14 +337,24 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any]) -> None:
         for flag in ("hg", "nh"):
             if v["pages"] and flag in v["madvise"]:
                 ctx.leader.call("madvise", v["start"], v["end"] - v["start"], _MADVISE[flag])
-    blob = ctx.image.map_blob(rec["pages_blob"])
-    assert blob is not None
-    anchor = ctypes.c_char.from_buffer(blob)
-    try:  # each run from its own place in the blob (pre-copied images are not in run order)
-        written = syscalls.vm_write_pairs(ctx.pid, ctypes.addressof(anchor), runs)
-    finally:
-        del anchor
-        blob.close()
+    # Runs come from this image's blob, or (incremental images) from a base image's.
+    by_source: dict[int, list[tuple[int, int, int]]] = {}
+    for v in rec["vmas"]:
+        for run in v["pages"]:
+            by_source.setdefault(run[3] if len(run) == 4 else -1, []).append(tuple(run[:3]))
+    written = 0
+    for source, source_runs in by_source.items():
+        image = ctx.image if source < 0 else ctx.image.bases[source]
+        name = rec["pages_blob"] if source < 0 else incremental.pages_blob_of(image, ctx.ns_pid)
+        blob = image.map_blob(name) if name else None
+        if blob is None:
+            raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
+        anchor = ctypes.c_char.from_buffer(blob)
+        try:  # each run from its own place in the blob (pre-copied pages are not in run order)
+            written += syscalls.vm_write_pairs(ctx.pid, ctypes.addressof(anchor), source_runs)
+        finally:
+            del anchor
+            blob.close()
     total = sum(n for _, n, _ in runs)
     if written != total:
         raise CkptError(f"pid {ctx.pid}: wrote {written} of {total} bytes of memory")
