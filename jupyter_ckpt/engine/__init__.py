@@ -1,14 +1,32 @@
 """Generic Linux process checkpoint/restore. Knows nothing of Jupyter.
 
     check(pid)            -> list of Blockers (empty: the tree can be dumped)
-    dump(pid, dir, kill)  -> stats of the image written to dir
-    restore(dir, stdio)   -> Restored(pid) running the same process again
+    dump(pid, dir, ...)   -> stats of the image written to dir
+    restore(dir, ...)     -> Restored(pid) running the same process again
     summarize(dir)        -> what an image holds
-"""
-from .dump import check, dump
-from .errors import Blocker, CkptError, ImageError, Refused, RestoreConflict, Unsupported
-from .summary import summarize
-from .restore import Restored, restore
 
-__all__ = ["check", "dump", "restore", "summarize", "Restored", "Blocker", "CkptError",
-           "ImageError", "Refused", "RestoreConflict", "Unsupported"]
+Names are imported on first use, so that e.g. the image format (engine.image) can be used
+without loading the ptrace machinery.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "check": "dumper", "dump": "dumper", "restore": "restorer", "Restored": "restorer",
+    "summarize": "summary", "Blocker": "errors", "CkptError": "errors", "ImageError": "errors",
+    "Refused": "errors", "RestoreConflict": "errors", "Unsupported": "errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    source = _EXPORTS[name]
+    module = importlib.import_module(f".{source}", __name__)
+    for export, where in _EXPORTS.items():
+        if where == source:
+            globals()[export] = getattr(module, export)
+    return globals()[name]
