@@ -10,6 +10,11 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_ckpt.jupyter"}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """For `jupyter labextension develop`: the prebuilt front end inside the package."""
+    return [{"src": "labextension", "dest": "jupyter-ckpt"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext jupyter_ckpt`: the %checkpoint, %checkpoints and %restore magics."""
     from .jupyter.magics import CheckpointMagics

@@ -1,0 +1,249 @@
+// What the commands and the snapshots panel do: checkpoint a notebook's kernel, restore a
+// snapshot into a notebook, delete a snapshot. Progress and outcome are reported with
+// JupyterLab notifications; confirmation with dialogs.
+
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { PathExt } from '@jupyterlab/coreutils';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { CkptClient, IOperation, ISnapshot } from './api';
+import { formatBytes, formatDuration, formatTime } from './format';
+import { OperationWatcher } from './progress';
+
+export class CkptActions {
+  constructor(options: CkptActions.IOptions) {
+    this.client = options.client;
+    this._showSnapshots = options.showSnapshots;
+  }
+
+  readonly client: CkptClient;
+
+  /** Emitted after a snapshot was created, restored or deleted. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Checkpoint the notebook's kernel. Resolves with the snapshot, or null on failure. */
+  async checkpoint(panel: NotebookPanel, label = ''): Promise<ISnapshot | null> {
+    const kernel = panel.sessionContext.session?.kernel;
+    const name = PathExt.basename(panel.context.path);
+    if (!kernel) {
+      Notification.warning(`${name} has no running kernel to checkpoint.`, {
+        autoClose: 5000
+      });
+      return null;
+    }
+    const kernelId = kernel.id;
+    const id = Notification.emit(`Checkpointing the kernel of ${name}…`, 'in-progress', {
+      autoClose: false
+    });
+    const watcher = new OperationWatcher(
+      this.client,
+      op => op.kind === 'checkpoint' && op.kernel_id === kernelId,
+      op => Private.showProgress(id, 'Checkpointing', op)
+    );
+    const started = Date.now();
+    try {
+      const snapshot = await this.client.checkpoint(kernelId, label);
+      watcher.stop();
+      const paused =
+        snapshot.freeze_ms === null || snapshot.freeze_ms === undefined
+          ? ''
+          : `, kernel paused ${formatDuration(snapshot.freeze_ms)}`;
+      Notification.update({
+        id,
+        type: 'success',
+        message:
+          `Checkpoint "${Private.short(snapshot.label)}" saved: ` +
+          `${formatBytes(snapshot.size_bytes)} in ${formatDuration(Date.now() - started)}${paused}`,
+        autoClose: 6000,
+        progress: undefined,
+        actions: this._showSnapshots
+          ? [
+              {
+                label: 'Show snapshots',
+                caption: 'Open the kernel snapshots panel',
+                callback: () => this._showSnapshots?.()
+              }
+            ]
+          : []
+      });
+      this._changed.emit();
+      return snapshot;
+    } catch (error) {
+      watcher.stop();
+      Notification.update({
+        id,
+        type: 'error',
+        message: `Checkpoint failed: ${Private.message(error)}`,
+        autoClose: false,
+        progress: undefined
+      });
+      return null;
+    }
+  }
+
+  /**
+   * Restore a snapshot into the notebook: the server starts the restored kernel, then the
+   * notebook's session is switched to it (the server shuts the previous kernel down).
+   * Asks for confirmation unless `confirm` is false. Resolves with the new kernel id.
+   */
+  async restore(
+    panel: NotebookPanel,
+    snapshot: ISnapshot,
+    confirm = true
+  ): Promise<string | null> {
+    const name = PathExt.basename(panel.context.path);
+    const label = Private.short(snapshot.label);
+    if (confirm) {
+      const answer = await showDialog({
+        title: 'Restore kernel snapshot',
+        body:
+          `Restore "${label}" (${formatTime(snapshot.created)}, ` +
+          `${formatBytes(snapshot.size_bytes)}) into ${name}? ` +
+          'The notebook switches to the restored kernel; its current kernel is shut down.',
+        buttons: [
+          Dialog.cancelButton(),
+          Dialog.warnButton({ label: 'Restore', ariaLabel: 'Restore snapshot' })
+        ]
+      });
+      if (!answer.button.accept) {
+        return null;
+      }
+    }
+    const id = Notification.emit(`Restoring "${label}" into ${name}…`, 'in-progress', {
+      autoClose: false
+    });
+    const watcher = new OperationWatcher(
+      this.client,
+      op => op.kind === 'restore' && op.snapshot_id === snapshot.id,
+      op => Private.showProgress(id, 'Restoring', op)
+    );
+    const started = Date.now();
+    let kernelId: string;
+    try {
+      kernelId = (await this.client.restore(snapshot.id)).kernel_id;
+    } catch (error) {
+      watcher.stop();
+      Notification.update({
+        id,
+        type: 'error',
+        message: `Restore failed: ${Private.message(error)}`,
+        autoClose: false,
+        progress: undefined
+      });
+      return null;
+    }
+    watcher.stop();
+    try {
+      const session = panel.sessionContext.session;
+      if (session?.kernel?.id === kernelId) {
+        // restored under the id the notebook already uses: just reconnect
+        await session.kernel.reconnect();
+      } else {
+        await panel.sessionContext.changeKernel({ id: kernelId });
+      }
+    } catch (error) {
+      Notification.update({
+        id,
+        type: 'error',
+        message:
+          `Restored as kernel ${kernelId}, but switching ${name} to it failed: ` +
+          Private.message(error),
+        autoClose: false,
+        progress: undefined
+      });
+      this._changed.emit();
+      return kernelId;
+    }
+    const count =
+      snapshot.execution_count === null || snapshot.execution_count === undefined
+        ? ''
+        : ` at execution count ${snapshot.execution_count}`;
+    Notification.update({
+      id,
+      type: 'success',
+      message: `Restored "${label}"${count} into ${name} in ${formatDuration(Date.now() - started)}`,
+      autoClose: 5000,
+      progress: undefined
+    });
+    this._changed.emit();
+    return kernelId;
+  }
+
+  /** Delete a snapshot, after confirmation unless `confirm` is false. */
+  async delete(snapshot: ISnapshot, confirm = true): Promise<boolean> {
+    const label = Private.short(snapshot.label);
+    if (confirm) {
+      const answer = await showDialog({
+        title: 'Delete kernel snapshot',
+        body:
+          `Delete "${label}" (${formatTime(snapshot.created)}, ` +
+          `${formatBytes(snapshot.size_bytes)})? Its image is removed from disk.`,
+        buttons: [
+          Dialog.cancelButton(),
+          Dialog.warnButton({ label: 'Delete', ariaLabel: 'Delete snapshot' })
+        ]
+      });
+      if (!answer.button.accept) {
+        return false;
+      }
+    }
+    try {
+      await this.client.deleteSnapshot(snapshot.id);
+    } catch (error) {
+      Notification.error(`Could not delete "${label}": ${Private.message(error)}`, {
+        autoClose: false
+      });
+      return false;
+    }
+    Notification.success(`Deleted snapshot "${label}"`, { autoClose: 3000 });
+    this._changed.emit();
+    return true;
+  }
+
+  private readonly _showSnapshots: (() => void) | undefined;
+  private readonly _changed = new Signal<this, void>(this);
+}
+
+export namespace CkptActions {
+  export interface IOptions {
+    client: CkptClient;
+    /** Opens the snapshots panel (offered as an action on success). */
+    showSnapshots?: () => void;
+  }
+}
+
+namespace Private {
+  export function message(error: unknown): string {
+    if (error instanceof Error && error.message) {
+      return error.message;
+    }
+    return String(error);
+  }
+
+  /** Labels are the user's; keep them from swallowing the 140-character message. */
+  export function short(label: string): string {
+    return label.length > 40 ? `${label.slice(0, 39)}…` : label;
+  }
+
+  export function showProgress(id: string, verb: string, op: IOperation): void {
+    const done = op.bytes_done || 0;
+    const total = op.bytes_total || 0;
+    let message = `${verb}… ${formatBytes(done)}`;
+    if (total > 0) {
+      message += ` of ${formatBytes(total)}`;
+    }
+    if (done === 0 && op.phase) {
+      message = `${verb}… (${op.phase})`;
+    }
+    Notification.update({
+      id,
+      message,
+      type: 'in-progress',
+      autoClose: false,
+      progress: total > 0 ? Math.min(1, done / total) : undefined
+    });
+  }
+}

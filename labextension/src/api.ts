@@ -1,0 +1,183 @@
+// Client for the jupyter-ckpt REST API (/api/ckpt), served by the jupyter_ckpt.jupyter
+// server extension. Every request goes through ServerConnection.makeRequest, so the
+// server's base URL, token and XSRF cookie are applied as for JupyterLab's own requests.
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** A snapshot of a kernel, as the server describes it. */
+export interface ISnapshot {
+  id: string;
+  label: string;
+  kernel_id: string;
+  kernel_name: string;
+  notebook_path: string | null;
+  /** ISO 8601 time the snapshot was taken. */
+  created: string;
+  size_bytes: number;
+  execution_count: number | null;
+  /** How long the kernel was frozen while it was saved, in milliseconds. */
+  freeze_ms: number | null;
+  [key: string]: unknown;
+}
+
+/** A checkpoint or restore that the server is working on. */
+export interface IOperation {
+  id: string;
+  kind: 'checkpoint' | 'restore';
+  kernel_id: string | null;
+  snapshot_id: string | null;
+  phase: string;
+  bytes_done: number;
+  bytes_total: number;
+  started: string;
+}
+
+/** What a restore answers: the kernel now running the snapshot. */
+export interface IRestoreResult {
+  kernel_id: string;
+  [key: string]: unknown;
+}
+
+/**
+ * A failed API call. `status` is the HTTP status, or 0 when the server could not be
+ * reached; `message` is the server's own message when it sent one.
+ */
+export class CkptApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+    this.name = 'CkptApiError';
+  }
+}
+
+/** The REST API under `{baseUrl}api/ckpt`. */
+export class CkptClient {
+  constructor(options: CkptClient.IOptions = {}) {
+    this.serverSettings =
+      options.serverSettings ?? ServerConnection.makeSettings();
+  }
+
+  readonly serverSettings: ServerConnection.ISettings;
+
+  /** Checkpoint a running kernel; resolves once the snapshot is written. */
+  checkpoint(kernelId: string, label = ''): Promise<ISnapshot> {
+    return this._request<ISnapshot>(
+      ['kernels', kernelId, 'snapshots'],
+      { method: 'POST', body: JSON.stringify({ label }) },
+      [201, 200]
+    );
+  }
+
+  /** Snapshots, newest first; only those of one notebook when a path is given. */
+  listSnapshots(notebookPath?: string): Promise<ISnapshot[]> {
+    const query =
+      notebookPath === undefined
+        ? ''
+        : URLExt.objectToQueryString({ notebook_path: notebookPath });
+    return this._request<ISnapshot[]>(['snapshots'], { method: 'GET' }, [200], query);
+  }
+
+  getSnapshot(snapshotId: string): Promise<ISnapshot> {
+    return this._request<ISnapshot>(['snapshots', snapshotId], { method: 'GET' }, [200]);
+  }
+
+  /**
+   * Bring a snapshot back as a running kernel. Without `kernelId` the server picks the id
+   * (the original one if free, otherwise a new one for a fork).
+   */
+  restore(snapshotId: string, kernelId?: string): Promise<IRestoreResult> {
+    const body = kernelId === undefined ? {} : { kernel_id: kernelId };
+    return this._request<IRestoreResult>(
+      ['snapshots', snapshotId, 'restore'],
+      { method: 'POST', body: JSON.stringify(body) },
+      [200]
+    );
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    await this._request<null>(['snapshots', snapshotId], { method: 'DELETE' }, [204, 200]);
+  }
+
+  /** Checkpoints and restores in progress on the server. */
+  listOperations(): Promise<IOperation[]> {
+    return this._request<IOperation[]>(['operations'], { method: 'GET' }, [200]);
+  }
+
+  /** The URL of an API path (each part is URL-encoded). */
+  url(parts: string[], query = ''): string {
+    return (
+      URLExt.join(
+        this.serverSettings.baseUrl,
+        'api',
+        'ckpt',
+        ...parts.map(encodeURIComponent)
+      ) + query
+    );
+  }
+
+  private async _request<T>(
+    parts: string[],
+    init: RequestInit,
+    expected: number[],
+    query = ''
+  ): Promise<T> {
+    const url = this.url(parts, query);
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.serverSettings);
+    } catch (error) {
+      throw new CkptApiError(
+        `Could not reach the Jupyter server: ${(error as Error).message}`,
+        0
+      );
+    }
+    const text = await response.text();
+    if (!expected.includes(response.status)) {
+      throw new CkptApiError(Private.errorMessage(response, text), response.status);
+    }
+    if (text === '') {
+      return null as T;
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new CkptApiError(
+        `The server sent a response that is not JSON (HTTP ${response.status})`,
+        response.status
+      );
+    }
+  }
+}
+
+export namespace CkptClient {
+  export interface IOptions {
+    /** Defaults to ServerConnection.makeSettings(): the page's server, base URL and token. */
+    serverSettings?: ServerConnection.ISettings;
+  }
+}
+
+namespace Private {
+  /** The server's {"message": ...} if it sent one, else the HTTP status. */
+  export function errorMessage(response: Response, text: string): string {
+    try {
+      const data = JSON.parse(text);
+      if (data && typeof data.message === 'string' && data.message !== '') {
+        return data.message;
+      }
+      if (data && typeof data.reason === 'string' && data.reason !== '') {
+        return data.reason;
+      }
+    } catch {
+      // not JSON: fall through
+    }
+    const reason = response.statusText ? ` ${response.statusText}` : '';
+    if (response.status === 404) {
+      // no JSON: the route itself is unknown, not a snapshot or kernel
+      return `HTTP 404${reason}: is the jupyter-ckpt server extension enabled?`;
+    }
+    return `HTTP ${response.status}${reason}`;
+  }
+}

@@ -1,0 +1,297 @@
+// The "Kernel snapshots" side panel: the snapshots of the current notebook, newest first,
+// with Restore and Delete, and a label field to checkpoint the kernel.
+
+import { PathExt } from '@jupyterlab/coreutils';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { refreshIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { CkptActions } from './actions';
+import { ISnapshot } from './api';
+import { formatAge, formatBytes, formatDuration, formatTime } from './format';
+import { snapshotIcon } from './icons';
+
+export class SnapshotsPanel extends Widget {
+  constructor(options: SnapshotsPanel.IOptions) {
+    super();
+    this._actions = options.actions;
+    this._tracker = options.tracker;
+    this.id = 'jupyter-ckpt-snapshots';
+    this.addClass('jp-CkptPanel');
+    this.title.icon = snapshotIcon;
+    this.title.caption = 'Kernel snapshots';
+
+    const node = this.node;
+    node.innerHTML = '';
+
+    const header = document.createElement('header');
+    header.className = 'jp-CkptPanel-header';
+    const title = document.createElement('h2');
+    title.className = 'jp-CkptPanel-title';
+    title.textContent = 'Kernel snapshots';
+    this._refreshButton = document.createElement('button');
+    this._refreshButton.className = 'jp-CkptPanel-refresh jp-ToolbarButtonComponent';
+    this._refreshButton.title = 'Refresh the list';
+    this._refreshButton.setAttribute('aria-label', 'Refresh the list');
+    refreshIcon.element({ container: this._refreshButton, elementPosition: 'center' });
+    this._refreshButton.addEventListener('click', () => void this.refresh());
+    header.append(title, this._refreshButton);
+
+    this._notebookNode = document.createElement('div');
+    this._notebookNode.className = 'jp-CkptPanel-notebook';
+
+    const form = document.createElement('form');
+    form.className = 'jp-CkptPanel-new';
+    this._labelInput = document.createElement('input');
+    this._labelInput.className = 'jp-mod-styled jp-CkptPanel-labelInput';
+    this._labelInput.type = 'text';
+    this._labelInput.placeholder = 'Label (optional)';
+    this._labelInput.title = 'A label for the next snapshot (empty: the time)';
+    this._labelInput.setAttribute('aria-label', 'Snapshot label');
+    this._checkpointButton = document.createElement('button');
+    this._checkpointButton.type = 'submit';
+    this._checkpointButton.className =
+      'jp-mod-styled jp-mod-accept jp-CkptPanel-checkpoint';
+    this._checkpointButton.textContent = 'Checkpoint';
+    this._checkpointButton.title = 'Checkpoint the kernel of this notebook';
+    form.append(this._labelInput, this._checkpointButton);
+    form.addEventListener('submit', event => {
+      event.preventDefault();
+      void this._checkpoint();
+    });
+
+    this._statusNode = document.createElement('div');
+    this._statusNode.className = 'jp-CkptPanel-status';
+    this._listNode = document.createElement('ul');
+    this._listNode.className = 'jp-CkptPanel-list';
+
+    node.append(header, this._notebookNode, form, this._statusNode, this._listNode);
+
+    this._tracker.currentChanged.connect(this._onCurrentChanged, this);
+    this._actions.changed.connect(() => void this.refresh(), this);
+    this._onCurrentChanged();
+  }
+
+  /** The notebook whose snapshots are shown: the current one, or the last one seen. */
+  get notebook(): NotebookPanel | null {
+    return this._notebook;
+  }
+
+  /** The snapshots on display. */
+  get snapshots(): readonly ISnapshot[] {
+    return this._snapshots;
+  }
+
+  /** Fetch the list again (only while visible; a hidden panel refreshes when shown). */
+  async refresh(): Promise<void> {
+    if (!this.isVisible) {
+      this._stale = true;
+      return;
+    }
+    this._stale = false;
+    const notebook = this._notebook;
+    const generation = ++this._generation;
+    this._renderHeader();
+    if (!notebook) {
+      this._snapshots = [];
+      this._renderList('Open a notebook to see the snapshots of its kernel.');
+      return;
+    }
+    this._statusNode.textContent = 'Loading…';
+    try {
+      const snapshots = await this._actions.client.listSnapshots(notebook.context.path);
+      if (generation !== this._generation) {
+        return; // a newer refresh is under way
+      }
+      this._snapshots = snapshots;
+      this._renderList(
+        snapshots.length ? '' : 'No snapshots of this notebook yet: checkpoint its kernel.'
+      );
+    } catch (error) {
+      if (generation !== this._generation) {
+        return;
+      }
+      this._snapshots = [];
+      this._renderList(`Could not list snapshots: ${(error as Error).message}`, true);
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    if (this._stale) {
+      void this.refresh();
+    }
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this._stale) {
+      void this.refresh();
+    }
+  }
+
+  private _onCurrentChanged(): void {
+    const current = this._tracker.currentWidget;
+    if (current && current !== this._notebook) {
+      if (this._notebook) {
+        this._notebook.context.pathChanged.disconnect(this._onPathChanged, this);
+        this._notebook.sessionContext.kernelChanged.disconnect(this._onKernelChanged, this);
+        this._notebook.disposed.disconnect(this._onNotebookDisposed, this);
+      }
+      this._notebook = current;
+      current.context.pathChanged.connect(this._onPathChanged, this);
+      current.sessionContext.kernelChanged.connect(this._onKernelChanged, this);
+      current.disposed.connect(this._onNotebookDisposed, this);
+      void this.refresh();
+    } else if (!current && !this._notebook) {
+      void this.refresh();
+    }
+  }
+
+  private _onPathChanged(): void {
+    void this.refresh();
+  }
+
+  private _onKernelChanged(): void {
+    this._renderHeader();
+  }
+
+  private _onNotebookDisposed(): void {
+    this._notebook = null;
+    this._onCurrentChanged();
+    if (!this._notebook) {
+      void this.refresh();
+    }
+  }
+
+  private async _checkpoint(): Promise<void> {
+    const notebook = this._notebook;
+    if (!notebook) {
+      return;
+    }
+    this._checkpointButton.disabled = true;
+    try {
+      const snapshot = await this._actions.checkpoint(notebook, this._labelInput.value.trim());
+      if (snapshot) {
+        this._labelInput.value = '';
+      }
+    } finally {
+      this._checkpointButton.disabled = false;
+    }
+  }
+
+  private _renderHeader(): void {
+    const notebook = this._notebook;
+    if (!notebook) {
+      this._notebookNode.textContent = 'No notebook';
+      this._checkpointButton.disabled = true;
+      return;
+    }
+    const kernel = notebook.sessionContext.session?.kernel;
+    this._notebookNode.textContent = PathExt.basename(notebook.context.path);
+    this._notebookNode.title = notebook.context.path;
+    this._checkpointButton.disabled = !kernel;
+  }
+
+  private _renderList(status: string, isError = false): void {
+    this._statusNode.textContent = status;
+    this._statusNode.classList.toggle('jp-mod-error', isError);
+    this._listNode.innerHTML = '';
+    for (const snapshot of this._snapshots) {
+      this._listNode.appendChild(this._renderItem(snapshot));
+    }
+  }
+
+  private _renderItem(snapshot: ISnapshot): HTMLLIElement {
+    const item = document.createElement('li');
+    item.className = 'jp-CkptSnapshot';
+    item.dataset.snapshotId = snapshot.id;
+
+    const label = document.createElement('div');
+    label.className = 'jp-CkptSnapshot-label';
+    label.textContent = snapshot.label || '(no label)';
+    label.title = snapshot.label;
+
+    const meta = document.createElement('div');
+    meta.className = 'jp-CkptSnapshot-meta';
+    const time = document.createElement('span');
+    time.className = 'jp-CkptSnapshot-time';
+    time.textContent = formatTime(snapshot.created);
+    time.title = `${new Date(snapshot.created).toLocaleString()} (${formatAge(snapshot.created)})`;
+    const size = document.createElement('span');
+    size.className = 'jp-CkptSnapshot-size';
+    size.textContent = formatBytes(snapshot.size_bytes);
+    size.title = `${snapshot.size_bytes} bytes on disk`;
+    meta.append(time, size);
+    if (snapshot.execution_count !== null && snapshot.execution_count !== undefined) {
+      const count = document.createElement('span');
+      count.className = 'jp-CkptSnapshot-count';
+      count.textContent = `In [${snapshot.execution_count}]`;
+      count.title = `Execution count ${snapshot.execution_count}`;
+      meta.append(count);
+    }
+    if (snapshot.freeze_ms !== null && snapshot.freeze_ms !== undefined) {
+      const freeze = document.createElement('span');
+      freeze.className = 'jp-CkptSnapshot-freeze';
+      freeze.textContent = `paused ${formatDuration(snapshot.freeze_ms)}`;
+      freeze.title = 'How long the kernel was frozen while it was saved';
+      meta.append(freeze);
+    }
+
+    const buttons = document.createElement('div');
+    buttons.className = 'jp-CkptSnapshot-actions';
+    const restore = document.createElement('button');
+    restore.className = 'jp-mod-styled jp-mod-accept jp-CkptSnapshot-restore';
+    restore.textContent = 'Restore';
+    restore.title = 'Restore this snapshot into the notebook';
+    restore.addEventListener('click', async () => {
+      const notebook = this._notebook;
+      if (!notebook) {
+        return;
+      }
+      restore.disabled = true;
+      try {
+        await this._actions.restore(notebook, snapshot);
+      } finally {
+        restore.disabled = false;
+      }
+    });
+    const remove = document.createElement('button');
+    remove.className = 'jp-mod-styled jp-mod-warn jp-CkptSnapshot-delete';
+    remove.textContent = 'Delete';
+    remove.title = 'Delete this snapshot from disk';
+    remove.addEventListener('click', async () => {
+      remove.disabled = true;
+      try {
+        await this._actions.delete(snapshot);
+      } finally {
+        remove.disabled = false;
+      }
+    });
+    buttons.append(restore, remove);
+
+    item.append(label, meta, buttons);
+    return item;
+  }
+
+  private readonly _actions: CkptActions;
+  private readonly _tracker: INotebookTracker;
+  private readonly _notebookNode: HTMLDivElement;
+  private readonly _labelInput: HTMLInputElement;
+  private readonly _checkpointButton: HTMLButtonElement;
+  private readonly _refreshButton: HTMLButtonElement;
+  private readonly _statusNode: HTMLDivElement;
+  private readonly _listNode: HTMLUListElement;
+  private _notebook: NotebookPanel | null = null;
+  private _snapshots: ISnapshot[] = [];
+  private _generation = 0;
+  private _stale = true;
+}
+
+export namespace SnapshotsPanel {
+  export interface IOptions {
+    actions: CkptActions;
+    tracker: INotebookTracker;
+  }
+}

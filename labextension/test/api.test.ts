@@ -1,0 +1,244 @@
+// Unit tests of the REST API wrapper (src/api.ts) against a fake fetch: the URLs, methods,
+// bodies and headers it sends, and how it turns the server's answers into results or errors.
+
+import { ServerConnection } from '@jupyterlab/services';
+import { describe, expect, it } from 'vitest';
+
+import { CkptApiError, CkptClient, ISnapshot } from '../src/api';
+import { formatBytes, formatDuration } from '../src/format';
+
+const BASE = 'http://127.0.0.1:8888/lab-test/';
+const KERNEL = '5d5c1ab8-51b6-4d57-9d04-2c0e5b0e1a11';
+const SNAP = '0123456789abcdef0123456789abcdef';
+
+const SNAPSHOT: ISnapshot = {
+  id: SNAP,
+  label: 'before training',
+  kernel_id: KERNEL,
+  kernel_name: 'python3',
+  notebook_path: 'work/analysis.ipynb',
+  created: '2026-11-29T01:02:03Z',
+  size_bytes: 1_234_567_890,
+  execution_count: 7,
+  freeze_ms: 850
+};
+
+interface ISeen {
+  url: string;
+  method: string;
+  body: string;
+  headers: Headers;
+}
+
+/** A client whose requests go to `reply`; `seen` records each request. */
+function fakeClient(
+  reply: (request: ISeen) => Response | Promise<Response>,
+  token = 'secret-token'
+): { client: CkptClient; seen: ISeen[] } {
+  const seen: ISeen[] = [];
+  const fakeFetch = async (input: RequestInfo, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input as any, init);
+    const record: ISeen = {
+      url: request.url,
+      method: request.method,
+      body: await request.text(),
+      headers: request.headers
+    };
+    seen.push(record);
+    return reply(record);
+  };
+  const serverSettings = ServerConnection.makeSettings({
+    baseUrl: BASE,
+    appUrl: BASE + 'lab',
+    wsUrl: 'ws://127.0.0.1:8888/lab-test/',
+    token,
+    fetch: fakeFetch as any,
+    Request,
+    Headers
+  });
+  return { client: new CkptClient({ serverSettings }), seen };
+}
+
+/**
+ * The URL without the cache-busting `?<timestamp>` that ServerConnection.makeRequest adds
+ * to GET requests; other query parameters are kept.
+ */
+function route(url: string): string {
+  const parsed = new URL(url);
+  for (const key of [...parsed.searchParams.keys()]) {
+    if (/^\d+$/.test(key) && parsed.searchParams.get(key) === '') {
+      parsed.searchParams.delete(key);
+    }
+  }
+  return parsed.toString();
+}
+
+function json(status: number, data: unknown, statusText = ''): Response {
+  return new Response(JSON.stringify(data), {
+    status,
+    statusText,
+    headers: { 'Content-Type': 'application/json' }
+  });
+}
+
+describe('CkptClient', () => {
+  it('checkpoints a kernel with a POST under the base URL, with the token', async () => {
+    const { client, seen } = fakeClient(() => json(201, SNAPSHOT));
+    const snapshot = await client.checkpoint(KERNEL, 'before training');
+    expect(snapshot).toEqual(SNAPSHOT);
+    expect(seen).toHaveLength(1);
+    expect(seen[0].method).toBe('POST');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/kernels/${KERNEL}/snapshots`);
+    expect(JSON.parse(seen[0].body)).toEqual({ label: 'before training' });
+    expect(seen[0].headers.get('Authorization')).toBe('token secret-token');
+  });
+
+  it('sends an empty label when none is given (the server then labels with the time)', async () => {
+    const { client, seen } = fakeClient(() => json(201, SNAPSHOT));
+    await client.checkpoint(KERNEL);
+    expect(JSON.parse(seen[0].body)).toEqual({ label: '' });
+  });
+
+  it('passes the server message of a refused checkpoint through', async () => {
+    const message = 'pid 4242 fd 9: inotify: cannot be checkpointed';
+    const { client } = fakeClient(() => json(409, { message, reason: 'Conflict' }, 'Conflict'));
+    const error = await client.checkpoint(KERNEL, 'x').catch(e => e);
+    expect(error).toBeInstanceOf(CkptApiError);
+    expect(error.status).toBe(409);
+    expect(error.message).toBe(message);
+  });
+
+  it('lists all snapshots, or those of one notebook with its path encoded', async () => {
+    const { client, seen } = fakeClient(() => json(200, [SNAPSHOT]));
+    expect(await client.listSnapshots()).toEqual([SNAPSHOT]);
+    expect(seen[0].method).toBe('GET');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots`);
+
+    await client.listSnapshots('my dir/Untitled é&1.ipynb');
+    const url = new URL(route(seen[1].url));
+    expect(url.pathname).toBe('/lab-test/api/ckpt/snapshots');
+    expect(url.searchParams.get('notebook_path')).toBe('my dir/Untitled é&1.ipynb');
+  });
+
+  it('gets one snapshot, and reports an unknown one as a 404 with its message', async () => {
+    const { client, seen } = fakeClient(request =>
+      route(request.url).endsWith(SNAP)
+        ? json(200, SNAPSHOT)
+        : json(404, { message: 'no snapshot ffff', reason: 'Not Found' }, 'Not Found')
+    );
+    expect(await client.getSnapshot(SNAP)).toEqual(SNAPSHOT);
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots/${SNAP}`);
+    const error = await client.getSnapshot('ffff').catch(e => e);
+    expect(error).toBeInstanceOf(CkptApiError);
+    expect(error.status).toBe(404);
+    expect(error.message).toBe('no snapshot ffff');
+  });
+
+  it('restores a snapshot, with or without a kernel id to restore under', async () => {
+    const { client, seen } = fakeClient(() => json(200, { kernel_id: 'new-kernel-id' }));
+    expect(await client.restore(SNAP)).toEqual({ kernel_id: 'new-kernel-id' });
+    expect(seen[0].method).toBe('POST');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots/${SNAP}/restore`);
+    expect(JSON.parse(seen[0].body)).toEqual({});
+
+    await client.restore(SNAP, KERNEL);
+    expect(JSON.parse(seen[1].body)).toEqual({ kernel_id: KERNEL });
+  });
+
+  it('deletes a snapshot (204, no body)', async () => {
+    const { client, seen } = fakeClient(() => new Response(null, { status: 204 }));
+    await expect(client.deleteSnapshot(SNAP)).resolves.toBeUndefined();
+    expect(seen[0].method).toBe('DELETE');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots/${SNAP}`);
+  });
+
+  it('lists the running operations', async () => {
+    const op = {
+      id: '3',
+      kind: 'checkpoint',
+      kernel_id: KERNEL,
+      snapshot_id: SNAP,
+      phase: 'writing',
+      bytes_done: 1_200_000_000,
+      bytes_total: 2_000_000_000,
+      started: '2026-11-29T01:02:03Z'
+    };
+    const { client, seen } = fakeClient(() => json(200, [op]));
+    expect(await client.listOperations()).toEqual([op]);
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/operations`);
+  });
+
+  it('encodes ids so that they stay one path segment', async () => {
+    const { client, seen } = fakeClient(() => json(200, SNAPSHOT));
+    await client.getSnapshot('../kernels');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots/..%2Fkernels`);
+  });
+
+  it('reports an error page that is not JSON by its HTTP status', async () => {
+    const { client } = fakeClient(
+      () => new Response('<html>Bad Gateway</html>', { status: 502, statusText: 'Bad Gateway' })
+    );
+    const error = await client.listSnapshots().catch(e => e);
+    expect(error).toBeInstanceOf(CkptApiError);
+    expect(error.status).toBe(502);
+    expect(error.message).toBe('HTTP 502 Bad Gateway');
+  });
+
+  it('points at the server extension when the API route itself is missing', async () => {
+    const { client } = fakeClient(
+      () => new Response('<html>404 : Not Found</html>', { status: 404, statusText: 'Not Found' })
+    );
+    const error = await client.listSnapshots().catch(e => e);
+    expect(error.status).toBe(404);
+    expect(error.message).toBe(
+      'HTTP 404 Not Found: is the jupyter-ckpt server extension enabled?'
+    );
+  });
+
+  it('uses the reason when the server sends no message', async () => {
+    const { client } = fakeClient(() => json(403, { reason: 'Forbidden' }, 'Forbidden'));
+    const error = await client.listOperations().catch(e => e);
+    expect(error.status).toBe(403);
+    expect(error.message).toBe('Forbidden');
+  });
+
+  it('reports an unreachable server with status 0', async () => {
+    const { client } = fakeClient(() => {
+      throw new TypeError('Failed to fetch');
+    });
+    const error = await client.listSnapshots().catch(e => e);
+    expect(error).toBeInstanceOf(CkptApiError);
+    expect(error.status).toBe(0);
+    expect(error.message).toContain('Failed to fetch');
+  });
+
+  it('rejects a success response that is not JSON', async () => {
+    const { client } = fakeClient(() => new Response('not json', { status: 200 }));
+    const error = await client.listSnapshots().catch(e => e);
+    expect(error).toBeInstanceOf(CkptApiError);
+    expect(error.message).toMatch(/not JSON/);
+  });
+
+  it('sends no Authorization header when there is no token', async () => {
+    const { client, seen } = fakeClient(() => json(200, []), '');
+    await client.listSnapshots();
+    expect(seen[0].headers.get('Authorization')).toBeNull();
+  });
+});
+
+describe('formatting', () => {
+  it('formats sizes in decimal units', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(950)).toBe('950 B');
+    expect(formatBytes(12_345)).toBe('12.3 kB');
+    expect(formatBytes(1_234_567_890)).toBe('1.2 GB');
+    expect(formatBytes(999_999)).toBe('1.0 MB');
+    expect(formatBytes(250_000_000)).toBe('250 MB');
+  });
+
+  it('formats durations', () => {
+    expect(formatDuration(850)).toBe('850 ms');
+    expect(formatDuration(2300)).toBe('2.3 s');
+    expect(formatDuration(65_000)).toBe('1 min 5 s');
+  });
+});
