@@ -3,7 +3,6 @@ REST API and the kernel websocket (issue 4's acceptance checks)."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import pytest
@@ -179,15 +178,48 @@ def test_bad_requests_get_clear_errors_and_change_nothing(server, tmp_path):
     assert server.request("GET", "api/ckpt/snapshots", token=None)[0] == 403
     assert server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {}, token="wrong")[0] == 403
 
-    image = tmp_path / "ckpt" / "snapshots" / model["id"] / "image"
-    for root, dirs, files in os.walk(image):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), 12345, 12345)
-    os.chown(image, 12345, 12345)
+    # a snapshot another user stored (its record and chunk list are theirs) is refused,
+    # before anything is checked out or the kernel it would replace is shut down
+    records = list((tmp_path / "ckpt" / "store" / "snapshots").glob(f"{model['id']}.*"))
+    assert len(records) == 2, records  # <id>.json and <id>.<nonce>.chunks
+    for record in records:
+        os.chown(record, 12345, 12345)
     status, body = server.request("POST", f"api/ckpt/snapshots/{model['id']}/restore",
-                                  {"kernel_id": None})
-    assert status == 422 and "belongs to uid" in body["message"], body
+                                  {"kernel_id": kernel_id})
+    assert status == 422 and "belongs to uid 12345" in body["message"], body
     assert server.request("GET", "api/ckpt/snapshots")[1] == before
     assert kernel_id in {k["id"] for k in server.request("GET", "api/kernels")[1]}
     assert not server.request("GET", "api/ckpt/operations")[1]
-    shutil.rmtree(image)
+    assert not os.listdir(tmp_path / "ckpt" / "tmp"), "no scratch image left behind"
+
+
+def test_second_checkpoint_stores_only_what_changed(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    status, out, _ = ks.execute(
+        "import numpy as np\n"
+        "data = np.random.default_rng(3).random(6_000_000)  # 48 MB that barely compress")
+    assert status == "ok", out
+    first = checkpoint(server, kernel_id, "first")
+    ks.execute("data[:1000] = 0; small = list(range(1000)); total = float(data.sum())")
+    second = checkpoint(server, kernel_id, "second")
+    assert first["size_bytes"] > 48_000_000 and second["size_bytes"] > 48_000_000
+    assert first["stored_bytes"] > 40_000_000, first
+    # the array is not stored again; what is new is mostly the interpreter's heap, whose
+    # pages a cell's reference counting touches all over (about 10 MB here)
+    assert second["stored_bytes"] < first["stored_bytes"] / 3, (first, second)
+    listing = server.request("GET", "api/ckpt/snapshots")[1]
+    assert [m["id"] for m in listing] == [second["id"], first["id"]]
+    assert listing[0] == second and "connection" not in second
+    assert not os.listdir(tmp_path / "ckpt" / "tmp"), "the dumped images were removed"
+
+    # deleting the first keeps the chunks the second shares with it
+    assert server.request("DELETE", f"api/ckpt/snapshots/{first['id']}")[0] == 204
+    assert server.request("GET", f"api/ckpt/snapshots/{first['id']}")[0] == 404
+    result = restore(server, second["id"])  # the original runs on: a fork
+    fork = KernelSocket(server, result["kernel_id"])
+    fork.wait_for_output()
+    assert fork.execute("print(float(data.sum()) == total, len(small))")[1].split() == ["True", "1000"]
+    assert not os.listdir(tmp_path / "ckpt" / "tmp"), "the checkout was removed"
+    fork.close()
+    ks.close()

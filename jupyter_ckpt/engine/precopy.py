@@ -13,6 +13,7 @@ again, and on any failure, so the process is left as it was.
 """
 from __future__ import annotations
 
+import array
 import bisect
 import ctypes
 import fcntl
@@ -34,6 +35,8 @@ UFFD_USER_MODE_ONLY = 1
 PAGE_IS_WRITTEN = 1 << 1
 PM_SCAN_WP_MATCHING = 1
 _MAX_ROUNDS = 4
+_PFN_MASK = (1 << 55) - 1
+_PRESENT = 1 << 63
 _CHUNK = 8 << 20
 
 
@@ -72,12 +75,10 @@ class DirtyTracker:
             self.ranges.append((vma.start, vma.end))
 
     def tracks(self, vma: Vma) -> bool:
-        """Whether every write to this mapping since registration was seen. A mapping made
-        since has no registration ("uw"); an anonymous one moved here by mremap keeps its
-        page offset from where it was made, so it no longer matches its address."""
+        """Whether writes to this mapping since registration were seen. A mapping made since
+        has no registration ("uw"). (One moved here by mremap still has it: page frames
+        tell those pages apart, see PreCopy.finish.)"""
         if "uw" not in vma.vmflags:
-            return False
-        if not vma.path.startswith("/") and vma.offset != vma.start:
             return False
         return any(s <= vma.start and vma.end <= e for s, e in self.ranges)
 
@@ -152,6 +153,12 @@ class PreCopy:
         self.newer: dict[int, int] = {}  # page -> offset of a later copy (supersedes `first`)
         self.rounds: list[int] = []  # bytes copied per round
         self._frozen = False
+        # Page frame of every copied page when it was copied: a page is reused only if it is
+        # unwritten *and* still on the same frame, which also rejects pages that mremap moved
+        # onto an address copied earlier for another mapping.
+        self.frames: dict[int, array.array] = {}  # first-round interval start -> frames
+        self.newer_frames: dict[int, int] = {}
+        self.pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         self.scanner = PageScanner(pid)
         self._buf = bytearray(_CHUNK)
         self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
@@ -190,19 +197,65 @@ class PreCopy:
                     continue
                 os.pwrite(self.blob, memoryview(self._buf)[:n], self.size)
                 start = addr + done
+                frames = self._frames(start, n)
                 if first:
                     if self.first and self.first[-1][1] == start and \
                             self.first[-1][2] + self.first[-1][1] - self.first[-1][0] == self.size:
                         self.first[-1][1] += n
+                        self.frames[self.first[-1][0]].extend(frames)
                     else:
                         self.first.append([start, start + n, self.size])
+                        self.frames[start] = frames
                 else:
-                    for page in range(start, start + n, PAGE_SIZE):
+                    for i, page in enumerate(range(start, start + n, PAGE_SIZE)):
                         self.newer[page] = self.size + page - start
+                        self.newer_frames[page] = frames[i]
                 self.size += n
                 copied += n
                 done += n
         return copied
+
+    def _frames(self, addr: int, length: int) -> array.array:
+        """Page frame numbers of [addr, addr+length) (0 where unknown: never trusted)."""
+        raw = os.pread(self.pagemap, length // PAGE_SIZE * 8, addr // PAGE_SIZE * 8)
+        entries = array.array("Q", raw)
+        return array.array("Q", (e & _PFN_MASK if e & _PRESENT else 0 for e in entries))
+
+    def _moved(self, runs: list[list[int]]) -> list[tuple[int, int]]:
+        """Pages of `runs` whose copy was taken from another page frame than the one there
+        now: copied again while frozen."""
+        stale: list[tuple[int, int]] = []
+        for addr, length in runs:
+            now = self._frames(addr, length)
+            for lo, hi, off in self._covered(addr, addr + length):
+                base = (lo - addr) // PAGE_SIZE
+                if off is None:
+                    for page in range(lo, hi, PAGE_SIZE):
+                        frame = now[base + (page - lo) // PAGE_SIZE]
+                        if page in self.newer and (not frame or self.newer_frames[page] != frame):
+                            stale.append((page, PAGE_SIZE))
+                    continue
+                start = self._interval_start(lo)
+                then = self.frames[start]
+                first_index = (lo - start) // PAGE_SIZE
+                count = (hi - lo) // PAGE_SIZE
+                for chunk in range(0, count, 256):  # compare in slices; inspect unequal ones
+                    a = now[base + chunk: base + min(count, chunk + 256)]
+                    b = then[first_index + chunk: first_index + min(count, chunk + 256)]
+                    if a == b and all(a):
+                        continue
+                    for i, (x, y) in enumerate(zip(a, b)):
+                        page = lo + (chunk + i) * PAGE_SIZE
+                        if page in self.newer:
+                            if not x or self.newer_frames[page] != x:
+                                stale.append((page, PAGE_SIZE))
+                        elif not x or x != y:
+                            stale.append((page, PAGE_SIZE))
+        return stale
+
+    def _interval_start(self, addr: int) -> int:
+        i = bisect.bisect_right(self.first, [addr, float("inf")]) - 1
+        return self.first[i][0]
 
     def _read_forced(self, addr: int) -> int:
         fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
@@ -226,6 +279,7 @@ class PreCopy:
             if rec["tracked"]:
                 self._copy(self.scanner.scan(rec["start"], rec["end"], required=PAGE_IS_WRITTEN,
                                              anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED), first=False)
+                self._copy(_coalesce(self._moved(rec["pages"])), first=False)
             else:  # earlier copies of this range may be of another mapping: copy it afresh
                 self._copy([(a, n) for a, n in rec["pages"]], first=False)
         for rec in records:
@@ -298,6 +352,7 @@ class PreCopy:
         self.tracker.close()
         self.scanner.close()
         os.close(self.blob)
+        os.close(self.pagemap)
 
 
 def _coalesce(pages: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -1,25 +1,36 @@
 """Where a user's kernel snapshots live, with what a notebook needs to know about them.
 
 A snapshot is an engine image plus a metadata record (id, label, kernel, notebook path,
-times, sizes, execution count, and the kernel's connection info, kept private because it
-holds the kernel's signing key). The catalog lives under the Jupyter data directory.
+times, execution count, and the kernel's connection info, kept private because it holds
+the kernel's signing key). Both are kept in one SnapshotStore per user (<root>/store), so
+memory that several snapshots share — of the same kernel or of different ones — is stored
+once, zero pages not at all, and the rest compressed.
+
+The engine reads and writes plain image directories, so an image passes through a scratch
+directory (<root>/tmp) on the way in and out: the dump lands there and is ingested, a
+restore gets a checkout there. Scratch is on the store's filesystem, not in /tmp (often
+RAM), and is removed as soon as the engine is done with it.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from jupyter_core.paths import jupyter_data_dir
 
+from ..engine import ImageError
+from ..store import CorruptData, NotFound, SnapshotInfo, SnapshotStore
+
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
-                 "size_bytes", "execution_count", "freeze_ms", "bytes_logical", "host")
+                 "size_bytes", "stored_bytes", "execution_count", "freeze_ms", "bytes_logical",
+                 "host")
+_STORE_LABEL_MAX = 1000  # the store's own limit; the full label stays in the metadata
 
 
 class UnknownSnapshot(KeyError):
@@ -33,63 +44,151 @@ def default_root() -> str:
 @dataclass
 class SnapshotCatalog:
     root: str
+    store: SnapshotStore = field(init=False)
 
     def __post_init__(self) -> None:
-        os.makedirs(self._dir("snapshots"), mode=0o700, exist_ok=True)
+        os.makedirs(self._scratch_root, mode=0o700, exist_ok=True)
+        self.store = SnapshotStore(os.path.join(self.root, "store"))
+        self._sweep_scratch()
 
-    def _dir(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+    @property
+    def _scratch_root(self) -> str:
+        return os.path.join(self.root, "tmp")
 
     @staticmethod
     def valid_id(snapshot_id: str) -> bool:
         return bool(_ID.match(snapshot_id or ""))
 
-    def new_image_path(self, snapshot_id: str | None = None) -> tuple[str, str]:
-        """(id, path) for the engine to dump a new snapshot's image into."""
-        snapshot_id = snapshot_id or uuid.uuid4().hex
-        os.makedirs(self._dir("snapshots", snapshot_id), mode=0o700)
-        return snapshot_id, self._dir("snapshots", snapshot_id, "image")
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
 
-    def save(self, meta: dict[str, Any]) -> None:
-        path = self._dir("snapshots", meta["id"], "meta.json")
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp, path)
+    # ------------------------------------------------------------------ scratch
+    def _new_scratch(self, kind: str) -> str:
+        """A fresh scratch directory; its name starts with our PID so that a later server
+        can tell the leftovers of a dead one (see _sweep_scratch) from a live one's."""
+        return tempfile.mkdtemp(prefix=f"{os.getpid()}.{kind}.", dir=self._scratch_root)
 
-    def discard(self, snapshot_id: str) -> None:
-        if self.valid_id(snapshot_id):
-            shutil.rmtree(self._dir("snapshots", snapshot_id), ignore_errors=True)
+    def release(self, image: str) -> None:
+        """Remove the scratch directory holding `image` (from `checkout`)."""
+        shutil.rmtree(os.path.dirname(image), ignore_errors=True)
+
+    def _sweep_scratch(self) -> None:
+        """Remove scratch left by servers that died mid-operation (images are large).
+        Another live server may share this root: its directories stay."""
+        for name in os.listdir(self._scratch_root):
+            pid = name.split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(self._scratch_root, name), ignore_errors=True)
+
+    # ------------------------------------------------------------------ snapshots
+    def add(self, snapshot_id: str, metadata: Mapping[str, Any],
+            dump: Callable[[str], Mapping[str, Any]],
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
+        returns metadata only known afterwards; the image is then ingested into the store
+        with all the metadata and the scratch removed, whatever happened. Blocking: call it
+        off the event loop. Raises the store's AlreadyExists if the id got taken meanwhile."""
+        scratch = self._new_scratch("dump")
+        try:
+            image = os.path.join(scratch, "image")
+            meta = {**metadata, **dump(image), "id": snapshot_id}
+            info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
+                                        snapshot_id=snapshot_id, progress=progress)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return _model(info)
+
+    def _info(self, snapshot_id: str) -> SnapshotInfo:
+        """The store's record of a kernel snapshot (one this catalog added: the store may
+        hold others, e.g. put there with the CLI, which lack what a restore needs)."""
+        try:
+            if self.valid_id(snapshot_id):
+                info = self.store.get(snapshot_id)
+                if _is_kernel_snapshot(info):
+                    return info
+        except (NotFound, CorruptData):
+            pass
+        raise UnknownSnapshot(snapshot_id)
+
+    def exists(self, snapshot_id: str) -> bool:
+        return self.valid_id(snapshot_id) and self.store.exists(snapshot_id)
 
     def get(self, snapshot_id: str) -> dict[str, Any]:
-        if not self.valid_id(snapshot_id):
-            raise UnknownSnapshot(snapshot_id)
-        try:
-            with open(self._dir("snapshots", snapshot_id, "meta.json")) as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
-            raise UnknownSnapshot(snapshot_id) from None
-
-    def image_path(self, snapshot_id: str) -> str:
-        self.get(snapshot_id)
-        return self._dir("snapshots", snapshot_id, "image")
+        return _model(self._info(snapshot_id))
 
     def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
-        models = []
-        for name in os.listdir(self._dir("snapshots")):
-            try:
-                meta = self.get(name)
-            except UnknownSnapshot:
-                continue
-            if notebook_path is None or meta.get("notebook_path") == notebook_path:
-                models.append(meta)
-        return sorted(models, key=lambda m: m["created"], reverse=True)
+        """Kernel snapshots, newest first (the store's order), of one notebook or all."""
+        where = {} if notebook_path is None else {"notebook_path": notebook_path}
+        return [_model(info) for info in self.store.list(where) if _is_kernel_snapshot(info)]
 
     def delete(self, snapshot_id: str) -> None:
-        self.get(snapshot_id)
-        shutil.rmtree(self._dir("snapshots", snapshot_id))
+        """Remove a snapshot, freeing the chunks no other snapshot uses. It does not wait
+        for the store lock (the caller is the event loop): while a checkpoint is being
+        stored or a snapshot checked out, the store's LockTimeout says to try again."""
+        self._info(snapshot_id)
+        try:
+            self.store.delete(snapshot_id, timeout=0)
+        except NotFound:
+            raise UnknownSnapshot(snapshot_id) from None
+
+    def checkout(self, snapshot_id: str) -> str:
+        """Write the snapshot's image into a fresh scratch directory and return its path;
+        the caller hands it to the engine and then calls `release`. Blocking: call it off
+        the event loop. Only the user's own snapshots are checked out (see _check_owner)."""
+        info = self._info(snapshot_id)
+        scratch = self._new_scratch("restore")
+        image = os.path.join(scratch, "image")
+        try:
+            try:
+                self._check_owner(info)
+                self.store.checkout(snapshot_id, image)
+            except NotFound:  # deleted meanwhile
+                raise UnknownSnapshot(snapshot_id) from None
+            except CorruptData as err:
+                raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return image
+
+    def _check_owner(self, info: SnapshotInfo) -> None:
+        """Refuse a snapshot whose record or chunk list another user owns, as the engine
+        refuses an image directory another user owns: the checkout we hand the engine is
+        always ours, so this is where a snapshot planted by someone else is caught. (The
+        image manifest's owner uid, checked by the engine too, is only what its writer
+        claimed.)"""
+        store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
+        for key in (f"snapshots/{info.id}.json", info.chunks_object):
+            try:
+                uid = os.stat(os.path.join(store_root, key)).st_uid
+            except FileNotFoundError:  # deleted meanwhile
+                raise UnknownSnapshot(info.id) from None
+            if uid != os.getuid():
+                raise ImageError(f"snapshot {info.id} belongs to uid {uid}, not to you "
+                                 f"(uid {os.getuid()})")
+
+
+def _is_kernel_snapshot(info: SnapshotInfo) -> bool:
+    return bool(_ID.match(info.id)) and "connection" in info.metadata
+
+
+def _model(info: SnapshotInfo) -> dict[str, Any]:
+    """The full (private) model of a stored snapshot: its metadata plus the store's sizes."""
+    return {**info.metadata, "size_bytes": info.logical_bytes, "stored_bytes": info.new_bytes}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def public(meta: dict[str, Any]) -> dict[str, Any]:
     """The snapshot model the REST API shows (no connection secrets)."""
     return {key: meta.get(key) for key in PUBLIC_FIELDS}
+

@@ -1,6 +1,10 @@
 """What the REST API and the magics ask for: checkpoint a running kernel, list and delete
 snapshots, and bring a snapshot back as a kernel registered with the server.
 
+A checkpoint is an engine dump followed by storing the image in the user's snapshot store
+(the catalog), both on the engine thread, never on the event loop. A restore checks the
+snapshot out into a scratch image first, so a snapshot that cannot be read costs nothing.
+
 A restore goes through the kernel manager's ordinary start_kernel() with the provisioner in
 adopt mode, so sessions, activity tracking, culling and restarts treat the kernel like any
 other. It is registered under the snapshot's kernel id when that id is free (an open notebook
@@ -9,6 +13,7 @@ first), or, when the original still runs, as a fork: a new id, a new PID namespa
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -16,6 +21,7 @@ import uuid
 from typing import Any
 
 from .. import engine
+from ..store import AlreadyExists, LockTimeout
 from .catalog import SnapshotCatalog, UnknownSnapshot, public
 from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest
 from .worker import EngineWorker
@@ -47,45 +53,42 @@ class CheckpointService:
         if not isinstance(provisioner, CkptProvisioner) or not provisioner.pid:
             raise Conflict(f"kernel {kernel_id} was not started by the checkpointable provisioner")
         if snapshot_id is not None and (not SnapshotCatalog.valid_id(snapshot_id)
-                                        or self._exists(snapshot_id)):
+                                        or self.catalog.exists(snapshot_id)):
             raise Conflict("invalid or already used snapshot id")
-        snapshot_id, image = self.catalog.new_image_path(snapshot_id)
-        notebook_path = await self._notebook_path(kernel_id)
-        pid = provisioner.pid
-
-        def work(op):
-            return engine.dump(pid, image, progress=op.report)
-
-        try:
-            with provisioner.engine_working():
-                stats = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
-        except BaseException:
-            self.catalog.discard(snapshot_id)
-            raise
-        summary = engine.summarize(image)
+        snapshot_id = snapshot_id or SnapshotCatalog.new_id()
         connection = km.get_connection_info()
         connection["key"] = connection["key"].decode() if isinstance(connection["key"], bytes) \
             else connection["key"]
         meta = {
-            "id": snapshot_id, "label": label or time.strftime("%Y-%m-%d %H:%M:%S"),
-            "kernel_id": kernel_id, "kernel_name": km.kernel_name, "notebook_path": notebook_path,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "size_bytes": summary["image_bytes"],
+            "label": label or time.strftime("%Y-%m-%d %H:%M:%S"),
+            "kernel_id": kernel_id, "kernel_name": km.kernel_name,
+            "notebook_path": await self._notebook_path(kernel_id),
             "execution_count": execution_count if execution_count is not None
             else provisioner.execution_count,
-            "freeze_ms": stats.get("freeze_ms"), "bytes_logical": stats.get("bytes_logical"),
-            "host": summary["host"], "server_pid": os.getpid(),
+            "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
         }
-        self.catalog.save(meta)
-        return public(meta)
+        pid = provisioner.pid
 
-    def _exists(self, snapshot_id: str) -> bool:
+        def work(op):
+            def dump(image: str) -> dict[str, Any]:
+                stats = engine.dump(pid, image, progress=op.report)
+                return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "freeze_ms": stats.get("freeze_ms"),
+                        "bytes_logical": stats.get("bytes_logical"),
+                        "host": engine.summarize(image)["host"]}
+
+            def storing(done: int, total: int) -> None:
+                op.report("storing", done, total)
+
+            return self.catalog.add(snapshot_id, meta, dump, progress=storing)
+
         try:
-            self.catalog.get(snapshot_id)
-            return True
-        except UnknownSnapshot:
-            return False
+            with provisioner.engine_working():
+                model = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
+        except AlreadyExists:  # the same id, asked for twice at once
+            raise Conflict("invalid or already used snapshot id") from None
+        return public(model)
 
     async def _notebook_path(self, kernel_id: str) -> str | None:
         if self.sessions is None:
@@ -110,6 +113,9 @@ class CheckpointService:
             self.catalog.delete(snapshot_id)
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
+        except LockTimeout:
+            raise Conflict("snapshots are being stored or restored; delete again when they "
+                           "are done") from None
 
     # ------------------------------------------------------------------ restore
     async def restore(self, snapshot_id: str, kernel_id: str | None = None) -> dict[str, Any]:
@@ -117,6 +123,27 @@ class CheckpointService:
             meta = self.catalog.get(snapshot_id)
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
+        # the image first: a snapshot that cannot be checked out costs no running kernel
+        image = await self._checkout(snapshot_id, kernel_id or meta["kernel_id"])
+        try:
+            return await self._restore(snapshot_id, meta, image, kernel_id)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.catalog.release, image)
+
+    async def _checkout(self, snapshot_id: str, kernel_id: str) -> str:
+        """The snapshot as an image directory, written on the engine thread (so it shows
+        in /operations, and never blocks the event loop)."""
+        def work(op):
+            op.report("checking out", 0, 0)
+            return self.catalog.checkout(snapshot_id)
+
+        try:
+            return await self.worker.run("restore", kernel_id, snapshot_id, work)
+        except UnknownSnapshot:  # deleted meanwhile
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+
+    async def _restore(self, snapshot_id: str, meta: dict[str, Any], image: str,
+                       kernel_id: str | None) -> dict[str, Any]:
         if kernel_id is not None and kernel_id in self.kernels:
             await self.kernels.shutdown_kernel(kernel_id, now=True)
         target = kernel_id or meta["kernel_id"]
@@ -126,8 +153,7 @@ class CheckpointService:
         ports = [meta["connection"][name] for name in ("shell_port", "iopub_port", "stdin_port",
                                                        "hb_port", "control_port")]
         request = RestoreRequest(
-            snapshot_id=snapshot_id, image=self.catalog.image_path(snapshot_id),
-            connection=meta["connection"],
+            snapshot_id=snapshot_id, image=image, connection=meta["connection"],
             # after a server restart the kernel's parent (the old server) is gone: a stand-in
             # parent with its PID, in a new PID namespace, keeps ipykernel from exiting
             pid_ns=True if fork or meta.get("server_pid") != os.getpid() else None,
