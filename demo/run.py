@@ -209,7 +209,7 @@ def demo(workdir: Path, kernel_kind: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the work directory and image")
-    parser.add_argument("--kernel", choices=("mini", "jupyter"), default="mini",
+    parser.add_argument("--kernel", choices=("mini", "jupyter"), default="jupyter",
                         help="mini: demo/minikernel.py over FIFOs (default); "
                              "jupyter: a real ipykernel via jupyter_client")
     args = parser.parse_args()

@@ -58,6 +58,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ProgressBar:
+    """Engine progress on a terminal: one bar per phase, bytes where the phase has them.
+    Silent when stderr is not a terminal, so scripts still see one line per outcome."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.phase = None
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = tqdm(total=total or None, desc=phase, unit="B", unit_scale=True,
+                            leave=False, file=sys.stderr)
+        if self.bar is not None and total:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import CkptError, check, dump, restore, summarize
@@ -65,13 +94,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "dump":
-            stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
-                         parent=args.parent)
+            bar = _ProgressBar()
+            try:
+                stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
+                             parent=args.parent, progress=bar)
+            finally:
+                bar.close()
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
                   f"frozen {stats['freeze_ms']} ms")
         elif args.command == "restore":
-            restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
-                               pid_ns=args.pid_ns)
+            bar = _ProgressBar()
+            try:
+                restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
+                                   pid_ns=args.pid_ns, progress=bar)
+            finally:
+                bar.close()
             if restored.in_new_pid_namespace:
                 print(f"restored in a new PID namespace: pid {restored.ns_pid} inside is "
                       f"pid {restored.pid} here", file=sys.stderr)

@@ -155,6 +155,7 @@ def cc(tmp_path: Path):
 def programs(workdir: Path):
     """Start programs; anything still running at the end of the test is killed."""
     started: list[Program] = []
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     def start(*argv: str | Path, **kwargs) -> Program:
         prog = Program([str(a) for a in argv], workdir)
@@ -166,6 +167,14 @@ def programs(workdir: Path):
         prog.kill()
         if prog.pid and pid_alive(prog.pid):
             os.kill(prog.pid, signal.SIGKILL)
+    # Restored copies are ours as subreaper, also those in a new PID namespace (other PIDs).
+    for proc in psutil.Process().children(recursive=True):
+        if proc.pid not in before:
+            try:
+                proc.kill()
+                os.waitpid(proc.pid, 0)
+            except (psutil.NoSuchProcess, ChildProcessError):
+                pass
 
 
 def checkpoint_cycle(prog: Program, image: Path) -> None:

@@ -96,7 +96,12 @@ class CheckpointMagics(Magics):
         history = getattr(self.shell, "history_manager", None)
         if history is not None and history.enabled:
             history.writeout_cache()
-        return checkpoint(line.strip(), self.shell.execution_count)
+        result = checkpoint(line.strip(), self.shell.execution_count)
+        if result.restored and history is not None and history.enabled:
+            # The original kernel may live on and keep writing its history session; a
+            # restored copy starts its own instead of contending for the same rows.
+            history.new_session()
+        return result
 
     @line_magic
     def checkpoints(self, line: str) -> list[dict[str, Any]]:
