@@ -60,14 +60,15 @@ npm run --silent build:prod >"${TMPDIR:-/tmp}/jupyter-ckpt-labext-build.log" 2>&
     cat "${TMPDIR:-/tmp}/jupyter-ckpt-labext-build.log" >&2
     exit 1
 }
-# The Python package ships the prebuilt extension as committed: a build from these sources
-# must reproduce it (the build is deterministic), or the committed copy is out of date.
+# The Python package ships the prebuilt extension as committed; a build from these sources
+# should match it. Only a warning: webpack's chunk hashes also depend on where the checkout
+# lives, so a clone elsewhere differs by file names even when nothing is out of date. The
+# tests below use the fresh build.
 if [ -n "$(git -C "$ROOT" ls-files -- jupyter_ckpt/labextension 2>/dev/null)" ] \
         && [ -n "$(git -C "$ROOT" status --porcelain -- jupyter_ckpt/labextension)" ]; then
     say "warning: the committed prebuilt extension (jupyter_ckpt/labextension) differs from"
     say "         a build of labextension/: commit the rebuilt jupyter_ckpt/labextension"
     git -C "$ROOT" status --short -- jupyter_ckpt/labextension >&2
-    if [ "${CI:-}" = true ]; then exit 1; fi
 fi
 
 # ---------------------------------------------------------------- JupyterLab
@@ -195,6 +196,6 @@ EOF
 
 # ---------------------------------------------------------------- the browser test
 say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
-LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" \
+LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
     node --test --test-concurrency=1 ui-tests/
