@@ -1,14 +1,23 @@
 // What the commands and the snapshots panel do: checkpoint a notebook's kernel, restore a
 // snapshot into a notebook, delete a snapshot. Progress and outcome are reported with
-// JupyterLab notifications; confirmation with dialogs.
+// JupyterLab notifications; confirmation with dialogs. The notebook records its snapshots in
+// its metadata (`metadata.jupyter_ckpt`, see metadata.ts): a checkpoint adds its entry, a
+// delete removes it; the change marks the notebook dirty and the next save keeps it.
 
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
-import { NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { CkptClient, IOperation, ISnapshot } from './api';
 import { formatBytes, formatDuration, formatTime } from './format';
+import {
+  ISnapshotEntry,
+  METADATA_KEY,
+  forgetSnapshot,
+  recordSnapshot,
+  rememberedSnapshots
+} from './metadata';
 import { OperationWatcher } from './progress';
 
 export class CkptActions {
@@ -47,6 +56,7 @@ export class CkptActions {
     try {
       const snapshot = await this.client.checkpoint(kernelId, label);
       watcher.stop();
+      CkptActions.remember(panel, snapshot);
       const paused =
         snapshot.freeze_ms === null || snapshot.freeze_ms === undefined
           ? ''
@@ -172,15 +182,23 @@ export class CkptActions {
     return kernelId;
   }
 
-  /** Delete a snapshot, after confirmation unless `confirm` is false. */
-  async delete(snapshot: ISnapshot, confirm = true): Promise<boolean> {
+  /**
+   * Delete a snapshot, after confirmation unless `confirm` is false, and remove it from the
+   * metadata of `panel`'s notebook when given.
+   */
+  async delete(
+    snapshot: ISnapshot,
+    confirm = true,
+    panel: NotebookPanel | null = null
+  ): Promise<boolean> {
     const label = Private.short(snapshot.label);
     if (confirm) {
       const answer = await showDialog({
         title: 'Delete kernel snapshot',
         body:
           `Delete "${label}" (${formatTime(snapshot.created)}, ` +
-          `${formatBytes(snapshot.size_bytes)})? Its image is removed from disk.`,
+          `${formatBytes(snapshot.size_bytes)})? Its image is removed from disk` +
+          (panel ? ` and ${PathExt.basename(panel.context.path)} forgets it.` : '.'),
         buttons: [
           Dialog.cancelButton(),
           Dialog.warnButton({ label: 'Delete', ariaLabel: 'Delete snapshot' })
@@ -198,9 +216,43 @@ export class CkptActions {
       });
       return false;
     }
+    if (panel) {
+      CkptActions.removeRemembered(panel, snapshot.id);
+    }
     Notification.success(`Deleted snapshot "${label}"`, { autoClose: 3000 });
     this._changed.emit();
     return true;
+  }
+
+  /**
+   * Remove a snapshot that the server does not have from the notebook's metadata, after
+   * confirmation unless `confirm` is false.
+   */
+  async forget(
+    panel: NotebookPanel,
+    entry: ISnapshotEntry,
+    confirm = true
+  ): Promise<boolean> {
+    const name = PathExt.basename(panel.context.path);
+    if (confirm) {
+      const when = entry.created ? ` (${formatTime(entry.created)})` : '';
+      const answer = await showDialog({
+        title: 'Forget kernel snapshot',
+        body:
+          `Remove "${Private.short(entry.label || entry.id)}"${when} from the snapshots that ` +
+          `${name} records? This server does not have it.`,
+        buttons: [
+          Dialog.cancelButton(),
+          Dialog.warnButton({ label: 'Forget', ariaLabel: 'Forget snapshot' })
+        ]
+      });
+      if (!answer.button.accept) {
+        return false;
+      }
+    }
+    const forgotten = CkptActions.removeRemembered(panel, entry.id);
+    this._changed.emit();
+    return forgotten;
   }
 
   private readonly _showSnapshots: (() => void) | undefined;
@@ -208,6 +260,31 @@ export class CkptActions {
 }
 
 export namespace CkptActions {
+  /** The snapshots the notebook records in its metadata (none for a closed notebook). */
+  export function remembered(panel: NotebookPanel): ISnapshotEntry[] {
+    const model = Private.model(panel);
+    return model ? rememberedSnapshots(model.getMetadata(METADATA_KEY)) : [];
+  }
+
+  /** Record a snapshot in the notebook's metadata (marks the notebook dirty). */
+  export function remember(panel: NotebookPanel, snapshot: ISnapshot | ISnapshotEntry): void {
+    const model = Private.model(panel);
+    if (model) {
+      model.setMetadata(METADATA_KEY, recordSnapshot(model.getMetadata(METADATA_KEY), snapshot));
+    }
+  }
+
+  /** Remove a snapshot from the notebook's metadata; false if it was not there. */
+  export function removeRemembered(panel: NotebookPanel, snapshotId: string): boolean {
+    const model = Private.model(panel);
+    const value = model ? forgetSnapshot(model.getMetadata(METADATA_KEY), snapshotId) : null;
+    if (!model || !value) {
+      return false;
+    }
+    model.setMetadata(METADATA_KEY, value);
+    return true;
+  }
+
   export interface IOptions {
     client: CkptClient;
     /** Opens the snapshots panel (offered as an action on success). */
@@ -216,6 +293,11 @@ export namespace CkptActions {
 }
 
 namespace Private {
+  /** The notebook's model, unless the notebook was closed in the meantime. */
+  export function model(panel: NotebookPanel): INotebookModel | null {
+    return panel.isDisposed || panel.context.isDisposed ? null : panel.context.model;
+  }
+
   export function message(error: unknown): string {
     if (error instanceof Error && error.message) {
       return error.message;

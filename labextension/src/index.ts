@@ -19,6 +19,14 @@ import { SnapshotsPanel } from './panel';
 
 export { CkptActions } from './actions';
 export { CkptApiError, CkptClient, IOperation, IRestoreResult, ISnapshot } from './api';
+export {
+  ISnapshotEntry,
+  METADATA_KEY,
+  forgetSnapshot,
+  mergeSnapshots,
+  recordSnapshot,
+  rememberedSnapshots
+} from './metadata';
 
 const PLUGIN_ID = 'jupyter-ckpt:plugin';
 

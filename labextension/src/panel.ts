@@ -1,8 +1,10 @@
 // The "Kernel snapshots" side panel: the snapshots of the current notebook, newest first,
-// with Restore and Delete, and a label field to checkpoint the kernel.
+// with Restore and Delete, and a label field to checkpoint the kernel. Snapshots the notebook
+// records in its metadata but the server does not have (deleted, or taken on another machine)
+// are listed too, as "not available here", with Forget instead of Restore and Delete.
 
 import { PathExt } from '@jupyterlab/coreutils';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
@@ -10,6 +12,7 @@ import { Widget } from '@lumino/widgets';
 import { CkptActions } from './actions';
 import { ISnapshot } from './api';
 import { formatAge, formatBytes, formatDuration, formatTime } from './format';
+import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
 import { snapshotIcon } from './icons';
 
 export class SnapshotsPanel extends Widget {
@@ -78,8 +81,8 @@ export class SnapshotsPanel extends Widget {
     return this._notebook;
   }
 
-  /** The snapshots on display. */
-  get snapshots(): readonly ISnapshot[] {
+  /** The snapshots on display, with those only the notebook remembers (`available` false). */
+  get snapshots(): readonly ListedSnapshot[] {
     return this._snapshots;
   }
 
@@ -100,10 +103,29 @@ export class SnapshotsPanel extends Widget {
     }
     this._statusNode.textContent = 'Loading…';
     try {
-      const snapshots = await this._actions.client.listSnapshots(notebook.context.path);
+      const client = this._actions.client;
+      const available = await client.listSnapshots(notebook.context.path);
+      // the notebook's own record of its snapshots, once its file is loaded
+      await notebook.context.ready.catch(() => undefined);
       if (generation !== this._generation) {
         return; // a newer refresh is under way
       }
+      const remembered = CkptActions.remembered(notebook);
+      const known = new Set(available.map(snapshot => snapshot.id));
+      if (remembered.some(entry => !known.has(entry.id))) {
+        // the server may have them under another notebook path (a renamed or copied
+        // notebook): those can be restored too
+        const wanted = new Set(remembered.map(entry => entry.id));
+        const elsewhere = (await client.listSnapshots().catch(() => [])).filter(
+          snapshot => wanted.has(snapshot.id) && !known.has(snapshot.id)
+        );
+        if (generation !== this._generation) {
+          return;
+        }
+        available.push(...elsewhere);
+        Private.sortNewestFirst(available);
+      }
+      const snapshots = mergeSnapshots(available, remembered);
       this._snapshots = snapshots;
       this._renderList(
         snapshots.length ? '' : 'No snapshots of this notebook yet: checkpoint its kernel.'
@@ -135,12 +157,11 @@ export class SnapshotsPanel extends Widget {
     const current = this._tracker.currentWidget;
     if (current && current !== this._notebook) {
       if (this._notebook) {
-        this._notebook.context.pathChanged.disconnect(this._onPathChanged, this);
-        this._notebook.sessionContext.kernelChanged.disconnect(this._onKernelChanged, this);
-        this._notebook.disposed.disconnect(this._onNotebookDisposed, this);
+        this._disconnect(this._notebook);
       }
       this._notebook = current;
       current.context.pathChanged.connect(this._onPathChanged, this);
+      current.context.model.metadataChanged.connect(this._onMetadataChanged, this);
       current.sessionContext.kernelChanged.connect(this._onKernelChanged, this);
       current.disposed.connect(this._onNotebookDisposed, this);
       void this.refresh();
@@ -149,8 +170,22 @@ export class SnapshotsPanel extends Widget {
     }
   }
 
+  private _disconnect(notebook: NotebookPanel): void {
+    notebook.context.pathChanged.disconnect(this._onPathChanged, this);
+    notebook.context.model.metadataChanged.disconnect(this._onMetadataChanged, this);
+    notebook.sessionContext.kernelChanged.disconnect(this._onKernelChanged, this);
+    notebook.disposed.disconnect(this._onNotebookDisposed, this);
+  }
+
   private _onPathChanged(): void {
     void this.refresh();
+  }
+
+  /** The notebook's record of its snapshots changed (loaded, edited, reverted). */
+  private _onMetadataChanged(_model: INotebookModel, change: { key: string }): void {
+    if (change.key === METADATA_KEY) {
+      void this.refresh();
+    }
   }
 
   private _onKernelChanged(): void {
@@ -158,6 +193,9 @@ export class SnapshotsPanel extends Widget {
   }
 
   private _onNotebookDisposed(): void {
+    if (this._notebook) {
+      this._disconnect(this._notebook);
+    }
     this._notebook = null;
     this._onCurrentChanged();
     if (!this._notebook) {
@@ -198,8 +236,12 @@ export class SnapshotsPanel extends Widget {
     this._statusNode.textContent = status;
     this._statusNode.classList.toggle('jp-mod-error', isError);
     this._listNode.innerHTML = '';
-    for (const snapshot of this._snapshots) {
-      this._listNode.appendChild(this._renderItem(snapshot));
+    for (const listed of this._snapshots) {
+      this._listNode.appendChild(
+        listed.available
+          ? this._renderItem(listed.snapshot)
+          : this._renderUnavailable(listed.snapshot)
+      );
     }
   }
 
@@ -264,12 +306,70 @@ export class SnapshotsPanel extends Widget {
     remove.addEventListener('click', async () => {
       remove.disabled = true;
       try {
-        await this._actions.delete(snapshot);
+        await this._actions.delete(snapshot, true, this._notebook);
       } finally {
         remove.disabled = false;
       }
     });
     buttons.append(restore, remove);
+
+    item.append(label, meta, buttons);
+    return item;
+  }
+
+  /** A snapshot the notebook records but the server does not have: no Restore, no Delete. */
+  private _renderUnavailable(entry: ISnapshotEntry): HTMLLIElement {
+    const item = document.createElement('li');
+    item.className = 'jp-CkptSnapshot jp-mod-unavailable';
+    item.dataset.snapshotId = entry.id;
+    item.title =
+      'This notebook records this snapshot, but this server does not have it: it was ' +
+      'deleted, or taken on another machine.';
+
+    const label = document.createElement('div');
+    label.className = 'jp-CkptSnapshot-label';
+    label.textContent = entry.label || '(no label)';
+
+    const meta = document.createElement('div');
+    meta.className = 'jp-CkptSnapshot-meta';
+    if (entry.created) {
+      const time = document.createElement('span');
+      time.className = 'jp-CkptSnapshot-time';
+      time.textContent = formatTime(entry.created);
+      time.title = `${new Date(entry.created).toLocaleString()} (${formatAge(entry.created)})`;
+      meta.append(time);
+    }
+    if (entry.execution_count !== null) {
+      const count = document.createElement('span');
+      count.className = 'jp-CkptSnapshot-count';
+      count.textContent = `In [${entry.execution_count}]`;
+      count.title = `Execution count ${entry.execution_count}`;
+      meta.append(count);
+    }
+    const unavailable = document.createElement('span');
+    unavailable.className = 'jp-CkptSnapshot-unavailable';
+    unavailable.textContent = 'not available here';
+    meta.append(unavailable);
+
+    const buttons = document.createElement('div');
+    buttons.className = 'jp-CkptSnapshot-actions';
+    const forget = document.createElement('button');
+    forget.className = 'jp-mod-styled jp-mod-warn jp-CkptSnapshot-forget';
+    forget.textContent = 'Forget';
+    forget.title = 'Remove this snapshot from the ones the notebook records';
+    forget.addEventListener('click', async () => {
+      const notebook = this._notebook;
+      if (!notebook) {
+        return;
+      }
+      forget.disabled = true;
+      try {
+        await this._actions.forget(notebook, entry);
+      } finally {
+        forget.disabled = false;
+      }
+    });
+    buttons.append(forget);
 
     item.append(label, meta, buttons);
     return item;
@@ -284,7 +384,7 @@ export class SnapshotsPanel extends Widget {
   private readonly _statusNode: HTMLDivElement;
   private readonly _listNode: HTMLUListElement;
   private _notebook: NotebookPanel | null = null;
-  private _snapshots: ISnapshot[] = [];
+  private _snapshots: ListedSnapshot[] = [];
   private _generation = 0;
   private _stale = true;
 }
@@ -293,5 +393,16 @@ export namespace SnapshotsPanel {
   export interface IOptions {
     actions: CkptActions;
     tracker: INotebookTracker;
+  }
+}
+
+namespace Private {
+  /** Newest first by creation time (stable: equal times keep their order). */
+  export function sortNewestFirst(snapshots: ISnapshot[]): void {
+    const time = (snapshot: ISnapshot) => {
+      const ms = new Date(snapshot.created).getTime();
+      return isNaN(ms) ? -Infinity : ms;
+    };
+    snapshots.sort((a, b) => time(b) - time(a) || 0);
   }
 }

@@ -2,16 +2,18 @@
 // server extension (started by ../run-ui-tests.sh, which passes LAB_URL and LAB_TOKEN).
 //
 // A user opens a notebook, sets x = 42, checkpoints the kernel four ways (toolbar button,
-// Kernel menu with a label, keyboard shortcut, snapshots panel with a label), restarts the
-// kernel (x is gone), restores the labelled snapshot from the panel and finds x again, deletes
-// a snapshot, and sees the server's message when a restore fails. The last screenshot is
-// saved to $SCREENSHOT.
+// Kernel menu with a label, keyboard shortcut, snapshots panel with a label), saves the
+// notebook (its file records the snapshots in metadata.jupyter_ckpt), restarts the kernel (x is
+// gone), restores the labelled snapshot from the panel and finds x again, deletes a snapshot
+// (the saved file no longer records it), and sees the server's message when a restore fails.
+// Reopened, the notebook still lists what it records, those the server does not have as "not
+// available here". The screenshot is saved to $SCREENSHOT.
 //
 // Run with node's test runner: node --test ui-tests/
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -21,7 +23,11 @@ const TOKEN = process.env.LAB_TOKEN ?? '';
 const SCREENSHOT = process.env.SCREENSHOT ?? '';
 const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// the server's root directory, to read the saved notebook file itself (else: contents API)
+const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
 const NOTEBOOK = 'ckpt-ui-test.ipynb';
+// a snapshot taken on another machine, which this server does not have
+const FOREIGN = 'f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0';
 const SLOW = 120_000; // a checkpoint or restore of a real kernel: seconds, not minutes
 
 if (!LAB_URL) {
@@ -109,6 +115,60 @@ function snapshotItems() {
   return page.locator('#jupyter-ckpt-snapshots .jp-CkptSnapshot');
 }
 
+/** Open the snapshots panel in the right sidebar, unless it is open. */
+async function openPanel() {
+  const panel = page.locator('#jupyter-ckpt-snapshots');
+  if (!(await panel.isVisible())) {
+    await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
+  }
+  await panel.waitFor();
+  await panel.locator('.jp-CkptPanel-notebook', { hasText: NOTEBOOK }).waitFor();
+  return panel;
+}
+
+/** The notebook's tab, while it has unsaved changes. */
+function dirtyTab() {
+  return page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab.jp-mod-dirty', { hasText: NOTEBOOK });
+}
+
+/** Save the notebook with the keyboard (Ctrl+S, from command mode) and wait until saved. */
+async function saveNotebook() {
+  await page.locator('.jp-NotebookPanel .jp-Cell').first().locator('.jp-InputPrompt').click();
+  await page.keyboard.press('ControlOrMeta+s');
+  await dirtyTab().waitFor({ state: 'detached', timeout: 30_000 });
+}
+
+/** The notebook as its file on disk holds it. */
+async function notebookOnDisk() {
+  if (NOTEBOOK_DIR) {
+    return JSON.parse(readFileSync(join(NOTEBOOK_DIR, NOTEBOOK), 'utf8'));
+  }
+  return (await api('GET', `api/contents/${NOTEBOOK}?type=notebook&content=1`)).content;
+}
+
+/** The ids of the snapshots the notebook file records, in its order. */
+function recordedIds(notebook) {
+  return (notebook.metadata.jupyter_ckpt?.snapshots ?? []).map(entry => entry.id);
+}
+
+/** Wait until the file on disk records exactly `ids` (in that order); return the notebook. */
+async function waitRecordedOnDisk(ids, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  let notebook;
+  for (;;) {
+    notebook = await notebookOnDisk();
+    if (JSON.stringify(recordedIds(notebook)) === JSON.stringify(ids)) {
+      return notebook;
+    }
+    if (Date.now() > deadline) {
+      break;
+    }
+    await new Promise(resolve => setTimeout(resolve, 250));
+  }
+  assert.deepEqual(recordedIds(notebook), ids, 'snapshots recorded in the saved notebook');
+  return notebook;
+}
+
 before(async () => {
   // a rerun against the same server starts with a new kernel and without the snapshots
   // of an earlier run
@@ -150,6 +210,10 @@ before(async () => {
     }
   });
   page.on('pageerror', error => consoleErrors.push(String(error)));
+  // leaving the page (to reopen the notebook) must not be held up by "unsaved changes"
+  page.on('dialog', dialog =>
+    dialog.type() === 'beforeunload' ? dialog.accept() : dialog.dismiss()
+  );
   // ?reset: start from the default layout, whatever an earlier session left
   await page.goto(`${LAB_URL}lab/tree/${NOTEBOOK}?reset&token=${TOKEN}`);
   await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
@@ -180,12 +244,7 @@ test('the toolbar button, Kernel menu entries and snapshots panel are there', as
   await menu.locator('[data-command="jupyter-ckpt:show-snapshots"]').waitFor();
   await page.keyboard.press('Escape');
 
-  const panel = page.locator('#jupyter-ckpt-snapshots');
-  if (!(await panel.isVisible())) {
-    await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
-  }
-  await panel.waitFor();
-  await panel.locator('.jp-CkptPanel-notebook', { hasText: NOTEBOOK }).waitFor();
+  const panel = await openPanel();
   await panel
     .locator('.jp-CkptPanel-status', { hasText: 'No snapshots of this notebook yet' })
     .waitFor();
@@ -217,7 +276,7 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   // 3. with the keyboard shortcut, in command mode
   await page.locator('.jp-NotebookPanel .jp-Cell').first().locator('.jp-InputPrompt').click();
   await page.keyboard.press('Control+Alt+k');
-  await newSnapshot(2);
+  const fromShortcut = await newSnapshot(2);
   await dismissNotifications();
 
   // 4. from the panel, with a label typed there
@@ -226,7 +285,7 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   await panel.locator('.jp-CkptPanel-checkpoint').click();
   await waitNotification(/Checkpoint "from the panel" saved/);
   await dismissNotifications();
-  await newSnapshot(3);
+  const fromPanel = await newSnapshot(3);
 
   // newest first, with label, time, size and execution count
   const items = snapshotItems();
@@ -243,6 +302,19 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   assert.equal(listed.length, 4);
   assert.equal(listed[0].label, 'from the panel', 'newest snapshot first');
   assert.equal(listed.find(s => s.id === labelled).label, 'x is 42');
+
+  // the notebook records them in its metadata: saved with Ctrl+S, they are in its file
+  await saveNotebook();
+  const saved1 = await waitRecordedOnDisk([fromToolbar, labelled, fromShortcut, fromPanel]);
+  const record = saved1.metadata.jupyter_ckpt.snapshots.find(entry => entry.id === labelled);
+  const server = listed.find(s => s.id === labelled);
+  assert.deepEqual(record, {
+    id: labelled,
+    label: 'x is 42',
+    created: server.created,
+    execution_count: server.execution_count
+  });
+  assert.equal(record.execution_count, 1);
 
   // restart: the state is gone
   const kernelBefore = (await api('GET', 'api/sessions')).find(s => s.path === NOTEBOOK).kernel.id;
@@ -287,6 +359,10 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   assert.equal(remaining.length, 3);
   assert.ok(!remaining.some(s => s.id === fromToolbar), 'deleted on the server');
 
+  // and from the notebook's record: saved, its file no longer has it
+  await saveNotebook();
+  await waitRecordedOnDisk([labelled, fromShortcut, fromPanel]);
+
   // for the record: the notebook with x back and the panel with the snapshot
   await runCell(2, 'print("restored: x =", x)', 'restored: x = 42');
   await page.waitForTimeout(300);
@@ -309,11 +385,101 @@ test('a failed restore is reported with the server message', async () => {
   console.log(`${failed.split('\n')[0]}`);
   await dismissNotifications();
 
-  // the refreshed list no longer shows it
+  // the notebook still records it: the refreshed list shows it as not available here,
+  // without Restore or Delete
   await page.locator('#jupyter-ckpt-snapshots .jp-CkptPanel-refresh').click();
+  const gone = page.locator(
+    `#jupyter-ckpt-snapshots .jp-CkptSnapshot.jp-mod-unavailable[data-snapshot-id="${id}"]`
+  );
+  await gone.waitFor();
+  assert.equal(await gone.locator('.jp-CkptSnapshot-unavailable').innerText(), 'not available here');
+  assert.equal(await gone.locator('.jp-CkptSnapshot-restore').count(), 0);
+  assert.equal(await gone.locator('.jp-CkptSnapshot-delete').count(), 0);
+  assert.equal(await gone.locator('.jp-CkptSnapshot-forget').count(), 1);
+});
+
+test('a reopened notebook remembers its snapshots', { timeout: 300_000 }, async () => {
+  // saved, its file records three snapshots; the oldest was deleted on the server above
+  await saveNotebook();
+  const onServer = (await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`)).map(
+    s => s.id
+  );
+  assert.equal(onServer.length, 2);
+  const recorded = recordedIds(await notebookOnDisk());
+  assert.equal(recorded.length, 3);
+  const [deleted, ...kept] = recorded;
+  assert.ok(!onServer.includes(deleted));
+  assert.deepEqual([...kept].reverse(), onServer);
+
+  // another program adds a snapshot from another machine and keys of its own to the file
+  const file = (await api('GET', `api/contents/${NOTEBOOK}?type=notebook&content=1`)).content;
+  const foreign = {
+    id: FOREIGN,
+    label: 'on another machine',
+    created: '2020-01-02T03:04:05Z',
+    execution_count: 3,
+    host: 'elsewhere'
+  };
+  file.metadata.jupyter_ckpt.snapshots.unshift(foreign);
+  file.metadata.jupyter_ckpt.note = 'kept';
+  await api('PUT', `api/contents/${NOTEBOOK}`, { type: 'notebook', format: 'json', content: file });
+
+  // reopen the notebook: a new page loads it from disk
+  await page.goto(`${LAB_URL}lab/tree/${NOTEBOOK}?reset&token=${TOKEN}`);
+  await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
+  await waitIdle();
+  await openPanel();
+
+  // what the server has can be restored; what only the notebook remembers is listed as not
+  // available here; newest first
+  const ids = [...onServer, deleted, FOREIGN];
+  await snapshotItems().nth(ids.length - 1).waitFor({ timeout: SLOW });
+  assert.equal(await snapshotItems().count(), ids.length);
+  for (const [index, id] of ids.entries()) {
+    const item = snapshotItems().nth(index);
+    assert.equal(await item.getAttribute('data-snapshot-id'), id);
+    const available = onServer.includes(id);
+    assert.equal(await item.locator('.jp-CkptSnapshot-restore').count(), available ? 1 : 0);
+    assert.equal(await item.locator('.jp-CkptSnapshot-unavailable').count(), available ? 0 : 1);
+  }
+  const row = snapshotItems().nth(ids.length - 1);
+  assert.equal(await row.locator('.jp-CkptSnapshot-label').innerText(), 'on another machine');
+  assert.equal(await row.locator('.jp-CkptSnapshot-count').innerText(), 'In [3]');
+  assert.match(await row.locator('.jp-CkptSnapshot-meta').innerText(), /not available here/);
+  assert.equal(await dirtyTab().count(), 0, 'opening does not change the notebook');
+
+  // a new checkpoint is recorded, which makes the notebook dirty (of a fresh kernel: the
+  // restored one runs in a pid namespace of its own, which the engine cannot checkpoint)
   await page
-    .locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${id}"]`)
+    .locator('.jp-NotebookPanel-toolbar jp-button[data-command="notebook:restart-kernel"]')
+    .click();
+  await page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').click();
+  await page.waitForTimeout(500);
+  await waitIdle();
+  await page
+    .locator('.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]')
+    .click();
+  await waitNotification(/Checkpoint ".*" saved/);
+  await dismissNotifications();
+  const fresh = await newSnapshot(ids.length);
+  await dirtyTab().waitFor();
+
+  // Forget removes one the server does not have from the notebook
+  await page
+    .locator(`.jp-CkptSnapshot[data-snapshot-id="${deleted}"] .jp-CkptSnapshot-forget`)
+    .click();
+  await page.locator('.jp-Dialog', { hasText: 'Forget kernel snapshot' }).waitFor();
+  await page.locator('.jp-Dialog .jp-Dialog-button', { hasText: 'Forget' }).click();
+  await page
+    .locator(`.jp-CkptSnapshot[data-snapshot-id="${deleted}"]`)
     .waitFor({ state: 'detached' });
+  assert.equal(await snapshotItems().count(), ids.length);
+
+  // saved: the new snapshot is there, the forgotten one is not, the other keys are kept
+  await saveNotebook();
+  const saved = await waitRecordedOnDisk([FOREIGN, ...kept, fresh]);
+  assert.deepEqual(saved.metadata.jupyter_ckpt.snapshots[0], foreign);
+  assert.equal(saved.metadata.jupyter_ckpt.note, 'kept');
 });
 
 test('no errors in the browser console from the extension', () => {
