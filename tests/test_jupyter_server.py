@@ -105,6 +105,8 @@ def test_restore_while_original_runs_is_an_independent_fork(server):
     assert fork.execute("print(value)")[1].strip() == "fork"
     assert ks.execute("print(value)")[1].strip() == "original"
     assert kernel_pid(fork) == kernel_pid(ks), "inside its own PID namespace the fork keeps its PID"
+    again = checkpoint(server, result["kernel_id"], "a checkpoint of the fork")
+    assert again["kernel_id"] == result["kernel_id"]
     kernels = {k["id"] for k in server.request("GET", "api/kernels")[1]}
     assert {kernel_id, result["kernel_id"]} <= kernels
     fork.close()

@@ -1,5 +1,6 @@
 """Restore while the original still runs: the copy comes back in a new PID namespace where it
 sees its original PID, and both run on independently."""
+import json
 import os
 import signal
 import sys
@@ -49,3 +50,26 @@ def test_restore_beside_running_original(programs, workdir):
     assert pid_alive(prog.pid), "the original must be untouched"
     prog.status.write_text("")  # the original's own verdict comes next
     prog.verify()
+
+
+def test_a_copy_in_its_own_pid_namespace_can_be_checkpointed_again(programs, workdir):
+    """A copy restored beside its original lives in a PID namespace below ours; its image
+    records the PIDs it sees, and it comes back with them."""
+    script = workdir / "prog.py"
+    script.write_text(PROGRAM)
+    prog = programs(sys.executable, script)
+    run_cli("dump", prog.pid, workdir / "image")
+    copy = int(run_cli("restore", workdir / "image", "--detach").stdout.split()[-1])
+    assert copy != prog.pid
+
+    run_cli("check", copy)
+    run_cli("dump", copy, workdir / "again", "--kill")
+    wait_until(lambda: not pid_alive(copy), what="the copy to be gone")
+    again = json.loads((workdir / "again" / "manifest.json").read_text())
+    assert again["root_pid"] == prog.pid, "the image records the PID the copy saw"
+
+    second = int(run_cli("restore", workdir / "again", "--detach").stdout.split()[-1])
+    os.kill(second, signal.SIGUSR1)  # verifies its pid and parent pid are the original ones
+    wait_until(lambda: not pid_alive(second), what="the second copy to verify itself")
+    assert prog.lines().count("PASS") == 1, prog.lines()
+    assert pid_alive(prog.pid)

@@ -73,6 +73,16 @@ class TreeIndex:
     controlling_ptys: set[int] = field(default_factory=set)  # pty indexes that are a controlling tty
     pids: set[int] = field(default_factory=set)
     progress: Progress = no_progress
+    ns_depth: int = 0  # how deep the tree's PID namespace is below ours (0: ours)
+    root: int = 0  # the tree's root, as we see it
+
+    def inner(self, pid: int) -> int:
+        """The id a process or thread has in the tree's own PID namespace (what it sees);
+        0 for one outside that namespace (as getppid() reports a parent outside)."""
+        if not self.ns_depth:
+            return pid
+        ids = ns_pids(pid)
+        return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
     _unix: dict[int, Any] | None = None
 
     def unix_socket(self, inode: int) -> Any:
@@ -161,6 +171,15 @@ class RestoreContext:
             self.shared[key] = make()
         return self.shared[key]
 
+
+
+def ns_pids(pid: int) -> list[int]:
+    """A task's ids from our PID namespace down to its own (the NSpid line)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    return [pid]
 
 
 def list_open_files(pid: int) -> list[OpenFile]:

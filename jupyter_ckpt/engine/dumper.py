@@ -11,7 +11,7 @@ import psutil
 
 from .. import __version__
 from . import arch, incremental, ptrace_ext
-from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress
+from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
 from .hostinfo import host_facts
@@ -135,7 +135,9 @@ def _close_all(copies: dict[int, PreCopy]) -> None:
 
 
 def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]:
-    index = TreeIndex(pids=set(tree.processes))
+    # A tree restored into a PID namespace of its own lives below ours: the image records
+    # the ids its processes see, so it can come back the same way.
+    index = TreeIndex(pids=set(tree.processes), ns_depth=len(ns_pids(tree.root)) - 1, root=tree.root)
     files = {}
     for pid in tree.processes:
         tty_nr = int(read_stat(pid)[7])
@@ -166,8 +168,8 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
             continue
         processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry,
                                           (copies or {}).get(pid)))
-    zombies = [_zombie(pid) for pid in sorted(tree.zombies)]
-    blockers += _check_sessions(tree.root, processes)
+    zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
+    blockers += _check_sessions(index.inner(tree.root), processes)
     logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
         + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
@@ -175,7 +177,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         "created": datetime.now(timezone.utc).isoformat(),
         "tool_version": __version__,
         "owner_uid": os.getuid(),
-        "root_pid": tree.root,
+        "root_pid": index.inner(tree.root),
         "host": host_facts(),
         "processes": processes,
         "zombies": zombies,
@@ -189,9 +191,9 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
     return manifest, blockers
 
 
-def _zombie(pid: int) -> dict[str, Any]:
+def _zombie(pid: int, index: TreeIndex) -> dict[str, Any]:
     stat = read_stat(pid)
-    return {"pid": pid, "ppid": int(stat[4]), "exit_code": int(stat[52])}
+    return {"pid": index.inner(pid), "ppid": index.inner(int(stat[4])), "exit_code": int(stat[52])}
 
 
 def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]:
@@ -229,7 +231,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
         ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
-    record: dict[str, Any] = {"pid": pid}
+    record: dict[str, Any] = {"pid": index.inner(pid)}
     try:
         try:
             scratch = remote[0].call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)

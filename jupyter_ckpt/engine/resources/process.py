@@ -26,6 +26,13 @@ _MM_MAP = struct.Struct("<11QQII")
 def dump(ctx: DumpContext) -> dict[str, Any]:
     pid = ctx.pid
     for ns in _NAMESPACES:
+        if ns == "pid" and ctx.tree.ns_depth:
+            # below ours (we see it): fine, if the whole tree shares it (ids are recorded
+            # as seen inside, and restored the same way)
+            root_ns = os.readlink(f"/proc/{ctx.tree.root}/ns/pid")
+            if os.readlink(f"/proc/{pid}/ns/pid") != root_ns:
+                raise ctx.refuse("process", "pid namespace", "not in the PID namespace of the tree's root")
+            continue
         if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
             raise ctx.refuse("process", f"{ns} namespace", "runs in another namespace than ours")
     if os.readlink(f"/proc/{pid}/root") != "/":
@@ -46,7 +53,8 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     if ctx.leader is not None:
         mm["brk"] = ctx.leader.call("brk", 0)
     return {
-        "ppid": int(stat[4]), "pgid": int(stat[5]), "sid": int(stat[6]),
+        "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner(int(stat[5])),
+        "sid": ctx.tree.inner(int(stat[6])),
         "cwd": cwd, "umask": int(status["Umask"], 8),
         "uids": [int(x) for x in status["Uid"].split()],
         "gids": [int(x) for x in status["Gid"].split()],

@@ -50,7 +50,7 @@ def dump(ctx: DumpContext, tids: list[int]) -> dict[str, Any]:
         "actions": actions,
         "itimers": itimers,
         "shared_pending": [b64(s) for s in ptrace_ext.peek_siginfo(ctx.pid, shared=True)],
-        "thread_pending": {str(tid): [b64(s) for s in ptrace_ext.peek_siginfo(tid, shared=False)]
+        "thread_pending": {str(ctx.tree.inner(tid)): [b64(s) for s in ptrace_ext.peek_siginfo(tid, shared=False)]
                            for tid in tids},
     }
 

@@ -32,7 +32,7 @@ def _dump_thread(ctx: DumpContext, t: RemoteThread) -> dict[str, Any]:
     regs = arch.regs_from_dict(arch.regs_to_dict(t.saved))
     restart = arch.fix_interrupted_syscall(regs, restored=True)
     rseq = ptrace_ext.get_rseq_config(t.tid)
-    rec: dict[str, Any] = {"tid": t.tid, "restart": restart, "xstate": b64(ptrace_ext.get_xstate(t.tid)),
+    rec: dict[str, Any] = {"tid": ctx.tree.inner(t.tid), "restart": restart, "xstate": b64(ptrace_ext.get_xstate(t.tid)),
                            "sigmask": ctx.saved_masks[t.tid], "robust_list": list(syscalls.get_robust_list(t.tid)),
                            "comm": open(f"/proc/{ctx.pid}/task/{t.tid}/comm").read().rstrip("\n"),
                            "rseq": None}
