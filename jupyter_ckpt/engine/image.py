@@ -28,7 +28,7 @@ FORMAT = "jupyter-ckpt-image"
 VERSION = 1
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20
-_WRITEBACK = 32 << 20  # start writeback of a streamed blob every this many bytes
+_WRITEBACK = 32 << 20  # start writeback of a blob being filled every this many bytes
 _SYNC_FILE_RANGE_WRITE = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _sync_file_range = _libc.sync_file_range
@@ -68,48 +68,61 @@ def _hash_file(path: str) -> str:
     return digest.hexdigest()
 
 
-class BlobStream:
-    """A new blob written front to back: each piece is hashed while it is still in the CPU
-    cache, appended with write() (the page cache takes it in large folios, far cheaper than
-    faulting a shared mapping page by page) and its writeback is started right away, so the
-    fsync in `commit` finds almost nothing left to do. Registered in the image on a clean
-    exit of its `with` block."""
+class MappedBlob:
+    """A new blob of known size, filled in place through a shared mapping of it (no copy
+    through a buffer; `address` is where its first byte is mapped).
 
-    def __init__(self, writer: "ImageWriter", name: str, size: int = 0):
+    Call `filled(n)` as soon as bytes [.., n) are final: they are checksummed right away,
+    while still in the CPU cache (no second pass over the blob), and their writeback starts,
+    so that the fsync in `commit` finds little left to do. The blob is registered on a clean
+    exit of the `with` block, once every byte has been declared filled."""
+
+    def __init__(self, writer: "ImageWriter", name: str, size: int):
         self._writer = writer
         self.name = name
-        self.size = 0
+        self.size = size
+        self.done = 0  # bytes [0, done) are final and checksummed
         self._started = 0  # bytes handed to writeback so far
         self._digest = xxhash.xxh3_128()
-        self.fd = os.open(os.path.join(writer.tmp, name),
-                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        if size:
-            try:  # ENOSPC now rather than after copying; ext4 also skips delayed allocation
-                os.posix_fallocate(self.fd, 0, size)
-            except BaseException:
-                os.close(self.fd)
-                raise
+        self._fd = os.open(os.path.join(writer.tmp, name),
+                           os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            if size:
+                os.posix_fallocate(self._fd, 0, size)  # ENOSPC now, not SIGBUS later
+            self.mapping = mmap.mmap(self._fd, size) if size else mmap.mmap(-1, 1)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._anchor: Any = ctypes.c_char.from_buffer(self.mapping)
+        self.address = ctypes.addressof(self._anchor)
 
-    def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        self._digest.update(view)
-        size = len(view)
-        while view:
-            view = view[os.write(self.fd, view):]
-        self.size += size
-        if self.size - self._started >= _WRITEBACK:
-            _sync_file_range(self.fd, self._started, self.size - self._started,
-                             _SYNC_FILE_RANGE_WRITE)  # a hint: errors surface at fsync
-            self._started = self.size
+    def filled(self, upto: int) -> None:
+        view = memoryview(self.mapping)
+        self._digest.update(view[self.done:upto])
+        view.release()
+        self.done = upto
+        if upto - self._started >= _WRITEBACK or upto == self.size:
+            _sync_file_range(self._fd, self._started, upto - self._started,
+                             _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
+            self._started = upto
 
-    def __enter__(self) -> "BlobStream":
+    def __enter__(self) -> "MappedBlob":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        os.close(self.fd)
-        if exc_type is None:
-            self._writer.blobs[self.name] = {"size": self.size,
-                                             "xxh3_128": self._digest.hexdigest()}
+        self._anchor = None
+        try:
+            if exc_type is None:
+                if self.done != self.size:
+                    raise CkptError(f"blob {self.name}: {self.done} of {self.size} bytes filled")
+                self._writer.blobs[self.name] = {"size": self.size,
+                                                 "xxh3_128": self._digest.hexdigest()}
+        finally:
+            try:
+                self.mapping.close()  # munmap; commit's fsync writes what is still dirty
+            except BufferError:
+                pass  # an exception's traceback still holds a view: unmapped when collected
+            os.close(self._fd)
 
 
 class ImageWriter:
@@ -133,34 +146,9 @@ class ImageWriter:
         self.blobs[name] = {"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}
         return name
 
-    def stream_blob(self, name: str, size: int = 0) -> BlobStream:
-        """A new blob filled front to back by `write` calls: `with writer.stream_blob(n) as b`.
-        `size`, when known, is reserved on disk up front."""
-        return BlobStream(self, name, size)
-
-    def map_blob(self, name: str, size: int) -> mmap.mmap:
-        """A writable mapping of a new blob of `size` bytes, filled in place (no extra copy).
-
-        Call `seal_blob` after filling it.
-        """
-        fd = os.open(os.path.join(self.tmp, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if size:
-                os.posix_fallocate(fd, 0, size)  # ENOSPC now, not SIGBUS later
-            return mmap.mmap(fd, size) if size else mmap.mmap(-1, 1)
-        finally:
-            os.close(fd)
-
-    def seal_blob(self, name: str, mapping: mmap.mmap, size: int) -> None:
-        digest = xxhash.xxh3_128()
-        view = memoryview(mapping)
-        for off in range(0, size, _CHUNK):
-            digest.update(view[off:off + _CHUNK])
-        view.release()
-        if size:
-            mapping.flush()
-        mapping.close()
-        self.blobs[name] = {"size": size, "xxh3_128": digest.hexdigest()}
+    def fill_blob(self, name: str, size: int) -> MappedBlob:
+        """A new blob of `size` bytes filled in place: `with writer.fill_blob(n, size) as b`."""
+        return MappedBlob(self, name, size)
 
     def blob_path(self, name: str) -> str:
         """Where to write a blob directly (see `adopt_blob`); "" gives the directory."""

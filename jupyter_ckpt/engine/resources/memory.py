@@ -130,22 +130,19 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
     for run in runs:
         run.append(offset)
         offset += run[1]
-    # Through one small reused buffer: process_vm_readv into it (warm, so no page faults),
-    # hash it while it is in cache and write() it on (see BlobStream). Filling a shared
-    # mapping of the blob instead costs a write fault per 4 KiB page, several times slower.
-    with ctx.writer.stream_blob(name, total) as stream:
-        if total:
-            # a bytearray, not an mmap: nothing to close while an exception's traceback may
-            # still hold views of it
-            buf = bytearray(min(total, _COPY_CHUNK))
-            base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-            view = memoryview(buf)
-            done = 0
-            for chunk, size in _chunked([(a, n) for a, n, _ in runs], len(buf)):
-                _read_runs(ctx.pid, base, chunk, buf)
-                stream.write(view[:size])
-                done += size
-                ctx.progress("memory", done, total)
+    # process_vm_readv straight into a shared mapping of the blob, a few MiB per call, each
+    # piece checksummed while it is still in the CPU cache (see MappedBlob). Reading through
+    # a buffer and write()-ing it on instead costs one more full copy and measured no faster
+    # (docs/benchmarks.md).
+    with ctx.writer.fill_blob(name, total) as blob:
+        for chunk, size in _chunked([(a, n) for a, n, _ in runs], _COPY_CHUNK):
+            view = memoryview(blob.mapping)[blob.done:blob.done + size]
+            try:
+                _read_runs(ctx.pid, blob.address + blob.done, chunk, view)
+            finally:
+                view.release()
+            blob.filled(blob.done + size)
+            ctx.progress("memory", blob.done, total)
     return name
 
 
