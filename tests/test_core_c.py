@@ -160,3 +160,9 @@ def test_file_descriptors(cc, programs, workdir):
     (log := workdir / "log.txt")
     assert log.read_text() == "line1\nline2\nline3\n"
     assert not (workdir / "gone.txt").exists()
+
+
+def test_mapping_larger_than_one_transfer(cc, programs, workdir):
+    """A 2.25 GiB mapping with every page written: more than one process_vm_* call's worth."""
+    prog = programs(cc("huge_run"), timeout=120)
+    checkpoint_cycle(prog, workdir / "image")

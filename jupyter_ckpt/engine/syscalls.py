@@ -93,23 +93,42 @@ def vm_read(pid: int, local_addr: int, remote: list[tuple[int, int]]) -> int:
     return _vm_transfer("process_vm_readv", pid, local_addr, remote)
 
 
+_MAX_TRANSFER = 1 << 30  # the kernel moves at most 2 GiB - 4 KiB per call; stay well below
+
+
 def vm_write_pairs(pid: int, local_base: int, runs: list[tuple[int, int, int]]) -> int:
     """Write (remote address, length, offset from local_base) runs, many per syscall:
-    process_vm_writev pairs its local and remote iovecs as two streams of equal length."""
-    done = 0
-    for i in range(0, len(runs), _IOV_MAX):
-        chunk = runs[i:i + _IOV_MAX]
+    process_vm_writev pairs its local and remote iovecs as two streams of equal length.
+    Returns the bytes written; less than asked means the remote range failed there."""
+    pieces = [(addr + k, min(_MAX_TRANSFER, length - k), off + k)
+              for addr, length, off in runs for k in range(0, length, _MAX_TRANSFER)]
+    done, i = 0, 0
+    while i < len(pieces):
+        chunk, total = [], 0
+        while i + len(chunk) < len(pieces) and len(chunk) < _IOV_MAX \
+                and total + pieces[i + len(chunk)][1] <= _MAX_TRANSFER:
+            chunk.append(pieces[i + len(chunk)])
+            total += chunk[-1][1]
         liov = (_Iov * len(chunk))(*[_Iov(local_base + off, n) for _, n, off in chunk])
         riov = (_Iov * len(chunk))(*[_Iov(addr, n) for addr, n, _ in chunk])
-        total = sum(n for _, n, _ in chunk)
         n = _syscall(ctypes.c_long(arch.NR["process_vm_writev"]), ctypes.c_long(pid), liov,
                      ctypes.c_ulong(len(chunk)), riov, ctypes.c_ulong(len(chunk)), ctypes.c_ulong(0))
         if n < 0:
             err = ctypes.get_errno()
+            if err == 14 and done:  # EFAULT after progress: report how far it got
+                return done
             raise OSError(err, f"process_vm_writev({pid}): {os.strerror(err)}")
-        done += n
-        if n < total:
+        if n == 0:
             return done
+        done += n
+        while n:  # step over what was written, possibly into the middle of a piece
+            addr, length, off = pieces[i]
+            if n >= length:
+                n -= length
+                i += 1
+            else:
+                pieces[i] = (addr + n, length - n, off + n)
+                n = 0
     return done
 
 
