@@ -13,7 +13,6 @@ again, and on any failure, so the process is left as it was.
 """
 from __future__ import annotations
 
-import array
 import bisect
 import ctypes
 import fcntl
@@ -36,7 +35,6 @@ PAGE_IS_WRITTEN = 1 << 1
 PM_SCAN_WP_MATCHING = 1
 _MAX_ROUNDS = 4
 _PFN_MASK = (1 << 55) - 1
-_PRESENT = 1 << 63
 _CHUNK = 8 << 20
 
 
@@ -156,9 +154,12 @@ class PreCopy:
         # Page frame of every copied page when it was copied: a page is reused only if it is
         # unwritten *and* still on the same frame, which also rejects pages that mremap moved
         # onto an address copied earlier for another mapping.
-        self.frames: dict[int, array.array] = {}  # first-round interval start -> frames
-        self.newer_frames: dict[int, int] = {}
+        # Raw pagemap entries (frame number and flags, 8 bytes a page) are compared as bytes:
+        # any difference, not only another frame, just means the page is copied again.
+        self.frames: dict[int, bytearray] = {}  # first-round interval start -> entries
+        self.newer_frames: dict[int, bytes] = {}
         self.pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self.frames_visible = _frames_visible()
         self.scanner = PageScanner(pid)
         self._buf = bytearray(_CHUNK)
         self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
@@ -202,56 +203,58 @@ class PreCopy:
                     if self.first and self.first[-1][1] == start and \
                             self.first[-1][2] + self.first[-1][1] - self.first[-1][0] == self.size:
                         self.first[-1][1] += n
-                        self.frames[self.first[-1][0]].extend(frames)
+                        self.frames[self.first[-1][0]] += frames
                     else:
                         self.first.append([start, start + n, self.size])
-                        self.frames[start] = frames
+                        self.frames[start] = bytearray(frames)
                 else:
                     for i, page in enumerate(range(start, start + n, PAGE_SIZE)):
                         self.newer[page] = self.size + page - start
-                        self.newer_frames[page] = frames[i]
+                        self.newer_frames[page] = frames[i * 8:i * 8 + 8]
                 self.size += n
                 copied += n
                 done += n
         return copied
 
-    def _frames(self, addr: int, length: int) -> array.array:
-        """Page frame numbers of [addr, addr+length) (0 where unknown: never trusted)."""
-        raw = os.pread(self.pagemap, length // PAGE_SIZE * 8, addr // PAGE_SIZE * 8)
-        entries = array.array("Q", raw)
-        return array.array("Q", (e & _PFN_MASK if e & _PRESENT else 0 for e in entries))
+    def _frames(self, addr: int, length: int) -> bytes:
+        """Raw pagemap entries of [addr, addr+length), 8 bytes a page."""
+        return os.pread(self.pagemap, length // PAGE_SIZE * 8, addr // PAGE_SIZE * 8)
 
     def _moved(self, runs: list[list[int]]) -> list[tuple[int, int]]:
-        """Pages of `runs` whose copy was taken from another page frame than the one there
-        now: copied again while frozen."""
+        """Pages of `runs` whose copy was taken when the page's entry (frame, flags) was not
+        what it is now: copied again while frozen."""
+        if not self.frames_visible:  # without frame numbers nothing tells moved pages apart
+            return [(a, n) for a, n in runs]
         stale: list[tuple[int, int]] = []
         for addr, length in runs:
             now = self._frames(addr, length)
             for lo, hi, off in self._covered(addr, addr + length):
-                base = (lo - addr) // PAGE_SIZE
+                at = (lo - addr) // PAGE_SIZE * 8
+                size = (hi - lo) // PAGE_SIZE * 8
                 if off is None:
-                    for page in range(lo, hi, PAGE_SIZE):
-                        frame = now[base + (page - lo) // PAGE_SIZE]
-                        if page in self.newer and (not frame or self.newer_frames[page] != frame):
-                            stale.append((page, PAGE_SIZE))
+                    then = b"".join(self.newer_frames.get(p, b"") for p in range(lo, hi, PAGE_SIZE))
+                else:
+                    start = self._interval_start(lo)
+                    first_at = (lo - start) // PAGE_SIZE * 8
+                    then = bytes(self.frames[start][first_at:first_at + size])
+                    if not any(lo <= p < hi for p in self._newer_in(lo, hi)):
+                        if now[at:at + size] == then:
+                            continue  # the common case: one comparison for the whole piece
+                    then = bytearray(then)
+                    for page in self._newer_in(lo, hi):  # later copies supersede
+                        i = (page - lo) // PAGE_SIZE * 8
+                        then[i:i + 8] = self.newer_frames[page]
+                    then = bytes(then)
+                if now[at:at + size] == then:
                     continue
-                start = self._interval_start(lo)
-                then = self.frames[start]
-                first_index = (lo - start) // PAGE_SIZE
-                count = (hi - lo) // PAGE_SIZE
-                for chunk in range(0, count, 256):  # compare in slices; inspect unequal ones
-                    a = now[base + chunk: base + min(count, chunk + 256)]
-                    b = then[first_index + chunk: first_index + min(count, chunk + 256)]
-                    if a == b and all(a):
-                        continue
-                    for i, (x, y) in enumerate(zip(a, b)):
-                        page = lo + (chunk + i) * PAGE_SIZE
-                        if page in self.newer:
-                            if not x or self.newer_frames[page] != x:
-                                stale.append((page, PAGE_SIZE))
-                        elif not x or x != y:
-                            stale.append((page, PAGE_SIZE))
+                for i in range(0, size, 8):
+                    if now[at + i:at + i + 8] != then[i:i + 8] or not any(now[at + i:at + i + 8]):
+                        stale.append((lo + i // 8 * PAGE_SIZE, PAGE_SIZE))
         return stale
+
+    def _newer_in(self, lo: int, hi: int) -> list[int]:
+        keys = self._newer_sorted
+        return keys[bisect.bisect_left(keys, lo):bisect.bisect_left(keys, hi)]
 
     def _interval_start(self, addr: int) -> int:
         i = bisect.bisect_right(self.first, [addr, float("inf")]) - 1
@@ -272,6 +275,7 @@ class PreCopy:
         page never copied, then point each VMA record's runs at the newest copies.
         Returns the bytes copied while frozen."""
         self._frozen = True
+        self._newer_sorted = sorted(self.newer)
         before = self.size
         for rec in records:
             if not rec["pages"]:
@@ -279,6 +283,7 @@ class PreCopy:
             if rec["tracked"]:
                 self._copy(self.scanner.scan(rec["start"], rec["end"], required=PAGE_IS_WRITTEN,
                                              anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED), first=False)
+                self._newer_sorted = sorted(self.newer)
                 self._copy(_coalesce(self._moved(rec["pages"])), first=False)
             else:  # earlier copies of this range may be of another mapping: copy it afresh
                 self._copy([(a, n) for a, n in rec["pages"]], first=False)
@@ -353,6 +358,19 @@ class PreCopy:
         self.scanner.close()
         os.close(self.blob)
         os.close(self.pagemap)
+
+
+def _frames_visible() -> bool:
+    """Whether pagemap shows us frame numbers (it does to CAP_SYS_ADMIN only)."""
+    probe = bytearray(PAGE_SIZE)
+    probe[0] = 1
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(probe))
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        (entry,) = struct.unpack("<Q", os.pread(fd, 8, addr // PAGE_SIZE * 8))
+    finally:
+        os.close(fd)
+    return bool(entry & _PFN_MASK)
 
 
 def _coalesce(pages: list[tuple[int, int]]) -> list[tuple[int, int]]:
