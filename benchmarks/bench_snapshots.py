@@ -324,7 +324,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
             inc["store_logical_bytes"] = info2.logical_bytes
             # a full (non-incremental) second dump, for comparison
             img2f = work / "img2-full"
-            st2f = engine.dump(pid, str(img2f), precopy=True)
+            engine.dump(pid, str(img2f), precopy=True)
             inc["full_second_image_bytes"] = dir_bytes(img2f)
             shutil.rmtree(img2f)
             # restore the incremental image (needs its parent) and check it

@@ -4,7 +4,7 @@ import json
 import shutil
 import sys
 
-from conftest import HERE, checkpoint_cycle, run_cli, wait_until
+from conftest import HERE, run_cli, wait_until
 
 PROGRAM = f"""
 import hashlib, os, sys, time

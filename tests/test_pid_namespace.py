@@ -5,7 +5,6 @@ import os
 import signal
 import sys
 
-import psutil
 
 from conftest import HERE, pid_alive, run_cli, wait_until
 

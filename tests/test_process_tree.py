@@ -1,7 +1,5 @@
 """Process trees: children with their PIDs and parent links, shared memory and shared pipes,
 copy-on-write private memory, zombies."""
-import os
-
 import psutil
 
 from conftest import checkpoint_cycle, manifest

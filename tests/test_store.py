@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import Program, run_cli, wait_until
-from reaping import adopt_orphans, reap  # noqa: F401  (adopt_orphans is an autouse fixture)
 
 from jupyter_ckpt.store import (AlreadyExists, BadImage, CorruptData, InvalidName, LocalBackend,
                                 LockTimeout, NotFound, SnapshotStore)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,14 +49,6 @@ class OpenFile:
     @property
     def cloexec(self) -> bool:
         return bool(self.flags & O_CLOEXEC)
-
-    @property
-    def is_pipe(self) -> bool:
-        return stat.S_ISFIFO(self.st.st_mode)
-
-    @property
-    def proc_path(self) -> str:
-        return f"/proc/{self.pid}/fd/{self.fd}"
 
 
 @dataclass

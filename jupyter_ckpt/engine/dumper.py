@@ -10,16 +10,16 @@ from typing import Any
 import psutil
 
 from .. import __version__
-from . import arch, incremental, ptrace_ext
+from . import incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
 from .hostinfo import host_facts
 from .image import ImageReader, ImageWriter
-from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
+from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
-from .procfs import parse_maps, read_stat
+from .procfs import read_stat
 from .resources import claim, memory, process, signals, threads
 from . import syscalls
 
@@ -221,11 +221,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
                      writer: ImageWriter | None, blockers: list[Blocker],
                      registry: "_FileRegistry", precopy: PreCopy | None = None) -> dict[str, Any]:
     mem = RemoteMemory(pid)
-    with open(f"/proc/{pid}/maps") as f:
-        vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
-    if vdso is None:
-        raise CkptError(f"pid {pid} has no vdso; cannot inject system calls")
-    gadget = find_gadget(mem, vdso.start, vdso.end)
+    gadget = syscall_gadget(mem)
     remote = [RemoteThread(tid, gadget) for tid in tids]
     ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy)
     for t in remote:
@@ -262,13 +258,7 @@ def _put_back(threads: list[RemoteThread], masks: dict[int, int]) -> None:
     """Let every thread resume exactly where it was frozen, with its own signal mask."""
     for t in threads:
         try:
-            arch.fix_interrupted_syscall(t.saved, restored=False)
-            t.park()
-        except (ptrace_ext.PtraceError, CkptError):
-            pass  # still stopped: the registers below are what matters
-        try:
-            t.put_back()
-            ptrace_ext.set_sigmask(t.tid, masks[t.tid])
+            t.restore_live(masks[t.tid])
         except ptrace_ext.PtraceError:
             pass  # the thread is gone
 

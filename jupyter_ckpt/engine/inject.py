@@ -8,11 +8,11 @@ the syscall instruction, so its location may even be about to be unmapped.
 """
 from __future__ import annotations
 
-import errno
 import os
 
 from . import arch, ptrace_ext
 from .errors import CkptError
+from .procfs import parse_maps
 
 
 class RemoteMemory:
@@ -38,13 +38,16 @@ class RemoteMemory:
         os.close(self.fd)
 
 
-def find_gadget(mem: RemoteMemory, start: int, end: int) -> int:
-    """Address of a `syscall` instruction inside [start, end) (normally the vdso)."""
-    code = mem.read(start, end - start)
-    offset = code.find(arch.SYSCALL_INSN)
+def syscall_gadget(mem: RemoteMemory) -> int:
+    """Address of a `syscall` instruction in the process's vdso."""
+    with open(f"/proc/{mem.pid}/maps") as f:
+        vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
+    if vdso is None:
+        raise CkptError(f"pid {mem.pid} has no vdso; cannot inject system calls")
+    offset = mem.read(vdso.start, vdso.size).find(arch.SYSCALL_INSN)
     if offset < 0:
-        raise CkptError(f"pid {mem.pid}: no syscall instruction in {start:#x}-{end:#x}")
-    return start + offset
+        raise CkptError(f"pid {mem.pid}: no syscall instruction in its vdso")
+    return vdso.start + offset
 
 
 class Scratch:
@@ -133,6 +136,15 @@ class RemoteThread:
         """Give the thread its own registers again (it stays stopped)."""
         ptrace_ext.setregs(self.tid, self.saved)
 
+    def restore_live(self, sigmask: int) -> None:
+        """After injecting into a live thread: its own registers and signal mask again,
+        parked so that when released the kernel settles an interrupted syscall as it would
+        have without us. A thread that cannot be parked keeps its registers all the same."""
+        try:
+            arch.fix_interrupted_syscall(self.saved, restored=False)
+            self.park()
+        except (ptrace_ext.PtraceError, CkptError):
+            pass  # still stopped: the registers below are what matters
+        self.put_back()
+        ptrace_ext.set_sigmask(self.tid, sigmask)
 
-def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))

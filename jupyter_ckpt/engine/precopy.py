@@ -20,11 +20,11 @@ import os
 import struct
 from typing import Any, Iterable
 
-from . import arch, ptrace_ext, syscalls
+from . import ptrace_ext, syscalls
 from .errors import CkptError
-from .inject import RemoteMemory, RemoteThread, find_gadget
+from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
-from .procfs import Vma, parse_maps, read_vmas
+from .procfs import Vma, read_vmas
 
 UFFD_API = 0xAA
 UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
@@ -93,10 +93,6 @@ class DirtyTracker:
 
 def _userfaultfd_in(pid: int) -> int:
     """A userfaultfd for `pid`'s address space: made by it (injected), handed to us."""
-    with open(f"/proc/{pid}/maps") as f:
-        vdso = next((v for v in parse_maps(f.read()) if v.path == "[vdso]"), None)
-    if vdso is None:
-        raise Unavailable("no vdso to inject through")
     try:
         ptrace_ext.seize(pid, ptrace_ext.O_TRACESYSGOOD)
     except ptrace_ext.PtraceError as err:
@@ -108,7 +104,9 @@ def _userfaultfd_in(pid: int) -> int:
             raise Unavailable(f"pid {pid}: {stop.describe()}")
         mem = RemoteMemory(pid)
         try:
-            thread = RemoteThread(pid, find_gadget(mem, vdso.start, vdso.end))
+            thread = RemoteThread(pid, syscall_gadget(mem))
+        except CkptError as err:
+            raise Unavailable(str(err)) from None
         finally:
             mem.close()
         mask = ptrace_ext.get_sigmask(pid)
@@ -125,10 +123,7 @@ def _userfaultfd_in(pid: int) -> int:
                 os.close(pidfd)
             thread.call("close", remote_fd)
         finally:
-            arch.fix_interrupted_syscall(thread.saved, restored=False)
-            thread.park()
-            thread.put_back()
-            ptrace_ext.set_sigmask(pid, mask)
+            thread.restore_live(mask)
         return fd
     finally:
         ptrace_ext.detach(pid)

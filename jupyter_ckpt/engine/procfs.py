@@ -77,10 +77,6 @@ def parse_fdinfo(text: str) -> dict[str, str]:
     return info
 
 
-def fdinfo_lines(text: str, prefix: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith(prefix)]
-
-
 def read_status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}

@@ -75,10 +75,6 @@ def detach(tid: int, sig: int = 0) -> None:
     _pt.ptrace_detach(tid, sig)
 
 
-def setoptions(tid: int, options: int) -> None:
-    _pt.ptrace_setoptions(tid, options)
-
-
 def get_xstate(tid: int) -> bytes:
     buf = ctypes.create_string_buffer(arch.XSTATE_BUFFER_SIZE)
     iov = _Iovec(ctypes.addressof(buf), len(buf))
@@ -169,7 +165,3 @@ def wait(tid: int) -> Stop:
     _, status = os.waitpid(tid, WALL)
     return Stop(tid, status)
 
-
-def wait_any() -> Stop:
-    tid, status = os.waitpid(-1, WALL)
-    return Stop(tid, status)

@@ -23,9 +23,8 @@ from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
 from .image import ImageReader
-from .inject import RemoteMemory, RemoteThread, Scratch, find_gadget
+from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pidns import PidNamespace
-from .procfs import read_vmas
 from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads
 
 SCRATCH_SIZE = 256 * 1024
@@ -188,14 +187,8 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
                   zombies: list[dict[str, Any]]) -> dict[int, RemoteThread]:
     """Every process of the tree as a seed, forked from its parent's seed so that parent
     links, sessions and process groups come out as they were."""
-    mem = RemoteMemory(root_seed.pid)
-    try:
-        vdso = next(v for v in read_vmas(root_seed.pid) if v.path == "[vdso]")
-        gadget = find_gadget(mem, vdso.start, vdso.end)
-    finally:
-        mem.close()
     root = procs[0]["pid"]
-    leaders = {root: RemoteThread(root_seed.pid, gadget)}
+    leaders = {root: root_seed.thread}
     tree.created.append(root_seed.pid)
     scratch: dict[int, int] = {}
     signals.block_all(leaders[root])
@@ -263,10 +256,14 @@ def _make_zombie(thread: RemoteThread, status: int) -> None:
 
 @dataclass
 class _Seed:
-    pid: int
+    thread: RemoteThread  # its only thread, seized and stopped
     sock: socket.socket  # our end of the fd channel
     child_sock_fd: int  # the seed's copy of the other end (same number as ours was)
     wake_fd: int
+
+    @property
+    def pid(self) -> int:
+        return self.thread.tid
 
     def close(self) -> None:
         self.sock.close()
@@ -280,7 +277,7 @@ def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int) -> _Seed:
     r, w = os.pipe()
     try:
         if namespace is not None:
-            child = _seed_from_stand_in(namespace, pid, ppid)
+            thread = _seed_from_stand_in(namespace, pid, ppid)
         else:
             child = syscalls.fork_with_pid(pid)
             if child == 0:  # the seed: wait, stopped, to be rebuilt; never returns
@@ -289,7 +286,7 @@ def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int) -> _Seed:
                     os.read(r, 1)
                 finally:
                     os._exit(127)
-            _seize_stopped(child)
+            thread = _seize_stopped(child)
     except OSError as err:
         ours.close(), theirs.close(), os.close(r), os.close(w)
         if err.errno == 17:
@@ -298,7 +295,7 @@ def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int) -> _Seed:
     os.close(r)
     child_sock_fd = theirs.fileno()
     theirs.close()
-    return _Seed(child, ours, child_sock_fd, w)
+    return _Seed(thread, ours, child_sock_fd, w)
 
 
 def _seize_stopped(pid: int) -> RemoteThread:
@@ -310,25 +307,21 @@ def _seize_stopped(pid: int) -> RemoteThread:
         raise CkptError(f"seed process: {stop.describe()}")
     mem = RemoteMemory(pid)
     try:
-        vdso = next(v for v in read_vmas(pid) if v.path == "[vdso]")
-        return RemoteThread(pid, find_gadget(mem, vdso.start, vdso.end))
+        return RemoteThread(pid, syscall_gadget(mem))
     finally:
         mem.close()
 
 
-def _seed_from_stand_in(namespace: PidNamespace, pid: int, ppid: int) -> int:
+def _seed_from_stand_in(namespace: PidNamespace, pid: int, ppid: int) -> RemoteThread:
     """Fork the root's seed from the stand-in parent (so that it is its parent), then let the
-    stand-in go on waiting for its release. Returns the seed's outer PID."""
+    stand-in go on waiting for its release. Returns the seed's thread (our PID for it)."""
     stand_in = _seize_stopped(namespace.fork_stand_in(ppid if ppid != pid else 0, pid))
     mask = ptrace_ext.get_sigmask(stand_in.tid)
     signals.block_all(stand_in)
     seed = _fork_seed(stand_in, {}, pid)
-    arch.fix_interrupted_syscall(stand_in.saved, restored=False)
-    stand_in.park()
-    stand_in.put_back()
-    ptrace_ext.set_sigmask(stand_in.tid, mask)
+    stand_in.restore_live(mask)
     ptrace_ext.detach(stand_in.tid)
-    return seed.tid
+    return seed
 
 
 def _kill(pid: int) -> None:

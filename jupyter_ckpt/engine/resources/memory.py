@@ -21,7 +21,7 @@ from .. import incremental, procfs, syscalls
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteMemory, RemoteThread
-from ..pagemap import PAGE_SIZE, PageScanner
+from ..pagemap import PAGE_SIZE
 from . import shmem, sysvshm
 
 PROT_READ, PROT_WRITE = 1, 2

@@ -43,7 +43,3 @@ def set_nonblocking(fd: int, flags: int) -> None:
 
     current = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, (current & ~os.O_NONBLOCK) | (flags & os.O_NONBLOCK))
-
-
-def is_socket(f: OpenFile) -> bool:
-    return f.link.startswith("socket:")
