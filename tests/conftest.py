@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,27 @@ CLI = [sys.executable, "-m", "jupyter_ckpt"]
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `jupyter-ckpt ARGS`; with `check`, fail the test (showing stderr) on non-zero exit."""
-    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        pytest.fail(f"jupyter-ckpt {' '.join(map(str, args))} exited {proc.returncode}:\n"
-                    f"{proc.stdout}{proc.stderr}")
-    return proc
+    """Run `jupyter-ckpt ARGS`; with `check`, fail the test (showing stderr) on non-zero exit.
+    Output goes through files, not pipes: a process the CLI leaves behind (a restored tree,
+    or a seed if it hangs) must not keep the test waiting for end-of-file."""
+    argv = CLI + [str(a) for a in args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            returncode = None
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(argv, returncode, out.read(), err.read())
+    if returncode is None:
+        pytest.fail(f"jupyter-ckpt {' '.join(map(str, args))} still ran after {timeout} s:\n"
+                    f"{result.stdout}{result.stderr}")
+    if check and returncode != 0:
+        pytest.fail(f"jupyter-ckpt {' '.join(map(str, args))} exited {returncode}:\n"
+                    f"{result.stdout}{result.stderr}")
+    return result
 
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
@@ -101,8 +116,12 @@ class Program:
             self.popen.wait(timeout=30)
             self.popen = None
         elif self.pid:
+            deadline = time.monotonic() + 30
             try:
-                os.waitpid(self.pid, 0)
+                while os.waitpid(self.pid, os.WNOHANG)[0] == 0:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"pid {self.pid} did not end within 30 s")
+                    time.sleep(0.01)
             except ChildProcessError:
                 pass  # not ours (or already reaped)
         for child in psutil.Process().children():  # its orphaned children were adopted by us
@@ -165,16 +184,24 @@ def programs(workdir: Path):
     yield start
     for prog in started:
         prog.kill()
-        if prog.pid and pid_alive(prog.pid):
-            os.kill(prog.pid, signal.SIGKILL)
     # Restored copies are ours as subreaper, also those in a new PID namespace (other PIDs).
-    for proc in psutil.Process().children(recursive=True):
-        if proc.pid not in before:
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for proc in leftovers:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    # Reap without blocking: a namespace's init leaves only after its other members are gone.
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p.pid) for p in leftovers) and time.monotonic() < deadline:
+        for proc in leftovers:
             try:
-                proc.kill()
-                os.waitpid(proc.pid, 0)
-            except (psutil.NoSuchProcess, ChildProcessError):
+                os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
                 pass
+        time.sleep(0.01)
+    stuck = [p.pid for p in leftovers if pid_alive(p.pid)]
+    assert not stuck, f"processes that survived SIGKILL for 30 s: {stuck}"
 
 
 def checkpoint_cycle(prog: Program, image: Path) -> None:
