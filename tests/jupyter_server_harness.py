@@ -18,6 +18,8 @@ from typing import Any
 
 from tornado.websocket import websocket_connect
 
+from unprivileged import NOBODY, become_nobody
+
 TOKEN = "ckpt-test-token"
 BASE = "/base/"
 
@@ -29,8 +31,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, ckpt_dir: Path):
+    def __init__(self, workdir: Path, ckpt_dir: Path, as_nobody: bool = False):
+        """`as_nobody`: the server runs as an unprivileged user (see unprivileged.py)."""
         self.workdir, self.ckpt_dir = workdir, ckpt_dir
+        self.as_nobody = as_nobody
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{BASE}"
         self.proc: subprocess.Popen | None = None
@@ -43,12 +47,17 @@ class Server:
         env = {**os.environ, "JUPYTER_CONFIG_PATH": config_path, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
                "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
                "IPYTHONDIR": str(self.workdir / "ipython")}
+        if self.as_nobody:
+            env["HOME"] = str(self.workdir)
         log = open(self.workdir / f"server-{self.port}.log", "ab")
+        if self.as_nobody:  # the kernels hold it too: a restore as that user reopens it
+            os.fchown(log.fileno(), NOBODY, NOBODY)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1",
              f"--IdentityProvider.token={TOKEN}", f"--ServerApp.base_url={BASE}",
              f"--ServerApp.root_dir={self.workdir}", "--allow-root", "--no-browser"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
+            preexec_fn=become_nobody if self.as_nobody else None)
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -53,7 +53,7 @@ def kernel_pid(ks: KernelSocket) -> int:
 
 def checkpoint(server: Server, kernel_id: str, label: str = "") -> dict:
     status, model = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {"label": label})
-    assert status == 201, model
+    assert status == 201, f"{model}\n{server.log()}"
     return model
 
 

@@ -158,12 +158,28 @@ def _seize_one(tree: FrozenTree, tid: int) -> None:
         if err.errno == 1:  # EPERM: auto-attached by a fork/clone we traced, or not allowed
             if not _is_traced_by_us(tid):
                 raise CkptError(f"cannot trace tid {tid}: permission denied "
-                                "(already traced by another tool, or not ours)") from None
+                                f"({_why_not_traceable(tid)})") from None
         else:
             raise CkptError(f"cannot seize tid {tid}: {err}") from None
     else:
         ptrace_ext.interrupt(tid)
     _wait_for_interrupt_stop(tree, tid)
+
+
+def _why_not_traceable(tid: int) -> str:
+    """The likely reason, so a user knows what to change."""
+    tracer = int(procfs.read_status(tid).get("TracerPid", "0"))
+    if tracer:
+        return f"already traced by pid {tracer}"
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read())
+    except FileNotFoundError:
+        scope = 0
+    if scope >= 1 and os.geteuid() != 0:
+        return (f"Yama ptrace_scope={scope} lets only an ancestor trace a process: checkpoint it "
+                "from the program that started it, e.g. the Jupyter server")
+    return "it belongs to another user, or we lack CAP_SYS_PTRACE"
 
 
 def _is_traced_by_us(tid: int) -> bool:

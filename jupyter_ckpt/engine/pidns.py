@@ -30,9 +30,14 @@ def _call(result: int, what: str) -> None:
 class PidNamespace:
     """While entered, children we create are born in a new PID namespace (first one: init)."""
 
-    def __init__(self) -> None:
-        self._home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    def __init__(self, entered: bool = False) -> None:
+        """`entered`: our next children already go to a new PID namespace (a user-namespace
+        restore made it, see userns.py); we stay there, as we may not go back."""
+        if entered:
+            self._home = -1
+        else:
+            self._home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
         self._alive_r, self._alive_w = os.pipe()
         self._go_r, self._go_w = os.pipe()
         try:

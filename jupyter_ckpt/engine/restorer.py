@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arch, ptrace_ext, syscalls
+from . import arch, ptrace_ext, syscalls, userns
 from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
@@ -81,7 +81,25 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     the original parent's PID; by default that happens only when one of its PIDs is taken.
     With `rebind_listeners`, listening TCP sockets take new ports (see Restored.port_map),
     so a copy can run beside its original.
+
+    A caller that may not choose PIDs (no CAP_CHECKPOINT_RESTORE) gets the tree in a new
+    user and PID namespace, restored by a helper process that is then the root's waiter
+    (see userns.py).
     """
+    if userns.may_choose_pids():
+        return restore_here(path, stdio, allow_foreign_owner, pid_ns, rebind_listeners, progress)
+    if pid_ns is False:
+        raise RestoreConflict("restoring with the original PIDs here needs CAP_CHECKPOINT_RESTORE; "
+                              "without it the tree comes back in a new PID namespace (--pid-ns)")
+    load(path, allow_foreign_owner)  # bad images and foreign owners are refused before any helper runs
+    return userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress)
+
+
+def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
+                 pid_ns: bool | None = None, rebind_listeners: bool = False,
+                 progress: Progress = no_progress, in_user_ns: bool = False) -> Restored:
+    """restore(), done by this process. `in_user_ns`: we are a helper that entered a new
+    user and PID namespace for it (userns.py)."""
     progress("verifying", 0, 0)
     image = load(path, allow_foreign_owner)
     manifest = image.manifest
@@ -95,8 +113,8 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     elif taken and not pid_ns:
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
-    tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress)
-    namespace = PidNamespace() if pid_ns else None
+    tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
+    namespace = PidNamespace(entered=in_user_ns) if pid_ns else None
     released: list[RemoteThread] = []
     try:
         try:
@@ -160,8 +178,9 @@ class _Tree:
     shared memory), our fds of them, and the processes created so far (killed on failure)."""
 
     def __init__(self, image: ImageReader, stdio: StdioPolicy, rebind_listeners: bool,
-                 progress: Progress):
+                 progress: Progress, in_user_ns: bool):
         self.image = image
+        self.in_user_ns = in_user_ns  # unprivileged: no setgroups, no chosen SysV ids
         self.stdio = stdio
         self.rebind_listeners = rebind_listeners
         self.port_map: dict[int, int] = {}
@@ -411,7 +430,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
         threads.restore(ctx, rec, thread)
     for thread in all_threads:
         ctx.scratch.reset()
-        process.set_credentials(thread, proc["process"], ctx.scratch.put)
+        process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
     signals.queue_pending(ctx, proc["signals"])
     call("munmap", ctx.scratch.addr, ctx.scratch.size)
     for rec, thread in zip(proc["threads"], all_threads):

@@ -21,7 +21,7 @@ NR = {
     "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
     "mremap": 25, "madvise": 28, "shmget": 29, "shmat": 30, "shmctl": 31, "dup": 32, "getitimer": 36, "setitimer": 38,
     "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
-    "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117,
+    "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117, "capset": 126,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
     "prctl": 157, "gettid": 186, "set_tid_address": 218, "exit_group": 231, "epoll_ctl": 233,
     "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,

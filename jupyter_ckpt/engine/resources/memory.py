@@ -99,12 +99,16 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
             raise ctx.refuse(where, "file mapping", f"{vma.path}: replaced on disk since mapped")
         rec["offset"] = vma.offset
         rec["file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if kind in ("sysv", "shmem"):
+        source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
+        if not os.access(source, os.R_OK):
+            raise ctx.refuse(where, "shared memory", "reading it takes CAP_CHECKPOINT_RESTORE "
+                                                     "(through /proc/PID/map_files), which we lack")
     if kind == "sysv":
-        sysvshm.register(ctx, vma.inode, f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}")
+        sysvshm.register(ctx, vma.inode, source)
         rec["shmid"] = vma.inode
         rec["offset"] = vma.offset
     if kind == "shmem":
-        source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
         shmem.register(ctx, vma.inode, vma.path, lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
         rec["shmem"] = vma.inode
         rec["offset"] = vma.offset

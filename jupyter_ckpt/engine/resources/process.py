@@ -23,6 +23,18 @@ _MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "
 _MM_MAP = struct.Struct("<11QQII")
 
 
+def _identity_user_ns(pid: int, root: int) -> bool:
+    """Whether `pid` shares the tree root's user namespace and that one maps every id it
+    knows to itself, so the ids we read are the ones the process sees."""
+    if os.readlink(f"/proc/{pid}/ns/user") != os.readlink(f"/proc/{root}/ns/user"):
+        return False
+    for id_map in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{id_map}") as f:
+            if any(inside != outside for inside, outside, _ in (line.split() for line in f)):
+                return False
+    return True
+
+
 def dump(ctx: DumpContext) -> dict[str, Any]:
     pid = ctx.pid
     for ns in _NAMESPACES:
@@ -33,6 +45,8 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
             if os.readlink(f"/proc/{pid}/ns/pid") != root_ns:
                 raise ctx.refuse("process", "pid namespace", "not in the PID namespace of the tree's root")
             continue
+        if ns == "user" and _identity_user_ns(pid, ctx.tree.root):
+            continue  # an unprivileged restore's namespace (userns.py): ids are ours
         if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
             raise ctx.refuse("process", f"{ns} namespace", "runs in another namespace than ours")
     if os.readlink(f"/proc/{pid}/root") != "/":
@@ -124,13 +138,35 @@ def set_rlimits(pid: int, rec: dict[str, Any]) -> None:
             resource.prlimit(pid, _RLIMITS[name], tuple(limits))
 
 
-def set_credentials(thread: RemoteThread, rec: dict[str, Any], scratch_put: Callable[[bytes], int]) -> None:
-    """Credentials are per thread in the kernel: each thread sets its own, last."""
+_CAPSET_HEADER = struct.Struct("<Ii")
+_CAPABILITY_VERSION_3 = 0x20080522
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 47, 2, 4
+
+
+def set_credentials(thread: RemoteThread, rec: dict[str, Any], scratch_put: Callable[[bytes], int],
+                    in_user_ns: bool = False) -> None:
+    """Credentials are per thread in the kernel: each thread sets its own, last. In a user
+    namespace restore (userns.py) setgroups is not allowed; the thread keeps the groups it
+    inherited from the restorer, which are the user's own."""
     uids, gids = rec["uids"], rec["gids"]
     groups = rec["groups"]
-    thread.call("setgroups", len(groups), scratch_put(struct.pack(f"<{len(groups)}I", *groups)) if groups else 0)
+    caps = {k: int(v, 16) for k, v in rec["caps"].items()}
+    extra_bounding = int(procfs.read_status(thread.tid)["CapBnd"], 16) & ~caps["CapBnd"]
+    for cap in range(64):  # the bounding set only shrinks, and while we may still do so
+        if extra_bounding >> cap & 1:
+            thread.call("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0)
+    if not in_user_ns:
+        thread.call("setgroups", len(groups), scratch_put(struct.pack(f"<{len(groups)}I", *groups)) if groups else 0)
     thread.call("setresgid", gids[0], gids[1], gids[2])
     thread.call("setresuid", uids[0], uids[1], uids[2])
+    halves = [(caps[k] & 0xFFFFFFFF, caps[k] >> 32) for k in ("CapEff", "CapPrm", "CapInh")]
+    data = struct.pack("<6I", *(half[i] for i in (0, 1) for half in halves))
+    thread.call("capset", scratch_put(_CAPSET_HEADER.pack(_CAPABILITY_VERSION_3, 0)), scratch_put(data))
+    thread.call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for cap in range(64):
+        if caps["CapAmb"] >> cap & 1:
+            thread.call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0)
 
 
 def verify_capabilities(pid: int, rec: dict[str, Any]) -> None:
