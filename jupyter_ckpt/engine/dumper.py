@@ -170,8 +170,9 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
                                           (copies or {}).get(pid)))
     zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
     blockers += _check_sessions(index.inner(tree.root), processes)
+    zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)
     logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
-        + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
+        + zero + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -185,7 +186,8 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         "shmem": {str(inode): obj for inode, obj in index.shmem.items()},
         "ptys": {str(i): state for i, state in index.ptys.items()},
         "sysv": {str(i): seg for i, seg in index.sysv.items()},
-        "stats": {"bytes_written": written, "bytes_logical": logical, "dirty_tracking": "none",
+        "stats": {"bytes_written": written, "bytes_logical": logical, "bytes_zero": zero,
+                  "dirty_tracking": "none",
                   "processes": len(processes), "threads": sum(len(p["threads"]) for p in processes)},
     }
     return manifest, blockers

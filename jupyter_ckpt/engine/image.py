@@ -106,6 +106,13 @@ class MappedBlob:
                              _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
             self._started = upto
 
+    def truncate(self) -> None:
+        """End the blob where the bytes filled so far end: fewer were kept than reserved
+        (all-zero memory pages are left out)."""
+        os.ftruncate(self._fd, self.done)
+        self.size = self.done
+        self.filled(self.done)  # starts writeback of the rest
+
     def __enter__(self) -> "MappedBlob":
         return self
 

@@ -8,19 +8,22 @@ stall), and PAGEMAP_SCAN with PM_SCAN_WP_MATCHING returns exactly the pages writ
 the last scan while protecting them again. Rounds repeat while the dirty set shrinks.
 
 Copies go to one blob; a page copied again later supersedes its earlier copy (the final
-map points at the newest one). Registration is undone before the process runs freely
-again, and on any failure, so the process is left as it was.
+map points at the newest one). A page found all zero is recorded as such and not written
+(zeropages.py): that check, too, is done mostly while the process runs. Registration is
+undone before the process runs freely again, and on any failure, so the process is left as
+it was.
 """
 from __future__ import annotations
 
 import bisect
 import ctypes
 import fcntl
+import mmap
 import os
 import struct
 from typing import Any, Iterable
 
-from . import ptrace_ext, syscalls
+from . import ptrace_ext, syscalls, zeropages
 from .errors import CkptError
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
@@ -36,6 +39,7 @@ PM_SCAN_WP_MATCHING = 1
 _MAX_ROUNDS = 4
 _PFN_MASK = (1 << 55) - 1
 _CHUNK = 8 << 20
+ZERO = -1  # the "blob offset" of a page found all zero: nothing of it is stored
 
 
 class Unavailable(Exception):
@@ -142,6 +146,7 @@ class PreCopy:
             self.tracker.close()
             raise
         self.size = 0
+        # blob offsets below are ZERO for pages found all zero
         self.first: list[list[int]] = []  # [start, end, offset] of the first round, by address
         self.newer: dict[int, int] = {}  # page -> offset of a later copy (supersedes `first`)
         self.rounds: list[int] = []  # bytes copied per round
@@ -156,7 +161,7 @@ class PreCopy:
         self.pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         self.frames_visible = _frames_visible()
         self.scanner = PageScanner(pid)
-        self._buf = bytearray(_CHUNK)
+        self._buf = mmap.mmap(-1, _CHUNK)  # an mmap: zeropages compares it in place
         self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
 
     def run(self) -> None:
@@ -177,8 +182,9 @@ class PreCopy:
                                       flags=PM_SCAN_WP_MATCHING)
         return runs
 
-    def _copy(self, runs: list[tuple[int, int]], first: bool) -> int:
-        """Append copies of `runs`; returns the bytes copied (unreadable pages are skipped)."""
+    def _copy(self, runs: list[tuple[int, int]], first: bool, keep_zeros: bool = False) -> int:
+        """Append copies of `runs`; returns the bytes copied (unreadable pages are skipped).
+        All-zero pages are recorded as ZERO and not written, unless `keep_zeros`."""
         copied = 0
         for addr, length in runs:
             done = 0
@@ -191,25 +197,35 @@ class PreCopy:
                 if n == 0:
                     done += PAGE_SIZE  # not readable while running: copied when frozen
                     continue
-                os.pwrite(self.blob, memoryview(self._buf)[:n], self.size)
                 start = addr + done
                 frames = self._frames(start, n)
-                if first:
-                    if self.first and self.first[-1][1] == start and \
-                            self.first[-1][2] + self.first[-1][1] - self.first[-1][0] == self.size:
-                        self.first[-1][1] += n
-                        self.frames[self.first[-1][0]] += frames
-                    else:
-                        self.first.append([start, start + n, self.size])
-                        self.frames[start] = bytearray(frames)
-                else:
-                    for i, page in enumerate(range(start, start + n, PAGE_SIZE)):
-                        self.newer[page] = self.size + page - start
-                        self.newer_frames[page] = frames[i * 8:i * 8 + 8]
-                self.size += n
+                pieces = [(0, n, False)] if keep_zeros else zeropages.split(self._buf, 0, n)
+                for lo, hi, zero in pieces:
+                    offset = ZERO if zero else self.size
+                    if not zero:
+                        os.pwrite(self.blob, memoryview(self._buf)[lo:hi], self.size)
+                        self.size += hi - lo
+                    entries = frames[lo // PAGE_SIZE * 8:hi // PAGE_SIZE * 8]
+                    self._record(start + lo, hi - lo, offset, entries, first)
                 copied += n
                 done += n
         return copied
+
+    def _record(self, start: int, length: int, offset: int, frames: bytes, first: bool) -> None:
+        """Note where the copy of [start, start+length) is (or ZERO), and the page entries
+        it was taken with."""
+        if first:
+            last = self.first[-1] if self.first else None
+            if last and _continues(last, start, offset):
+                last[1] += length
+                self.frames[last[0]] += frames
+            else:
+                self.first.append([start, start + length, offset])
+                self.frames[start] = bytearray(frames)
+            return
+        for i, page in enumerate(range(start, start + length, PAGE_SIZE)):
+            self.newer[page] = ZERO if offset == ZERO else offset + i * PAGE_SIZE
+            self.newer_frames[page] = frames[i * 8:i * 8 + 8]
 
     def _frames(self, addr: int, length: int) -> bytes:
         """Raw pagemap entries of [addr, addr+length), 8 bytes a page."""
@@ -267,24 +283,31 @@ class PreCopy:
 
     def finish(self, records: list[dict[str, Any]]) -> int:
         """With the process frozen: copy what was written since the last round and any data
-        page never copied, then point each VMA record's runs at the newest copies.
-        Returns the bytes copied while frozen."""
+        page never copied, then point each VMA record's runs at the newest copies, leaving
+        out all-zero pages where zeropages.droppable allows. Returns the bytes copied while
+        frozen."""
         self._frozen = True
         self._newer_sorted = sorted(self.newer)
         before = self.size
         for rec in records:
             if not rec["pages"]:
                 continue
+            keep_zeros = not zeropages.droppable(rec)
             if rec["tracked"]:
                 self._copy(self.scanner.scan(rec["start"], rec["end"], required=PAGE_IS_WRITTEN,
-                                             anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED), first=False)
+                                             anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED),
+                           first=False, keep_zeros=keep_zeros)
                 self._newer_sorted = sorted(self.newer)
-                self._copy(_coalesce(self._moved(rec["pages"])), first=False)
+                self._copy(_coalesce(self._moved(rec["pages"])), first=False, keep_zeros=keep_zeros)
             else:  # earlier copies of this range may be of another mapping: copy it afresh
-                self._copy([(a, n) for a, n in rec["pages"]], first=False)
+                self._copy([(a, n) for a, n in rec["pages"]], first=False, keep_zeros=keep_zeros)
         for rec in records:
-            if rec["pages"]:
-                self._copy(_coalesce(self._never_copied(rec["pages"])), first=False)
+            if not rec["pages"]:
+                continue
+            keep_zeros = not zeropages.droppable(rec)
+            self._copy(_coalesce(self._never_copied(rec["pages"])), first=False, keep_zeros=keep_zeros)
+            if keep_zeros:  # pages found zero before the freeze must be stored after all
+                self._copy(_coalesce(self._found_zero(rec["pages"])), first=False, keep_zeros=True)
         newer_pages = sorted(self.newer)
         for rec in records:
             if rec["pages"]:
@@ -292,7 +315,8 @@ class PreCopy:
         return self.size - before
 
     def _covered(self, start: int, end: int) -> Iterable[tuple[int, int, int | None]]:
-        """Split [start, end) into (from, to, offset in the first round or None) pieces."""
+        """Split [start, end) into (from, to, offset in the first round (or ZERO) or None)
+        pieces."""
         i = bisect.bisect_right(self.first, [start, float("inf")]) - 1
         i = max(i, 0)
         pos = start
@@ -302,7 +326,7 @@ class PreCopy:
             if i < len(self.first) and self.first[i][0] <= pos:
                 s, e, off = self.first[i]
                 stop = min(e, end)
-                yield pos, stop, off + pos - s
+                yield pos, stop, off if off == ZERO else off + pos - s
             else:
                 stop = min(end, self.first[i][0]) if i < len(self.first) else end
                 yield pos, stop, None
@@ -316,11 +340,23 @@ class PreCopy:
                     missing += [(p, PAGE_SIZE) for p in range(lo, hi, PAGE_SIZE) if p not in self.newer]
         return missing
 
+    def _found_zero(self, runs: list[list[int]]) -> list[tuple[int, int]]:
+        """Pages of `runs` whose newest copy is ZERO."""
+        zero = []
+        for addr, length in runs:
+            for lo, hi, off in self._covered(addr, addr + length):
+                zero += [(p, PAGE_SIZE) for p in range(lo, hi, PAGE_SIZE)
+                         if self.newer.get(p, off) == ZERO]
+        return zero
+
     def _layout(self, runs: list[list[int]], newer_pages: list[int]) -> list[list[int]]:
-        """[addr, length, blob offset] runs over `runs`, newest copy of every page."""
+        """[addr, length, blob offset] runs over `runs`, newest copy of every page; pages
+        whose newest copy is ZERO are left out."""
         out: list[list[int]] = []
 
         def emit(page: int, length: int, offset: int) -> None:
+            if offset == ZERO:
+                return
             if out and out[-1][0] + out[-1][1] == page and out[-1][2] + out[-1][1] == offset:
                 out[-1][1] += length
             else:
@@ -337,12 +373,12 @@ class PreCopy:
                 while k < len(newer_pages) and newer_pages[k] < hi:
                     page = newer_pages[k]
                     if page > pos:
-                        emit(pos, page - pos, off + pos - lo)
+                        emit(pos, page - pos, off if off == ZERO else off + pos - lo)
                     emit(page, PAGE_SIZE, self.newer[page])
                     pos = page + PAGE_SIZE
                     k += 1
                 if pos < hi:
-                    emit(pos, hi - pos, off + pos - lo)
+                    emit(pos, hi - pos, off if off == ZERO else off + pos - lo)
         return out
 
     def tracks(self, vma: Vma) -> bool:
@@ -366,6 +402,16 @@ def _frames_visible() -> bool:
     finally:
         os.close(fd)
     return bool(entry & _PFN_MASK)
+
+
+def _continues(interval: list[int], start: int, offset: int) -> bool:
+    """Whether a copy of the pages at `start`, at blob `offset` (or ZERO), extends the
+    first-round [start, end, offset] `interval`."""
+    if interval[1] != start:
+        return False
+    if ZERO in (offset, interval[2]):
+        return offset == interval[2]
+    return interval[2] + interval[1] - interval[0] == offset
 
 
 def _coalesce(pages: list[tuple[int, int]]) -> list[tuple[int, int]]:

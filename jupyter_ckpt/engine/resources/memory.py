@@ -2,7 +2,8 @@
 
 Dump: mappings come from /proc/PID/smaps; PAGEMAP_SCAN finds pages with data (present or
 swapped, never the shared zero page; for private file mappings only copy-on-write pages), and
-process_vm_readv copies them in large batches straight into a mapped image blob.
+process_vm_readv copies them in large batches straight into a mapped image blob. Pages of
+private anonymous memory found to hold only zeros are then left out (zeropages.py).
 
 Restore (in the seed process, driven by injected syscalls): drop everything the seed inherited
 except the vdso block, move that block to where the image had it, then map every area at its
@@ -17,7 +18,7 @@ from typing import Any
 
 import xxhash
 
-from .. import incremental, procfs, syscalls
+from .. import incremental, procfs, syscalls, zeropages
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteMemory, RemoteThread
@@ -62,12 +63,15 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     vdso = next((v for v in vmas if v.path == "[vdso]"), None)
     if vdso and ctx.mem:
         result["vdso_xxh3_128"] = xxhash.xxh3_128_hexdigest(ctx.mem.read(vdso.start, vdso.size))
+    with_data = _run_bytes(records)
     if ctx.writer is not None and ctx.precopy is not None:
         ctx.precopy.finish(records)  # most pages were copied before the freeze
         result["pages_blob"] = ctx.precopy.blob_name
         ctx.writer.adopt_blob(ctx.precopy.blob_name)
     elif ctx.writer is not None:
         result["pages_blob"] = _copy_pages(ctx, records)
+    if ctx.writer is not None:
+        result["zero_bytes"] = with_data - _run_bytes(records)  # left out, all zero
     for rec in records:
         rec.pop("tracked", None)
     return result
@@ -124,43 +128,73 @@ def _dev(text: str) -> tuple[int, int]:
     return int(major, 16), int(minor, 16)
 
 
+def _run_bytes(records: list[dict[str, Any]]) -> int:
+    return sum(run[1] for rec in records for run in rec["pages"])
+
+
 def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
-    """Copy all saved pages into one blob, in record order; fills each run's blob offset."""
-    runs = [run for rec in records for run in rec["pages"]]
-    total = sum(length for _, length in runs)
+    """Copy all saved pages into one blob, in record order, and give each run its blob
+    offset. All-zero pages are left out where zeropages.droppable allows: runs are split
+    around them, and the blob ends up shorter than the bytes read."""
+    pieces = [(addr, length, rec) for rec in records for addr, length in rec["pages"]]
+    total = sum(length for _, length, _ in pieces)
+    for rec in records:
+        rec["pages"] = []
     name = f"pages-{ctx.pid}.bin"
     assert ctx.writer is not None
-    offset = 0
-    for run in runs:
-        run.append(offset)
-        offset += run[1]
+    read = 0
     # process_vm_readv straight into a shared mapping of the blob, a few MiB per call, each
     # piece checksummed while it is still in the CPU cache (see MappedBlob). Reading through
     # a buffer and write()-ing it on instead costs one more full copy and measured no faster
-    # (docs/benchmarks.md).
+    # (docs/benchmarks.md). Each chunk is read where the kept bytes end; its zero pages are
+    # then squeezed out by moving what follows them down.
     with ctx.writer.fill_blob(name, total) as blob:
-        for chunk, size in _chunked([(a, n) for a, n, _ in runs], _COPY_CHUNK):
-            view = memoryview(blob.mapping)[blob.done:blob.done + size]
+        for chunk, size in _chunked(pieces, _COPY_CHUNK):
+            at = blob.done
+            view = memoryview(blob.mapping)[at:at + size]
             try:
-                _read_runs(ctx.pid, blob.address + blob.done, chunk, view)
+                _read_runs(ctx.pid, blob.address + at, [(a, n) for a, n, _ in chunk], view)
             finally:
                 view.release()
-            blob.filled(blob.done + size)
-            ctx.progress("memory", blob.done, total)
+            source = at
+            for addr, length, rec in chunk:
+                parts = zeropages.split(blob.mapping, source, source + length) \
+                    if zeropages.droppable(rec) else [(source, source + length, False)]
+                for lo, hi, zero in parts:
+                    if zero:
+                        continue
+                    if lo != at:
+                        blob.mapping.move(at, lo, hi - lo)
+                    _add_run(rec["pages"], addr + lo - source, hi - lo, at)
+                    at += hi - lo
+                source += length
+            blob.filled(at)
+            read += size
+            ctx.progress("memory", read, total)
+        blob.truncate()
     return name
+
+
+def _add_run(runs: list[list[int]], addr: int, length: int, offset: int) -> None:
+    """Append [addr, length, offset], extending the last run if it continues it."""
+    if runs and runs[-1][0] + runs[-1][1] == addr and runs[-1][2] + runs[-1][1] == offset:
+        runs[-1][1] += length
+    else:
+        runs.append([addr, length, offset])
 
 
 _COPY_CHUNK = 4 << 20
 
 
-def _chunked(runs: list[tuple[int, int]], limit: int):
-    """Split runs into consecutive groups of at most `limit` bytes (cutting runs if need be)."""
-    group: list[tuple[int, int]] = []
+def _chunked(runs: list[tuple[int, int, Any]], limit: int):
+    """Split (address, length, tag) runs into consecutive groups of at most `limit` bytes
+    (cutting runs if need be; each piece keeps its run's tag)."""
+    group: list[tuple[int, int, Any]] = []
     size = 0
-    for addr, length in runs:
+    for addr, length, tag in runs:
         while length:
             take = min(length, limit - size)
-            group.append((addr, take))
+            group.append((addr, take, tag))
             size += take
             addr += take
             length -= take
