@@ -17,9 +17,6 @@ bytes in the store; dill.dump_session inside the kernel (time, peak RSS growth v
 interpreter (time); kill; engine.restore -> restore s; the restored kernel must answer with
 the same array checksum.
 
-The engine (at the time of writing) cannot restore a process with > 2 GiB of pages (see
-install_vm_write_split and docs/benchmarks.md); use --split-vm-write for the 4G cases.
-
 Baselines in the same run: memcpy of SIZE bytes into fresh (never touched) memory and into
 warm memory, numpy copyto from a warm source. dill is a benchmark-only dependency
 (pip install dill).
@@ -98,37 +95,6 @@ def memcpy_baseline(size: int) -> dict[str, float]:
     # the ratio baseline: the faster (stricter) of the two fresh copies
     out["fresh_best_s"] = min(out["fresh_s"], out["fresh_np_s"])
     return out
-
-
-def install_vm_write_split() -> None:
-    """--split-vm-write: work around an engine bug found by this benchmark. engine/syscalls.py
-    vm_write_pairs() hands up to IOV_MAX runs to one process_vm_writev; Linux moves at most
-    MAX_RW_COUNT (2 GiB - 4 KiB) per call and returns a short count, which vm_write_pairs
-    reports as the total, so restore() fails with "wrote 2147479552 of N bytes of memory"
-    for any process with > 2 GiB of pages in one batch. This splits batches at 1 GiB."""
-    from jupyter_ckpt.engine import syscalls
-    orig = syscalls.vm_write_pairs
-    limit = 1 << 30
-
-    def split(pid: int, local_base: int, runs):
-        done, batch, size = 0, [], 0
-        for addr, n, off in runs:
-            while n:
-                piece = min(n, limit)
-                if batch and size + piece > limit:
-                    got = orig(pid, local_base, batch)
-                    done += got
-                    if got < size:
-                        return done
-                    batch, size = [], 0
-                batch.append((addr, piece, off))
-                size += piece
-                addr, off, n = addr + piece, off + piece, n - piece
-        if batch:
-            done += orig(pid, local_base, batch)
-        return done
-
-    syscalls.vm_write_pairs = split
 
 
 # ------------------------------------------------------------------ kernel
@@ -244,6 +210,33 @@ def own_hwm_reset() -> int:
     return status_kib(os.getpid(), "VmRSS") * 1024
 
 
+class AnonPeak:
+    """Peak growth of this process's private memory (RssAnon) while in the `with` block,
+    sampled every 2 ms. VmHWM also counts the image blob we map to write or read it: page
+    cache, shared and reclaimable, not memory the dump or restore holds on its own."""
+
+    def __enter__(self) -> "AnonPeak":
+        import threading
+        self.base = self.peak = status_kib(os.getpid(), "RssAnon") * 1024
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, status_kib(os.getpid(), "RssAnon") * 1024)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, status_kib(os.getpid(), "RssAnon") * 1024)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -282,9 +275,11 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
         k_hwm0 = status_kib(pid, "VmHWM")
         rss0 = own_hwm_reset()
         t = time.perf_counter()
-        st = engine.dump(pid, str(img1), precopy=True)
+        with AnonPeak() as anon:
+            st = engine.dump(pid, str(img1), precopy=True)
         row["dump_s"] = time.perf_counter() - t
         row["dumper_peak"] = status_kib(os.getpid(), "VmHWM") * 1024 - rss0  # this process
+        row["dumper_anon_peak"] = anon.growth
         row["kernel_hwm_growth"] = (status_kib(pid, "VmHWM") - k_hwm0) * 1024
         row["freeze_ms"] = st["freeze_ms"]
         row["dirty_tracking"] = st.get("dirty_tracking")
@@ -359,7 +354,8 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
         rss0 = own_hwm_reset()
         t = time.perf_counter()
         try:
-            r = engine.restore(str(img1))
+            with AnonPeak() as anon:
+                r = engine.restore(str(img1))
         except Exception as err:  # noqa: BLE001
             row["restore_error"] = str(err)[:200]
             print(f"RESTORE FAILED: {err}", flush=True)
@@ -368,6 +364,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
             return rows
         row["restore_s"] = time.perf_counter() - t
         row["restorer_peak"] = status_kib(os.getpid(), "VmHWM") * 1024 - rss0
+        row["restorer_anon_peak"] = anon.growth
         pid = r.pid
         row["restored_rss"] = status_kib(pid, "VmRSS") * 1024
         k.wait_for_output()
@@ -389,7 +386,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
 def fmt_rows(rows: list[dict], memcpy: dict[int, dict]) -> str:
     hdr = ("| case | freeze ms (pre-copy) | freeze ms (no pre-copy) | dump s | dump GB/s (x memcpy fresh) "
            "| no-pre-copy dump s | image bytes | store new bytes (zstd) | restore s | restore GB/s (x memcpy fresh) "
-           "| dill dump s / peak | dill load s | our dump / restore peak | restored ok |")
+           "| dill dump s / peak | dill load s | our dump / restore peak (private memory) | restored ok |")
     lines = [hdr, "|" + "---|" * hdr.count(" | ").__add__(1)]
     for r in rows:
         data = r["size"]
@@ -422,8 +419,10 @@ def fmt_rows(rows: list[dict], memcpy: dict[int, dict]) -> str:
             + (f"{r['restore_s']:.2f} | {rate(r['restore_s']) if 'parent' not in r['case'] else '-'} | "
                if "restore_s" in r else "FAILED (engine bug) | - | ")
             + f"{dill_d} | {dill_l} | "
-            + (f"{r['dumper_peak'] / MiB:.0f} / " if "dumper_peak" in r else "- / ")
-            + (f"{r['restorer_peak'] / MiB:.0f} MiB" if "restorer_peak" in r else "-")
+            + (f"{r['dumper_anon_peak'] / MiB:.0f} / " if "dumper_anon_peak" in r else "- / ")
+            + (f"{r['restorer_anon_peak'] / MiB:.0f} MiB" if "restorer_anon_peak" in r else "-")
+            + (f" ({r['dumper_peak'] / MiB:.0f} / {r['restorer_peak'] / MiB:.0f} with the mapped image)"
+               if "dumper_peak" in r and "restorer_peak" in r else "")
             + f" | {r.get('restore_ok')} |")
     return "\n".join(lines)
 
@@ -438,9 +437,6 @@ def main() -> int:
     p.add_argument("--dill-idle", action="store_true", help="also try dill on the idle kernel")
     p.add_argument("--no-idle", dest="idle", action="store_false")
     p.add_argument("--json", help="write raw numbers here")
-    p.add_argument("--split-vm-write", action="store_true",
-                   help="patch (in this process only) the engine's >2 GiB restore bug, see "
-                        "install_vm_write_split()")
     args = p.parse_args()
     if args.quick:
         args.sizes, args.half_zero = "256M", "256M"
@@ -453,9 +449,6 @@ def main() -> int:
             sys.exit("dill is missing: .venv/bin/pip install dill (benchmark-only), or --no-dill")
 
     print(f"load before: {loadavg()}  cpus: {os.cpu_count()}", flush=True)
-    if args.split_vm_write:
-        install_vm_write_split()
-        print("NOTE: engine syscalls.vm_write_pairs patched in this process (--split-vm-write)")
     memcpy = {}
     for s in sorted(set(sizes + halfz)):
         memcpy[s] = memcpy_baseline(s)

@@ -67,14 +67,16 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
             manifest, blockers = _collect(tree, writer, progress, copies)
+            if blockers:
+                raise Refused(blockers)
+            if not kill:
+                tree.release()
+                frozen = False
+            manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
         finally:
-            _close_all(copies)  # no write tracking left behind, whatever happened
-        if blockers:
-            raise Refused(blockers)
-        if not kill:
-            tree.release()
-            frozen = False
-        manifest["stats"]["freeze_ms"] = round((time.monotonic() - started) * 1000, 1)
+            # no write tracking left behind, whatever happened; once the tree runs again,
+            # as unregistering it walks every page table entry of the tracked memory
+            _close_all(copies)
         tracking = ["uffd-wp"] if rounds else []
         if rounds:
             manifest["stats"]["precopy_rounds"] = rounds
