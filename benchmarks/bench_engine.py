@@ -2,7 +2,7 @@
 """Dump/restore throughput of the engine against plain-copy baselines, side by side.
 
     .venv/bin/python benchmarks/bench_engine.py [--sizes 256M,1G] [--dir /tmp --dir /dev/shm]
-                                                [--repeat 3] [--profile] [--json out.json]
+                                                [--repeat 3] [--profile] [--json out.json] [--lazy]
 
 For every image directory and size it:
   1. measures baselines in this process: memcpy of SIZE bytes into fresh (never touched)
@@ -13,7 +13,9 @@ For every image directory and size it:
      away) and once with kill=True, each in a worker process, and
      records the wall time, stats["freeze_ms"], the image size and a per-phase breakdown;
   4. restores it with jupyter_ckpt.engine.restore() in another worker, then asks the restored
-     process to re-checksum its memory (it must report PASS).
+     process to re-checksum its memory (it must report PASS); with --lazy, restores it once
+     more with lazy=True (timing until it runs and until Restored.wait_pages() returns) and
+     has it re-checksum again.
 
 Ratios are throughput ratios: memcpy_time / op_time (1.0 = as fast as memcpy).
 Fresh-memory costs dominate on VMs (the first touch of a page is expensive), and both dump
@@ -223,13 +225,19 @@ def worker_dump(pid: int, image: str, profile: bool, precopy: str, kill: bool = 
             "phases": phases, "profile": prof}
 
 
-def worker_restore(image: str, profile: bool) -> dict:
+def worker_restore(image: str, profile: bool, lazy: bool = False) -> dict:
     import jupyter_ckpt.engine as engine
     phases = _instrument(RESTORE_PHASES)
     t, c = time.perf_counter(), cpu_seconds()
-    restored, prof = _profiled(lambda: engine.restore(image, stdio="null"), profile)
-    return {"seconds": time.perf_counter() - t, "cpu": cpu_seconds() - c, "pid": restored.pid,
-            "phases": phases, "profile": prof}
+    kwargs = {"lazy": True} if lazy else {}
+    restored, prof = _profiled(lambda: engine.restore(image, stdio="null", **kwargs), profile)
+    out = {"seconds": time.perf_counter() - t, "cpu": cpu_seconds() - c, "pid": restored.pid,
+           "phases": phases, "profile": prof}
+    if lazy:  # the process runs already; we serve its memory until all is in
+        restored.wait_pages()
+        out["pages_seconds"] = time.perf_counter() - t
+        out["pages_cpu"] = cpu_seconds() - c
+    return out
 
 
 def run_worker(engine: str | None, *args: str) -> dict:
@@ -374,6 +382,23 @@ def cycle(memhog: str, size: int, directory: str, engine: str | None, precopy: s
             pass
         r["verified"] = verdict.startswith("PASS") and verdict.split()[1] == checksum
         r["verdict"] = verdict
+        if args.lazy:  # again from the same image, lazily: time until it runs, until all is in
+            Path(status).write_text("")
+            lz = run_worker(engine, "restore", image, "0", "lazy")
+            r["restore_lazy"], r["restore_lazy_cpu"] = lz["seconds"], lz["cpu"]
+            r["restore_lazy_pages"], r["restore_lazy_pages_cpu"] = lz["pages_seconds"], lz["pages_cpu"]
+            try:
+                os.kill(lz["pid"], signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+            verdict = wait_status(status, ("PASS", "FAIL"), 600, lz["pid"])
+            try:
+                os.waitpid(lz["pid"], 0)
+            except ChildProcessError:
+                pass
+            r["verified"] = r["verified"] and verdict.startswith("PASS") and verdict.split()[1] == checksum
+            if not verdict.startswith("PASS"):
+                r["verdict"] = f"lazy: {verdict}"
     finally:
         if hog.poll() is None:
             hog.kill()
@@ -442,6 +467,9 @@ def report(size: int, directory: str, fstype: str, rounds: list[dict]) -> str:
             row(f"dump, process runs on{tag}", runs, "live_dump")
         row(f"dump --kill{tag}", runs, "dump")
         row(f"restore{tag}", runs, "restore")
+        if "restore_lazy" in runs[0]:
+            row(f"restore --lazy, runs{tag}", runs, "restore_lazy")
+            row(f"restore --lazy, all in{tag}", runs, "restore_lazy_pages")
     for label in labels:
         runs = [r["engines"][label] for r in rounds]
         tag = f" [{label}]" if len(labels) > 1 else ""
@@ -485,7 +513,7 @@ def main() -> int:
         if kind == "dump":
             out = worker_dump(int(rest[0]), rest[1], rest[2] == "1", rest[3], rest[4:] != ["live"])
         else:
-            out = worker_restore(rest[0], rest[1] == "1")
+            out = worker_restore(rest[0], rest[1] == "1", rest[2:] == ["lazy"])
         print(json.dumps(out))
         return 0
 
@@ -513,6 +541,9 @@ def main() -> int:
                    help="drop the page cache between dump and restore (cold restore; root)")
     p.add_argument("--profile", action="store_true", help="print cProfile tops of dump and restore")
     p.add_argument("--json", help="also write all raw numbers to this file")
+    p.add_argument("--lazy", action="store_true",
+                   help="also restore lazily: time until the process runs, and until all its "
+                        "pages are in")
     args = p.parse_args()
 
     libc = ctypes.CDLL(None, use_errno=True)

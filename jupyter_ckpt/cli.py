@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from . import __version__
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="(root only) restore an image that another user made")
     r.add_argument("--pid-ns", action="store_true", default=None,
                    help="restore into a new PID namespace (automatic when a PID is taken)")
+    r.add_argument("--lazy", action="store_true",
+                   help="let the tree run before its large anonymous memory is in: pages are "
+                        "copied in on demand and in the background (needs CAP_SYS_PTRACE); "
+                        "with --detach, return once all are in")
 
     c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
     c.add_argument("pid", type=int)
@@ -86,6 +91,15 @@ class _ProgressBar:
             self.bar = None
 
 
+def _report_pages(restored) -> None:
+    """Lazy restore: wait until every page is in; one line on how they came."""
+    stats = restored.wait_pages()
+    if stats is not None:
+        print(f"lazy restore: all memory in ({stats.pages_on_demand} pages on demand, "
+              f"{stats.bytes_background} bytes in the background, {stats.zero_pages} zero pages, "
+              f"{stats.processes} address spaces)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import CkptError, check, dump, restore, summarize
@@ -103,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"frozen {stats['freeze_ms']} ms")
         elif args.command == "restore":
             bar = _ProgressBar()
+            if args.lazy:  # die the way that still lets the page server finish (see below)
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             try:
                 restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
-                                   pid_ns=args.pid_ns, progress=bar)
+                                   pid_ns=args.pid_ns, progress=bar, lazy=args.lazy)
             finally:
                 bar.close()
             if restored.in_new_pid_namespace:
@@ -113,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"pid {restored.pid} here", file=sys.stderr)
             if args.detach:
                 print(restored.pid, flush=True)
+                _report_pages(restored)  # we serve the memory: not gone before it is all in
                 return 0
-            return restored.wait()
+            status = restored.wait()
+            _report_pages(restored)
+            return status
         elif args.command == "check":
             blockers = check(args.pid)
             for b in blockers:

@@ -3,6 +3,7 @@
     check(pid)            -> list of Blockers (empty: the tree can be dumped)
     dump(pid, dir, ...)   -> stats of the image written to dir
     restore(dir, ...)     -> Restored(pid) running the same process again
+                             (lazy=True: Restored.wait_pages() -> LazyStats once memory is in)
     summarize(dir)        -> what an image holds
 
 Names are imported on first use, so that e.g. the image format (engine.image) can be used
@@ -15,6 +16,7 @@ from typing import Any
 
 _EXPORTS = {
     "check": "dumper", "dump": "dumper", "restore": "restorer", "Restored": "restorer",
+    "LazyStats": "lazy",
     "summarize": "summary", "Blocker": "errors", "CkptError": "errors", "ImageError": "errors",
     "Refused": "errors", "RestoreConflict": "errors", "Unsupported": "errors",
 }

@@ -152,6 +152,7 @@ class RestoreContext:
     progress: Progress = no_progress
     shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
     own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
+    lazy: Any = None  # lazy.PageServer when private anonymous memory is served on demand
 
     def keep(self, fd: int) -> int:
         self.own_fds.append(fd)

@@ -23,17 +23,14 @@ import os
 import struct
 from typing import Any, Iterable
 
-from . import ptrace_ext, syscalls, zeropages
+from . import ptrace_ext, syscalls, uffd, zeropages
 from .errors import CkptError
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
 from .procfs import Vma, read_vmas
+from .uffd import (UFFD_API, UFFD_FEATURE_WP_ASYNC, UFFD_FEATURE_WP_UNPOPULATED, UFFD_USER_MODE_ONLY,
+                   UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_WP, UFFDIO_UNREGISTER)
 
-UFFD_API = 0xAA
-UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
-UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER = 0xC018AA3F, 0xC020AA00, 0x8010AA01
-UFFDIO_REGISTER_MODE_WP = 2
-UFFD_USER_MODE_ONLY = 1
 PAGE_IS_WRITTEN = 1 << 1
 PM_SCAN_WP_MATCHING = 1
 _MAX_ROUNDS = 4
@@ -116,16 +113,10 @@ def _userfaultfd_in(pid: int) -> int:
         mask = ptrace_ext.get_sigmask(pid)
         ptrace_ext.set_sigmask(pid, (1 << 64) - 1)
         try:
-            remote_fd = thread.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY,
-                                    check=False)
-            if remote_fd < 0:
-                raise Unavailable(f"userfaultfd: {os.strerror(-remote_fd)}")
-            pidfd = os.pidfd_open(pid)
             try:
-                fd = syscalls.pidfd_getfd(pidfd, remote_fd)
-            finally:
-                os.close(pidfd)
-            thread.call("close", remote_fd)
+                fd = uffd.open_in(thread, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY)
+            except OSError as err:
+                raise Unavailable(f"userfaultfd: {err.strerror}") from None
         finally:
             thread.restore_live(mask)
         return fd

@@ -24,6 +24,7 @@ from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
+from .lazy import LazyStats, PageServer
 from .pidns import PidNamespace
 from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads
 
@@ -36,6 +37,7 @@ _CMSG_HEADER = struct.Struct("<Qii")
 F_DUPFD = 0
 O_CLOEXEC = 0o2000000
 _UINT_MAX = 0xFFFFFFFF
+_CAP_SYS_PTRACE = 19
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Restored:
     ns_pid: int  # the root's PID as it sees itself (the original one)
     waiter: int  # our child whose end reports the root's end (the root, or its stand-in parent)
     port_map: dict[int, int] = field(default_factory=dict)  # listening port -> new port, if rebound
+    pages: PageServer | None = field(default=None, repr=False)  # lazy restore: serves memory
 
     @property
     def in_new_pid_namespace(self) -> bool:
@@ -53,6 +56,12 @@ class Restored:
         """Wait for the restored root to end; its exit status as a shell would report it."""
         _, status = os.waitpid(self.waiter, 0)
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+    def wait_pages(self, timeout: float | None = None) -> LazyStats | None:
+        """Lazy restore: block until every page is in the restored processes (None when the
+        restore was not lazy). Raises CkptError if serving memory failed: the restored
+        processes were then killed. TimeoutError if `timeout` passed first."""
+        return self.pages.wait(timeout) if self.pages is not None else None
 
 
 def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
@@ -73,7 +82,7 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
 
 def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
             pid_ns: bool | None = None, rebind_listeners: bool = False,
-            progress: Progress = no_progress) -> Restored:
+            progress: Progress = no_progress, lazy: bool = False) -> Restored:
     """Bring the tree back. Its root becomes a child of the calling process (like the original
     parent, when the caller is that parent: ipykernel, for one, checks its parent PID).
 
@@ -82,12 +91,23 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     With `rebind_listeners`, listening TCP sockets take new ports (see Restored.port_map),
     so a copy can run beside its original.
 
+    With `lazy`, the processes run before their large private anonymous memory is in: it is
+    copied in on demand and in the background by a thread of ours (lazy.py) until
+    Restored.wait_pages() returns; the interpreter does not exit before that. Needs
+    CAP_SYS_PTRACE; refused without it.
+
     A caller that may not choose PIDs (no CAP_CHECKPOINT_RESTORE) gets the tree in a new
     user and PID namespace, restored by a helper process that is then the root's waiter
     (see userns.py).
     """
+    if lazy:
+        _check_lazy_allowed()
     if userns.may_choose_pids():
-        return restore_here(path, stdio, allow_foreign_owner, pid_ns, rebind_listeners, progress)
+        return restore_here(path, stdio, allow_foreign_owner, pid_ns, rebind_listeners, progress,
+                            lazy=lazy)
+    if lazy:
+        raise RestoreConflict("lazy restore is not available in a user namespace (restoring "
+                              "without CAP_CHECKPOINT_RESTORE); restore without --lazy")
     if pid_ns is False:
         raise RestoreConflict("restoring with the original PIDs here needs CAP_CHECKPOINT_RESTORE; "
                               "without it the tree comes back in a new PID namespace (--pid-ns)")
@@ -97,9 +117,12 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
 
 def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
                  pid_ns: bool | None = None, rebind_listeners: bool = False,
-                 progress: Progress = no_progress, in_user_ns: bool = False) -> Restored:
+                 progress: Progress = no_progress, in_user_ns: bool = False,
+                 lazy: bool = False) -> Restored:
     """restore(), done by this process. `in_user_ns`: we are a helper that entered a new
     user and PID namespace for it (userns.py)."""
+    if lazy:
+        _check_lazy_allowed()
     progress("verifying", 0, 0)
     image = load(path, allow_foreign_owner)
     manifest = image.manifest
@@ -114,7 +137,13 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
-    namespace = PidNamespace(entered=in_user_ns) if pid_ns else None
+    tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
+    try:
+        namespace = PidNamespace(entered=in_user_ns) if pid_ns else None
+    except BaseException:
+        if tree.lazy is not None:
+            tree.lazy.close()
+        raise
     released: list[RemoteThread] = []
     try:
         try:
@@ -131,19 +160,35 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     except BaseException:
         for pid in reversed(tree.created):
             _kill(pid)
+        if tree.lazy is not None:
+            tree.lazy.close()
         if namespace:
             namespace.destroy()
         raise
     finally:
         tree.close()
-    sysvshm.finish(manifest)
-    for thread in released:
-        ptrace_ext.detach(thread.tid)
+    try:
+        sysvshm.finish(manifest)
+        for thread in released:
+            ptrace_ext.detach(thread.tid)
+    finally:
+        if tree.lazy is not None:
+            tree.lazy.seal()  # every process is in: the server ends when their pages are
     progress("running", 0, 0)
     if namespace:
         namespace.release()
-        return Restored(seed.pid, root, namespace.stand_in_pid, tree.port_map)
-    return Restored(seed.pid, root, seed.pid, tree.port_map)
+        return Restored(seed.pid, root, namespace.stand_in_pid, tree.port_map, tree.lazy)
+    return Restored(seed.pid, root, seed.pid, tree.port_map, tree.lazy)
+
+
+def _check_lazy_allowed() -> None:
+    """Lazy restore follows forks with userfaultfd fork events, which take CAP_SYS_PTRACE
+    (a child would otherwise read zeros where its memory is not in yet)."""
+    with open("/proc/self/status") as f:
+        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    if not caps & (1 << _CAP_SYS_PTRACE):
+        raise RestoreConflict("lazy restore needs CAP_SYS_PTRACE (its userfaultfd must follow "
+                              "forks); restore without --lazy")
 
 
 def _id_free(tid: int, grace: float = 5.0) -> bool:
@@ -191,6 +236,7 @@ class _Tree:
         self.file_fds: dict[str, int] = {}
         self.installed: set[str] = set()
         self.created: list[int] = []
+        self.lazy: PageServer | None = None
 
     def close(self) -> None:
         for fd in self.own_fds:
@@ -363,7 +409,7 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
                              tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
                              rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
-                             progress=tree.progress)
+                             progress=tree.progress, lazy=tree.lazy)
         return _rebuild(ctx, tree, proc, seed)
     finally:
         mem.close()

@@ -8,18 +8,20 @@ private anonymous memory found to hold only zeros are then left out (zeropages.p
 Restore (in the seed process, driven by injected syscalls): drop everything the seed inherited
 except the vdso block, move that block to where the image had it, then map every area at its
 address (files from fds the engine sent over), write the saved pages with process_vm_writev
-and set the final protections and madvise flags.
+(or, in a lazy restore, register large private anonymous areas with a userfaultfd for
+lazy.py to fill while the process runs) and set the final protections and madvise flags.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import xxhash
 
-from .. import incremental, procfs, syscalls, zeropages
+from .. import incremental, lazy, procfs, syscalls, uffd, zeropages
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteMemory, RemoteThread
@@ -347,7 +349,10 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
                 call("shmat", v["shmid"], v["start"], sysvshm.attach_flags(v["prot"]))
         else:
             call("mmap", v["start"], length, prot, flags | MAP_ANONYMOUS, -1, 0)
-    _write_pages(ctx, rec)
+    on_demand = _lazy_vmas(rec) if ctx.lazy is not None else []
+    _write_pages(ctx, rec, [v for v in rec["vmas"] if not any(v is w for w in on_demand)])
+    if on_demand:
+        _serve_lazily(ctx, rec, on_demand)
     for v in rec["vmas"]:
         if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
             continue
@@ -397,26 +402,19 @@ def _split_evenly(runs: list[tuple[int, int, int]], share: int) -> list[list[tup
     return groups
 
 
-def _write_pages(ctx: RestoreContext, rec: dict[str, Any]) -> None:
-    runs = [tuple(run[:3]) for v in rec["vmas"] for run in v["pages"]]
+def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]) -> None:
+    runs = [tuple(run[:3]) for v in vmas for run in v["pages"]]
     if not runs:
         return
     # Huge-page advice first (restore() repeats it, harmlessly): pages faulted in by the
     # writes below then come as the same kind of pages the process had, and 2 MiB at a time
     # instead of 512 separate 4 KiB faults.
-    for v in rec["vmas"]:
+    for v in vmas:
         for flag in ("hg", "nh"):
             if v["pages"] and flag in v["madvise"]:
                 ctx.leader.call("madvise", v["start"], v["end"] - v["start"], _MADVISE[flag])
-    # Runs come from this image's blob, or (incremental images) from a base image's.
-    by_source: dict[int, list[tuple[int, int, int]]] = {}
-    for v in rec["vmas"]:
-        for run in v["pages"]:
-            by_source.setdefault(run[3] if len(run) == 4 else -1, []).append(tuple(run[:3]))
     written = 0
-    for source, source_runs in by_source.items():
-        image = ctx.image if source < 0 else ctx.image.bases[source]
-        name = rec["pages_blob"] if source < 0 else incremental.pages_blob_of(image, ctx.ns_pid)
+    for image, name, source_runs in _runs_by_source(ctx, rec, vmas):
         blob = image.map_blob(name) if name else None
         if blob is None:
             raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
@@ -429,3 +427,59 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any]) -> None:
     total = sum(n for _, n, _ in runs)
     if written != total:
         raise CkptError(f"pid {ctx.pid}: wrote {written} of {total} bytes of memory")
+
+
+def _runs_by_source(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]):
+    """(image, blob name, runs) for each blob the pages of `vmas` come from: this image's
+    blob, or (incremental images) a base image's."""
+    by_source: dict[int, list[tuple[int, int, int]]] = {}
+    for v in vmas:
+        for run in v["pages"]:
+            by_source.setdefault(run[3] if len(run) == 4 else -1, []).append(tuple(run[:3]))
+    for source, source_runs in by_source.items():
+        image = ctx.image if source < 0 else ctx.image.bases[source]
+        name = rec["pages_blob"] if source < 0 else incremental.pages_blob_of(image, ctx.ns_pid)
+        yield image, name, source_runs
+
+
+# Lazy restore (lazy.py): areas of private anonymous memory with at least this much data are
+# left unwritten, registered with a userfaultfd, and filled in while the process runs.
+LAZY_MIN_BYTES = 1 << 20
+
+
+def _lazy_vmas(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Areas to fill on demand: private anonymous memory with enough data. Not areas wiped
+    on fork (a child must see them empty, while lazily it would get the pending content)."""
+    return [v for v in rec["vmas"] if v["kind"] == "anon" and not v["shared"] and "wf" not in v["madvise"]
+            and sum(run[1] for run in v["pages"]) >= LAZY_MIN_BYTES]
+
+
+def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]) -> None:
+    """Register `vmas` for missing-page faults with a userfaultfd made in the process, and
+    hand it with the content they lack to the page server."""
+    try:
+        fd = uffd.open_in(ctx.leader, os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        raise CkptError(f"lazy restore: userfaultfd in pid {ctx.pid}: {err.strerror}") from None
+    try:
+        try:
+            uffd.api(fd, lazy.FEATURES)
+        except OSError as err:
+            why = "it takes CAP_SYS_PTRACE" if err.errno == errno.EPERM else err.strerror
+            raise CkptError(f"lazy restore: userfaultfd with fork and remap events: {why}") from None
+        for v in vmas:
+            try:
+                uffd.register(fd, v["start"], v["end"] - v["start"], uffd.UFFDIO_REGISTER_MODE_MISSING)
+            except OSError as err:
+                raise CkptError(f"lazy restore: pid {ctx.pid} {v['start']:#x}-{v['end']:#x}: "
+                                f"cannot register with userfaultfd: {err.strerror}") from None
+        runs = []
+        for image, name, source_runs in _runs_by_source(ctx, rec, vmas):
+            base = ctx.lazy.blob_address(image, name) if name else None
+            if base is None:
+                raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
+            runs += [(addr, length, base + offset) for addr, length, offset in source_runs]
+    except BaseException:
+        os.close(fd)
+        raise
+    ctx.lazy.add(ctx.pid, fd, runs)

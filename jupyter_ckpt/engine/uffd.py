@@ -1,0 +1,105 @@
+"""userfaultfd: made inside a target process (by an injected syscall, so it is bound to that
+process's address space) and handed to us with pidfd_getfd; and the ioctls we use on it.
+Pre-copy tracks writes with one (precopy.py); lazy restore serves missing pages with one
+(lazy.py)."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+
+from . import syscalls
+from .inject import RemoteThread
+
+UFFD_API = 0xAA
+UFFD_USER_MODE_ONLY = 1
+# features
+UFFD_FEATURE_EVENT_FORK, UFFD_FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMOVE = 1 << 1, 1 << 2, 1 << 3
+UFFD_FEATURE_EVENT_UNMAP, UFFD_FEATURE_THREAD_ID = 1 << 6, 1 << 8
+UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
+# ioctls
+UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER = 0xC018AA3F, 0xC020AA00, 0x8010AA01
+UFFDIO_WAKE, UFFDIO_COPY, UFFDIO_ZEROPAGE = 0x8010AA02, 0xC028AA03, 0xC020AA04
+UFFDIO_REGISTER_MODE_MISSING, UFFDIO_REGISTER_MODE_WP = 1, 2
+# messages (struct uffd_msg, 32 bytes: event byte, 7 reserved, 24 bytes of arguments)
+UFFD_EVENT_PAGEFAULT, UFFD_EVENT_FORK, UFFD_EVENT_REMAP = 0x12, 0x13, 0x14
+UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP = 0x15, 0x16
+MSG_SIZE = 32
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def open_in(thread: RemoteThread, flags: int) -> int:
+    """A userfaultfd of `thread`'s process (stopped, seized, signals blocked): created by an
+    injected userfaultfd(flags), duplicated into us, closed there. Raises OSError."""
+    remote_fd = thread.call("userfaultfd", flags, check=False)
+    if remote_fd < 0:
+        raise OSError(-remote_fd, os.strerror(-remote_fd))
+    try:
+        pidfd = os.pidfd_open(thread.tid)
+        try:
+            return syscalls.pidfd_getfd(pidfd, remote_fd)
+        finally:
+            os.close(pidfd)
+    finally:
+        thread.call("close", remote_fd)
+
+
+class _Copy(ctypes.Structure):
+    _fields_ = [("dst", ctypes.c_uint64), ("src", ctypes.c_uint64), ("len", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64), ("copy", ctypes.c_int64)]
+
+
+class _Zero(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("zeropage", ctypes.c_int64)]
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+def _ioctl(fd: int, request: int, arg: ctypes.Structure) -> int:
+    """0, or the errno (ctypes drops the GIL in the call)."""
+    if _libc.ioctl(fd, request, ctypes.byref(arg)) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def api(fd: int, features: int) -> int:
+    """UFFDIO_API asking for `features`; returns the features the kernel offers. OSError."""
+    arg = bytearray(struct.pack("QQQ", UFFD_API, features, 0))
+    fcntl.ioctl(fd, UFFDIO_API, arg)
+    return struct.unpack("QQQ", arg)[1]
+
+
+def register(fd: int, start: int, length: int, mode: int) -> None:
+    fcntl.ioctl(fd, UFFDIO_REGISTER, bytearray(struct.pack("QQQQ", start, length, mode, 0)))
+
+
+def unregister(fd: int, start: int, length: int) -> None:
+    fcntl.ioctl(fd, UFFDIO_UNREGISTER, bytearray(struct.pack("QQ", start, length)))
+
+
+def copy(fd: int, dst: int, src: int, length: int) -> tuple[int, int]:
+    """UFFDIO_COPY (waking whoever waits on the range): (bytes copied, errno or 0). A partial
+    copy reports its bytes with EAGAIN; copying again from there gives the reason."""
+    arg = _Copy(dst, src, length, 0, 0)
+    err = _ioctl(fd, UFFDIO_COPY, arg)
+    return (arg.copy if arg.copy > 0 else 0), err
+
+
+def zeropage(fd: int, start: int, length: int) -> int:
+    """UFFDIO_ZEROPAGE (and wake); 0 or the errno."""
+    arg = _Zero(start, length, 0, 0)
+    err = _ioctl(fd, UFFDIO_ZEROPAGE, arg)
+    if err == errno.EAGAIN and arg.zeropage == length:
+        return 0
+    return err
+
+
+def wake(fd: int, start: int, length: int) -> int:
+    return _ioctl(fd, UFFDIO_WAKE, _Range(start, length))
