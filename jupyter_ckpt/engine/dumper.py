@@ -57,6 +57,8 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
             copies = _precopy(pid, writer, progress)
         started = time.monotonic()
         tree = freeze(pid)
+        for copy in copies.values():
+            copy.read_frames_ahead()
     except BaseException:
         _close_all(copies)
         writer.abort()
