@@ -2,10 +2,11 @@
 Jupyter. The suite itself runs as root; `become_nobody()` turns a freshly forked child into
 a plain user with no capabilities.
 
-One accommodation for this test machine: the interpreter may live under a directory only root
-may enter (pyenv in /root). The child gets a private mount namespace where that directory is
-replaced by an empty world-readable one holding just the interpreter's tree, so nobody can
-run the same Python. Nothing else about the user is changed.
+One accommodation for the test machine: the interpreter, the virtualenv or this checkout may
+live under a directory only root may enter (pyenv in /root). The child gets a private mount
+namespace where such a directory is replaced by an empty enterable one holding just those
+trees, so nobody can run the same Python on the same code. Nothing else about the user is
+changed.
 """
 from __future__ import annotations
 
@@ -45,23 +46,36 @@ def _closed_ancestor(path: Path) -> Path | None:
     return None
 
 
-def _open_up(real: Path) -> None:
-    """Make `real` (the interpreter's tree) reachable by anyone, in our mount namespace only."""
-    closed = _closed_ancestor(real)
-    if closed is None:
-        return
-    keep = tempfile.mkdtemp()
-    _mount(str(real), keep, None, MS_BIND | MS_REC)
-    _mount("none", str(closed), "tmpfs", 0, "mode=755")
-    real.mkdir(parents=True)
-    _mount(keep, str(real), None, MS_MOVE)
+def _open_up(trees: list[Path]) -> None:
+    """Make each tree reachable by anyone, in our mount namespace only: a directory above
+    them that others may not enter is replaced by an empty enterable one holding just them."""
+    outermost = [t for t in trees if not any(other in t.parents for other in trees)]
+    by_closed: dict[Path, list[Path]] = {}
+    for tree in dict.fromkeys(outermost):
+        closed = _closed_ancestor(tree)
+        if closed is not None:
+            by_closed.setdefault(closed, []).append(tree)
+    for closed, members in by_closed.items():
+        kept = []
+        for tree in members:
+            keep = tempfile.mkdtemp()
+            _mount(str(tree), keep, None, MS_BIND | MS_REC)
+            kept.append((keep, tree))
+        _mount("none", str(closed), "tmpfs", 0, "mode=755")
+        for keep, tree in kept:
+            for missing in [tree, *tree.parents][::-1]:
+                if closed in missing.parents and not missing.exists():
+                    missing.mkdir()
+                    os.chmod(missing, 0o755)
+            _mount(keep, str(tree), None, MS_MOVE)
 
 
 def become_nobody() -> None:
     """In a forked child (still root): drop to uid/gid nobody with no capabilities."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    _open_up(Path(sys.base_prefix).resolve())
+    repository = Path(__file__).resolve().parent.parent
+    _open_up([Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), repository])
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability
