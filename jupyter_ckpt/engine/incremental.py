@@ -10,6 +10,7 @@ directories. Only memory pages are shared; other blobs are always stored whole.
 """
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 from typing import Any
@@ -56,37 +57,95 @@ def _base_entry(image: ImageReader, final_dir: str) -> dict[str, Any]:
 def _rebase_process(proc: dict[str, Any], old: dict[str, Any], parent: ImageReader,
                     readers: list[ImageReader], writer: ImageWriter, name: str, used: set[int]) -> int:
     """Compare each new page with the page its parent chain holds at that address."""
-    where: dict[int, tuple[int, int]] = {}  # address -> (base index, offset in its blob)
-    for vma in old["memory"]["vmas"]:
-        for run in vma["pages"]:
-            addr, length, offset = run[:3]
-            base = 0 if len(run) == 3 else run[3] + 1  # parent's own bases follow it in `readers`
-            for k in range(0, length, PAGE):
-                where[addr + k] = (base, offset + k)
+    held = _held(old)
+    starts = [h[0] for h in held]
     blobs = [_pages_blob(r, proc["pid"]) for r in readers]
     new = _map(writer.blob_path(name))
     kept = bytearray()
     saved = 0
     for vma in proc["memory"]["vmas"]:
-        runs = []
+        runs: list[list[int]] = []
         for addr, length, offset, *_ in vma["pages"]:
-            for k in range(0, length, PAGE):
-                page, data = addr + k, new[offset + k: offset + k + PAGE]  # type: ignore[index]
-                hit = where.get(page)
-                if hit is not None and blobs[hit[0]] is not None and \
-                        blobs[hit[0]][hit[1]: hit[1] + PAGE] == data:
-                    used.add(hit[0])
-                    _append(runs, [page, PAGE, hit[1], hit[0]])
-                    saved += PAGE
-                else:
-                    _append(runs, [page, PAGE, len(kept)])
-                    kept += data
+            for lo, hi, hit in _segments(held, starts, addr, addr + length):
+                at = offset + lo - addr
+                base_blob = blobs[hit[0]] if hit is not None else None
+                pieces = [(0, hi - lo, False)] if base_blob is None else \
+                    _same_pieces(new, at, base_blob, hit[1], hi - lo)
+                for start, end, same in pieces:
+                    if same:
+                        used.add(hit[0])
+                        _append(runs, [lo + start, end - start, hit[1] + start, hit[0]])
+                        saved += end - start
+                    else:
+                        _append(runs, [lo + start, end - start, len(kept)])
+                        kept += new[at + start:at + end]  # type: ignore[index]
         vma["pages"] = runs
     for blob in [new, *blobs]:
         if blob is not None:
             blob.close()
     writer.replace_blob(name, bytes(kept))
     return saved
+
+
+def _held(old: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """(start, end, base index, offset in its blob) of every page run the parent holds, by
+    address. The parent's own bases follow it in the readers list, hence index + 1."""
+    held = [(addr, addr + length, 0 if len(run) == 3 else run[3] + 1, offset)
+            for vma in old["memory"]["vmas"] for run in vma["pages"]
+            for addr, length, offset in [run[:3]]]
+    return sorted(held)
+
+
+def _segments(held: list[tuple[int, int, int, int]], starts: list[int], lo: int,
+              hi: int) -> list[tuple[int, int, tuple[int, int] | None]]:
+    """[lo, hi) cut where the parent's runs begin and end: (from, to, (base, offset at
+    `from`) or None where the parent holds nothing)."""
+    out: list[tuple[int, int, tuple[int, int] | None]] = []
+    i = max(bisect.bisect_right(starts, lo) - 1, 0)
+    pos = lo
+    while pos < hi:
+        while i < len(held) and held[i][1] <= pos:
+            i += 1
+        if i < len(held) and held[i][0] <= pos:
+            start, end, base, offset = held[i]
+            stop = min(end, hi)
+            out.append((pos, stop, (base, offset + pos - start)))
+        else:
+            stop = min(hi, held[i][0]) if i < len(held) else hi
+            out.append((pos, stop, None))
+        pos = stop
+    return out
+
+
+_BLOCKS = (1 << 20, 64 << 10, PAGE)
+
+
+def _same_pieces(new: mmap.mmap, at: int, base: mmap.mmap, base_at: int,
+                 length: int) -> list[tuple[int, int, bool]]:
+    """[0, length) cut into pieces (from, to, equal): whole blocks compared at once, and
+    only where they differ page by page. The compare is a memcmp in place (a find over a
+    window the needle's size); the needle is one copy of the base's block."""
+    pieces: list[tuple[int, int, bool]] = []
+
+    def add(start: int, end: int, same: bool) -> None:
+        if pieces and pieces[-1][2] == same and pieces[-1][1] == start:
+            pieces[-1] = (pieces[-1][0], end, same)
+        else:
+            pieces.append((start, end, same))
+
+    def walk(start: int, end: int, level: int) -> None:
+        size = _BLOCKS[level]
+        for x in range(start, end, size):
+            y = min(x + size, end)
+            needle = base[base_at + x:base_at + y]
+            same = len(needle) == y - x and new.find(needle, at + x, at + y) == at + x
+            if same or level == len(_BLOCKS) - 1:
+                add(x, y, same)
+            else:
+                walk(x, y, level + 1)
+
+    walk(0, length, 0)
+    return pieces
 
 
 def _map(path: str) -> mmap.mmap | None:
