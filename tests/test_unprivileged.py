@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import PROGRAMS, Program, pid_alive, wait_until
+from conftest import CLI, PROGRAMS, Program, pid_alive, wait_until
 from jupyter_server_harness import KernelSocket, Server
 from unprivileged import NOBODY, nobody_dir, run_as_nobody
 
@@ -81,6 +82,32 @@ def test_python_program_with_threads_as_a_user(home):
         prog = Program([sys.executable, str(PROGRAMS / "py_threads.py")], home).start()
         _dump_kill(prog, home / "image")
         _restore_as_user(home / "image", prog)
+        prog.verify()
+
+    run_as_nobody(work)
+
+
+def test_cli_as_a_user(cc, home):
+    """`jupyter-ckpt` as a user; a caller reading `restore --detach`'s output through a pipe
+    (as `pid=$(...)` does) gets it back although the restore's helper lives on."""
+    shutil.copy(cc("counter"), home / "counter")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(CLI + list(args), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+
+    def work() -> None:
+        prog = Program([str(home / "counter")], home).start()
+        original = prog.pid
+        assert cli("dump", str(prog.pid), str(home / "image"), "--kill").returncode == 0
+        prog.popen.wait(timeout=30)
+        prog.popen = None
+        lazy = cli("restore", str(home / "image"), "--lazy")
+        assert lazy.returncode == 1 and "lazy restore needs CAP_SYS_PTRACE" in lazy.stderr, lazy.stderr
+        out = cli("restore", str(home / "image"), "--detach")
+        assert out.returncode == 0, out.stderr
+        prog.pid = int(out.stdout.split()[-1])
+        assert prog.pid != original and f"pid {original} inside" in out.stderr
         prog.verify()
 
     run_as_nobody(work)

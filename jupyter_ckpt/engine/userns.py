@@ -125,6 +125,12 @@ def _helper_main(request_json: str, report_fd: int) -> int:
     send(restored={"pid": restored.pid, "ns_pid": restored.ns_pid,
                    "port_map": {str(k): v for k, v in restored.port_map.items()}})
     reports.close()
+    # The tree has its copies of our stdio; we let go of ours, or a caller reading the
+    # restorer's output (`pid=$(jupyter-ckpt restore --detach ...)`) would wait for us.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     return restored.wait()
 
 
