@@ -264,3 +264,15 @@ class ImageReader:
         with open(os.path.join(self.path, name), "rb") as f:
             # copy-on-write access: never written, but lets ctypes take its address
             return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+
+
+def append_run(runs: list[list[int]], run: list[int]) -> None:
+    """Append a page run ([address, length, blob offset] or, in incremental images,
+    [..., base index]) to `runs`, extending the last one instead where `run` continues it
+    in memory and in the same blob."""
+    last = runs[-1] if runs else None
+    if last and len(last) == len(run) and last[3:] == run[3:] and \
+            last[0] + last[1] == run[0] and last[2] + last[1] == run[2]:
+        last[1] += run[1]
+    else:
+        runs.append(run)

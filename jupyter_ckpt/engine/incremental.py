@@ -15,7 +15,7 @@ import mmap
 import os
 from typing import Any
 
-from .image import ImageReader, ImageWriter
+from .image import ImageReader, ImageWriter, append_run
 
 PAGE = 4096
 
@@ -74,10 +74,10 @@ def _rebase_process(proc: dict[str, Any], old: dict[str, Any], parent: ImageRead
                 for start, end, same in pieces:
                     if same:
                         used.add(hit[0])
-                        _append(runs, [lo + start, end - start, hit[1] + start, hit[0]])
+                        append_run(runs, [lo + start, end - start, hit[1] + start, hit[0]])
                         saved += end - start
                     else:
-                        _append(runs, [lo + start, end - start, len(kept)])
+                        append_run(runs, [lo + start, end - start, len(kept)])
                         kept += new[at + start:at + end]  # type: ignore[index]
         vma["pages"] = runs
     for blob in [new, *blobs]:
@@ -152,15 +152,6 @@ def _map(path: str) -> mmap.mmap | None:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         return mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else None
-
-
-def _append(runs: list[list[int]], run: list[int]) -> None:
-    last = runs[-1] if runs else None
-    if last and len(last) == len(run) and last[3:] == run[3:] and \
-            last[0] + last[1] == run[0] and last[2] + last[1] == run[2]:
-        last[1] += run[1]
-    else:
-        runs.append(run)
 
 
 def _pages_blob(image: ImageReader, pid: int) -> mmap.mmap | None:

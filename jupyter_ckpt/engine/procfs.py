@@ -99,3 +99,8 @@ def read_bytes(path: str) -> bytes:
 
 def readlink(path: str) -> str:
     return os.readlink(path)
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process holds capability number `cap` (effective set)."""
+    return bool(int(read_status(os.getpid())["CapEff"], 16) >> cap & 1)

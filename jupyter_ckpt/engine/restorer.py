@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arch, ptrace_ext, syscalls, userns
+from . import arch, procfs, ptrace_ext, syscalls, userns
 from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .hostinfo import incompatibilities
@@ -100,12 +100,11 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     user and PID namespace, restored by a helper process that is then the root's waiter
     (see userns.py).
     """
-    if lazy:
-        _check_lazy_allowed()
     if userns.may_choose_pids():
         return restore_here(path, stdio, allow_foreign_owner, pid_ns, rebind_listeners, progress,
                             lazy=lazy)
     if lazy:
+        _check_lazy_allowed()
         raise RestoreConflict("lazy restore is not available in a user namespace (restoring "
                               "without CAP_CHECKPOINT_RESTORE); restore without --lazy")
     if pid_ns is False:
@@ -184,9 +183,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
 def _check_lazy_allowed() -> None:
     """Lazy restore follows forks with userfaultfd fork events, which take CAP_SYS_PTRACE
     (a child would otherwise read zeros where its memory is not in yet)."""
-    with open("/proc/self/status") as f:
-        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    if not caps & (1 << _CAP_SYS_PTRACE):
+    if not procfs.has_capability(_CAP_SYS_PTRACE):
         raise RestoreConflict("lazy restore needs CAP_SYS_PTRACE (its userfaultfd must follow "
                               "forks); restore without --lazy")
 
@@ -225,7 +222,7 @@ class _Tree:
     def __init__(self, image: ImageReader, stdio: StdioPolicy, rebind_listeners: bool,
                  progress: Progress, in_user_ns: bool):
         self.image = image
-        self.in_user_ns = in_user_ns  # unprivileged: no setgroups, no chosen SysV ids
+        self.in_user_ns = in_user_ns  # unprivileged (userns.py): no setgroups
         self.stdio = stdio
         self.rebind_listeners = rebind_listeners
         self.port_map: dict[int, int] = {}

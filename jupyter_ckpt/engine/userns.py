@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, procfs
 from .context import Progress, no_progress
 from .errors import CkptError
 
@@ -33,9 +33,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def may_choose_pids() -> bool:
     """Whether we can give new processes the PIDs we want in our own PID namespace."""
-    with open("/proc/self/status") as f:
-        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    return bool(caps & (1 << _CAP_CHECKPOINT_RESTORE | 1 << _CAP_SYS_ADMIN))
+    return procfs.has_capability(_CAP_CHECKPOINT_RESTORE) or procfs.has_capability(_CAP_SYS_ADMIN)
 
 
 def enter_user_and_pid_namespace() -> None:

@@ -24,6 +24,7 @@ import xxhash
 from .. import incremental, lazy, procfs, syscalls, uffd, zeropages
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
+from ..image import append_run
 from ..inject import RemoteMemory, RemoteThread
 from ..pagemap import PAGE_SIZE
 from . import shmem, sysvshm
@@ -168,7 +169,7 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
                         continue
                     if lo != at:
                         blob.mapping.move(at, lo, hi - lo)
-                    _add_run(rec["pages"], addr + lo - source, hi - lo, at)
+                    append_run(rec["pages"], [addr + lo - source, hi - lo, at])
                     at += hi - lo
                 source += length
             blob.filled(at)
@@ -176,14 +177,6 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
             ctx.progress("memory", read, total)
         blob.truncate()
     return name
-
-
-def _add_run(runs: list[list[int]], addr: int, length: int, offset: int) -> None:
-    """Append [addr, length, offset], extending the last run if it continues it."""
-    if runs and runs[-1][0] + runs[-1][1] == addr and runs[-1][2] + runs[-1][1] == offset:
-        runs[-1][1] += length
-    else:
-        runs.append([addr, length, offset])
 
 
 _COPY_CHUNK = 4 << 20
