@@ -24,6 +24,34 @@ TOKEN = "ckpt-test-token"
 BASE = "/base/"
 
 
+# What the Jupyter-layer tests put in a kernel before checkpointing it: a bit of everything a
+# notebook holds (numbers, a 200 MB array, a half-consumed generator, a lambda, a thread, an
+# open file at an offset, a sqlite connection).
+KERNEL_STATE = """
+import os, sqlite3, threading, time
+import numpy as np
+number = 42
+square = lambda v: v * v
+gen = (i * i for i in range(1000))
+first = [next(gen) for _ in range(3)]
+big = np.random.default_rng(7).random(25_000_000)  # 200 MB
+big_sum = float(big.sum())
+ticks = [0]
+def tick():
+    while True:
+        ticks[0] += 1
+        time.sleep(0.01)
+threading.Thread(target=tick, daemon=True).start()
+f = open("data.txt", "w+")
+f.write("0123456789")
+f.seek(4)
+db = sqlite3.connect("state.db")
+db.execute("create table if not exists t (v)")
+db.execute("insert into t values (7)")
+db.commit()
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,31 +7,7 @@ import time
 
 import pytest
 
-from jupyter_server_harness import KernelSocket, Server
-
-SETUP = """
-import os, sqlite3, threading, time
-import numpy as np
-number = 42
-square = lambda v: v * v
-gen = (i * i for i in range(1000))
-first = [next(gen) for _ in range(3)]
-big = np.random.default_rng(7).random(25_000_000)  # 200 MB
-big_sum = float(big.sum())
-ticks = [0]
-def tick():
-    while True:
-        ticks[0] += 1
-        time.sleep(0.01)
-threading.Thread(target=tick, daemon=True).start()
-f = open("data.txt", "w+")
-f.write("0123456789")
-f.seek(4)
-db = sqlite3.connect("state.db")
-db.execute("create table if not exists t (v)")
-db.execute("insert into t values (7)")
-db.commit()
-"""
+from jupyter_server_harness import KERNEL_STATE, KernelSocket, Server
 
 CHECK = """
 t0 = ticks[0]; time.sleep(0.3)
@@ -66,7 +42,7 @@ def restore(server: Server, snapshot_id: str, **body) -> dict:
 def test_checkpoint_shutdown_restore_keeps_every_object(server):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
-    status, out, count = ks.execute(SETUP)
+    status, out, count = ks.execute(KERNEL_STATE)
     assert status == "ok", out
     model = checkpoint(server, kernel_id, "after setup")
     assert model["label"] == "after setup" and model["notebook_path"] == "demo.ipynb"

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from conftest import CLI, PROGRAMS, Program, pid_alive, wait_until
-from jupyter_server_harness import KernelSocket, Server
+from jupyter_server_harness import KERNEL_STATE, KernelSocket, Server
 from unprivileged import NOBODY, nobody_dir, run_as_nobody
 
 
@@ -131,24 +131,6 @@ def test_what_needs_privilege_is_refused_by_name(cc, home):
     run_as_nobody(work)
 
 
-SETUP = """
-import os, sqlite3, threading, time
-import numpy as np
-number = 42
-big = np.random.default_rng(7).random(2_000_000)
-big_sum = float(big.sum())
-ticks = [0]
-def tick():
-    while True:
-        ticks[0] += 1
-        time.sleep(0.01)
-threading.Thread(target=tick, daemon=True).start()
-db = sqlite3.connect("state.db")
-db.execute("create table if not exists t (v)")
-db.execute("insert into t values (7)")
-db.commit()
-"""
-
 CHECK = """
 t0 = ticks[0]; time.sleep(0.3)
 print(number, float(big.sum()) == big_sum, ticks[0] > t0, db.execute("select sum(v) from t").fetchone()[0],
@@ -162,7 +144,7 @@ def test_jupyter_server_run_by_a_user(home):
         assert psutil.Process(server.proc.pid).uids().real == NOBODY
         kernel_id = server.start_notebook_kernel()
         ks = KernelSocket(server, kernel_id)
-        assert ks.execute(SETUP)[0] == "ok"
+        assert ks.execute(KERNEL_STATE)[0] == "ok"
         for generation in ("the original", "a restored kernel"):
             status, model = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {})
             assert status == 201, f"checkpoint of {generation}: {model}\n{server.log()}"

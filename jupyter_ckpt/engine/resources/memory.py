@@ -371,11 +371,21 @@ def _write_in_parallel(pid: int, base: int, runs: list[tuple[int, int, int]]) ->
     (ctypes drops the GIL in the syscall). Returns the bytes written."""
     total = sum(length for _, length, _ in runs)
     workers = max(1, min(_WRITERS, total // _MIN_SHARE))
-    if workers == 1:
+    if workers == 1 or not _can_start_threads():
         return syscalls.vm_write_pairs(pid, base, runs)
     shares = _split_evenly(runs, -(-total // workers))
     with ThreadPoolExecutor(len(shares), thread_name_prefix="ckpt-write") as pool:
         return sum(pool.map(lambda share: syscalls.vm_write_pairs(pid, base, share), shares))
+
+
+def _can_start_threads() -> bool:
+    """A process whose children are born in another PID namespace than its own may not
+    start threads (clone fails with EINVAL): so it is in an unprivileged restore's helper,
+    which enters a new PID namespace for good (userns.py)."""
+    try:
+        return os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+    except FileNotFoundError:  # a new PID namespace that has no process yet
+        return False
 
 
 def _split_evenly(runs: list[tuple[int, int, int]], share: int) -> list[list[tuple[int, int, int]]]:
