@@ -6,7 +6,8 @@ import signal
 import sys
 
 
-from conftest import HERE, pid_alive, run_cli, wait_until
+from conftest import HERE, Program, pid_alive, run_cli, wait_until
+from forked import enter_container, run_forked
 
 PROGRAM = f"""
 import os, sys, time
@@ -72,3 +73,29 @@ def test_a_copy_in_its_own_pid_namespace_can_be_checkpointed_again(programs, wor
     wait_until(lambda: not pid_alive(second), what="the second copy to verify itself")
     assert prog.lines().count("PASS") == 1, prog.lines()
     assert pid_alive(prog.pid)
+
+
+def test_inside_a_container(workdir):
+    """As a CI job in a container: we are PID 1 of a PID namespace whose session leader is
+    outside (/proc says session 0), and the program's parent is init. Its copy beside it
+    gets our init's counterpart as its parent, and can be checked, dumped and restored."""
+    script = workdir / "prog.py"
+    script.write_text(PROGRAM)
+
+    def work() -> None:
+        assert os.getpid() == 1
+        prog = Program([sys.executable, str(script)], workdir).start()
+        run_cli("dump", prog.pid, workdir / "image")
+        copy = int(run_cli("restore", workdir / "image", "--detach").stdout.split()[-1])
+        assert copy != prog.pid
+        run_cli("check", copy)
+        run_cli("dump", copy, workdir / "again", "--kill")
+        wait_until(lambda: not pid_alive(copy), what="the copy to be gone")
+        second = int(run_cli("restore", workdir / "again", "--detach").stdout.split()[-1])
+        os.kill(second, signal.SIGUSR1)  # verifies its pid, and its parent pid 1
+        wait_until(lambda: not pid_alive(second), what="the second copy to verify itself")
+        assert prog.lines().count("PASS") == 1, prog.lines()
+        prog.status.write_text("")
+        prog.verify()
+
+    run_forked(work, enter_container, "in a container")

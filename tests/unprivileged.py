@@ -10,32 +10,17 @@ changed.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import select
-import signal
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Callable
 
+from forked import CLONE_NEWNS, MS_PRIVATE, MS_REC, check, libc, mount, run_forked
+
 NOBODY = 65534
-CLONE_NEWNS = 0x00020000
-MS_BIND, MS_REC, MS_PRIVATE, MS_MOVE = 0x1000, 0x4000, 0x40000, 0x2000
+MS_BIND, MS_MOVE = 0x1000, 0x2000
 PR_SET_DUMPABLE = 4
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
-                       ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
 
 
 def _closed_ancestor(path: Path) -> Path | None:
@@ -59,21 +44,21 @@ def _open_up(trees: list[Path]) -> None:
         kept = []
         for tree in members:
             keep = tempfile.mkdtemp()
-            _mount(str(tree), keep, None, MS_BIND | MS_REC)
+            mount(str(tree), keep, None, MS_BIND | MS_REC)
             kept.append((keep, tree))
-        _mount("none", str(closed), "tmpfs", 0, "mode=755")
+        mount("none", str(closed), "tmpfs", 0, "mode=755")
         for keep, tree in kept:
             for missing in [tree, *tree.parents][::-1]:
                 if closed in missing.parents and not missing.exists():
                     missing.mkdir()
                     os.chmod(missing, 0o755)
-            _mount(keep, str(tree), None, MS_MOVE)
+            mount(keep, str(tree), None, MS_MOVE)
 
 
 def become_nobody() -> None:
     """In a forked child (still root): drop to uid/gid nobody with no capabilities."""
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
     repository = Path(__file__).resolve().parent.parent
     _open_up([Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), repository])
     os.setgroups([])
@@ -81,7 +66,7 @@ def become_nobody() -> None:
     os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability
     # changing credentials made us undumpable (our /proc files root's); a user's own
     # processes are dumpable
-    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
 def nobody_dir() -> Path:
@@ -93,25 +78,4 @@ def nobody_dir() -> Path:
 
 def run_as_nobody(work: Callable[[], None], timeout: float = 300) -> None:
     """Run `work` in a forked child that became nobody; re-raise its failure here."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read_end)
-        outcome = b""
-        try:
-            become_nobody()
-            work()
-        except BaseException:
-            outcome = traceback.format_exc().encode()
-        finally:
-            os.write(write_end, outcome or b"ok")
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        ready, _, _ = select.select([reader], [], [], timeout)
-        text = reader.read().decode(errors="replace") if ready else "timed out"
-    if not ready:
-        os.kill(child, signal.SIGKILL)
-    os.waitpid(child, 0)
-    if text != "ok":
-        raise AssertionError(f"as nobody:\n{text}")
+    run_forked(work, become_nobody, "as nobody", timeout)

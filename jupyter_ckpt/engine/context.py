@@ -69,8 +69,9 @@ class TreeIndex:
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);
-        0 for one outside that namespace (as getppid() reports a parent outside)."""
-        if not self.ns_depth:
+        0 for one outside that namespace (as getppid() reports a parent outside). A 0 from
+        /proc (a session or group leader outside *our* namespace) stays 0."""
+        if not self.ns_depth or not pid:
             return pid
         ids = ns_pids(pid)
         return ids[self.ns_depth] if len(ids) > self.ns_depth else 0

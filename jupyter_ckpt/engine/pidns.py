@@ -4,12 +4,14 @@ original PIDs; from outside they have new ones.
 
 The namespace gets an init (its PID 1, reaping orphans) and a stand-in parent that carries
 the original parent's PID, so a program that checks getppid() (ipykernel does) still sees
-its parent. The stand-in reaps the restored root and exits with its status; init leaves
-once the stand-in is gone and no orphan is left, which ends the namespace.
+its parent; a root whose parent was init gets our init as its parent. The root's parent
+reaps it and exits with its status; init leaves once the stand-in is gone and no orphan is
+left, which ends the namespace.
 """
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import select
 import time
@@ -30,35 +32,45 @@ def _call(result: int, what: str) -> None:
 class PidNamespace:
     """While entered, children we create are born in a new PID namespace (first one: init)."""
 
-    def __init__(self, entered: bool = False) -> None:
-        """`entered`: our next children already go to a new PID namespace (a user-namespace
-        restore made it, see userns.py); we stay there, as we may not go back."""
+    def __init__(self, root: int, entered: bool = False) -> None:
+        """`root`: the restored root's PID inside. `entered`: our next children already go to
+        a new PID namespace (a user-namespace restore made it, see userns.py); we stay there,
+        as we may not go back."""
         if entered:
             self._home = -1
         else:
             self._home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-        self._alive_r, self._alive_w = os.pipe()
-        self._go_r, self._go_w = os.pipe()
-        try:
-            self.init_pid = os.fork()
-        except OSError:
-            self.leave()
-            raise
-        if self.init_pid == 0:
-            _init(self._alive_r, self._alive_w)
-        os.close(self._alive_r)
-        self.stand_in_pid = 0
+        self._root = root
+        self._go_r = self._go_w = -1
+        self.init_pid = self.stand_in_pid = self.waiter_pid = 0
 
-    def fork_stand_in(self, ppid: int, root: int) -> int:
-        """A process with PID `ppid` (0: any) in the namespace, waiting in read() until
-        `release`; then it reaps `root` and exits with its status. Returns its outer PID."""
-        child = syscalls.fork_with_pid(ppid) if ppid > 1 else os.fork()
-        if child == 0:
-            _stand_in(self._go_r, self._go_w, self._alive_w, root)
-        os.close(self._alive_w)  # from now on only the stand-in keeps init alive
-        self.stand_in_pid = child
-        return child
+    def fork_parent(self, ppid: int, tree_ids: set[int]) -> int:
+        """Start the namespace: its init, then the root's parent with PID `ppid` inside,
+        waiting in read() until `release`; then it reaps the root and exits with its status.
+        Returns the parent's outer PID. For a root whose parent was init that is our init;
+        otherwise a stand-in, and when `ppid` cannot be had (0: outside, or one of the tree's
+        own ids) the lowest PID the tree does not need, since the kernel's next one might be
+        the root's. Both inherit our fds of the moment, which the root's seed needs."""
+        self._go_r, self._go_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        self.init_pid = os.fork()
+        if self.init_pid == 0:
+            _init(self._go_r, self._go_w, alive_r, alive_w, self._root)
+        os.close(alive_r)
+        try:
+            if ppid == 1:
+                self.waiter_pid = self.init_pid
+            else:
+                if ppid < 1 or ppid in tree_ids:
+                    ppid = next(pid for pid in itertools.count(2) if pid not in tree_ids)
+                child = syscalls.fork_with_pid(ppid)
+                if child == 0:
+                    _stand_in(self._go_r, self._go_w, alive_w, self._root)
+                self.stand_in_pid = self.waiter_pid = child
+        finally:
+            os.close(alive_w)  # from now on only the stand-in (if any) keeps init waiting
+        return self.waiter_pid
 
     def leave(self) -> None:
         """Our next children are born in our own namespace again."""
@@ -68,8 +80,11 @@ class PidNamespace:
             self._home = -1
 
     def release(self) -> None:
-        os.close(self._go_r)
-        os.close(self._go_w)
+        """Let the namespace's processes go on: the restore is done (or failed)."""
+        for fd in (self._go_r, self._go_w):
+            if fd >= 0:
+                os.close(fd)
+        self._go_r = self._go_w = -1
 
     def destroy(self) -> None:
         """Kill everything in the namespace (killing its init does that)."""
@@ -80,30 +95,43 @@ class PidNamespace:
                     os.waitpid(pid, 0)
                 except (ProcessLookupError, ChildProcessError):
                     pass
+        self.release()
 
 
-def _init(alive_r: int, alive_w: int) -> None:
-    """PID 1 of the namespace. Never returns."""
+def _exit_status(wait_status: int) -> int:
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code
+
+
+def _init(go_r: int, go_w: int, alive_r: int, alive_w: int, root: int) -> None:
+    """PID 1 of the namespace: reaps orphans, and is the root's parent when the original's
+    was init. Leaves once the stand-in (if any) is gone and no child is left, with the
+    root's exit status if the root was its child. Never returns."""
+    status = 0
     try:
+        os.close(go_w)
+        os.close(alive_w)
+        os.read(go_r, 1)  # the restore is done (or failed and we are being killed)
         os.closerange(0, alive_r)
         os.closerange(alive_r + 1, 1 << 20)
         stand_in_gone = False
         while True:
             try:
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                    pass
+                while (reaped := os.waitpid(-1, os.WNOHANG))[0] > 0:
+                    if reaped[0] == root:
+                        status = _exit_status(reaped[1])
                 has_children = True
             except ChildProcessError:
                 has_children = False
             if stand_in_gone:
                 if not has_children:
-                    os._exit(0)
+                    break
                 time.sleep(0.2)
             else:
                 ready, _, _ = select.select([alive_r], [], [], 0.2)
                 stand_in_gone = bool(ready) and not os.read(alive_r, 1)
     finally:
-        os._exit(0)
+        os._exit(status)
 
 
 def _stand_in(go_r: int, go_w: int, alive_w: int, root: int) -> None:
@@ -120,8 +148,7 @@ def _stand_in(go_r: int, go_w: int, alive_w: int, root: int) -> None:
             except ChildProcessError:
                 break
             if pid == root:
-                code = os.waitstatus_to_exitcode(wait_status)
-                status = code if code >= 0 else 128 - code
+                status = _exit_status(wait_status)
     finally:
         os.close(alive_w)
         os._exit(status)

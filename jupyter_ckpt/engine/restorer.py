@@ -44,7 +44,7 @@ _CAP_SYS_PTRACE = 19
 class Restored:
     pid: int  # the root's PID as we (and the caller) see it
     ns_pid: int  # the root's PID as it sees itself (the original one)
-    waiter: int  # our child whose end reports the root's end (the root, or its stand-in parent)
+    waiter: int  # our child whose end reports the root's end (the root, or its parent in a new PID ns)
     port_map: dict[int, int] = field(default_factory=dict)  # listening port -> new port, if rebound
     pages: PageServer | None = field(default=None, repr=False)  # lazy restore: serves memory
 
@@ -138,7 +138,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
     tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
     try:
-        namespace = PidNamespace(entered=in_user_ns) if pid_ns else None
+        namespace = PidNamespace(root, entered=in_user_ns) if pid_ns else None
     except BaseException:
         if tree.lazy is not None:
             tree.lazy.close()
@@ -146,7 +146,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     released: list[RemoteThread] = []
     try:
         try:
-            seed = _spawn_seed(root, namespace, procs[0]["process"]["ppid"])
+            seed = _spawn_seed(root, namespace, procs[0]["process"]["ppid"], set(ids))
         finally:
             if namespace:
                 namespace.leave()
@@ -176,7 +176,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     progress("running", 0, 0)
     if namespace:
         namespace.release()
-        return Restored(seed.pid, root, namespace.stand_in_pid, tree.port_map, tree.lazy)
+        return Restored(seed.pid, root, namespace.waiter_pid, tree.port_map, tree.lazy)
     return Restored(seed.pid, root, seed.pid, tree.port_map, tree.lazy)
 
 
@@ -332,14 +332,14 @@ class _Seed:
         os.close(self.wake_fd)
 
 
-def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int) -> _Seed:
+def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int, tree_ids: set[int]) -> _Seed:
     """A copy of us with PID `pid` (in `namespace`, under a stand-in parent, if given),
     stopped and seized, waiting to be rebuilt into the restored root."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r, w = os.pipe()
     try:
         if namespace is not None:
-            thread = _seed_from_stand_in(namespace, pid, ppid)
+            thread = _seed_from_parent(namespace, pid, ppid, tree_ids)
         else:
             child = syscalls.fork_with_pid(pid)
             if child == 0:  # the seed: wait, stopped, to be rebuilt; never returns
@@ -374,15 +374,15 @@ def _seize_stopped(pid: int) -> RemoteThread:
         mem.close()
 
 
-def _seed_from_stand_in(namespace: PidNamespace, pid: int, ppid: int) -> RemoteThread:
-    """Fork the root's seed from the stand-in parent (so that it is its parent), then let the
-    stand-in go on waiting for its release. Returns the seed's thread (our PID for it)."""
-    stand_in = _seize_stopped(namespace.fork_stand_in(ppid if ppid != pid else 0, pid))
-    mask = ptrace_ext.get_sigmask(stand_in.tid)
-    signals.block_all(stand_in)
-    seed = _fork_seed(stand_in, {}, pid)
-    stand_in.restore_live(mask)
-    ptrace_ext.detach(stand_in.tid)
+def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: set[int]) -> RemoteThread:
+    """Fork the root's seed from its parent in the namespace (a stand-in, or init), then let
+    that parent go on waiting for its release. Returns the seed's thread (our PID for it)."""
+    parent = _seize_stopped(namespace.fork_parent(ppid, tree_ids))
+    mask = ptrace_ext.get_sigmask(parent.tid)
+    signals.block_all(parent)
+    seed = _fork_seed(parent, {}, pid)
+    parent.restore_live(mask)
+    ptrace_ext.detach(parent.tid)
     return seed
 
 
