@@ -129,7 +129,8 @@ def test_every_blocker_is_listed(programs, workdir):
 @pytest.mark.parametrize("command", ["dump", "check"])
 def test_wrong_pid(command, workdir):
     image = workdir / "image"
-    pids = [str(free_pid()), "0", "-1", "2"]  # 2: kthreadd, a kernel thread
+    pids = [str(free_pid()), "0", "-1", str(os.getpid())]  # ours: the CLI is in its tree
+    pids += [str(pid) for pid in _a_kernel_thread()]  # (a container's /proc shows none)
     for pid in pids:
         args = [command, pid] + ([image] if command == "dump" else [])
         error = one_line_error(run_cli(*args, check=False))
@@ -138,6 +139,18 @@ def test_wrong_pid(command, workdir):
     assert listing(workdir) == []
     result = run_cli(command, "not-a-pid", *([image] if command == "dump" else []), check=False)
     assert result.returncode != 0 and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def _a_kernel_thread() -> list[int]:
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                flags = int(f.read().rsplit(")", 1)[1].split()[6])
+        except FileNotFoundError:
+            continue
+        if flags & 0x00200000:  # PF_KTHREAD
+            return [pid]
+    return []
 
 
 def test_thread_id_is_not_a_process(programs, workdir):

@@ -107,6 +107,9 @@ def check_root(root: int) -> None:
     try:
         psutil.Process(root)
         _check_root(root)
+        if root in (parent.pid for parent in psutil.Process().parents()):
+            raise CkptError(f"pid {root} is an ancestor of this checkpointing process: a tree "
+                            "cannot be checkpointed from inside itself")
     except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
         raise CkptError(f"no process with pid {root}") from None
 
