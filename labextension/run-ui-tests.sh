@@ -61,9 +61,9 @@ npm run --silent build:prod >"${TMPDIR:-/tmp}/jupyter-ckpt-labext-build.log" 2>&
     exit 1
 }
 # The Python package ships the prebuilt extension as committed; a build from these sources
-# should match it. Only a warning: webpack's chunk hashes also depend on where the checkout
-# lives, so a clone elsewhere differs by file names even when nothing is out of date. The
-# tests below use the fresh build.
+# must match it (webpack.config.js keeps the build independent of the checkout's path).
+# Here only a warning, as a developer tests before committing the rebuilt files; .ci/run
+# fails on it. The tests below use the fresh build.
 if [ -n "$(git -C "$ROOT" ls-files -- jupyter_ckpt/labextension 2>/dev/null)" ] \
         && [ -n "$(git -C "$ROOT" status --porcelain -- jupyter_ckpt/labextension)" ]; then
     say "warning: the committed prebuilt extension (jupyter_ckpt/labextension) differs from"
