@@ -88,7 +88,9 @@ def restore_in_helper(path: str, stdio: str, allow_foreign_owner: bool, rebind_l
 
 def _error_from(report: dict[str, str] | None, exit_code: int | None) -> CkptError:
     if not report:
-        return CkptError(f"the restore helper ended without an answer (exit status {exit_code})")
+        how = (f"killed by signal {-exit_code}" if exit_code is not None and exit_code < 0
+               else f"exit status {exit_code}")
+        return CkptError(f"the restore helper ended without an answer ({how})")
     kind = getattr(errors, report["type"], None)
     if isinstance(kind, type) and issubclass(kind, CkptError) and kind in (
             CkptError, errors.ImageError, errors.RestoreConflict):
@@ -119,6 +121,9 @@ def _helper_main(request_json: str, report_fd: int) -> int:
     except OSError as err:
         send(error={"type": "CkptError", "message": f"{err.strerror or err}"
                                                     f"{': ' + err.filename if err.filename else ''}"})
+        return 1
+    except Exception as err:  # a bug of ours: the caller still learns what it was
+        send(error={"type": "CkptError", "message": f"restore helper: {type(err).__name__}: {err}"})
         return 1
     send(restored={"pid": restored.pid, "ns_pid": restored.ns_pid,
                    "port_map": {str(k): v for k, v in restored.port_map.items()}})
