@@ -2,7 +2,7 @@
 import socket
 import sys
 
-from conftest import PROGRAMS, checkpoint_cycle, run_cli
+from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli
 
 
 def test_eventfd_timerfd_signalfd_epoll(cc, programs, workdir):
@@ -26,6 +26,17 @@ def test_unix_and_tcp_sockets(programs, workdir):
 def test_pty_raw_mode_and_typed_ahead_input(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_pty.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_terminal_session_with_job_control(programs, workdir):
+    """pty.fork(): a session leader with the pty as its controlling terminal, and a
+    foreground job in its own group that ^C at the master interrupts after restore."""
+    prog = programs(sys.executable, PROGRAMS / "py_ctty.py")
+    checkpoint_cycle(prog, workdir / "image")
+    image = manifest(workdir / "image")
+    leader = next(p["process"] for p in image["processes"] if p["process"]["sid"] == p["pid"]
+                  and p["process"]["ctty"] is not None)
+    assert image["ptys"][str(leader["ctty"])]["foreground"] != leader["pgid"], "the job is in front"
 
 
 def test_ipv6_and_udp_sockets(programs, workdir):

@@ -61,7 +61,7 @@ class TreeIndex:
     ptys: dict[int, dict[str, Any]] = field(default_factory=dict)  # pty index -> saved state
     sysv: dict[int, dict[str, Any]] = field(default_factory=dict)  # SysV shm id -> saved segment
     pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree
-    controlling_ptys: set[int] = field(default_factory=set)  # pty indexes that are a controlling tty
+    ctty: dict[int, int] = field(default_factory=dict)  # pid -> its controlling pty's index
     pids: set[int] = field(default_factory=set)
     progress: Progress = no_progress
     ns_depth: int = 0  # how deep the tree's PID namespace is below ours (0: ours)

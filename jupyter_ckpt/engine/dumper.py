@@ -20,7 +20,7 @@ from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
-from .resources import claim, memory, process, signals, threads
+from .resources import claim, memory, process, signals, threads, tty
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
@@ -144,9 +144,9 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
     index = TreeIndex(pids=set(tree.processes), ns_depth=len(ns_pids(tree.root)) - 1, root=tree.root)
     files = {}
     for pid in tree.processes:
-        tty_nr = int(read_stat(pid)[7])
-        if (tty_nr >> 8) & 0xFFF in range(136, 144):
-            index.controlling_ptys.add((tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00) | (((tty_nr >> 8) & 0xFFF) - 136) << 8)
+        terminal = tty.controlling_pty(int(read_stat(pid)[7]))
+        if terminal is not None:
+            index.ctty[pid] = terminal
         files[pid] = list_open_files(pid)
         for f in files[pid]:
             if f.link.startswith("socket:"):
@@ -174,6 +174,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
                                           (copies or {}).get(pid)))
     zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
     blockers += _check_sessions(index.inner(tree.root), processes)
+    blockers += _check_controlling_terminals(processes, index.ptys)
     zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)
     logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
         + zero + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
@@ -220,6 +221,35 @@ def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]
         elif attrs["pgid"] not in leaders and (root_attrs is None or attrs["pgid"] != root_attrs["pgid"]):
             blockers.append(Blocker(pid, "process", "process group",
                                     f"group {attrs['pgid']} has no leader in the tree"))
+    return blockers
+
+
+def _check_controlling_terminals(processes: list[dict[str, Any]], ptys: dict[int, dict[str, Any]]) -> list[Blocker]:
+    """A pty of the tree that is a controlling terminal comes back through its session's
+    leader, and its children inherit it: so the leader must be in the tree, and every
+    member of its session must share the terminal (none that dropped it). Its foreground
+    group, if any, must be one of the session's groups."""
+    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
+    blockers = []
+    for pid, attrs in by_pid.items():
+        terminal = attrs.get("ctty")
+        if attrs["sid"] == pid and terminal is not None and terminal in ptys:
+            foreground = ptys[terminal].get("foreground", 0)
+            groups = {a["pgid"] for a in by_pid.values() if a["sid"] == pid}
+            if foreground and foreground not in groups:
+                blockers.append(Blocker(pid, "process", "controlling terminal",
+                                        f"/dev/pts/{terminal}'s foreground group {foreground} "
+                                        "has no process in the session"))
+    for pid, attrs in by_pid.items():
+        leader = by_pid.get(attrs["sid"])
+        terminal, leaders_terminal = attrs.get("ctty"), leader and leader.get("ctty")
+        if terminal is not None and terminal != leaders_terminal:
+            blockers.append(Blocker(pid, "process", "controlling terminal",
+                                    f"/dev/pts/{terminal} belongs to session {attrs['sid']}, "
+                                    "whose leader is outside the tree"))
+        elif terminal is None and leaders_terminal is not None:
+            blockers.append(Blocker(pid, "process", "controlling terminal",
+                                    f"has none while its session has /dev/pts/{leaders_terminal}"))
     return blockers
 
 

@@ -25,7 +25,7 @@ import xxhash
 from .errors import CkptError, ImageError
 
 FORMAT = "jupyter-ckpt-image"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20
 _WRITEBACK = 32 << 20  # start writeback of a blob being filled every this many bytes

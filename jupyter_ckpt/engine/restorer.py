@@ -26,7 +26,7 @@ from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .lazy import LazyStats, PageServer
 from .pidns import PidNamespace
-from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads
+from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads, tty
 
 SCRATCH_SIZE = 256 * 1024
 SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
@@ -261,6 +261,9 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
             tree.created.append(leaders[pid].tid)
         if attrs["sid"] == pid:
             leaders[pid].call("setsid")
+            if attrs.get("ctty") is not None:  # before its children fork: they inherit it
+                tty.take_controlling_terminal(leaders[pid], attrs["ctty"], tree.shared,
+                                              tree.image.manifest, tree.own_fds)
     for proc in procs:  # group leaders first, then the members joining them
         if proc["process"]["pgid"] == proc["pid"] and proc["process"]["sid"] != proc["pid"]:
             leaders[proc["pid"]].call("setpgid", 0, 0)
@@ -268,6 +271,11 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
         pgid = proc["process"]["pgid"]
         if pgid != proc["pid"] and pgid in leaders and pgid != proc["process"]["sid"]:
             leaders[proc["pid"]].call("setpgid", 0, pgid)
+    for proc in procs:
+        attrs = proc["process"]
+        if attrs["sid"] == proc["pid"] and attrs.get("ctty") is not None:
+            tty.restore_foreground(leaders[proc["pid"]], attrs["ctty"], tree.shared,
+                                   tree.image.manifest, tree.own_fds)
     for zombie in zombies:
         if zombie["ppid"] in leaders:
             _make_zombie(_fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"]), zombie["exit_code"])

@@ -66,9 +66,13 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
           "env_end": int(stat[51])}
     if ctx.leader is not None:
         mm["brk"] = ctx.leader.call("brk", 0)
+    terminal = ctx.tree.ctty.get(pid)
     return {
         "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner(int(stat[5])),
         "sid": ctx.tree.inner(int(stat[6])),
+        # a pty of the tree (one outside, such as the terminal we were started from, is
+        # not brought back as a controlling terminal)
+        "ctty": terminal if terminal in ctx.tree.pty_masters else None,
         "cwd": cwd, "umask": int(status["Umask"], 8),
         "uids": [int(x) for x in status["Uid"].split()],
         "gids": [int(x) for x in status["Gid"].split()],
