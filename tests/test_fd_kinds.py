@@ -1,4 +1,5 @@
 """Issue-3 fd kinds in real programs: event fds, timers, signalfd, epoll, sockets."""
+import os
 import socket
 import sys
 
@@ -37,6 +38,19 @@ def test_a_terminal_session_with_job_control(programs, workdir):
     leader = next(p["process"] for p in image["processes"] if p["process"]["sid"] == p["pid"]
                   and p["process"]["ctty"] is not None)
     assert image["ptys"][str(leader["ctty"])]["foreground"] != leader["pgid"], "the job is in front"
+
+
+def test_pipes_whose_other_end_is_closed(programs, workdir):
+    """Refused while the other end is held outside the tree (here, by us); fine once no one
+    holds it, as with the pipe of a subprocess that has finished."""
+    reader, writer = os.pipe()
+    prog = programs(sys.executable, PROGRAMS / "py_pipe_ends.py", writer, pass_fds=(writer,))
+    os.close(writer)
+    refused = run_cli("check", prog.pid, check=False)
+    assert refused.returncode == 1 and "held outside the tree" in refused.stdout, refused.stdout
+    assert f"fd {writer}" in refused.stdout and len(refused.stdout.splitlines()) == 1, refused.stdout
+    os.close(reader)
+    checkpoint_cycle(prog, workdir / "image")
 
 
 def test_ipv6_and_udp_sockets(programs, workdir):

@@ -1,4 +1,8 @@
-"""Pipes and FIFOs whose ends are all inside the tree, with the bytes buffered in them.
+"""Pipes and FIFOs whose ends are all inside the tree, with the bytes buffered in them. An
+anonymous pipe whose other end nobody holds any more (what a finished subprocess leaves
+behind) is fine too: it comes back with that end closed, so the reader gets the bytes and
+then end-of-file, and a writer gets EPIPE, as before. One whose other end is held outside
+the tree is refused.
 
 Buffered bytes are copied with tee(2), which duplicates pipe contents without consuming them,
 so the original keeps its data when it runs on. At restore one pipe (or FIFO) is made per
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import stat
 from typing import Any
 
@@ -29,9 +34,9 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     ino = f.st.st_ino
     anonymous = f.link.startswith("pipe:")
-    if anonymous and ctx.tree.pipe_ends.get(ino, set()) != {"r", "w"}:
-        raise ctx.refuse(f"fd {f.fd}", "pipe", f"{f.link}: its other end is outside the tree")
     fd = ctx.dup_of(f.fd)
+    if anonymous and ctx.tree.pipe_ends.get(ino, set()) != {"r", "w"} and not _other_end_closed(fd, f):
+        raise ctx.refuse(f"fd {f.fd}", "pipe", f"{f.link}: its other end is held outside the tree")
     rec: dict[str, Any] = {"inode": ino, "fifo_path": None if anonymous else f.link,
                            "flags": f.flags, "capacity": fcntl.fcntl(fd, F_GETPIPE_SZ)}
     if f.access != os.O_WRONLY and ctx.writer is not None:
@@ -39,6 +44,16 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         if data:
             rec["data_blob"] = ctx.add_blob(f"pipe-{ctx.pid}-{ino}", data)
     return rec
+
+
+def _other_end_closed(fd: int, f: OpenFile) -> bool:
+    """Whether no process anywhere holds the other end: the kernel counts them, and poll
+    reports a reader without writers as POLLHUP, a writer without readers as POLLERR."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    ready = poller.poll(0)
+    events = ready[0][1] if ready else 0
+    return bool(events & (select.POLLHUP if f.access == os.O_RDONLY else select.POLLERR))
 
 
 def _peek(fd: int, capacity: int) -> bytes:
@@ -83,8 +98,8 @@ def _make_pipe(rec: dict[str, Any], ctx: RestoreContext) -> tuple[int, int]:
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     r, w = ctx.once(("pipe", rec["inode"]), lambda: _make_pipe(rec, ctx))
-    if rec.get("data_blob"):
-        os.write(w, ctx.image.blob_bytes(rec["data_blob"]))
+    if rec.get("data_blob"):  # every read description of the pipe saw the same bytes
+        ctx.once(("pipe-data", rec["inode"]), lambda: os.write(w, ctx.image.blob_bytes(rec["data_blob"])))
     end = w if rec["flags"] & os.O_ACCMODE == os.O_WRONLY else r
     return ctx.keep(os.open(f"/proc/self/fd/{end}", rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC))
 
