@@ -1,7 +1,10 @@
 """Interpreter state that must survive as is: a half-consumed generator, closures and a
-lambda, files open at an offset (read, write and a raw fd), a background thread ticking."""
+lambda, files open at an offset (read, write and a raw fd), temporary files (an O_TMPFILE
+one that never had a name, and a mkstemp one, opened O_NOFOLLOW, unlinked since), a
+background thread ticking."""
 import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -55,6 +58,12 @@ writer = open(log_path, "w")
 writer.write("before\n")
 writer.flush()
 
+scratch = tempfile.TemporaryFile(dir=here)  # O_TMPFILE: no name, ever
+scratch.write(b"scratch data")
+named_fd, named_path = tempfile.mkstemp(dir=here)  # O_NOFOLLOW
+os.write(named_fd, b"unlinked data")
+os.unlink(named_path)
+
 ticks = {"n": 0}
 
 
@@ -86,6 +95,10 @@ writer.close()
 with open(log_path) as f:
     content = f.read()
 t.check(content == "before\nafter\n", f"log file holds {content!r}")
+scratch.seek(0)
+t.check(scratch.read() == b"scratch data", "the O_TMPFILE file lost its content")
+scratch.write(b" and more")
+t.check(os.pread(named_fd, 100, 0) == b"unlinked data", "the unlinked mkstemp file lost its content")
 start = ticks["n"]
 deadline = time.monotonic() + 60
 while ticks["n"] < start + 20:

@@ -99,10 +99,13 @@ def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
 
 
 def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    flags = rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC
+    # O_TMPFILE (with its O_DIRECTORY) stays in the flags of a file made that way; reopening
+    # with it would make another. O_NOFOLLOW would refuse the /proc/self/fd link itself.
+    flags = rec["flags"] & _OPEN_FLAGS_MASK & ~os.O_TMPFILE | os.O_CLOEXEC
     if "unlinked" in rec:
         holder = ctx.once(("unlinked", *rec["unlinked"]["inode"]), lambda: _recreate_unlinked(rec, ctx))
         path = f"/proc/self/fd/{holder}"
+        flags &= ~os.O_NOFOLLOW
     else:
         path = rec["path"]
     try:

@@ -101,7 +101,8 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     if rec.get("data_blob"):  # every read description of the pipe saw the same bytes
         ctx.once(("pipe-data", rec["inode"]), lambda: os.write(w, ctx.image.blob_bytes(rec["data_blob"])))
     end = w if rec["flags"] & os.O_ACCMODE == os.O_WRONLY else r
-    return ctx.keep(os.open(f"/proc/self/fd/{end}", rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC))
+    flags = rec["flags"] & _OPEN_FLAGS_MASK & ~os.O_NOFOLLOW  # (it would refuse the link)
+    return ctx.keep(os.open(f"/proc/self/fd/{end}", flags | os.O_CLOEXEC))
 
 
 PIPE = FileKind("pipe", _claims, _dump, _restore)
