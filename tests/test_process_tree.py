@@ -1,8 +1,10 @@
 """Process trees: children with their PIDs and parent links, shared memory and shared pipes,
 copy-on-write private memory, zombies."""
+import sys
+
 import psutil
 
-from conftest import checkpoint_cycle, manifest
+from conftest import PROGRAMS, checkpoint_cycle, manifest
 
 
 def test_forked_children_share_memory_and_pipes(cc, programs, workdir):
@@ -27,3 +29,12 @@ def test_posix_memfd_and_sysv_shared_memory(cc, programs, workdir):
     checkpoint_cycle(prog, workdir / "image")
     image = manifest(workdir / "image")
     assert len(image["sysv"]) == 2
+
+
+def test_multiprocessing_pool_and_shared_value(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_pool.py")
+    assert len(psutil.Process(prog.pid).children()) == 3
+    checkpoint_cycle(prog, workdir / "image")
+    unlinked = [obj for obj in manifest(workdir / "image")["shmem"].values()
+                if obj["name"].startswith(("sem.", "pym-"))]
+    assert unlinked, "the semaphores and the Value's arena are files unlinked from /dev/shm"

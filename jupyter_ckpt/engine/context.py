@@ -76,6 +76,14 @@ class TreeIndex:
         ids = ns_pids(pid)
         return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
     _unix: dict[int, Any] | None = None
+    _tmpfs: set[tuple[int, int]] | None = None
+
+    def tmpfs_devices(self) -> set[tuple[int, int]]:
+        """(major, minor) of the tmpfs file systems the tree sees (its mount namespace is ours)."""
+        if self._tmpfs is None:
+            with open(f"/proc/{self.root}/mountinfo") as f:
+                self._tmpfs = procfs.parse_tmpfs_devices(f.read())
+        return self._tmpfs
 
     def unix_socket(self, inode: int) -> Any:
         """sock_diag facts about a unix socket (one netlink dump per checkpoint)."""

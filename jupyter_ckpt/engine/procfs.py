@@ -62,6 +62,17 @@ def read_vmas(pid: int) -> list[Vma]:
     return vmas
 
 
+def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:
+    """(major, minor) of every tmpfs mounted, from /proc/PID/mountinfo text."""
+    devices = set()
+    for line in mountinfo.splitlines():
+        fields, _, tail = line.partition(" - ")
+        if tail.split()[:1] == ["tmpfs"]:
+            major, minor = fields.split()[2].split(":")
+            devices.add((int(major), int(minor)))
+    return devices
+
+
 def parse_fdinfo(text: str) -> dict[str, str]:
     """Key/value lines of /proc/PID/fdinfo/N; repeated keys (tfd, inotify) keep a list."""
     info: dict[str, str] = {}

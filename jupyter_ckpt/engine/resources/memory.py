@@ -46,11 +46,13 @@ _REFUSED_FLAGS = {"lo": "locked in memory (mlock)", "io": "I/O memory", "pf": "r
                   "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd"}
 
 
-def _kind(vma: procfs.Vma) -> str:
+def _kind(vma: procfs.Vma, tmpfs_devices: set[tuple[int, int]]) -> str:
     if vma.path in SPECIAL:
         return vma.path.strip("[]")
     if shmem.is_shmem_path(vma.path) and (vma.shared or vma.path.startswith("/memfd:")):
         return "shmem"
+    if vma.shared and vma.deleted and _dev(vma.dev) in tmpfs_devices:
+        return "shmem"  # unlinked from a tmpfs, as POSIX semaphores (multiprocessing) are
     if vma.path.startswith("/SYSV") and vma.shared:
         return "sysv"
     if vma.path in ("", "[heap]", "[stack]") or vma.path.startswith("[anon:"):
@@ -83,7 +85,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
 
 def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
     where = f"{vma.start:#x}-{vma.end:#x}"
-    kind = _kind(vma)
+    kind = _kind(vma, ctx.tree.tmpfs_devices())
     if kind == "unsupported":
         what = "memfd" if vma.path.startswith("/memfd:") else "SysV shared memory" \
             if vma.path.startswith("/SYSV") else "mapping"
@@ -117,7 +119,8 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
         rec["shmid"] = vma.inode
         rec["offset"] = vma.offset
     if kind == "shmem":
-        shmem.register(ctx, vma.inode, vma.path, lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
+        shmem.register(ctx, vma.inode, _dev(vma.dev), vma.path,
+                       lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
         rec["shmem"] = vma.inode
         rec["offset"] = vma.offset
     if kind in ("anon", "file", "shmem") and not vma.shared:

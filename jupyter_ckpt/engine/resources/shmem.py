@@ -1,5 +1,7 @@
 """Shared memory objects: anonymous MAP_SHARED regions (inherited over fork they are one object
-in several processes) and memfd files, whether mapped or open as fds.
+in several processes), memfd files, whether mapped or open as fds, and shared mappings of
+files unlinked from a tmpfs (POSIX semaphores, which multiprocessing creates and unlinks at
+once, live in such files under /dev/shm).
 
 Each object is saved once per checkpoint, by inode, from the object itself (read through
 /proc/PID/map_files or the fd, skipping holes), so pages only some process ever touched are
@@ -22,20 +24,28 @@ _DELETED = " (deleted)"
 
 
 def object_name(path: str) -> str:
-    """The name to give the memfd: a memfd's own name, "dev/zero" for shared anonymous memory."""
+    """The name to give the memfd: a memfd's own name, "dev/zero" for shared anonymous
+    memory, the file name of an unlinked tmpfs file."""
+    if path.endswith(_DELETED):
+        path = path[:-len(_DELETED)]
     if path.startswith(_MEMFD_PREFIX):
-        name = path[len(_MEMFD_PREFIX):]
-        return name[:-len(_DELETED)] if name.endswith(_DELETED) else name
-    return "dev/zero"
+        return path[len(_MEMFD_PREFIX):]
+    if path.startswith("/dev/zero"):
+        return "dev/zero"
+    return os.path.basename(path)
 
 
 def is_shmem_path(path: str) -> bool:
     return path.startswith(_MEMFD_PREFIX) or path.startswith("/dev/zero")
 
 
-def register(ctx: DumpContext, inode: int, path: str, open_object) -> None:
-    """Save the object once per checkpoint. `open_object()` returns a readable fd of it."""
+def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str, open_object) -> None:
+    """Save the object once per checkpoint. `open_object()` returns a readable fd of it.
+    Objects are known by inode, unique only within one file system (`device`)."""
     if inode in ctx.tree.shmem:
+        if ctx.tree.shmem[inode]["device"] != list(device):
+            raise ctx.refuse(path, "shared memory", f"inode {inode} is also another object's, "
+                             "on another file system (not supported)")
         return
     fd = open_object()
     try:
@@ -44,8 +54,8 @@ def register(ctx: DumpContext, inode: int, path: str, open_object) -> None:
             seals = fcntl.fcntl(fd, F_GET_SEALS)
         except OSError:
             seals = 0
-        obj: dict[str, Any] = {"inode": inode, "name": object_name(path), "size": size,
-                               "seals": seals, "data": [], "blob": None}
+        obj: dict[str, Any] = {"inode": inode, "device": list(device), "name": object_name(path),
+                               "size": size, "seals": seals, "data": [], "blob": None}
         if ctx.writer is not None:
             obj["data"], content = read_data(fd, size)
             obj["blob"] = ctx.add_blob(f"shmem-{inode}.bin", content)
@@ -98,7 +108,8 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    register(ctx, f.st.st_ino, f.link, lambda: os.dup(ctx.dup_of(f.fd)))
+    register(ctx, f.st.st_ino, (os.major(f.st.st_dev), os.minor(f.st.st_dev)), f.link,
+             lambda: os.dup(ctx.dup_of(f.fd)))
     return {"inode": f.st.st_ino, "flags": f.flags, "pos": f.pos}
 
 
