@@ -53,6 +53,22 @@ def test_pipes_whose_other_end_is_closed(programs, workdir):
     checkpoint_cycle(prog, workdir / "image")
 
 
+def test_pidfds_on_a_running_and_an_exited_child(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_pidfd.py")
+    checkpoint_cycle(prog, workdir / "image")
+    assert len([f for f in manifest(workdir / "image")["files"] if f["kind"] == "pidfd"]) == 2
+
+
+def test_a_pidfd_on_a_process_outside_the_tree_is_refused(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_pidfd.py", "--outside")
+    refused = run_cli("check", prog.pid, check=False)
+    assert refused.returncode == 1 and f"refers to pid {os.getpid()}, outside the tree" in refused.stdout, \
+        refused.stdout
+    assert not run_cli("dump", prog.pid, workdir / "image", check=False).returncode == 0
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, its pidfds intact
+
+
 def test_ipv6_and_udp_sockets(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_inet.py")
     checkpoint_cycle(prog, workdir / "image")

@@ -63,6 +63,7 @@ class TreeIndex:
     pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree
     ctty: dict[int, int] = field(default_factory=dict)  # pid -> its controlling pty's index
     pids: set[int] = field(default_factory=set)
+    zombies: set[int] = field(default_factory=set)  # exited children in the tree, not reaped
     progress: Progress = no_progress
     ns_depth: int = 0  # how deep the tree's PID namespace is below ours (0: ours)
     root: int = 0  # the tree's root, as we see it
@@ -162,6 +163,7 @@ class RestoreContext:
     shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
     own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
     lazy: Any = None  # lazy.PageServer when private anonymous memory is served on demand
+    outer_pids: dict[int, int] = field(default_factory=dict)  # the tree's PIDs -> ours for them
 
     def keep(self, fd: int) -> int:
         self.own_fds.append(fd)

@@ -141,7 +141,8 @@ def _close_all(copies: dict[int, PreCopy]) -> None:
 def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]:
     # A tree restored into a PID namespace of its own lives below ours: the image records
     # the ids its processes see, so it can come back the same way.
-    index = TreeIndex(pids=set(tree.processes), ns_depth=len(ns_pids(tree.root)) - 1, root=tree.root)
+    index = TreeIndex(pids=set(tree.processes), zombies=set(tree.zombies),
+                      ns_depth=len(ns_pids(tree.root)) - 1, root=tree.root)
     files = {}
     for pid in tree.processes:
         terminal = tty.controlling_pty(int(read_stat(pid)[7]))

@@ -233,6 +233,7 @@ class _Tree:
         self.file_fds: dict[str, int] = {}
         self.installed: set[str] = set()
         self.created: list[int] = []
+        self.outer_pids: dict[int, int] = {}  # each process's PID as it sees it -> ours
         self.lazy: PageServer | None = None
 
     def close(self) -> None:
@@ -278,7 +279,10 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
                                    tree.image.manifest, tree.own_fds)
     for zombie in zombies:
         if zombie["ppid"] in leaders:
-            _make_zombie(_fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"]), zombie["exit_code"])
+            seed = _fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"])
+            tree.outer_pids[zombie["pid"]] = seed.tid
+            _make_zombie(seed, zombie["exit_code"])
+    tree.outer_pids.update((pid, thread.tid) for pid, thread in leaders.items())
     return leaders
 
 
@@ -414,7 +418,7 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
                              tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
                              rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
-                             progress=tree.progress, lazy=tree.lazy)
+                             progress=tree.progress, lazy=tree.lazy, outer_pids=tree.outer_pids)
         return _rebuild(ctx, tree, proc, seed)
     finally:
         mem.close()

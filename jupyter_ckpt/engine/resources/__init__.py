@@ -27,8 +27,8 @@ class FileKind:
     after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import (devices, epoll, eventfd, files, inet, pipes, shmem, signalfd, stdio,  # noqa: E402
-               timerfd, tty, unix)
+from . import (devices, epoll, eventfd, files, inet, pidfd, pipes, shmem, signalfd,  # noqa: E402
+               stdio, timerfd, tty, unix)
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
@@ -42,6 +42,7 @@ FILE_KINDS: list[FileKind] = [
     timerfd.TIMERFD,
     signalfd.SIGNALFD,
     epoll.EPOLL,
+    pidfd.PIDFD,
     unix.UNIX_SOCKET,
     inet.INET_SOCKET,
 ]
