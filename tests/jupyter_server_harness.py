@@ -72,7 +72,9 @@ class Server:
         # test_packaging checks that a built wheel carries it).
         shipped = str(Path(__file__).resolve().parent.parent / "etc" / "jupyter")
         config_path = os.pathsep.join(filter(None, [shipped, os.environ.get("JUPYTER_CONFIG_PATH")]))
-        env = {**os.environ, "JUPYTER_CONFIG_PATH": config_path, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
+        # Without pytest's marker, so kernels capture fds 1 and 2 as they do for users.
+        env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
+               "JUPYTER_CONFIG_PATH": config_path, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
                "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
                "IPYTHONDIR": str(self.workdir / "ipython")}
         if self.as_nobody:

@@ -7,8 +7,12 @@ which is also the parent it was started by (ipykernel exits when its parent PID 
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
+import sys
 import time
+from pathlib import Path
 
 import jupyter_client
 import psutil
@@ -104,3 +108,41 @@ def test_ipykernel_dump_kill_restore(tmp_path):
         assert new_count > count
     finally:
         kernel.close(kernel.pid)
+
+
+def test_a_kernel_started_from_a_terminal(tmp_path):
+    """ipykernel keeps copies of the terminal it was started on (at fds like 41 and 44); they
+    are standard streams like fds 0-2, so a kernel of `jupyter lab` run in a terminal can be
+    checkpointed, and the copies lead to the restorer's terminal again."""
+    driver = Path(__file__).parent / "programs" / "kernel_on_a_terminal.py"
+    child, master = pty.fork()
+    if child == 0:  # (under pytest, ipykernel would leave fds 1 and 2 alone)
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        os.execve(sys.executable, [sys.executable, str(driver), str(tmp_path)], env)
+    output = b""
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the driver and the kernel let go of the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if b"RESULT done" in output:
+                break
+    finally:
+        os.kill(child, signal.SIGKILL) if b"RESULT done" not in output else None
+        os.waitpid(child, 0)
+        os.close(master)
+    results = [line.split(" ", 1)[1] for line in output.decode(errors="replace").splitlines()
+               if line.startswith("RESULT ")]
+    text = output.decode(errors="replace")[-3000:]
+    assert results and results[-1] == "done", text
+    copies = next(r for r in results if r.startswith("copies ["))
+    assert copies != "copies []", "ipykernel kept no copy of its terminal: the test proves nothing"
+    assert "blockers 0 []" in results, text
+    assert "x 42" in results, text
+    assert f"copies after {copies.split(' ', 1)[1]}" in results, text

@@ -1,12 +1,20 @@
 """Standard streams that lead outside the checkpointed tree (a terminal, a pipe to a parent
 that will be gone). They are not part of the process's own state: at restore they are
-connected to what the caller chooses (`restore --stdio inherit|null|PATH`)."""
+connected to what the caller chooses (`restore --stdio inherit|null|PATH`).
+
+A program may keep a copy of a stream it was given at another fd (ipykernel does, at fds
+like 41 and 44, before it captures fds 1 and 2 for the notebook): an fd leading outside is
+such a copy when it is the same open file description as fd 0, 1 or 2 of the tree's
+launcher (the root's parent) or of us (a Jupyter server checkpointing its kernel), and it
+is then treated as that stream.
+"""
 from __future__ import annotations
 
 import os
 import stat
 from typing import Any
 
+from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from . import FileKind
 from .tty import pty_index
@@ -28,11 +36,26 @@ def leads_outside(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
-    return f.fd <= 2 and leads_outside(f, ctx)
+    return leads_outside(f, ctx) and (f.fd <= 2 or _copied_stream(f, ctx) is not None)
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    return {"stream": f.fd, "was": f.link}
+    return {"stream": f.fd if f.fd <= 2 else _copied_stream(f, ctx), "was": f.link}
+
+
+def _copied_stream(f: OpenFile, ctx: DumpContext) -> int | None:
+    """The standard stream (0-2) of the launcher or of us that this fd is a copy of."""
+    launcher = int(procfs.read_stat(ctx.tree.root)[4])
+    for holder in (launcher, os.getpid()):
+        if not holder or holder in ctx.tree.pids:
+            continue
+        for stream in range(3):
+            try:
+                if syscalls.kcmp(f.pid, holder, syscalls.KCMP_FILE, f.fd, stream) == 0:
+                    return stream
+            except OSError:
+                continue  # no such fd there, or not ours to compare
+    return None
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:

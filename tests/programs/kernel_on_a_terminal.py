@@ -1,0 +1,52 @@
+"""Run on a terminal, as a user runs `jupyter lab`: launches an unmodified ipykernel, which
+inherits the terminal and keeps copies of it at other fds before it captures fds 1 and 2;
+checkpoints it in-process, kills it, restores it, and checks that it works and that its
+copies lead to the terminal again. Prints RESULT lines for the test reading the terminal."""
+import os
+import sys
+import time
+
+import jupyter_client
+
+from jupyter_ckpt import engine
+
+workdir = sys.argv[1]
+terminal = os.ttyname(1)
+
+
+def run(kc, code: str) -> str:
+    out: list[str] = []
+    kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
+        m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    return "".join(out)
+
+
+def copies_of_the_terminal(pid: int) -> list[int]:
+    fds = [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")]
+    return sorted(fd for fd in fds if fd > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == terminal)
+
+
+km = jupyter_client.KernelManager(kernel_name="python3")
+km.start_kernel(cwd=workdir)
+kc = km.client()
+kc.start_channels()
+kc.wait_for_ready(timeout=60)
+run(kc, "x = 42")
+pid = km.provisioner.process.pid
+copies = copies_of_the_terminal(pid)
+print(f"RESULT copies {copies}", flush=True)
+blockers = engine.check(pid)
+print(f"RESULT blockers {len(blockers)} {blockers}", flush=True)
+engine.dump(pid, os.path.join(workdir, "image"), kill=True)
+km.provisioner.process.wait(timeout=30)
+engine.restore(os.path.join(workdir, "image"))
+deadline = time.monotonic() + 30
+while "alive" not in run(kc, "print('alive')") and time.monotonic() < deadline:
+    time.sleep(0.2)
+print(f"RESULT x {run(kc, 'print(x)').strip()}", flush=True)
+print(f"RESULT copies after {copies_of_the_terminal(pid)}", flush=True)
+kc.stop_channels()
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+km.cleanup_resources()
+print("RESULT done", flush=True)
