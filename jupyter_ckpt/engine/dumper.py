@@ -225,7 +225,8 @@ def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]
     return blockers
 
 
-def _check_controlling_terminals(processes: list[dict[str, Any]], ptys: dict[int, dict[str, Any]]) -> list[Blocker]:
+def _check_controlling_terminals(processes: list[dict[str, Any]],
+                                 ptys: dict[int, dict[str, Any]]) -> list[Blocker]:
     """A pty of the tree that is a controlling terminal comes back through its session's
     leader, and its children inherit it: so the leader must be in the tree, and every
     member of its session must share the terminal (none that dropped it). Its foreground

@@ -162,7 +162,8 @@ def _make_pty(rec: dict[str, Any], keep: Callable[[int], int]) -> tuple[int, int
     return master, slave
 
 
-def _pair(shared: dict[Any, Any], manifest: dict[str, Any], own_fds: list[int], index: int) -> tuple[int, int]:
+def _pair(shared: dict[Any, Any], manifest: dict[str, Any], own_fds: list[int],
+          index: int) -> tuple[int, int]:
     """The restored pty `index` as our (master, slave), made once per restore."""
     key = ("pty", index)
     if key not in shared:
