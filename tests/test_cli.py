@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from conftest import CLI, PROGRAMS, manifest, pid_alive, run_cli, wait_until
+from jupyter_ckpt.engine.image import manifest_checksum
 from reaping import reap
 
 PY = sys.executable
@@ -252,6 +253,53 @@ def _corruptions():
             ("truncated manifest", truncated_manifest, "corrupt"),
             ("manifest not json", not_json, "corrupt"),
             ("a file", a_file, "no such image"), ("nonexistent", gone, "no such image")]
+
+
+# --- migration ----------------------------------------------------------------------------
+
+def _as_if_from_another_host(image: Path, edit) -> None:
+    """Rewrite the image as a host that differs in `edit` would have written it: a valid,
+    sealed manifest (unlike an edited one, which restore refuses as corrupt)."""
+    m = manifest(image)
+    edit(m)
+    m["manifest_xxh3_128"] = manifest_checksum(m)
+    (image / "manifest.json").write_text(json.dumps(m))
+
+
+def _libc_changed(m: dict) -> None:
+    for vma in m["processes"][0]["memory"]["vmas"]:
+        if vma["kind"] == "file" and "/libc" in vma["path"]:
+            vma["file"]["mtime_ns"] += 1
+
+
+def test_migration_goes_ahead_where_it_can_and_is_refused_by_name_where_not(programs, workdir):
+    """Another host of the same kind (another name, another boot) restores the image; one
+    with another architecture, page size or fewer CPU features, or with a different
+    executable or library, is refused in one line before any process exists."""
+    prog = ticker(programs)
+    image = workdir / "image"
+    prog.dump(image)
+    refusals = [
+        ("architecture", lambda m: m["host"].update(machine="aarch64"), "image is for aarch64"),
+        ("page size", lambda m: m["host"].update(page_size=65536), "page size 65536"),
+        ("CPU features", lambda m: m["host"]["cpu_flags"].append("amx_fp8"), "lacks features"),
+        ("executable", lambda m: m["processes"][0]["process"]["exe"].update(size=1),
+         "changed since the checkpoint"),
+        ("library", _libc_changed, "changed since the checkpoint"),
+    ]
+    children = our_children()
+    for what, edit, expected in refusals:
+        foreign = workdir / f"from-{what.replace(' ', '-')}"
+        shutil.copytree(image, foreign)
+        _as_if_from_another_host(foreign, edit)
+        error = one_line_error(run_cli("restore", foreign, "--detach", check=False))
+        assert expected in error, f"{what}: {error}"
+        assert pid_free(prog.pid) and our_children() == children, f"{what}: a process was left"
+
+    _as_if_from_another_host(image, lambda m: m["host"].update(
+        hostname="elsewhere", boot_id="00000000-0000-4000-8000-000000000000"))
+    prog.restore(image)
+    prog.verify()
 
 
 def test_restore_refuses_broken_images(programs, workdir):

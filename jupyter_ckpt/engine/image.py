@@ -43,7 +43,8 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _manifest_checksum(manifest: dict[str, Any]) -> str:
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """The manifest's own checksum (docs/image-format.md, "Checksums")."""
     body = {k: v for k, v in manifest.items() if k != "manifest_xxh3_128"}
     return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True).encode())
 
@@ -179,7 +180,7 @@ class ImageWriter:
         for name in self._adopted:
             self.blobs[name]["xxh3_128"] = _hash_file(self.blob_path(name))
         manifest = {"format": FORMAT, "version": VERSION, **manifest, "blobs": self.blobs}
-        manifest["manifest_xxh3_128"] = _manifest_checksum(manifest)
+        manifest["manifest_xxh3_128"] = manifest_checksum(manifest)
         with open(os.path.join(self.tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.flush()
@@ -215,7 +216,7 @@ class ImageReader:
         if manifest.get("version") != VERSION:
             raise ImageError(f"{path}: image format version {manifest.get('version')!r}, "
                              f"this jupyter-ckpt reads version {VERSION}")
-        if manifest.get("manifest_xxh3_128") != _manifest_checksum(manifest):
+        if manifest.get("manifest_xxh3_128") != manifest_checksum(manifest):
             raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
         self.manifest: dict[str, Any] = manifest
         self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
