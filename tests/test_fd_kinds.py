@@ -69,6 +69,13 @@ def test_a_pidfd_on_a_process_outside_the_tree_is_refused(programs, workdir):
     prog.verify()  # the original runs on, its pidfds intact
 
 
+def test_inotify_watches_keep_their_descriptors(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_inotify.py")
+    checkpoint_cycle(prog, workdir / "image")
+    instance = next(f for f in manifest(workdir / "image")["files"] if f["kind"] == "inotify")
+    assert [w["wd"] for w in instance["watches"]] == [1, 3]
+
+
 def test_ipv6_and_udp_sockets(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_inet.py")
     checkpoint_cycle(prog, workdir / "image")

@@ -73,6 +73,20 @@ def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:
     return devices
 
 
+def mount_point_of(mountinfo: str, major: int, minor: int) -> str | None:
+    """Where the file system with device (major, minor) is mounted, from mountinfo text
+    (its first mount of the file system's root, or else its first mount)."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split(" - ")[0].split()
+        if fields[2] == f"{major}:{minor}":
+            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # \040: space
+            if fields[3] == "/":
+                return where
+            found = found or where
+    return found
+
+
 def parse_fdinfo(text: str) -> dict[str, str]:
     """Key/value lines of /proc/PID/fdinfo/N; repeated keys (tfd, inotify) keep a list."""
     info: dict[str, str] = {}

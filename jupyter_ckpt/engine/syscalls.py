@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 
 from . import arch
 
@@ -149,3 +150,23 @@ KCMP_EPOLL_TFD = 7
 
 def kcmp(pid1: int, pid2: int, kind: int, idx1: int, idx2: int) -> int:
     return syscall("kcmp", pid1, pid2, kind, idx1, idx2)
+
+
+def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
+    """Open a file from its file handle (as inotify's fdinfo gives it); the caller needs
+    CAP_DAC_READ_SEARCH."""
+    buffer = ctypes.create_string_buffer(struct.pack("<Ii", len(handle), handle_type) + handle)
+    return syscall("open_by_handle_at", mount_fd, ctypes.addressof(buffer), flags)
+
+
+def inotify_init1(flags: int) -> int:
+    return _check(_libc.inotify_init1(ctypes.c_int(flags)), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(ctypes.c_int(fd), os.fsencode(path), ctypes.c_uint32(mask)),
+                  f"inotify_add_watch {path}")
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    _check(_libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd)), "inotify_rm_watch")

@@ -27,8 +27,8 @@ class FileKind:
     after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
 
 
-from . import (devices, epoll, eventfd, files, inet, pidfd, pipes, shmem, signalfd,  # noqa: E402
-               stdio, timerfd, tty, unix)
+from . import (devices, epoll, eventfd, files, inet, inotify, pidfd, pipes, shmem,  # noqa: E402
+               signalfd, stdio, timerfd, tty, unix)
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
@@ -43,6 +43,7 @@ FILE_KINDS: list[FileKind] = [
     signalfd.SIGNALFD,
     epoll.EPOLL,
     pidfd.PIDFD,
+    inotify.INOTIFY,
     unix.UNIX_SOCKET,
     inet.INET_SOCKET,
 ]
