@@ -114,7 +114,8 @@ def test_cli_as_a_user(cc, home):
 
 
 def test_what_needs_privilege_is_refused_by_name(cc, home):
-    """Shared memory is read through /proc/PID/map_files, which takes CAP_CHECKPOINT_RESTORE."""
+    """Shared memory is read through /proc/PID/map_files, which takes CAP_CHECKPOINT_RESTORE;
+    inotify watches are found through file handles, which take CAP_DAC_READ_SEARCH."""
     shutil.copy(cc("shared_memory"), home / "shared_memory")
 
     def work() -> None:
@@ -127,6 +128,11 @@ def test_what_needs_privilege_is_refused_by_name(cc, home):
             engine.dump(prog.pid, str(home / "image"))
         assert not (home / "image").exists() and pid_alive(prog.pid)
         prog.verify()  # the original runs on, unharmed
+
+        watcher = Program([sys.executable, str(PROGRAMS / "py_inotify.py")], home).start()
+        assert [(b.kind, "CAP_DAC_READ_SEARCH" in b.why) for b in engine.check(watcher.pid)] \
+            == [("inotify", True)]
+        watcher.verify()
 
     run_as_nobody(work)
 
