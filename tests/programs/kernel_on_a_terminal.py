@@ -22,8 +22,14 @@ def run(kc, code: str) -> str:
 
 
 def copies_of_the_terminal(pid: int) -> list[int]:
-    fds = [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")]
-    return sorted(fd for fd in fds if fd > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == terminal)
+    copies = []
+    for fd in sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")):
+        try:
+            if fd > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == terminal:
+                copies.append(fd)
+        except FileNotFoundError:
+            pass  # the running kernel closed it meanwhile
+    return copies
 
 
 km = jupyter_client.KernelManager(kernel_name="python3")
