@@ -18,6 +18,7 @@ import jupyter_client
 import psutil
 import pytest
 
+from conftest import run_cli
 from jupyter_ckpt import engine
 
 SETUP = """
@@ -108,6 +109,26 @@ def test_ipykernel_dump_kill_restore(tmp_path):
         assert new_count > count
     finally:
         kernel.close(kernel.pid)
+
+
+def test_cli_restore_detached_into_a_pid_namespace_keeps_the_kernel_alive(tmp_path):
+    """From the CLI, `restore --detach` would leave the kernel without the parent it checks
+    for (it exits); with --pid-ns the stand-in parent carries that PID and outlives the CLI."""
+    kernel = Kernel(tmp_path)
+    outer = kernel.pid
+    try:
+        kernel.run("x = 42")
+        run_cli("dump", kernel.pid, tmp_path / "image", "--kill")
+        kernel.km.provisioner.process.wait(timeout=30)
+        result = run_cli("restore", tmp_path / "image", "--detach", "--pid-ns")
+        outer = int(result.stdout.split()[-1])
+        time.sleep(3)  # ipykernel looks at its parent every second
+        assert psutil.Process(outer).status() != psutil.STATUS_ZOMBIE, "the kernel shut itself down"
+        kernel.wait_for_output()
+        inside = kernel.run(f"import os; print(x, os.getpid() == {kernel.pid})")[1].split()
+        assert inside == ["42", "True"], "inside its namespace the kernel has its own PID"
+    finally:
+        kernel.close(outer)
 
 
 def test_a_kernel_started_from_a_terminal(tmp_path):
