@@ -183,3 +183,17 @@ def _kernel_pid(server: Server, kernel_id: str) -> int:
         except psutil.NoSuchProcess:
             continue
     raise AssertionError(f"no kernel process for {kernel_id}")
+
+
+def test_multiprocessing_as_a_user(home):
+    """A Pool's semaphores and a shared Value live in shared memory that a user may not open
+    through /proc/PID/map_files: it is read through the processes' own mappings."""
+    def work() -> None:
+        prog = Program([sys.executable, str(PROGRAMS / "py_pool.py")], home).start()
+        original = prog.pid
+        _dump_kill(prog, home / "image")
+        _restore_as_user(home / "image", prog)
+        prog.verify()
+        assert prog.pid != original
+
+    run_as_nobody(work)

@@ -62,6 +62,19 @@ def read_vmas(pid: int) -> list[Vma]:
     return vmas
 
 
+def vma_swap_kb(pid: int, start: int) -> int:
+    """The Swap: line of one mapping in /proc/PID/smaps (kB of it swapped out)."""
+    header = f"{start:x}-"
+    with open(f"/proc/{pid}/smaps") as f:
+        inside = False
+        for line in f:
+            if _MAPS_LINE.match(line) and not line.startswith("VmFlags"):
+                inside = line.startswith(header)
+            elif inside and line.startswith("Swap:"):
+                return int(line.split()[1])
+    return 0
+
+
 def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:
     """(major, minor) of every tmpfs mounted, from /proc/PID/mountinfo text."""
     devices = set()

@@ -19,7 +19,7 @@ NAME = "x86_64"
 NR = {
     "read": 0, "write": 1, "close": 3, "lseek": 8, "mmap": 9, "mprotect": 10,
     "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
-    "mremap": 25, "madvise": 28, "shmget": 29, "shmat": 30, "shmctl": 31, "dup": 32, "getitimer": 36, "setitimer": 38,
+    "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29, "shmat": 30, "shmctl": 31, "dup": 32, "getitimer": 36, "setitimer": 38,
     "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117, "capset": 126,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,

@@ -109,18 +109,21 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
             raise ctx.refuse(where, "file mapping", f"{vma.path}: replaced on disk since mapped")
         rec["offset"] = vma.offset
         rec["file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if kind in ("sysv", "shmem"):
-        source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
-        if not os.access(source, os.R_OK):
+    source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
+    readable = kind in ("sysv", "shmem") and os.access(source, os.R_OK)
+    if kind == "sysv":
+        if not readable:
             raise ctx.refuse(where, "shared memory", "reading it takes CAP_CHECKPOINT_RESTORE "
                                                      "(through /proc/PID/map_files), which we lack")
-    if kind == "sysv":
         sysvshm.register(ctx, vma.inode, source)
         rec["shmid"] = vma.inode
         rec["offset"] = vma.offset
     if kind == "shmem":
-        shmem.register(ctx, vma.inode, _dev(vma.dev), vma.path,
-                       lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
+        if readable or vma.inode in ctx.tree.shmem:  # (known already: saved through an fd)
+            shmem.register(ctx, vma.inode, _dev(vma.dev), vma.path,
+                           lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
+        else:
+            shmem.register_through_mapping(ctx, vma, _dev(vma.dev))
         rec["shmem"] = vma.inode
         rec["offset"] = vma.offset
     if kind in ("anon", "file", "shmem") and not vma.shared:

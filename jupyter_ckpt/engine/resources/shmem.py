@@ -14,6 +14,7 @@ import fcntl
 import os
 from typing import Any
 
+from .. import procfs, ptrace_ext
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import CkptError
 from . import FileKind
@@ -62,6 +63,70 @@ def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str, o
     finally:
         os.close(fd)
     ctx.tree.shmem[inode] = obj
+
+
+def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[int, int]) -> None:
+    """Save an object we may not open: without CAP_CHECKPOINT_RESTORE /proc/PID/map_files
+    is closed to us, so shared anonymous memory or a file unlinked from a tmpfs (which
+    nothing else reaches) is read through the process's own mapping. The object's pages
+    are found with mincore, run in the process (it sees what the object holds, touched by
+    whichever process), and read from its memory. That is the whole object only if the
+    mapping starts at its beginning, nothing of it is swapped out, and no process of the
+    tree maps more of it; otherwise, and for a memfd (whose seals we could not see), it is
+    refused by name."""
+    where = f"{vma.start:#x}-{vma.end:#x}"
+    known = ctx.tree.shmem.get(vma.inode)
+    if known is not None:
+        if known["device"] != list(device) or vma.offset + vma.size > known["size"]:
+            raise ctx.refuse(where, "shared memory", "processes of the tree map different parts "
+                             "of it; reading it whole takes CAP_CHECKPOINT_RESTORE")
+        return
+    if vma.path.startswith(_MEMFD_PREFIX):
+        raise ctx.refuse(where, "shared memory", "a memfd only mapped: reading it and its seals "
+                         "takes CAP_CHECKPOINT_RESTORE (through /proc/PID/map_files), which we lack")
+    if vma.offset:
+        raise ctx.refuse(where, "shared memory", f"mapped from offset {vma.offset}: the part before "
+                         "cannot be read without CAP_CHECKPOINT_RESTORE")
+    if procfs.vma_swap_kb(ctx.pid, vma.start):
+        raise ctx.refuse(where, "shared memory", "partly swapped out: reading it whole takes "
+                         "CAP_CHECKPOINT_RESTORE")
+    obj: dict[str, Any] = {"inode": vma.inode, "device": list(device), "name": object_name(vma.path),
+                           "size": vma.size, "seals": 0, "data": [], "blob": None}
+    if ctx.writer is not None:
+        chunks, stored = [], 0
+        for offset, length in _resident_runs(ctx, vma):
+            obj["data"].append([offset, length, stored])
+            chunks.append(ctx.mem.read(vma.start + offset, length))
+            stored += length
+        obj["blob"] = ctx.add_blob(f"shmem-{vma.inode}.bin", b"".join(chunks))
+    ctx.tree.shmem[vma.inode] = obj
+
+
+def _resident_runs(ctx: DumpContext, vma: procfs.Vma) -> list[tuple[int, int]]:
+    """(offset, length) of the runs of pages the object holds under the mapping, from a
+    mincore() run in the (frozen) process. Its main thread has been put back already (see
+    dumper._collect_process), so it is blocked again meanwhile and put back again after."""
+    thread, page = ctx.leader, os.sysconf("SC_PAGE_SIZE")
+    count = vma.size // page
+    vec_size = -(-count // page) * page
+    ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
+    try:
+        vec = thread.call("mmap", 0, vec_size, 3, 0x22, -1, 0)
+        try:
+            thread.call("mincore", vma.start, vma.size, vec)
+            resident = ctx.mem.read(vec, count)
+        finally:
+            thread.call("munmap", vec, vec_size)
+    finally:
+        thread.restore_live(ctx.saved_masks[thread.tid])
+    runs: list[tuple[int, int]] = []
+    for index, flag in enumerate(resident):
+        if flag & 1:
+            if runs and runs[-1][0] + runs[-1][1] == index * page:
+                runs[-1] = (runs[-1][0], runs[-1][1] + page)
+            else:
+                runs.append((index * page, page))
+    return runs
 
 
 def read_data(fd: int, size: int) -> tuple[list[list[int]], bytes]:
