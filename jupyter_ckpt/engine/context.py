@@ -77,13 +77,20 @@ class TreeIndex:
         ids = ns_pids(pid)
         return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
     _unix: dict[int, Any] | None = None
+    _mountinfo: str | None = None
     _tmpfs: set[tuple[int, int]] | None = None
 
-    def tmpfs_devices(self) -> set[tuple[int, int]]:
-        """(major, minor) of the tmpfs file systems the tree sees (its mount namespace is ours)."""
-        if self._tmpfs is None:
+    def mountinfo(self) -> str:
+        """/proc/ROOT/mountinfo, read once per checkpoint (the tree's mount namespace is ours)."""
+        if self._mountinfo is None:
             with open(f"/proc/{self.root}/mountinfo") as f:
-                self._tmpfs = procfs.parse_tmpfs_devices(f.read())
+                self._mountinfo = f.read()
+        return self._mountinfo
+
+    def tmpfs_devices(self) -> set[tuple[int, int]]:
+        """(major, minor) of the tmpfs file systems the tree sees."""
+        if self._tmpfs is None:
+            self._tmpfs = procfs.parse_tmpfs_devices(self.mountinfo())
         return self._tmpfs
 
     def unix_socket(self, inode: int) -> Any:

@@ -16,6 +16,7 @@ class Vma:
     inode: int
     path: str
     vmflags: set[str] = field(default_factory=set)
+    swap_kb: int = 0  # how much of it is swapped out (smaps' Swap:)
 
     @property
     def size(self) -> int:
@@ -32,9 +33,10 @@ class Vma:
 
     @property
     def deleted(self) -> bool:
-        return self.path.endswith(" (deleted)")
+        return self.path.endswith(DELETED)
 
 
+DELETED = " (deleted)"  # how /proc shows the path of a file unlinked since it was opened
 _MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -49,7 +51,8 @@ def parse_maps(text: str) -> list[Vma]:
 
 
 def read_vmas(pid: int) -> list[Vma]:
-    """Mappings with their VmFlags (from smaps, which repeats the maps header lines)."""
+    """Mappings with their VmFlags and swapped-out size (from smaps, which repeats the maps
+    header lines)."""
     with open(f"/proc/{pid}/smaps") as f:
         text = f.read()
     vmas: list[Vma] = []
@@ -59,20 +62,9 @@ def read_vmas(pid: int) -> list[Vma]:
             vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3], int(m[4], 16), m[5], int(m[6]), m[7]))
         elif line.startswith("VmFlags:"):
             vmas[-1].vmflags = set(line.split()[1:])
+        elif line.startswith("Swap:"):
+            vmas[-1].swap_kb = int(line.split()[1])
     return vmas
-
-
-def vma_swap_kb(pid: int, start: int) -> int:
-    """The Swap: line of one mapping in /proc/PID/smaps (kB of it swapped out)."""
-    header = f"{start:x}-"
-    with open(f"/proc/{pid}/smaps") as f:
-        inside = False
-        for line in f:
-            if _MAPS_LINE.match(line) and not line.startswith("VmFlags"):
-                inside = line.startswith(header)
-            elif inside and line.startswith("Swap:"):
-                return int(line.split()[1])
-    return 0
 
 
 def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:

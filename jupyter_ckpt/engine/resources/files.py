@@ -14,11 +14,11 @@ import struct
 import tempfile
 from typing import Any
 
+from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from . import FileKind
 
-_DELETED = " (deleted)"
 _LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock
 F_OFD_SETLK = 37
@@ -82,7 +82,7 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": f.link, "flags": f.flags, "pos": f.pos, "size": f.st.st_size,
                            "mode": stat.S_IMODE(f.st.st_mode), "locks": _locks(f, ctx)}
     if f.st.st_nlink == 0:
-        rec["path"] = f.link[:-len(_DELETED)] if f.link.endswith(_DELETED) else f.link
+        rec["path"] = f.link[:-len(procfs.DELETED)] if f.link.endswith(procfs.DELETED) else f.link
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino],
                            "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
                                                 _read_content(f, ctx)) if ctx.writer else None}
@@ -136,7 +136,7 @@ def _claims_directory(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _dump_directory(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    if f.link.endswith(_DELETED):
+    if f.link.endswith(procfs.DELETED):
         raise ctx.refuse(f"fd {f.fd}", "directory", f"{f.link}: removed while open")
     if _locks(f, ctx):
         raise ctx.refuse(f"fd {f.fd}", "file lock", f"{f.link}: locks on directories are not supported")

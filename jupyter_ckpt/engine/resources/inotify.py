@@ -28,7 +28,6 @@ _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 _IN_MASK_ADD = 0x20000000  # only meaningful when adding; never part of a saved mask
 _IN_DELETE_SELF = 0x400
 _O_PATH = 0o10000000
-_DELETED = " (deleted)"
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -56,12 +55,13 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
 
 def _watched_path(watch: dict[str, str], ctx: DumpContext, where: str) -> str:
     """The path of a watched file, opened from the handle inotify keeps of it."""
+    which = f"watch {int(watch['wd'], 16)}"
     if not int(watch.get("fhandle-bytes", "0"), 16):
-        raise ctx.refuse(where, "inotify", f"watch {int(watch['wd'], 16)}: its file system gives no file handles")
+        raise ctx.refuse(where, "inotify", f"{which}: its file system gives no file handles")
     device = int(watch["sdev"], 16)
-    mount = _mount_point(ctx.tree.root, device >> 20, device & 0xFFFFF)
+    mount = procfs.mount_point_of(ctx.tree.mountinfo(), device >> 20, device & 0xFFFFF)
     if mount is None:
-        raise ctx.refuse(where, "inotify", f"watch {int(watch['wd'], 16)}: its file system is not mounted here")
+        raise ctx.refuse(where, "inotify", f"{which}: its file system is not mounted here")
     try:
         mount_fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)  # (an O_PATH one is refused)
         try:
@@ -73,20 +73,14 @@ def _watched_path(watch: dict[str, str], ctx: DumpContext, where: str) -> str:
         raise ctx.refuse(where, "inotify", "finding what it watches takes CAP_DAC_READ_SEARCH, "
                                            "which we lack") from None
     except OSError as err:
-        raise ctx.refuse(where, "inotify", f"watch {int(watch['wd'], 16)}: the watched file is "
-                                           f"gone ({err.strerror})") from None
+        raise ctx.refuse(where, "inotify", f"{which}: the watched file is gone ({err.strerror})") from None
     try:
         path = os.readlink(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
-    if path.endswith(_DELETED) or not path.startswith("/"):
-        raise ctx.refuse(where, "inotify", f"watch {int(watch['wd'], 16)}: {path} has no path left")
+    if path.endswith(procfs.DELETED) or not path.startswith("/"):
+        raise ctx.refuse(where, "inotify", f"{which}: {path} has no path left")
     return path
-
-
-def _mount_point(pid: int, major: int, minor: int) -> str | None:
-    with open(f"/proc/{pid}/mountinfo") as f:
-        return procfs.mount_point_of(f.read(), major, minor)
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:

@@ -56,7 +56,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         raise ctx.refuse("process", "seccomp", "seccomp filters are not supported")
     stat = procfs.read_stat(pid)
     cwd = os.readlink(f"/proc/{pid}/cwd")
-    if cwd.endswith(" (deleted)"):
+    if cwd.endswith(procfs.DELETED):
         raise ctx.refuse("process", "cwd", f"{cwd}: working directory was removed")
     exe = os.readlink(f"/proc/{pid}/exe")
     exe_st = os.stat(f"/proc/{pid}/exe")

@@ -17,18 +17,18 @@ from typing import Any
 from .. import procfs, ptrace_ext
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import CkptError
+from ..image import append_run
 from . import FileKind
 
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
 _MEMFD_PREFIX = "/memfd:"
-_DELETED = " (deleted)"
 
 
 def object_name(path: str) -> str:
     """The name to give the memfd: a memfd's own name, "dev/zero" for shared anonymous
     memory, the file name of an unlinked tmpfs file."""
-    if path.endswith(_DELETED):
-        path = path[:-len(_DELETED)]
+    if path.endswith(procfs.DELETED):
+        path = path[:-len(procfs.DELETED)]
     if path.startswith(_MEMFD_PREFIX):
         return path[len(_MEMFD_PREFIX):]
     if path.startswith("/dev/zero"):
@@ -87,26 +87,25 @@ def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[in
     if vma.offset:
         raise ctx.refuse(where, "shared memory", f"mapped from offset {vma.offset}: the part before "
                          "cannot be read without CAP_CHECKPOINT_RESTORE")
-    if procfs.vma_swap_kb(ctx.pid, vma.start):
+    if vma.swap_kb:
         raise ctx.refuse(where, "shared memory", "partly swapped out: reading it whole takes "
                          "CAP_CHECKPOINT_RESTORE")
     obj: dict[str, Any] = {"inode": vma.inode, "device": list(device), "name": object_name(vma.path),
                            "size": vma.size, "seals": 0, "data": [], "blob": None}
     if ctx.writer is not None:
-        chunks, stored = [], 0
-        for offset, length in _resident_runs(ctx, vma):
-            obj["data"].append([offset, length, stored])
-            chunks.append(ctx.mem.read(vma.start + offset, length))
-            stored += length
-        obj["blob"] = ctx.add_blob(f"shmem-{vma.inode}.bin", b"".join(chunks))
+        page = os.sysconf("SC_PAGE_SIZE")
+        for stored, index in enumerate(_resident_pages(ctx, vma, page)):
+            append_run(obj["data"], [index * page, page, stored * page])
+        obj["blob"] = ctx.add_blob(f"shmem-{vma.inode}.bin", b"".join(
+            ctx.mem.read(vma.start + offset, length) for offset, length, _ in obj["data"]))
     ctx.tree.shmem[vma.inode] = obj
 
 
-def _resident_runs(ctx: DumpContext, vma: procfs.Vma) -> list[tuple[int, int]]:
-    """(offset, length) of the runs of pages the object holds under the mapping, from a
-    mincore() run in the (frozen) process. Its main thread has been put back already (see
+def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
+    """Indexes of the pages the object holds under the mapping, from a mincore() run in the
+    (frozen) process. Its main thread has been put back already (see
     dumper._collect_process), so it is blocked again meanwhile and put back again after."""
-    thread, page = ctx.leader, os.sysconf("SC_PAGE_SIZE")
+    thread = ctx.leader
     count = vma.size // page
     vec_size = -(-count // page) * page
     ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
@@ -119,14 +118,7 @@ def _resident_runs(ctx: DumpContext, vma: procfs.Vma) -> list[tuple[int, int]]:
             thread.call("munmap", vec, vec_size)
     finally:
         thread.restore_live(ctx.saved_masks[thread.tid])
-    runs: list[tuple[int, int]] = []
-    for index, flag in enumerate(resident):
-        if flag & 1:
-            if runs and runs[-1][0] + runs[-1][1] == index * page:
-                runs[-1] = (runs[-1][0], runs[-1][1] + page)
-            else:
-                runs.append((index * page, page))
-    return runs
+    return [index for index, flag in enumerate(resident) if flag & 1]
 
 
 def read_data(fd: int, size: int) -> tuple[list[list[int]], bytes]:
