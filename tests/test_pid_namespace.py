@@ -58,6 +58,13 @@ def test_a_copy_in_its_own_pid_namespace_can_be_checkpointed_again(programs, wor
     script = workdir / "prog.py"
     script.write_text(PROGRAM)
     prog = programs(sys.executable, script)
+    _copy_checkpointed_again(prog, workdir)
+    assert pid_alive(prog.pid)
+
+
+def _copy_checkpointed_again(prog: Program, workdir) -> None:
+    """Restore a copy beside the running `prog`, check and dump the copy, restore that, and
+    let the second copy verify itself (its PID and parent PID are the original ones)."""
     run_cli("dump", prog.pid, workdir / "image")
     copy = int(run_cli("restore", workdir / "image", "--detach").stdout.split()[-1])
     assert copy != prog.pid
@@ -69,10 +76,9 @@ def test_a_copy_in_its_own_pid_namespace_can_be_checkpointed_again(programs, wor
     assert again["root_pid"] == prog.pid, "the image records the PID the copy saw"
 
     second = int(run_cli("restore", workdir / "again", "--detach").stdout.split()[-1])
-    os.kill(second, signal.SIGUSR1)  # verifies its pid and parent pid are the original ones
+    os.kill(second, signal.SIGUSR1)
     wait_until(lambda: not pid_alive(second), what="the second copy to verify itself")
     assert prog.lines().count("PASS") == 1, prog.lines()
-    assert pid_alive(prog.pid)
 
 
 def test_inside_a_container(workdir):
@@ -85,16 +91,7 @@ def test_inside_a_container(workdir):
     def work() -> None:
         assert os.getpid() == 1
         prog = Program([sys.executable, str(script)], workdir).start()
-        run_cli("dump", prog.pid, workdir / "image")
-        copy = int(run_cli("restore", workdir / "image", "--detach").stdout.split()[-1])
-        assert copy != prog.pid
-        run_cli("check", copy)
-        run_cli("dump", copy, workdir / "again", "--kill")
-        wait_until(lambda: not pid_alive(copy), what="the copy to be gone")
-        second = int(run_cli("restore", workdir / "again", "--detach").stdout.split()[-1])
-        os.kill(second, signal.SIGUSR1)  # verifies its pid, and its parent pid 1
-        wait_until(lambda: not pid_alive(second), what="the second copy to verify itself")
-        assert prog.lines().count("PASS") == 1, prog.lines()
+        _copy_checkpointed_again(prog, workdir)  # the copies' parent is PID 1, as prog's
         prog.status.write_text("")
         prog.verify()
 
