@@ -16,7 +16,10 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """`%load_ext jupyter_ckpt`: the %checkpoint, %checkpoints and %restore magics."""
+    """`%load_ext jupyter_ckpt`: the %checkpoint, %checkpoints and %restore magics, and a
+    history session of its own for a kernel restored from a snapshot."""
     from .jupyter.magics import CheckpointMagics
 
-    ipython.register_magics(CheckpointMagics)
+    magics = CheckpointMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.own_history.claim)

@@ -71,6 +71,8 @@ def test_restore_while_original_runs_is_an_independent_fork(server):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
     ks.execute("value = 'before'")
+    session = "print(get_ipython().history_manager.session_number)"
+    history_session = ks.execute(session)[1]
     model = checkpoint(server, kernel_id)
     result = restore(server, model["id"])
     assert result["fork"] and result["kernel_id"] != kernel_id
@@ -81,6 +83,10 @@ def test_restore_while_original_runs_is_an_independent_fork(server):
     assert fork.execute("print(value)")[1].strip() == "fork"
     assert ks.execute("print(value)")[1].strip() == "original"
     assert kernel_pid(fork) == kernel_pid(ks), "inside its own PID namespace the fork keeps its PID"
+    # both write IPython history: the fork starts a session of its own, so the original
+    # never meets the fork's rows in its session (IPython would print an error into a cell)
+    assert ks.execute(session)[1] == history_session, "the original's history session moved"
+    assert fork.execute(session)[1] != history_session, "the fork writes into the original's session"
     again = checkpoint(server, result["kernel_id"], "a checkpoint of the fork")
     assert again["kernel_id"] == result["kernel_id"]
     kernels = {k["id"] for k in server.request("GET", "api/kernels")[1]}

@@ -85,8 +85,34 @@ def checkpoint(label: str = "", execution_count: int | None = None) -> Checkpoin
     return CheckpointResult(snapshot_id, restored=_incarnation() != born)
 
 
+class OwnHistory:
+    """A restored kernel shares IPython's history session with the kernel its snapshot was
+    taken from, which may run on (a fork) or have written later lines before it ended.
+    Both writing the same (session, line) rows makes IPython print "Session/line number was
+    not unique in database" into a cell, so a restored kernel starts a session of its own:
+    when %checkpoint returns in it, or else before its first cell (`claim`)."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.incarnation = _incarnation()
+
+    def claim(self, *_: Any) -> None:
+        """Start a history session of our own if we were restored since the last call."""
+        now = _incarnation()
+        if now == self.incarnation:
+            return
+        self.incarnation = now
+        history = getattr(self.shell, "history_manager", None)
+        if history is not None and history.enabled:
+            history.new_session()
+
+
 @magics_class
 class CheckpointMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.own_history = OwnHistory(shell)
+
     @line_magic
     def checkpoint(self, line: str) -> CheckpointResult:
         """%checkpoint [label] -- snapshot this kernel; returns <snapshot ID (...)>."""
@@ -97,10 +123,7 @@ class CheckpointMagics(Magics):
         if history is not None and history.enabled:
             history.writeout_cache()
         result = checkpoint(line.strip(), self.shell.execution_count)
-        if result.restored and history is not None and history.enabled:
-            # The original kernel may live on and keep writing its history session; a
-            # restored copy starts its own instead of contending for the same rows.
-            history.new_session()
+        self.own_history.claim()
         return result
 
     @line_magic
