@@ -149,7 +149,10 @@ class KernelSocket:
         return await websocket_connect(url)
 
     def close(self) -> None:
-        self.ws.close()
+        async def close() -> None:  # tornado writes the close frame on the running loop
+            self.ws.close()
+
+        self.loop.run_until_complete(close())
         self.loop.close()
 
     def execute(self, code: str, timeout: float = 120) -> tuple[str, str, int | None]:

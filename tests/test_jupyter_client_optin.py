@@ -1,4 +1,5 @@
 """Plain jupyter_client users opt in with the kernelspec; notebooks record their snapshots."""
+import asyncio
 import json
 import os
 import subprocess
@@ -6,28 +7,31 @@ import sys
 
 import jupyter_client
 import nbformat
+import pytest
+from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_ckpt import engine
 from jupyter_ckpt.jupyter import notebook_meta
 from jupyter_ckpt.jupyter.provisioner import CkptProvisioner
 
 
-def test_kernelspec_selects_the_checkpointable_provisioner(tmp_path):
+@pytest.fixture
+def ckpt_kernelspec(tmp_path, monkeypatch):
+    """`jupyter-ckpt kernelspec install` into a prefix that jupyter_client searches."""
     prefix = tmp_path / "prefix"
     out = subprocess.run([sys.executable, "-m", "jupyter_ckpt", "kernelspec", "install",
                           "--prefix", str(prefix)], capture_output=True, text=True, check=True)
     spec_dir = prefix / "share" / "jupyter" / "kernels" / "python3-ckpt"
     assert str(spec_dir) in out.stdout
-    spec = json.loads((spec_dir / "kernel.json").read_text())
-    assert spec["display_name"] == "Python 3 (checkpointable)"
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    return spec_dir
 
-    env = {**os.environ, "JUPYTER_PATH": str(prefix / "share" / "jupyter")}
-    os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]
-    try:
-        km = jupyter_client.KernelManager(kernel_name="python3-ckpt")
-        km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    finally:
-        del os.environ["JUPYTER_PATH"]
+
+def test_kernelspec_selects_the_checkpointable_provisioner(ckpt_kernelspec):
+    spec = json.loads((ckpt_kernelspec / "kernel.json").read_text())
+    assert spec["display_name"] == "Python 3 (checkpointable)"
+    km = jupyter_client.KernelManager(kernel_name="python3-ckpt")
+    km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kc = km.client()
     kc.start_channels()
     try:
@@ -39,6 +43,35 @@ def test_kernelspec_selects_the_checkpointable_provisioner(tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_execution_count_is_followed_and_can_be_asked(ckpt_kernelspec):
+    """Snapshots record the count the IOPub watcher follows; when the watcher saw no cell (its
+    subscription went through late), the service asks the kernel itself."""
+    async def scenario() -> None:
+        km = AsyncKernelManager(kernel_name="python3-ckpt")
+        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            assert await km.provisioner.ask_execution_count() is None  # no cell ran yet
+            for code in ("a = 1", "b = 2", "c = a + b"):
+                reply = await kc.execute_interactive(code, timeout=60)
+                assert reply["content"]["status"] == "ok"
+            assert await km.provisioner.ask_execution_count() == 3
+            reply = await kc.execute_interactive("print(c)", timeout=60)
+            assert reply["content"]["execution_count"] == 4  # the silent asks took no number
+            for _ in range(100):
+                if km.provisioner.execution_count == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert km.provisioner.execution_count == 4
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    asyncio.run(scenario())
 
 
 def test_notebook_metadata_round_trip(tmp_path):

@@ -46,7 +46,7 @@ def test_checkpoint_shutdown_restore_keeps_every_object(server):
     assert status == "ok", out
     model = checkpoint(server, kernel_id, "after setup")
     assert model["label"] == "after setup" and model["notebook_path"] == "demo.ipynb"
-    assert model["execution_count"] == count and model["size_bytes"] > 200_000_000
+    assert model["execution_count"] == count and model["size_bytes"] > 200_000_000, server.log()
     assert server.request("GET", f"api/ckpt/snapshots/{model['id']}") == (200, model)
     assert server.request("GET", "api/ckpt/snapshots?notebook_path=demo.ipynb")[1][0]["id"] == model["id"]
 

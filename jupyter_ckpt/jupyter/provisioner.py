@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
+import queue
 import signal
 import time
 from dataclasses import dataclass
@@ -86,6 +88,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     _engine_busy = False
     _adopt: engine.Restored | None = None
+    _kernel_busy = False
     execution_count: int | None = None
 
     @contextlib.contextmanager
@@ -161,24 +164,68 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     def _watch_execution_count(self) -> None:
         """Follow the kernel's IOPub for the execution count snapshots should record."""
+        import zmq
         from zmq.eventloop.zmqstream import ZMQStream
 
         km = self.parent
         socket = km.connect_iopub()  # jupyter_server's kernel managers hand out streams already
-        stream = socket if hasattr(socket, "on_recv") else ZMQStream(socket)
+        stream = socket if hasattr(socket, "on_recv") else ZMQStream(zmq.Socket(shadow=socket))
+        session = self._private_session()
 
         def on_message(parts: list[bytes]) -> None:
             try:
-                _, msg_parts = km.session.feed_identities(parts)
-                msg = km.session.deserialize(msg_parts, content=True)
-            except Exception:
+                _, msg_parts = session.feed_identities(parts)
+                msg = session.deserialize(msg_parts, content=True)
+            except Exception as error:
+                self.log.warning("jupyter-ckpt: undecodable IOPub message from kernel %s: %s",
+                                 self.kernel_id, error)
                 return
-            if msg["header"]["msg_type"] in ("execute_input", "execute_result") \
-                    and "execution_count" in msg["content"]:
+            kind = msg["header"]["msg_type"]
+            if kind == "status":
+                self._kernel_busy = msg["content"].get("execution_state") == "busy"
+            elif kind in ("execute_input", "execute_result") and "execution_count" in msg["content"]:
                 self.execution_count = msg["content"]["execution_count"]
 
         stream.on_recv(on_message)
         self._iopub_stream = stream
+
+    def _private_session(self):
+        """A Session of our own: deserializing checks each signature against the session's
+        history of seen ones, so sharing the kernel manager's would make two readers of the
+        same message reject it as a replay."""
+        from jupyter_client.session import Session
+
+        km = self.parent
+        return Session(key=km.session.key, signature_scheme=km.session.signature_scheme,
+                       username=km.session.username)
+
+    async def ask_execution_count(self, timeout: float = 2.0) -> int | None:
+        """The kernel's own execution count, asked with a silent empty execute_request.
+
+        For when the IOPub watcher saw no cell: its subscription may have gone through only
+        after the first cell started. Not asked of a kernel known to be busy, whose request
+        would wait behind the running cell."""
+        if self._kernel_busy:
+            return None
+        km = self.parent
+        client = km.client(session=self._private_session())
+        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        deadline = time.monotonic() + timeout
+        try:
+            msg_id = client.execute("", silent=True, store_history=False)
+            while True:
+                reply = client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if inspect.isawaitable(reply):  # jupyter_server's managers make async clients
+                    reply = await reply
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+        except queue.Empty:
+            self.log.warning("jupyter-ckpt: kernel %s did not tell its execution count within %s s",
+                             self.kernel_id, timeout)
+            return None
+        finally:
+            client.stop_channels()
+        return reply["content"].get("execution_count") or None
 
     async def cleanup(self, restart: bool = False) -> None:
         stream = getattr(self, "_iopub_stream", None)

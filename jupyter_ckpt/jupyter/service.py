@@ -56,6 +56,10 @@ class CheckpointService:
                                         or self.catalog.exists(snapshot_id)):
             raise Conflict("invalid or already used snapshot id")
         snapshot_id = snapshot_id or SnapshotCatalog.new_id()
+        if execution_count is None:
+            execution_count = provisioner.execution_count
+        if execution_count is None:
+            execution_count = await provisioner.ask_execution_count()
         connection = km.get_connection_info()
         connection["key"] = connection["key"].decode() if isinstance(connection["key"], bytes) \
             else connection["key"]
@@ -63,8 +67,7 @@ class CheckpointService:
             "label": label or time.strftime("%Y-%m-%d %H:%M:%S"),
             "kernel_id": kernel_id, "kernel_name": km.kernel_name,
             "notebook_path": await self._notebook_path(kernel_id),
-            "execution_count": execution_count if execution_count is not None
-            else provisioner.execution_count,
+            "execution_count": execution_count,
             "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
         }
