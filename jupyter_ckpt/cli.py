@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             if restored.in_new_pid_namespace:
                 print(f"restored in a new PID namespace: pid {restored.ns_pid} inside is "
                       f"pid {restored.pid} here", file=sys.stderr)
+            for warning in restored.warnings:
+                print(f"jupyter-ckpt: warning: {warning}", file=sys.stderr)
             if args.detach:
                 print(restored.pid, flush=True)
                 _report_pages(restored)  # we serve the memory: not gone before it is all in

@@ -83,6 +83,10 @@ def test_restore_while_original_runs_is_an_independent_fork(server):
     assert fork.execute("print(value)")[1].strip() == "fork"
     assert ks.execute("print(value)")[1].strip() == "original"
     assert kernel_pid(fork) == kernel_pid(ks), "inside its own PID namespace the fork keeps its PID"
+    own = "import os; start = lambda path: open(path).read().split()[21]\n" \
+          "print(os.readlink('/proc/self') == str(os.getpid())" \
+          " and start(f'/proc/{os.getpid()}/stat') == start('/proc/self/stat'))"  # as psutil reads
+    assert fork.execute(own)[1].strip() == "True", "the fork's /proc/<its pid> is another process"
     # both write IPython history: the fork starts a session of its own, so the original
     # never meets the fork's rows in its session (IPython would print an error into a cell)
     assert ks.execute(session)[1] == history_session, "the original's history session moved"

@@ -3,8 +3,10 @@ sees its original PID, and both run on independently."""
 import json
 import os
 import signal
+import subprocess
 import sys
 
+import pytest
 
 from conftest import HERE, Program, pid_alive, run_cli, wait_until
 from forked import enter_container, run_forked
@@ -23,6 +25,9 @@ while not t.verify_requested:
 t.check(os.getpid() == me, f"pid {{os.getpid()}} != {{me}}")
 t.check(os.getppid() == parent, f"parent pid {{os.getppid()}} != {{parent}}")
 t.check(counter > 0, "never counted")
+t.check(os.readlink("/proc/self") == str(me), f"/proc/self is {{os.readlink('/proc/self')}}, not {{me}}")
+with open(f"/proc/{{me}}/stat") as by_pid, open("/proc/self/stat") as by_self:  # (as psutil reads)
+    t.check(by_pid.read().split()[21] == by_self.read().split()[21], "/proc/<my pid> is another process")
 t.passed()
 """
 
@@ -96,3 +101,26 @@ def test_inside_a_container(workdir):
         prog.verify()
 
     run_forked(work, enter_container, "in a container")
+
+
+def test_a_process_that_sees_other_mounts_is_refused(workdir):
+    """An image records paths, which mean to the restorer what they meant to the process
+    only where the process sees our mounts (or a copy of them with its own /proc, as the
+    copies above): one behind a mount of its own is refused by name, and runs on."""
+    (workdir / "mnt").mkdir()
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             f"mount -t tmpfs none {workdir}/mnt && exec sleep 600"])
+    try:
+        wait_until(lambda: proc.poll() is not None or open(f"/proc/{proc.pid}/comm").read() == "sleep\n",
+                   what="the program behind its own mount")
+        if proc.poll() is not None:
+            pytest.skip("kernel feature missing: cannot mount tmpfs in a new mount namespace")
+        refused = run_cli("check", proc.pid, check=False)
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stdout.splitlines() == [
+            f"pid {proc.pid} process: mnt namespace: sees other mounts than ours, so its paths "
+            "mean other files"], refused.stdout
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

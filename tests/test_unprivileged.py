@@ -46,6 +46,12 @@ def _restore_as_user(image: Path, prog: Program) -> None:
     assert os.readlink(f"/proc/{restored.pid}/ns/user") != os.readlink("/proc/self/ns/user")
     parents = {p.pid for p in psutil.Process(restored.pid).parents()}
     assert os.getpid() in parents, "the restorer's caller stays an ancestor (Yama scope 1)"
+    if restored.warnings:  # a container's masked /proc may forbid a user one: it says so
+        assert restored.warnings == [w for w in restored.warnings if "/proc" in w], restored.warnings
+    else:  # its /proc is its namespace's: there /proc/<its pid> is itself
+        start = lambda path: open(path).read().split()[21]  # noqa: E731
+        inside = f"/proc/{restored.pid}/root/proc/{restored.ns_pid}/stat"
+        assert start(inside) == start(f"/proc/{restored.pid}/stat")
     prog.pid = restored.pid
 
 

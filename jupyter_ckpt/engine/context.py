@@ -79,13 +79,29 @@ class TreeIndex:
     _unix: dict[int, Any] | None = None
     _mountinfo: str | None = None
     _tmpfs: set[tuple[int, int]] | None = None
+    _mount_namespaces: dict[str, bool] | None = None  # mount namespace -> mounts like ours
 
     def mountinfo(self) -> str:
-        """/proc/ROOT/mountinfo, read once per checkpoint (the tree's mount namespace is ours)."""
+        """/proc/ROOT/mountinfo, read once per checkpoint (the tree's mounts are like ours)."""
         if self._mountinfo is None:
             with open(f"/proc/{self.root}/mountinfo") as f:
                 self._mountinfo = f.read()
         return self._mountinfo
+
+    def mounts_like_ours(self, pid: int) -> bool:
+        """Whether `pid`'s mount namespace is ours, or shows the same mounts apart from /proc
+        (a copy restored in a PID namespace of its own, pidns.py): then the paths we record
+        mean for it what they mean for us. Compared once per namespace."""
+        namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+        if namespace == os.readlink("/proc/self/ns/mnt"):
+            return True
+        if self._mount_namespaces is None:
+            self._mount_namespaces = {}
+        if namespace not in self._mount_namespaces:
+            with open(f"/proc/{pid}/mountinfo") as theirs, open("/proc/self/mountinfo") as ours:
+                self._mount_namespaces[namespace] = \
+                    procfs.mount_table(theirs.read()) == procfs.mount_table(ours.read())
+        return self._mount_namespaces[namespace]
 
     def tmpfs_devices(self) -> set[tuple[int, int]]:
         """(major, minor) of the tmpfs file systems the tree sees."""

@@ -7,6 +7,10 @@ the original parent's PID, so a program that checks getppid() (ipykernel does) s
 its parent; a root whose parent was init gets our init as its parent. The root's parent
 reaps it and exits with its status; init leaves once the stand-in is gone and no orphan is
 left, which ends the namespace.
+
+Init also gives the namespace a /proc of its own, in a mount namespace that is otherwise a
+copy of ours: with ours, /proc/<os.getpid()> inside would describe another process (psutil
+and ipykernel's usage reports read it), and /proc/self would not be the process's own PID.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from . import syscalls
 from .errors import CkptError
 
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_SLAVE = 0x2, 0x4, 0x8, 0x4000, 0x80000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -44,6 +50,7 @@ class PidNamespace:
         self._root = root
         self._go_r = self._go_w = -1
         self.init_pid = self.stand_in_pid = self.waiter_pid = 0
+        self.proc_error = ""  # why the namespace has no /proc of its own ("" when it has)
 
     def fork_parent(self, ppid: int, tree_ids: set[int]) -> int:
         """Start the namespace: its init, then the root's parent with PID `ppid` inside,
@@ -54,21 +61,38 @@ class PidNamespace:
         the root's. Both inherit our fds of the moment, which the root's seed needs."""
         self._go_r, self._go_w = os.pipe()
         alive_r, alive_w = os.pipe()
+        report_r, report_w = os.pipe()
         self.init_pid = os.fork()
         if self.init_pid == 0:
-            _init(self._go_r, self._go_w, alive_r, alive_w, self._root)
+            os.close(report_r)
+            _init(self._go_r, self._go_w, alive_r, alive_w, report_w, self._root)
         os.close(alive_r)
+        os.close(report_w)
+        mounts = -1
         try:
+            self.proc_error = _read_all(report_r).decode()
             if ppid == 1:
                 self.waiter_pid = self.init_pid
             else:
                 if ppid < 1 or ppid in tree_ids:
                     ppid = next(pid for pid in itertools.count(2) if pid not in tree_ids)
+                init_mounts = f"/proc/{self.init_pid}/ns/mnt"
+                if os.readlink(init_mounts) != os.readlink("/proc/thread-self/ns/mnt"):
+                    mounts = os.open(init_mounts, os.O_RDONLY | os.O_CLOEXEC)
+                joined_r, joined_w = os.pipe()
                 child = syscalls.fork_with_pid(ppid)
                 if child == 0:
-                    _stand_in(self._go_r, self._go_w, alive_w, self._root)
+                    os.close(joined_r)
+                    _stand_in(self._go_r, self._go_w, alive_w, mounts, joined_w, self._root)
+                os.close(joined_w)
                 self.stand_in_pid = self.waiter_pid = child
+                # (the root's seed is forked from it: only once it is in init's mounts)
+                self.proc_error = self.proc_error or _read_all(joined_r).decode()
+                os.close(joined_r)
         finally:
+            os.close(report_r)
+            if mounts >= 0:
+                os.close(mounts)
             os.close(alive_w)  # from now on only the stand-in (if any) keeps init waiting
         return self.waiter_pid
 
@@ -103,12 +127,35 @@ def _exit_status(wait_status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _init(go_r: int, go_w: int, alive_r: int, alive_w: int, root: int) -> None:
-    """PID 1 of the namespace: reaps orphans, and is the root's parent when the original's
-    was init. Leaves once the stand-in (if any) is gone and no child is left, with the
-    root's exit status if the root was its child. Never returns."""
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
+
+
+def _own_proc() -> str:
+    """Enter a mount namespace of our own, a copy of our parent's that does not pass its
+    mounts back, and mount there a /proc of the PID namespace we are init of. Returns why
+    that failed, or "". (No proc is mounted unless the copy is certain not to pass it on.)"""
+    try:
+        _call(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _call(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
+        _call(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+              "mount -t proc proc /proc")
+    except CkptError as err:
+        return str(err)
+    return ""
+
+
+def _init(go_r: int, go_w: int, alive_r: int, alive_w: int, report_w: int, root: int) -> None:
+    """PID 1 of the namespace: gives it its /proc, reaps orphans, and is the root's parent
+    when the original's was init. Leaves once the stand-in (if any) is gone and no child is
+    left, with the root's exit status if the root was its child. Never returns."""
     status = 0
     try:
+        os.write(report_w, _own_proc().encode())
+        os.close(report_w)
         os.close(go_w)
         os.close(alive_w)
         os.read(go_r, 1)  # the restore is done (or failed and we are being killed)
@@ -134,10 +181,17 @@ def _init(go_r: int, go_w: int, alive_r: int, alive_w: int, root: int) -> None:
         os._exit(status)
 
 
-def _stand_in(go_r: int, go_w: int, alive_w: int, root: int) -> None:
-    """The restored root's parent inside the namespace. Never returns."""
+def _stand_in(go_r: int, go_w: int, alive_w: int, mounts: int, joined_w: int, root: int) -> None:
+    """The restored root's parent inside the namespace, and in init's mount namespace (so
+    the root, forked from it, is too); says on `joined_w` why it could not join (or
+    nothing). Never returns."""
     status = 1
     try:
+        if mounts >= 0:
+            if _libc.setns(mounts, CLONE_NEWNS) != 0:
+                os.write(joined_w, f"setns(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}".encode())
+            os.close(mounts)
+        os.close(joined_w)
         os.close(go_w)
         os.read(go_r, 1)  # the restore is done (or failed and we are being killed)
         os.closerange(0, alive_w)

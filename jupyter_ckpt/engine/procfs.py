@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -76,6 +77,21 @@ def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:
             major, minor = fields.split()[2].split(":")
             devices.add((int(major), int(minor)))
     return devices
+
+
+def mount_table(mountinfo: str) -> Counter[tuple[str, ...]]:
+    """The mounts of a /proc/PID/mountinfo text as they can be compared between mount
+    namespaces: device, root, mount point, options, type and source of each (not the ids
+    or propagation, which differ in a copy). /proc and what is below it are left out: a
+    PID namespace's copy has its own (pidns.py)."""
+    table: Counter[tuple[str, ...]] = Counter()
+    for line in mountinfo.splitlines():
+        head, _, tail = line.partition(" - ")
+        fields = head.split()
+        if fields[4] == "/proc" or fields[4].startswith("/proc/"):
+            continue
+        table[(fields[2], fields[3], fields[4], fields[5], *tail.split()[:2])] += 1
+    return table
 
 
 def mount_point_of(mountinfo: str, major: int, minor: int) -> str | None:

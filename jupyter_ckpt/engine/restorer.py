@@ -47,6 +47,7 @@ class Restored:
     waiter: int  # our child whose end reports the root's end (the root, or its parent in a new PID ns)
     port_map: dict[int, int] = field(default_factory=dict)  # listening port -> new port, if rebound
     pages: PageServer | None = field(default=None, repr=False)  # lazy restore: serves memory
+    warnings: list[str] = field(default_factory=list)  # what the caller should tell the user
 
     @property
     def in_new_pid_namespace(self) -> bool:
@@ -176,7 +177,10 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     progress("running", 0, 0)
     if namespace:
         namespace.release()
-        return Restored(seed.pid, root, namespace.waiter_pid, tree.port_map, tree.lazy)
+        warnings = [] if not namespace.proc_error else [
+            f"the new PID namespace shows the host's /proc ({namespace.proc_error}): there "
+            "/proc/<the process's own PID> is another process"]
+        return Restored(seed.pid, root, namespace.waiter_pid, tree.port_map, tree.lazy, warnings)
     return Restored(seed.pid, root, seed.pid, tree.port_map, tree.lazy)
 
 

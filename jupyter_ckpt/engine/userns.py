@@ -83,7 +83,8 @@ def restore_in_helper(path: str, stdio: str, allow_foreign_owner: bool, rebind_l
         raise _error_from(outcome.get("error"), helper.returncode)
     restored = outcome["restored"]
     return Restored(restored["pid"], restored["ns_pid"], helper.pid,
-                    {int(k): v for k, v in restored["port_map"].items()})
+                    {int(k): v for k, v in restored["port_map"].items()},
+                    warnings=restored["warnings"])
 
 
 def _error_from(report: dict[str, str] | None, exit_code: int | None) -> CkptError:
@@ -126,7 +127,8 @@ def _helper_main(request_json: str, report_fd: int) -> int:
         send(error={"type": "CkptError", "message": f"restore helper: {type(err).__name__}: {err}"})
         return 1
     send(restored={"pid": restored.pid, "ns_pid": restored.ns_pid,
-                   "port_map": {str(k): v for k, v in restored.port_map.items()}})
+                   "port_map": {str(k): v for k, v in restored.port_map.items()},
+                   "warnings": restored.warnings})
     reports.close()
     # The tree has its copies of our stdio; we let go of ours, or a caller reading the
     # restorer's output (`pid=$(jupyter-ckpt restore --detach ...)`) would wait for us.

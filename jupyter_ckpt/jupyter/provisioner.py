@@ -121,6 +121,8 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
         restored = await request.worker.run("restore", self.kernel_id, request.snapshot_id, work)
         request.port_map = dict(restored.port_map)
+        for warning in restored.warnings:
+            self.log.warning("jupyter-ckpt: kernel %s: %s", self.kernel_id, warning)
         km = self.parent
         info = dict(request.connection)
         for name in _PORT_NAMES:

@@ -47,6 +47,11 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
             continue
         if ns == "user" and _identity_user_ns(pid, ctx.tree.root):
             continue  # an unprivileged restore's namespace (userns.py): ids are ours
+        if ns == "mnt":
+            if not ctx.tree.mounts_like_ours(pid):
+                raise ctx.refuse("process", "mnt namespace",
+                                 "sees other mounts than ours, so its paths mean other files")
+            continue
         if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
             raise ctx.refuse("process", f"{ns} namespace", "runs in another namespace than ours")
     if os.readlink(f"/proc/{pid}/root") != "/":
