@@ -68,33 +68,42 @@ class PidNamespace:
             _init(self._go_r, self._go_w, alive_r, alive_w, report_w, self._root)
         os.close(alive_r)
         os.close(report_w)
-        mounts = -1
         try:
-            self.proc_error = _read_all(report_r).decode()
+            self.proc_error = _read_all(report_r).decode()  # init has its /proc, or says why not
+        finally:
+            os.close(report_r)
+        try:
             if ppid == 1:
                 self.waiter_pid = self.init_pid
             else:
                 if ppid < 1 or ppid in tree_ids:
                     ppid = next(pid for pid in itertools.count(2) if pid not in tree_ids)
-                init_mounts = f"/proc/{self.init_pid}/ns/mnt"
-                if os.readlink(init_mounts) != os.readlink("/proc/thread-self/ns/mnt"):
-                    mounts = os.open(init_mounts, os.O_RDONLY | os.O_CLOEXEC)
-                joined_r, joined_w = os.pipe()
-                child = syscalls.fork_with_pid(ppid)
-                if child == 0:
-                    os.close(joined_r)
-                    _stand_in(self._go_r, self._go_w, alive_w, mounts, joined_w, self._root)
-                os.close(joined_w)
-                self.stand_in_pid = self.waiter_pid = child
-                # (the root's seed is forked from it: only once it is in init's mounts)
-                self.proc_error = self.proc_error or _read_all(joined_r).decode()
-                os.close(joined_r)
+                self.stand_in_pid = self.waiter_pid = self._fork_stand_in(ppid, alive_w)
         finally:
-            os.close(report_r)
-            if mounts >= 0:
-                os.close(mounts)
             os.close(alive_w)  # from now on only the stand-in (if any) keeps init waiting
         return self.waiter_pid
+
+    def _fork_stand_in(self, ppid: int, alive_w: int) -> int:
+        """The root's parent, with PID `ppid` inside, returned once it is in init's mount
+        namespace (the root's seed will be forked from it)."""
+        init_mounts = f"/proc/{self.init_pid}/ns/mnt"
+        mounts = -1
+        if os.readlink(init_mounts) != os.readlink("/proc/thread-self/ns/mnt"):
+            mounts = os.open(init_mounts, os.O_RDONLY | os.O_CLOEXEC)
+        joined_r, joined_w = os.pipe()
+        try:
+            child = syscalls.fork_with_pid(ppid)
+            if child == 0:
+                os.close(joined_r)
+                _stand_in(self._go_r, self._go_w, alive_w, mounts, joined_w, self._root)
+            os.close(joined_w)
+            joined_w = -1
+            self.proc_error = self.proc_error or _read_all(joined_r).decode()
+            return child
+        finally:
+            for fd in (mounts, joined_r, joined_w):
+                if fd >= 0:
+                    os.close(fd)
 
     def leave(self) -> None:
         """Our next children are born in our own namespace again."""
