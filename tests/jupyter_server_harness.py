@@ -189,10 +189,15 @@ class KernelSocket:
         return reply["status"], "".join(out), reply.get("execution_count")
 
     def wait_for_output(self, timeout: float = 60) -> None:
-        """A restored kernel's IOPub needs a moment until our subscription is through."""
+        """A restored kernel's IOPub needs a moment until the server's subscription is
+        through: output (and the idle status that ends an execution) published before is
+        lost, so each attempt gets a few seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "alive" in self.execute("print('alive')")[1]:
-                return
+            try:
+                if "alive" in self.execute("print('alive')", timeout=5)[1]:
+                    return
+            except TimeoutError:
+                pass
             time.sleep(0.2)
         raise TimeoutError("restored kernel produced no output")

@@ -51,7 +51,7 @@ class Kernel:
         self.kc.wait_for_ready(timeout=60)
         self.pid = self.km.provisioner.process.pid
 
-    def run(self, code: str) -> tuple[str, str, int]:
+    def run(self, code: str, timeout: float = 60) -> tuple[str, str, int]:
         out: list[str] = []
 
         def hook(msg):
@@ -60,15 +60,20 @@ class Kernel:
             elif msg["msg_type"] == "error":
                 out.append("\n".join(msg["content"]["traceback"]))
 
-        reply = self.kc.execute_interactive(code, timeout=60, output_hook=hook)
+        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
         return reply["content"]["status"], "".join(out), reply["content"]["execution_count"]
 
-    def wait_for_output(self, timeout: float = 30) -> None:
-        """After a restore the client's IOPub subscription has to reconnect first."""
+    def wait_for_output(self, timeout: float = 60) -> None:
+        """After a restore the client's IOPub subscription has to reconnect first: what the
+        kernel publishes before that is lost, and an execution whose idle status was lost
+        never ends, so each attempt gets a few seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "alive" in self.run("print('alive')")[1]:
-                return
+            try:
+                if "alive" in self.run("print('alive')", timeout=5)[1]:
+                    return
+            except TimeoutError:
+                pass
             time.sleep(0.2)
         pytest.fail("restored kernel never produced output")
 

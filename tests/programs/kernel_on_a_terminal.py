@@ -14,11 +14,20 @@ workdir = sys.argv[1]
 terminal = os.ttyname(1)
 
 
-def run(kc, code: str) -> str:
+def run(kc, code: str, timeout: float = 60) -> str:
     out: list[str] = []
-    kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
+    kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: out.append(
         m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
     return "".join(out)
+
+
+def alive(kc) -> bool:
+    """Whether the restored kernel's output reaches us; until our IOPub subscription has
+    reconnected, output (and the idle status that ends an execution) is lost."""
+    try:
+        return "alive" in run(kc, "print('alive')", timeout=5)
+    except TimeoutError:
+        return False
 
 
 def copies_of_the_terminal(pid: int) -> list[int]:
@@ -46,8 +55,8 @@ print(f"RESULT blockers {len(blockers)} {blockers}", flush=True)
 engine.dump(pid, os.path.join(workdir, "image"), kill=True)
 km.provisioner.process.wait(timeout=30)
 engine.restore(os.path.join(workdir, "image"))
-deadline = time.monotonic() + 30
-while "alive" not in run(kc, "print('alive')") and time.monotonic() < deadline:
+deadline = time.monotonic() + 60
+while not alive(kc) and time.monotonic() < deadline:
     time.sleep(0.2)
 print(f"RESULT x {run(kc, 'print(x)').strip()}", flush=True)
 print(f"RESULT copies after {copies_of_the_terminal(pid)}", flush=True)
