@@ -5,6 +5,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterator
 
 
 @dataclass
@@ -68,13 +69,21 @@ def read_vmas(pid: int) -> list[Vma]:
     return vmas
 
 
+def _mounts(mountinfo: str) -> Iterator[tuple[list[str], list[str]]]:
+    """Each line of a /proc/PID/mountinfo text as its fields before the " - " separator
+    (id, parent, major:minor, root, mount point, options, optional fields) and after it
+    (type, source, super options)."""
+    for line in mountinfo.splitlines():
+        head, _, tail = line.partition(" - ")
+        yield head.split(), tail.split()
+
+
 def parse_tmpfs_devices(mountinfo: str) -> set[tuple[int, int]]:
     """(major, minor) of every tmpfs mounted, from /proc/PID/mountinfo text."""
     devices = set()
-    for line in mountinfo.splitlines():
-        fields, _, tail = line.partition(" - ")
-        if tail.split()[:1] == ["tmpfs"]:
-            major, minor = fields.split()[2].split(":")
+    for fields, tail in _mounts(mountinfo):
+        if tail[:1] == ["tmpfs"]:
+            major, minor = fields[2].split(":")
             devices.add((int(major), int(minor)))
     return devices
 
@@ -85,12 +94,10 @@ def mount_table(mountinfo: str) -> Counter[tuple[str, ...]]:
     or propagation, which differ in a copy). /proc and what is below it are left out: a
     PID namespace's copy has its own (pidns.py)."""
     table: Counter[tuple[str, ...]] = Counter()
-    for line in mountinfo.splitlines():
-        head, _, tail = line.partition(" - ")
-        fields = head.split()
+    for fields, tail in _mounts(mountinfo):
         if fields[4] == "/proc" or fields[4].startswith("/proc/"):
             continue
-        table[(fields[2], fields[3], fields[4], fields[5], *tail.split()[:2])] += 1
+        table[(fields[2], fields[3], fields[4], fields[5], *tail[:2])] += 1
     return table
 
 
@@ -98,8 +105,7 @@ def mount_point_of(mountinfo: str, major: int, minor: int) -> str | None:
     """Where the file system with device (major, minor) is mounted, from mountinfo text
     (its first mount of the file system's root, or else its first mount)."""
     found = None
-    for line in mountinfo.splitlines():
-        fields = line.split(" - ")[0].split()
+    for fields, _ in _mounts(mountinfo):
         if fields[2] == f"{major}:{minor}":
             where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # \040: space
             if fields[3] == "/":
