@@ -197,8 +197,10 @@ def _stand_in(go_r: int, go_w: int, alive_w: int, mounts: int, joined_w: int, ro
     status = 1
     try:
         if mounts >= 0:
-            if _libc.setns(mounts, CLONE_NEWNS) != 0:
-                os.write(joined_w, f"setns(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}".encode())
+            try:
+                _call(_libc.setns(mounts, CLONE_NEWNS), "setns(CLONE_NEWNS)")
+            except CkptError as err:
+                os.write(joined_w, str(err).encode())
             os.close(mounts)
         os.close(joined_w)
         os.close(go_w)

@@ -23,9 +23,9 @@ from typing import Any
 from . import errors, procfs
 from .context import Progress, no_progress
 from .errors import CkptError
+from .pidns import CLONE_NEWPID
 
 CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
 _CAP_SYS_ADMIN = 21
 _CAP_CHECKPOINT_RESTORE = 40
 _libc = ctypes.CDLL(None, use_errno=True)
