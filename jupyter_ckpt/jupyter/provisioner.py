@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import queue
 import signal
@@ -206,7 +205,8 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
         For when the IOPub watcher saw no cell: its subscription may have gone through only
         after the first cell started. Not asked of a kernel known to be busy, whose request
-        would wait behind the running cell."""
+        would wait behind the running cell. Needs an async kernel manager (as Jupyter
+        Server's are), whose clients are async too."""
         if self._kernel_busy:
             return None
         km = self.parent
@@ -216,9 +216,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         try:
             msg_id = client.execute("", silent=True, store_history=False)
             while True:
-                reply = client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if inspect.isawaitable(reply):  # jupyter_server's managers make async clients
-                    reply = await reply
+                reply = await client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
                 if reply["parent_header"].get("msg_id") == msg_id:
                     break
         except queue.Empty:
