@@ -1,7 +1,6 @@
 """Plain jupyter_client users opt in with the kernelspec; notebooks record their snapshots."""
 import asyncio
 import json
-import os
 import subprocess
 import sys
 
