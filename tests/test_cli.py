@@ -252,7 +252,7 @@ def _corruptions():
             ("no manifest", no_manifest, "manifest.json"),
             ("truncated manifest", truncated_manifest, "corrupt"),
             ("manifest not json", not_json, "corrupt"),
-            ("a file", a_file, "no such image"), ("nonexistent", gone, "no such image")]
+            ("a file", a_file, "not an image directory"), ("nonexistent", gone, "no such image")]
 
 
 # --- migration ----------------------------------------------------------------------------
@@ -542,3 +542,24 @@ def test_console_script(programs):
     assert result.returncode == 0, result.stderr
     assert "can be checkpointed" in result.stdout
     prog.verify()
+
+
+def test_a_dump_removes_what_killed_dumps_left_behind(cc, programs, workdir):
+    """A dump that was killed leaves `.NAME.*.partial` (process memory) next to its DIR; the
+    next dump into that directory removes it, but never one whose writer is still at work."""
+    import fcntl
+    stale = workdir / ".old.abc123.partial"
+    stale.mkdir()
+    (stale / "pages-1.bin").write_bytes(b"secret" * 1000)
+    busy = workdir / ".busy.def456.partial"
+    busy.mkdir()
+    (busy / "pages-2.bin").write_bytes(b"in progress")
+    held = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        prog = programs(cc("counter"))
+        prog.dump(workdir / "image")
+        assert not stale.exists()
+        assert (busy / "pages-2.bin").exists()
+    finally:
+        os.close(held)

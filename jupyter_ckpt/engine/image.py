@@ -13,23 +13,32 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
+import fcntl
 import json
+import logging
 import mmap
 import os
 import shutil
+import stat
 import tempfile
+import time
 from typing import Any
 
 import xxhash
 
+from . import schema
 from .errors import CkptError, ImageError
 
-FORMAT = "jupyter-ckpt-image"
-VERSION = 2
+FORMAT = schema.FORMAT
+VERSION = schema.VERSION
 MANIFEST = "manifest.json"
+PARTIAL = ".partial"  # suffix of an image directory being written
+MAX_MANIFEST = 1 << 30  # bytes: a manifest is read whole; bigger is not one of ours
 _CHUNK = 8 << 20
 _WRITEBACK = 32 << 20  # start writeback of a blob being filled every this many bytes
 _SYNC_FILE_RANGE_WRITE = 2
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 _sync_file_range = _libc.sync_file_range
 _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
@@ -50,15 +59,18 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
 
 
 def _hash_file(path: str) -> str:
-    """xxh3-128 of a file, hashed straight from a read-only mapping of its page cache (no
-    copy into a buffer: about twice as fast as reading it)."""
-    digest = xxhash.xxh3_128()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
-        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        return _hash_fd(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    """xxh3-128 of the first `size` bytes of a file, hashed straight from a read-only
+    mapping of its page cache (no copy into a buffer: about twice as fast as reading it)."""
+    digest = xxhash.xxh3_128()
+    mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
     if mapping is not None:
         mapping.madvise(mmap.MADV_SEQUENTIAL)  # bigger readahead when not cached
         view = memoryview(mapping)
@@ -143,8 +155,12 @@ class ImageWriter:
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise CkptError(f"{parent} is not a directory")
-        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.", suffix=".partial",
+        _remove_stale_partials(parent)
+        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.", suffix=PARTIAL,
                                     dir=parent)
+        # Held until commit or abort: a partial directory nobody holds locked is stale.
+        self._lock = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.blobs: dict[str, dict[str, Any]] = {}
         self._adopted: list[str] = []
 
@@ -191,38 +207,120 @@ class ImageWriter:
             os.close(fd)
         os.chmod(self.tmp, 0o700)
         os.rename(self.tmp, self.path)
+        self._unlock()
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+
+def _remove_stale_partials(parent: str) -> None:
+    """Remove what dumps into `parent` that were killed left behind (`.NAME.*.partial`
+    directories holding process memory): only those whose writer is gone, i.e. that no
+    one holds locked, and only our own."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(".") and n.endswith(PARTIAL)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(parent, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # empty and new: maybe a dump that has not taken its lock yet; left for later
+            fresh = time.time() - st.st_mtime < 1 and not os.listdir(fd)
+        except OSError:
+            continue  # a live dump holds it
+        else:
+            if st.st_uid != os.getuid() or fresh:
+                continue
+            log.info("removing %s, left behind by a dump that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 class ImageReader:
-    """A verified image. Construction fails with ImageError unless everything checks out."""
+    """A verified image. Construction fails with ImageError unless everything checks out:
+    the files are what they claim (regular files of the image's owner, reached without
+    following a link, never read past their declared size), and the manifest passes the
+    schema (`schema.validate`), so nothing downstream meets a field it did not expect."""
 
     def __init__(self, path: str, verify_blobs: bool = True):
         self.path = path
-        manifest_path = os.path.join(path, MANIFEST)
-        if not os.path.isdir(path):
-            raise ImageError(f"{path}: no such image directory")
+        self._dir = -1
+        self._dir = _open_image_dir(path)
         try:
-            with open(manifest_path, "rb") as f:
-                manifest = json.loads(f.read())
+            self.owner = os.fstat(self._dir).st_uid
+            manifest = self._read_manifest()
+            try:
+                schema.validate(manifest)
+            except schema.Invalid as err:
+                raise ImageError(f"image {path} is invalid: {err}") from None
+            if manifest["manifest_xxh3_128"] != manifest_checksum(manifest):
+                raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
+            self.manifest: dict[str, Any] = manifest
+            self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
+            if verify_blobs:
+                self.verify()
+            self.bases = self._open_bases(verify_blobs)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _open(self, name: str, limit: int) -> tuple[int, int]:
+        """An image file opened for reading: a regular file of the directory's owner, no
+        link followed, at most `limit` bytes. Returns (fd, size)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=self._dir)
         except FileNotFoundError:
-            raise ImageError(f"{path}: not an image (no {MANIFEST})") from None
+            raise ImageError(f"{self.path}: {name} is missing") from None
+        except OSError as err:
+            what = "a symbolic link" if err.errno == errno.ELOOP else err.strerror
+            raise ImageError(f"{self.path}: {name} cannot be opened ({what})") from None
+        st = os.fstat(fd)
+        problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode)
+                   else f"belongs to uid {st.st_uid}, not to the image's owner" if st.st_uid != self.owner
+                   else f"is {st.st_size} bytes, more than the {limit} expected" if st.st_size > limit
+                   else "")
+        if problem:
+            os.close(fd)
+            raise ImageError(f"{self.path}: {name} {problem}")
+        return fd, st.st_size
+
+    def _read_manifest(self) -> Any:
+        try:
+            fd, size = self._open(MANIFEST, MAX_MANIFEST)
+        except ImageError as err:
+            if f"{MANIFEST} is missing" in str(err):
+                raise ImageError(f"{self.path}: not an image (no {MANIFEST})") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(size + 1)
+        try:
+            return json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            raise ImageError(f"{path}: {MANIFEST} is corrupt or truncated") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ImageError(f"{path}: not a jupyter-ckpt image")
-        if manifest.get("version") != VERSION:
-            raise ImageError(f"{path}: image format version {manifest.get('version')!r}, "
-                             f"this jupyter-ckpt reads version {VERSION}")
-        if manifest.get("manifest_xxh3_128") != manifest_checksum(manifest):
-            raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
-        self.manifest: dict[str, Any] = manifest
-        self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
-        if verify_blobs:
-            self.verify()
-        self.bases = self._open_bases(verify_blobs)
+            raise ImageError(f"{self.path}: {MANIFEST} is corrupt or truncated") from None
+        except RecursionError:
+            raise ImageError(f"{self.path}: {MANIFEST} is nested too deeply") from None
 
     def _open_bases(self, verify_blobs: bool) -> list["ImageReader"]:
         """The images an incremental image builds on (see incremental.py), each checked
@@ -237,34 +335,52 @@ class ImageReader:
             if reader.manifest["manifest_xxh3_128"] != base["manifest_xxh3_128"]:
                 raise ImageError(f"{self.path} builds on {path}, which has changed since")
             readers.append(reader)
+        try:
+            schema.validate_base_runs(self.manifest, [r.manifest for r in readers])
+        except schema.Invalid as err:
+            raise ImageError(f"image {self.path} is invalid: {err}") from None
         return readers
 
     def verify(self) -> None:
         for name, meta in self.blobs.items():
-            if "/" in name or name.startswith("."):
-                raise ImageError(f"{self.path}: invalid blob name {name!r}")
-            blob_path = os.path.join(self.path, name)
+            fd, size = self._open(name, meta["size"])
             try:
-                size = os.path.getsize(blob_path)
-            except FileNotFoundError:
-                raise ImageError(f"{self.path}: blob {name} is missing") from None
-            if size != meta["size"]:
-                raise ImageError(f"{self.path}: blob {name} is {size} bytes, expected "
-                                 f"{meta['size']} (truncated or corrupt)")
-            if _hash_file(blob_path) != meta["xxh3_128"]:
-                raise ImageError(f"{self.path}: blob {name} checksum mismatch (corrupt)")
+                if size != meta["size"]:
+                    raise ImageError(f"{self.path}: blob {name} is {size} bytes, expected "
+                                     f"{meta['size']} (truncated or corrupt)")
+                if _hash_fd(fd, size) != meta["xxh3_128"]:
+                    raise ImageError(f"{self.path}: blob {name} checksum mismatch (corrupt)")
+            finally:
+                os.close(fd)
 
     def blob_bytes(self, name: str) -> bytes:
-        with open(os.path.join(self.path, name), "rb") as f:
-            return f.read()
+        fd, size = self._open(name, self.blobs[name]["size"])
+        with os.fdopen(fd, "rb") as f:
+            return f.read(size)
 
     def map_blob(self, name: str) -> mmap.mmap | None:
         size = self.blobs[name]["size"]
         if not size:
             return None
-        with open(os.path.join(self.path, name), "rb") as f:
+        fd, actual = self._open(name, size)
+        try:
+            if actual != size:
+                raise ImageError(f"{self.path}: blob {name} is {actual} bytes, expected {size}")
             # copy-on-write access: never written, but lets ctypes take its address
-            return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+            return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
+
+
+def _open_image_dir(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image directory") from None
+    except OSError as err:
+        what = ("is a symbolic link" if err.errno == errno.ELOOP
+                else "is not a directory" if err.errno == errno.ENOTDIR else f": {err.strerror}")
+        raise ImageError(f"{path} {what}: not an image directory") from None
 
 
 def append_run(runs: list[list[int]], run: list[int]) -> None:

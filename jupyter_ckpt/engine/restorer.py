@@ -69,10 +69,9 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
     """Open and fully verify an image, and check it may and can be restored here."""
     image = ImageReader(path)
     owner = image.manifest["owner_uid"]
-    st = os.stat(path)
-    if owner != os.getuid() or st.st_uid != os.getuid():
+    if owner != os.getuid() or image.owner != os.getuid():
         if os.getuid() != 0 or not allow_foreign_owner:
-            foreign = owner if owner != os.getuid() else st.st_uid  # the one that is not us
+            foreign = owner if owner != os.getuid() else image.owner  # the one that is not us
             raise ImageError(f"{path} belongs to uid {foreign}, not to you (uid {os.getuid()}); "
                              "root may restore it with --allow-foreign-owner")
     problems = incompatibilities(image.manifest["host"])

@@ -23,7 +23,7 @@ import xxhash
 
 from .. import incremental, lazy, procfs, syscalls, uffd, zeropages
 from ..context import DumpContext, RestoreContext
-from ..errors import CkptError, RestoreConflict
+from ..errors import CkptError, ImageError, RestoreConflict
 from ..image import append_run
 from ..inject import RemoteMemory, RemoteThread
 from ..pagemap import PAGE_SIZE
@@ -239,8 +239,13 @@ def _read_runs(pid: int, base: int, runs: list[tuple[int, int]], blob: Any) -> N
 # ---------------------------------------------------------------- restore
 
 def files_to_map(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Files the image maps, with what they looked like at dump time."""
-    return {v["path"]: v["file"] for v in rec["vmas"] if v["kind"] == "file"}
+    """Files the image maps, with what they looked like at dump time (every mapping of a
+    file must say the same, or the image is refused)."""
+    files: dict[str, dict[str, Any]] = {}
+    for v in rec["vmas"]:
+        if v["kind"] == "file" and files.setdefault(v["path"], v["file"]) != v["file"]:
+            raise ImageError(f"mappings of {v['path']} disagree about the file's size or time")
+    return files
 
 
 def shmem_to_map(rec: dict[str, Any]) -> list[int]:
@@ -366,6 +371,8 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
             ctx.scratch.reset()
 
 
+_PRIVATE_PAGES = ("anon", "file", "shmem")  # kinds whose private mappings hold saved pages
+
 # Writing into a fresh address space is mostly page faults in the target, which run in the
 # writing thread: several writers fault in parallel. Below a share this size one is quicker.
 _WRITERS = min(4, os.cpu_count() or 1)
@@ -412,6 +419,12 @@ def _split_evenly(runs: list[tuple[int, int, int]], share: int) -> list[list[tup
 
 
 def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]) -> None:
+    for v in vmas:
+        if v["pages"] and (v["shared"] or v["kind"] not in _PRIVATE_PAGES):
+            # the content of a shared mapping lives in its file or object: writing saved pages
+            # there would write them into that file (schema.validate refuses this already)
+            raise ImageError(f"pid {ctx.pid}: the image holds pages for the shared or special "
+                             f"mapping {v['start']:#x}-{v['end']:#x} {v['path']}")
     runs = [tuple(run[:3]) for v in vmas for run in v["pages"]]
     if not runs:
         return
