@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -98,17 +99,39 @@ def test_reader_accepts_or_refuses_by_name(template, tmp_path_factory, data):
 
 
 def _kill_restored(pid: int) -> None:
+    """Kill a restored program and reap it (we are its subreaper), so its PID is free for
+    the next example."""
     try:
-        psutil.Process(pid).kill()
-    except psutil.NoSuchProcess:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
         return
     deadline = time.monotonic() + 30
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         try:
-            os.waitpid(pid, os.WNOHANG)
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
         except ChildProcessError:
-            pass
+            if not psutil.pid_exists(pid):
+                return
         time.sleep(0.01)
+    pytest.fail(f"restored pid {pid} could not be reaped")
+
+
+def _new_processes(before: set[int], grace: float = 10.0) -> list[str]:
+    """Our descendants that were not there `before` and are still alive after `grace`
+    seconds (a killed tree's namespace init leaves a moment after its members)."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.pid not in before and proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 @settings(max_examples=EXAMPLES or 40, deadline=None, derandomize=not EXAMPLES,
@@ -126,6 +149,7 @@ def test_restore_of_a_mutated_image_is_clean(template, tmp_path_factory, data):
         pid = int(out.stdout.strip().splitlines()[-1])
         try:
             assert not mutation.must_refuse, f"{mutation.what}: restored (pid {pid})"
+            assert pid == prog.pid, f"{mutation.what}: restored as {pid}, not {prog.pid}"
             if mutation.informational:
                 prog.verify()
         finally:
@@ -136,8 +160,7 @@ def test_restore_of_a_mutated_image_is_clean(template, tmp_path_factory, data):
         assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("jupyter-ckpt: "), \
             f"{mutation.what}: exit {out.returncode}: {out.stderr[-3000:]}"
         assert not pid_alive(prog.pid), f"{mutation.what}: a failed restore left pid {prog.pid}"
-    left = [p.pid for p in psutil.Process().children(recursive=True)
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    left = _new_processes(before)
     assert not left, f"{mutation.what}: processes left behind: {left}"
     shutil.rmtree(copy, ignore_errors=True)
 
