@@ -197,5 +197,6 @@ EOF
 # ---------------------------------------------------------------- the browser test
 say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
 LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
+STORE_DIR="$TMP/snapshots" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
     node --test --test-concurrency=1 ui-tests/

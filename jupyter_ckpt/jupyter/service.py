@@ -64,7 +64,7 @@ class CheckpointService:
         connection["key"] = connection["key"].decode() if isinstance(connection["key"], bytes) \
             else connection["key"]
         meta = {
-            "label": label or time.strftime("%Y-%m-%d %H:%M:%S"),
+            "label": label,  # unlabelled: clients name it by its time and In [n]
             "kernel_id": kernel_id, "kernel_name": km.kernel_name,
             "notebook_path": await self._notebook_path(kernel_id),
             "execution_count": execution_count,

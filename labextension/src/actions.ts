@@ -33,24 +33,56 @@ export class CkptActions {
     return this._changed;
   }
 
-  /** Checkpoint the notebook's kernel. Resolves with the snapshot, or null on failure. */
+  /** The message of the last failed restore (for the panel to show beside it). */
+  get lastError(): string {
+    return this._lastError;
+  }
+
+  /** Whether a snapshot of this kernel is being taken. */
+  isCheckpointing(kernelId: string): boolean {
+    return this._checkpointing.has(kernelId);
+  }
+
+  /**
+   * Snapshot the notebook's kernel. Resolves with the snapshot, or null on failure. A second
+   * request for a kernel whose snapshot is still being taken (a double click) is ignored.
+   */
   async checkpoint(panel: NotebookPanel, label = ''): Promise<ISnapshot | null> {
     const kernel = panel.sessionContext.session?.kernel;
     const name = PathExt.basename(panel.context.path);
     if (!kernel) {
-      Notification.warning(`${name} has no running kernel to checkpoint.`, {
+      Notification.warning(`${name} has no running kernel to snapshot.`, {
         autoClose: 5000
       });
       return null;
     }
     const kernelId = kernel.id;
-    const id = Notification.emit(`Checkpointing the kernel of ${name}…`, 'in-progress', {
+    if (this._checkpointing.has(kernelId)) {
+      return null;
+    }
+    this._checkpointing.add(kernelId);
+    this._changed.emit(); // the panel disables its button meanwhile
+    try {
+      return await this._checkpoint(panel, kernelId, name, label);
+    } finally {
+      this._checkpointing.delete(kernelId);
+      this._changed.emit();
+    }
+  }
+
+  private async _checkpoint(
+    panel: NotebookPanel,
+    kernelId: string,
+    name: string,
+    label: string
+  ): Promise<ISnapshot | null> {
+    const id = Notification.emit(`Taking a snapshot of the kernel of ${name}…`, 'in-progress', {
       autoClose: false
     });
     const watcher = new OperationWatcher(
       this.client,
       op => op.kind === 'checkpoint' && op.kernel_id === kernelId,
-      op => Private.showProgress(id, 'Checkpointing', op)
+      op => Private.showProgress(id, 'Taking a snapshot', op)
     );
     const started = Date.now();
     try {
@@ -65,8 +97,8 @@ export class CkptActions {
         id,
         type: 'success',
         message:
-          `Checkpoint "${Private.short(snapshot.label)}" saved: ` +
-          `${formatBytes(snapshot.size_bytes)} in ${formatDuration(Date.now() - started)}${paused}`,
+          `Snapshot ${Private.quoted(snapshot)}saved: ${formatBytes(snapshot.size_bytes)} of ` +
+          `kernel state in ${formatDuration(Date.now() - started)}${paused}`,
         autoClose: 6000,
         progress: undefined,
         actions: this._showSnapshots
@@ -86,7 +118,7 @@ export class CkptActions {
       Notification.update({
         id,
         type: 'error',
-        message: `Checkpoint failed: ${Private.message(error)}`,
+        message: `Snapshot of the kernel of ${name} failed: ${Private.message(error)}`,
         autoClose: false,
         progress: undefined
       });
@@ -105,14 +137,20 @@ export class CkptActions {
     confirm = true
   ): Promise<string | null> {
     const name = PathExt.basename(panel.context.path);
-    const label = Private.short(snapshot.label);
+    const label = Private.short(snapshot.label || `snapshot of ${formatTime(snapshot.created)}`);
+    this._lastError = '';
     if (confirm) {
+      const busy = panel.sessionContext.session?.kernel?.status === 'busy';
       const answer = await showDialog({
         title: 'Restore kernel snapshot',
         body:
           `Restore "${label}" (${formatTime(snapshot.created)}, ` +
           `${formatBytes(snapshot.size_bytes)}) into ${name}? ` +
-          'The notebook switches to the restored kernel; its current kernel is shut down.',
+          'The notebook switches to the restored kernel; its current kernel is shut down.' +
+          (busy
+            ? ' A cell is still running in the current kernel: it is stopped, and its ' +
+              'further output is lost.'
+            : ''),
         buttons: [
           Dialog.cancelButton(),
           Dialog.warnButton({ label: 'Restore', ariaLabel: 'Restore snapshot' })
@@ -136,10 +174,11 @@ export class CkptActions {
       kernelId = (await this.client.restore(snapshot.id)).kernel_id;
     } catch (error) {
       watcher.stop();
+      this._lastError = Private.message(error);
       Notification.update({
         id,
         type: 'error',
-        message: `Restore failed: ${Private.message(error)}`,
+        message: `Restoring "${label}" failed: ${this._lastError}`,
         autoClose: false,
         progress: undefined
       });
@@ -191,7 +230,7 @@ export class CkptActions {
     confirm = true,
     panel: NotebookPanel | null = null
   ): Promise<boolean> {
-    const label = Private.short(snapshot.label);
+    const label = Private.short(snapshot.label || `snapshot of ${formatTime(snapshot.created)}`);
     if (confirm) {
       const answer = await showDialog({
         title: 'Delete kernel snapshot',
@@ -257,6 +296,8 @@ export class CkptActions {
 
   private readonly _showSnapshots: (() => void) | undefined;
   private readonly _changed = new Signal<this, void>(this);
+  private readonly _checkpointing = new Set<string>();
+  private _lastError = '';
 }
 
 export namespace CkptActions {
@@ -303,6 +344,11 @@ namespace Private {
       return error.message;
     }
     return String(error);
+  }
+
+  /** `"label" ` for a labelled snapshot, nothing for an unlabelled one. */
+  export function quoted(snapshot: ISnapshot): string {
+    return snapshot.label ? `"${short(snapshot.label)}" ` : '';
   }
 
   /** Labels are the user's; keep them from swallowing the 140-character message. */

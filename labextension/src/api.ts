@@ -14,7 +14,10 @@ export interface ISnapshot {
   notebook_path: string | null;
   /** ISO 8601 time the snapshot was taken. */
   created: string;
+  /** Bytes of kernel state the snapshot holds (memory, files), before deduplication. */
   size_bytes: number;
+  /** Bytes the snapshot added to the store: its cost on disk. */
+  stored_bytes?: number;
   execution_count: number | null;
   /** How long the kernel was frozen while it was saved, in milliseconds. */
   freeze_ms: number | null;

@@ -69,3 +69,51 @@ export function formatAge(iso: string, now: number = Date.now()): string {
   const days = Math.round(seconds / 86400);
   return days === 1 ? 'yesterday' : `${days} days ago`;
 }
+
+/** What a snapshot costs on disk and what it holds, for display. `stored` is the bytes the
+ * snapshot added to the store (what deleting it frees, at most); `logical` the kernel
+ * memory and files it represents. The store deduplicates, so `stored` is usually far less. */
+export function describeSize(
+  stored: number | null | undefined,
+  logical: number | null | undefined
+): { text: string; title: string } {
+  const hasStored = typeof stored === 'number' && isFinite(stored) && stored >= 0;
+  const text = formatBytes(hasStored ? stored : logical);
+  const parts = [];
+  if (hasStored) {
+    parts.push(`${formatBytes(stored)} stored on disk`);
+  }
+  if (typeof logical === 'number' && isFinite(logical) && logical >= 0) {
+    parts.push(`${formatBytes(logical)} of kernel state`);
+  }
+  return { text, title: parts.join(', ') || 'size unknown' };
+}
+
+/** The disk use of a list of snapshots: the sum of what each added to the store. */
+export function totalStored(
+  snapshots: readonly { stored_bytes?: unknown; size_bytes?: unknown }[]
+): number {
+  let total = 0;
+  for (const snapshot of snapshots) {
+    const stored = snapshot.stored_bytes ?? snapshot.size_bytes;
+    if (typeof stored === 'number' && isFinite(stored) && stored > 0) {
+      total += stored;
+    }
+  }
+  return total;
+}
+
+/** A snapshot's name in lists: its label, or for an unlabelled one the execution count it
+ * was taken at (its time is shown beside it, once, not repeated as a label). */
+export function snapshotName(snapshot: {
+  label?: string;
+  execution_count?: number | null;
+}): string {
+  if (snapshot.label) {
+    return snapshot.label;
+  }
+  const count = snapshot.execution_count;
+  return count === null || count === undefined
+    ? 'Unlabelled snapshot'
+    : `Snapshot at In [${count}]`;
+}

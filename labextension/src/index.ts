@@ -1,6 +1,7 @@
-// jupyter-ckpt for JupyterLab 4: checkpoint the kernel of a notebook (toolbar button, Kernel
-// menu, command palette, Accel Alt K), list its snapshots in a side panel, restore one into
-// the notebook or delete it. The toolbar button, menu entries and shortcut are declared in
+// jupyter-ckpt for JupyterLab 4: take a snapshot of the kernel of a notebook (toolbar button,
+// Kernel menu, command palette, Accel Alt K), list its snapshots in a side panel, restore one
+// into the notebook (from the panel, or the newest one from the palette) or delete it. The
+// names say "snapshot", never "checkpoint", which in JupyterLab means a saved notebook file. The toolbar button, menu entries and shortcut are declared in
 // schema/plugin.json, so users can move, hide or rebind them in the settings.
 
 import {
@@ -8,7 +9,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, InputDialog } from '@jupyterlab/apputils';
+import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
@@ -34,6 +35,7 @@ export namespace CommandIDs {
   export const checkpoint = 'jupyter-ckpt:checkpoint';
   export const checkpointWithLabel = 'jupyter-ckpt:checkpoint-with-label';
   export const showSnapshots = 'jupyter-ckpt:show-snapshots';
+  export const restoreLatest = 'jupyter-ckpt:restore-latest';
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -75,17 +77,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const askLabel = async (): Promise<string | null> => {
       const answer = await InputDialog.getText({
-        title: 'Checkpoint kernel',
-        label: 'Label for the snapshot (empty: the time)',
-        placeholder: 'e.g. after loading the data',
-        okLabel: 'Checkpoint'
+        title: 'Snapshot kernel',
+        label: 'Label for the snapshot (optional)',
+        placeholder: 'e.g. data loaded',
+        okLabel: 'Snapshot'
       });
       return answer.button.accept ? (answer.value ?? '').trim() : null;
     };
 
     commands.addCommand(CommandIDs.checkpoint, {
-      label: 'Checkpoint Kernel',
-      caption: 'Checkpoint kernel: save a snapshot of its whole live state',
+      label: 'Snapshot Kernel',
+      caption: 'Save a snapshot of the kernel’s whole live state',
       icon: snapshotIcon,
       isEnabled: () => tracker.currentWidget !== null,
       execute: async args => {
@@ -106,7 +108,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.checkpointWithLabel, {
-      label: 'Checkpoint Kernel with Label…',
+      label: 'Snapshot Kernel with Label…',
       caption: 'Name a snapshot of the kernel, then save it',
       isEnabled: () => tracker.currentWidget !== null,
       execute: async () => {
@@ -125,13 +127,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: args => (args.isPalette ? undefined : snapshotIcon),
       execute: () => {
         shell.activateById(panel.id);
+        panel.focusPanel();
         void panel.refresh();
+      }
+    });
+
+    commands.addCommand(CommandIDs.restoreLatest, {
+      label: 'Restore Latest Kernel Snapshot…',
+      caption: 'Restore the newest snapshot of this notebook’s kernel (asks first)',
+      isEnabled: () => tracker.currentWidget !== null,
+      execute: async () => {
+        const notebook = tracker.currentWidget;
+        if (!notebook) {
+          return null;
+        }
+        const snapshots = await client.listSnapshots(notebook.context.path).catch(() => null);
+        if (!snapshots?.length) {
+          Notification.info(
+            snapshots ? 'This notebook has no kernel snapshot to restore.' : 'The Jupyter server cannot be reached.',
+            { autoClose: 5000 }
+          );
+          return null;
+        }
+        return actions.restore(notebook, snapshots[0]);
       }
     });
 
     tracker.currentChanged.connect(() => {
       commands.notifyCommandChanged(CommandIDs.checkpoint);
       commands.notifyCommandChanged(CommandIDs.checkpointWithLabel);
+      commands.notifyCommandChanged(CommandIDs.restoreLatest);
     });
 
     if (palette) {
@@ -139,6 +164,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       palette.addItem({ command: CommandIDs.checkpoint, category });
       palette.addItem({ command: CommandIDs.checkpointWithLabel, category });
       palette.addItem({ command: CommandIDs.showSnapshots, category });
+      palette.addItem({ command: CommandIDs.restoreLatest, category });
     }
   }
 };

@@ -2,6 +2,9 @@
 // with Restore and Delete, and a label field to checkpoint the kernel. Snapshots the notebook
 // records in its metadata but the server does not have (deleted, or taken on another machine)
 // are listed too, as "not available here", with Forget instead of Restore and Delete.
+// While visible the panel polls the server, so snapshots made elsewhere (the %checkpoint
+// magic, another browser tab) appear by themselves; while the server cannot be reached every
+// action is disabled.
 
 import { PathExt } from '@jupyterlab/coreutils';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -10,8 +13,16 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { CkptActions } from './actions';
-import { ISnapshot } from './api';
-import { formatAge, formatBytes, formatDuration, formatTime } from './format';
+import { CkptApiError, ISnapshot } from './api';
+import {
+  describeSize,
+  formatAge,
+  formatBytes,
+  formatDuration,
+  formatTime,
+  snapshotName,
+  totalStored
+} from './format';
 import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
 import { snapshotIcon } from './icons';
 
@@ -38,7 +49,10 @@ export class SnapshotsPanel extends Widget {
     this._refreshButton.title = 'Refresh the list';
     this._refreshButton.setAttribute('aria-label', 'Refresh the list');
     refreshIcon.element({ container: this._refreshButton, elementPosition: 'center' });
-    this._refreshButton.addEventListener('click', () => void this.refresh());
+    this._refreshButton.addEventListener('click', () => {
+      this._failedRestores.clear(); // a manual refresh offers failed snapshots again
+      void this.refresh();
+    });
     header.append(title, this._refreshButton);
 
     this._notebookNode = document.createElement('div');
@@ -50,14 +64,14 @@ export class SnapshotsPanel extends Widget {
     this._labelInput.className = 'jp-mod-styled jp-CkptPanel-labelInput';
     this._labelInput.type = 'text';
     this._labelInput.placeholder = 'Label (optional)';
-    this._labelInput.title = 'A label for the next snapshot (empty: the time)';
+    this._labelInput.title = 'A label for the next snapshot (optional)';
     this._labelInput.setAttribute('aria-label', 'Snapshot label');
     this._checkpointButton = document.createElement('button');
     this._checkpointButton.type = 'submit';
     this._checkpointButton.className =
       'jp-mod-styled jp-mod-accept jp-CkptPanel-checkpoint';
-    this._checkpointButton.textContent = 'Checkpoint';
-    this._checkpointButton.title = 'Checkpoint the kernel of this notebook';
+    this._checkpointButton.textContent = 'Snapshot kernel';
+    this._checkpointButton.title = 'Save a snapshot of the live kernel of this notebook';
     form.append(this._labelInput, this._checkpointButton);
     form.addEventListener('submit', event => {
       event.preventDefault();
@@ -66,10 +80,23 @@ export class SnapshotsPanel extends Widget {
 
     this._statusNode = document.createElement('div');
     this._statusNode.className = 'jp-CkptPanel-status';
+    // announced by screen readers as it changes (loading, errors, offline)
+    this._statusNode.setAttribute('role', 'status');
+    this._statusNode.setAttribute('aria-live', 'polite');
     this._listNode = document.createElement('ul');
     this._listNode.className = 'jp-CkptPanel-list';
+    this._listNode.setAttribute('aria-label', 'Snapshots of this notebook');
+    this._totalNode = document.createElement('div');
+    this._totalNode.className = 'jp-CkptPanel-total';
 
-    node.append(header, this._notebookNode, form, this._statusNode, this._listNode);
+    node.append(
+      header,
+      this._notebookNode,
+      form,
+      this._statusNode,
+      this._listNode,
+      this._totalNode
+    );
 
     this._tracker.currentChanged.connect(this._onCurrentChanged, this);
     this._actions.changed.connect(() => void this.refresh(), this);
@@ -86,8 +113,27 @@ export class SnapshotsPanel extends Widget {
     return this._snapshots;
   }
 
-  /** Fetch the list again (only while visible; a hidden panel refreshes when shown). */
-  async refresh(): Promise<void> {
+  /** Whether the server answered the last request (actions are disabled while not). */
+  get online(): boolean {
+    return this._online;
+  }
+
+  /** Move keyboard focus into the panel (its label field), e.g. when a command opens it. */
+  focusPanel(): void {
+    this._labelInput.focus();
+  }
+
+  /** The newest snapshot of the current notebook the server has, if any. */
+  get latest(): ISnapshot | null {
+    const listed = this._snapshots.find(entry => entry.available);
+    return listed && listed.available ? listed.snapshot : null;
+  }
+
+  /**
+   * Fetch the list again (only while visible; a hidden panel refreshes when shown).
+   * `quiet`: a background poll, which shows no "Loading…".
+   */
+  async refresh(quiet = false): Promise<void> {
     if (!this.isVisible) {
       this._stale = true;
       return;
@@ -101,7 +147,9 @@ export class SnapshotsPanel extends Widget {
       this._renderList('Open a notebook to see the snapshots of its kernel.');
       return;
     }
-    this._statusNode.textContent = 'Loading…';
+    if (!quiet) {
+      this._statusNode.textContent = 'Loading…';
+    }
     try {
       const client = this._actions.client;
       const available = await client.listSnapshots(notebook.context.path);
@@ -127,11 +175,24 @@ export class SnapshotsPanel extends Widget {
       }
       const snapshots = mergeSnapshots(available, remembered);
       this._snapshots = snapshots;
+      this._online = true;
+      this._renderHeader();
       this._renderList(
-        snapshots.length ? '' : 'No snapshots of this notebook yet: checkpoint its kernel.'
+        snapshots.length ? '' : 'No snapshots of this notebook yet: snapshot its kernel.'
       );
     } catch (error) {
       if (generation !== this._generation) {
+        return;
+      }
+      if (error instanceof CkptApiError && error.status === 0) {
+        // keep the list in view, but nothing can be done with it until the server is back
+        this._online = false;
+        this._renderHeader();
+        this._renderList(
+          'The Jupyter server cannot be reached: restore, delete and snapshot are disabled ' +
+            'until it answers again.',
+          true
+        );
         return;
       }
       this._snapshots = [];
@@ -151,6 +212,19 @@ export class SnapshotsPanel extends Widget {
     if (this._stale) {
       void this.refresh();
     }
+    this._poll = setInterval(() => {
+      if (this.isVisible && !this._busy) {
+        void this.refresh(true);
+      }
+    }, SnapshotsPanel.POLL_MS);
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    if (this._poll !== null) {
+      clearInterval(this._poll);
+      this._poll = null;
+    }
+    super.onBeforeDetach(msg);
   }
 
   private _onCurrentChanged(): void {
@@ -215,7 +289,7 @@ export class SnapshotsPanel extends Widget {
         this._labelInput.value = '';
       }
     } finally {
-      this._checkpointButton.disabled = false;
+      this._renderHeader();
     }
   }
 
@@ -229,12 +303,16 @@ export class SnapshotsPanel extends Widget {
     const kernel = notebook.sessionContext.session?.kernel;
     this._notebookNode.textContent = PathExt.basename(notebook.context.path);
     this._notebookNode.title = notebook.context.path;
-    this._checkpointButton.disabled = !kernel;
+    this._checkpointButton.disabled =
+      !kernel || !this._online || this._actions.isCheckpointing(kernel.id);
   }
 
   private _renderList(status: string, isError = false): void {
-    this._statusNode.textContent = status;
+    if (this._statusNode.textContent !== status) {
+      this._statusNode.textContent = status; // unchanged text is not announced again
+    }
     this._statusNode.classList.toggle('jp-mod-error', isError);
+    const focused = (document.activeElement as HTMLElement | null)?.dataset?.ckptControl;
     this._listNode.innerHTML = '';
     for (const listed of this._snapshots) {
       this._listNode.appendChild(
@@ -243,6 +321,15 @@ export class SnapshotsPanel extends Widget {
           : this._renderUnavailable(listed.snapshot)
       );
     }
+    if (focused) {
+      // a background refresh must not take the keyboard focus away from a button
+      this._listNode.querySelector<HTMLElement>(`[data-ckpt-control="${focused}"]`)?.focus();
+    }
+    const available = this._snapshots.filter(entry => entry.available);
+    this._totalNode.textContent = available.length
+      ? `${available.length} snapshot${available.length === 1 ? '' : 's'} of this ` +
+        `notebook, ${formatBytes(totalStored(available.map(entry => entry.snapshot)))} on disk`
+      : '';
   }
 
   private _renderItem(snapshot: ISnapshot): HTMLLIElement {
@@ -250,21 +337,24 @@ export class SnapshotsPanel extends Widget {
     item.className = 'jp-CkptSnapshot';
     item.dataset.snapshotId = snapshot.id;
 
+    const name = snapshotName(snapshot);
     const label = document.createElement('div');
     label.className = 'jp-CkptSnapshot-label';
-    label.textContent = snapshot.label || '(no label)';
-    label.title = snapshot.label;
+    label.textContent = name;
+    label.title = snapshot.label || name;
 
     const meta = document.createElement('div');
     meta.className = 'jp-CkptSnapshot-meta';
-    const time = document.createElement('span');
+    const time = document.createElement('time');
     time.className = 'jp-CkptSnapshot-time';
-    time.textContent = formatTime(snapshot.created);
-    time.title = `${new Date(snapshot.created).toLocaleString()} (${formatAge(snapshot.created)})`;
+    time.dateTime = snapshot.created;
+    time.textContent = formatAge(snapshot.created) || formatTime(snapshot.created);
+    time.title = new Date(snapshot.created).toLocaleString();
     const size = document.createElement('span');
     size.className = 'jp-CkptSnapshot-size';
-    size.textContent = formatBytes(snapshot.size_bytes);
-    size.title = `${snapshot.size_bytes} bytes on disk`;
+    const described = describeSize(snapshot.stored_bytes, snapshot.size_bytes);
+    size.textContent = described.text;
+    size.title = described.title;
     meta.append(time, size);
     if (snapshot.execution_count !== null && snapshot.execution_count !== undefined) {
       const count = document.createElement('span');
@@ -281,40 +371,72 @@ export class SnapshotsPanel extends Widget {
       meta.append(freeze);
     }
 
+    const failure = this._failedRestores.get(snapshot.id);
+    const failed = document.createElement('div');
+    failed.className = 'jp-CkptSnapshot-failure';
+    if (failure) {
+      failed.textContent = `Restore failed: ${failure}`;
+      item.classList.add('jp-mod-failed');
+    }
+
     const buttons = document.createElement('div');
     buttons.className = 'jp-CkptSnapshot-actions';
     const restore = document.createElement('button');
     restore.className = 'jp-mod-styled jp-mod-accept jp-CkptSnapshot-restore';
     restore.textContent = 'Restore';
-    restore.title = 'Restore this snapshot into the notebook';
+    restore.dataset.ckptControl = `restore-${snapshot.id}`;
+    restore.setAttribute('aria-label', `Restore snapshot ${name}`);
+    restore.title = failure
+      ? 'This snapshot could not be restored (see above); refresh the list to try again'
+      : 'Restore this snapshot into the notebook';
+    restore.disabled = !this._online || Boolean(failure) || this._busy;
     restore.addEventListener('click', async () => {
       const notebook = this._notebook;
       if (!notebook) {
         return;
       }
-      restore.disabled = true;
+      this._setBusy(true);
       try {
-        await this._actions.restore(notebook, snapshot);
+        const outcome = await this._actions.restore(notebook, snapshot);
+        if (outcome === null && this._actions.lastError) {
+          this._failedRestores.set(snapshot.id, this._actions.lastError);
+        }
       } finally {
-        restore.disabled = false;
+        this._setBusy(false);
       }
     });
     const remove = document.createElement('button');
     remove.className = 'jp-mod-styled jp-mod-warn jp-CkptSnapshot-delete';
     remove.textContent = 'Delete';
+    remove.dataset.ckptControl = `delete-${snapshot.id}`;
+    remove.setAttribute('aria-label', `Delete snapshot ${name}`);
     remove.title = 'Delete this snapshot from disk';
+    remove.disabled = !this._online || this._busy;
     remove.addEventListener('click', async () => {
-      remove.disabled = true;
+      this._setBusy(true);
       try {
         await this._actions.delete(snapshot, true, this._notebook);
       } finally {
-        remove.disabled = false;
+        this._setBusy(false);
       }
     });
     buttons.append(restore, remove);
 
-    item.append(label, meta, buttons);
+    item.append(label, meta, ...(failure ? [failed] : []), buttons);
     return item;
+  }
+
+  /** While a restore or delete runs, the list's other actions wait (and polls pause). */
+  private _setBusy(busy: boolean): void {
+    this._busy = busy;
+    for (const button of this._listNode.querySelectorAll<HTMLButtonElement>(
+      '.jp-CkptSnapshot-restore, .jp-CkptSnapshot-delete'
+    )) {
+      button.disabled = busy || !this._online;
+    }
+    if (!busy) {
+      void this.refresh(true);
+    }
   }
 
   /** A snapshot the notebook records but the server does not have: no Restore, no Delete. */
@@ -328,15 +450,16 @@ export class SnapshotsPanel extends Widget {
 
     const label = document.createElement('div');
     label.className = 'jp-CkptSnapshot-label';
-    label.textContent = entry.label || '(no label)';
+    label.textContent = entry.label || 'Unlabelled snapshot';
 
     const meta = document.createElement('div');
     meta.className = 'jp-CkptSnapshot-meta';
     if (entry.created) {
-      const time = document.createElement('span');
+      const time = document.createElement('time');
       time.className = 'jp-CkptSnapshot-time';
-      time.textContent = formatTime(entry.created);
-      time.title = `${new Date(entry.created).toLocaleString()} (${formatAge(entry.created)})`;
+      time.dateTime = entry.created;
+      time.textContent = formatAge(entry.created) || formatTime(entry.created);
+      time.title = new Date(entry.created).toLocaleString();
       meta.append(time);
     }
     if (entry.execution_count !== null) {
@@ -356,6 +479,7 @@ export class SnapshotsPanel extends Widget {
     const forget = document.createElement('button');
     forget.className = 'jp-mod-styled jp-mod-warn jp-CkptSnapshot-forget';
     forget.textContent = 'Forget';
+    forget.setAttribute('aria-label', `Forget snapshot ${entry.label || entry.id}`);
     forget.title = 'Remove this snapshot from the ones the notebook records';
     forget.addEventListener('click', async () => {
       const notebook = this._notebook;
@@ -383,13 +507,21 @@ export class SnapshotsPanel extends Widget {
   private readonly _refreshButton: HTMLButtonElement;
   private readonly _statusNode: HTMLDivElement;
   private readonly _listNode: HTMLUListElement;
+  private readonly _totalNode: HTMLDivElement;
+  private readonly _failedRestores = new Map<string, string>();
   private _notebook: NotebookPanel | null = null;
   private _snapshots: ListedSnapshot[] = [];
   private _generation = 0;
   private _stale = true;
+  private _online = true;
+  private _busy = false;
+  private _poll: ReturnType<typeof setInterval> | null = null;
 }
 
 export namespace SnapshotsPanel {
+  /** How often a visible panel asks the server for its list. */
+  export const POLL_MS = 3000;
+
   export interface IOptions {
     actions: CkptActions;
     tracker: INotebookTracker;

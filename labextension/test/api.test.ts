@@ -5,7 +5,14 @@ import { ServerConnection } from '@jupyterlab/services';
 import { describe, expect, it } from 'vitest';
 
 import { CkptApiError, CkptClient, ISnapshot } from '../src/api';
-import { formatBytes, formatDuration } from '../src/format';
+import {
+  describeSize,
+  formatAge,
+  formatBytes,
+  formatDuration,
+  snapshotName,
+  totalStored
+} from '../src/format';
 
 const BASE = 'http://127.0.0.1:8888/lab-test/';
 const KERNEL = '5d5c1ab8-51b6-4d57-9d04-2c0e5b0e1a11';
@@ -240,5 +247,44 @@ describe('formatting', () => {
     expect(formatDuration(850)).toBe('850 ms');
     expect(formatDuration(2300)).toBe('2.3 s');
     expect(formatDuration(65_000)).toBe('1 min 5 s');
+  });
+
+  it('shows what a snapshot costs on disk, with what it holds in the tooltip', () => {
+    expect(describeSize(10_900_000, 254_000_000)).toEqual({
+      text: '10.9 MB',
+      title: '10.9 MB stored on disk, 254 MB of kernel state'
+    });
+    // a server that does not report the stored size: the logical size, said as such
+    expect(describeSize(undefined, 254_000_000)).toEqual({
+      text: '254 MB',
+      title: '254 MB of kernel state'
+    });
+    expect(describeSize(null, null).text).toBe('?');
+  });
+
+  it('adds up the disk use of snapshots, skipping unknown sizes', () => {
+    expect(
+      totalStored([
+        { stored_bytes: 1000, size_bytes: 9000 },
+        { stored_bytes: 500 },
+        { size_bytes: 200 },
+        { stored_bytes: 'x' }
+      ])
+    ).toBe(1700);
+  });
+
+  it('names unlabelled snapshots by their execution count, not by a time', () => {
+    expect(snapshotName({ label: 'data loaded', execution_count: 3 })).toBe('data loaded');
+    expect(snapshotName({ label: '', execution_count: 7 })).toBe('Snapshot at In [7]');
+    expect(snapshotName({ label: '', execution_count: null })).toBe('Unlabelled snapshot');
+  });
+
+  it('says how long ago a snapshot was taken, by the browser clock', () => {
+    const now = Date.parse('2026-12-03T10:00:00Z');
+    expect(formatAge('2026-12-03T09:59:30Z', now)).toBe('just now');
+    expect(formatAge('2026-12-03T09:57:00+00:00', now)).toBe('3 min ago');
+    expect(formatAge('2026-12-03T07:00:00Z', now)).toBe('3 h ago');
+    expect(formatAge('2026-12-01T10:00:00Z', now)).toBe('2 days ago');
+    expect(formatAge('not a time', now)).toBe('');
   });
 });

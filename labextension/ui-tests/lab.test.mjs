@@ -12,7 +12,7 @@
 // Run with node's test runner: node --test ui-tests/
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
@@ -25,6 +25,8 @@ const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // the server's root directory, to read the saved notebook file itself (else: contents API)
 const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
+// the server's snapshot store (a local directory), to damage a snapshot the way a disk can
+const STORE_DIR = process.env.STORE_DIR ?? '';
 const NOTEBOOK = 'ckpt-ui-test.ipynb';
 // a snapshot taken on another machine, which this server does not have
 const FOREIGN = 'f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0';
@@ -232,13 +234,13 @@ test('the toolbar button, Kernel menu entries and snapshots panel are there', as
     '.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]'
   );
   await button.waitFor();
-  assert.match(await button.innerText(), /Checkpoint/);
+  assert.match(await button.innerText(), /Snapshot/);
 
   await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
   const menu = page.locator('.lm-Menu').last();
   await menu.locator('[data-command="jupyter-ckpt:checkpoint"]').waitFor();
   const entry = await menu.locator('[data-command="jupyter-ckpt:checkpoint"]').innerText();
-  assert.match(entry, /Checkpoint Kernel/);
+  assert.match(entry, /Snapshot Kernel/);
   assert.match(entry, /Ctrl\+Alt\+K/);
   await menu.locator('[data-command="jupyter-ckpt:checkpoint-with-label"]').waitFor();
   await menu.locator('[data-command="jupyter-ckpt:show-snapshots"]').waitFor();
@@ -254,11 +256,11 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   // state in the kernel
   await runCell(0, 'x = 41 + 1\nprint("x =", x)', 'x = 42');
 
-  // 1. checkpoint from the notebook toolbar: the server labels it with the time
+  // 1. a snapshot from the notebook toolbar: unlabelled, named by its execution count
   await page
     .locator('.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]')
     .click();
-  const saved = await waitNotification(/Checkpoint ".*" saved: [\d.]+ [kMG]?B in /);
+  const saved = await waitNotification(/Snapshot saved: [\d.]+ [kMG]?B of kernel state in /);
   console.log(saved.split('\n')[0]);
   await dismissNotifications();
   const fromToolbar = await newSnapshot(0);
@@ -266,10 +268,16 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   // 2. from the Kernel menu, with a label asked for in a dialog
   await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
   await page.locator('.lm-Menu [data-command="jupyter-ckpt:checkpoint-with-label"]').click();
-  const dialog = page.locator('.jp-Dialog', { hasText: 'Checkpoint kernel' });
-  await dialog.locator('input').fill('x is 42');
-  await dialog.locator('.jp-Dialog-button', { hasText: 'Checkpoint' }).click();
-  await waitNotification(/Checkpoint "x is 42" saved/);
+  const dialog = page.locator('.jp-Dialog', { hasText: 'Snapshot kernel' });
+  const input = dialog.locator('input');
+  // the placeholder fits its field (not cut off)
+  assert.ok(
+    await input.evaluate(el => el.scrollWidth <= el.clientWidth),
+    'the label field shows its whole placeholder'
+  );
+  await input.fill('x is 42');
+  await dialog.locator('.jp-Dialog-button', { hasText: 'Snapshot' }).click();
+  await waitNotification(/Snapshot "x is 42" saved/);
   await dismissNotifications();
   const labelled = await newSnapshot(1);
 
@@ -283,7 +291,7 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   const panel = page.locator('#jupyter-ckpt-snapshots');
   await panel.locator('.jp-CkptPanel-labelInput').fill('from the panel');
   await panel.locator('.jp-CkptPanel-checkpoint').click();
-  await waitNotification(/Checkpoint "from the panel" saved/);
+  await waitNotification(/Snapshot "from the panel" saved/);
   await dismissNotifications();
   const fromPanel = await newSnapshot(3);
 
@@ -294,12 +302,25 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   const row = page.locator(`.jp-CkptSnapshot[data-snapshot-id="${labelled}"]`);
   assert.equal(await row.locator('.jp-CkptSnapshot-label').innerText(), 'x is 42');
   assert.match(await row.locator('.jp-CkptSnapshot-size').innerText(), /^[\d.]+ [kMG]?B$/);
-  assert.match(await row.locator('.jp-CkptSnapshot-time').innerText(), /\d\d:\d\d/);
+  assert.match(await row.locator('.jp-CkptSnapshot-time').innerText(), /^(just now|\d+ min ago)$/);
   assert.match(await row.locator('.jp-CkptSnapshot-count').innerText(), /^In \[1\]$/);
+  // the unlabelled one is named by its execution count, and its time is not repeated
+  const unlabelled = page.locator(`.jp-CkptSnapshot[data-snapshot-id="${fromToolbar}"]`);
+  assert.equal(await unlabelled.locator('.jp-CkptSnapshot-label').innerText(), 'Snapshot at In [1]');
 
   // the server agrees
   const listed = await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`);
   assert.equal(listed.length, 4);
+  assert.equal(listed.find(s => s.id === fromToolbar).label, '', 'no server-clock label');
+  // the size shown is what the snapshot costs on disk; what it holds is in the tooltip
+  const model = listed.find(s => s.id === labelled);
+  const size = row.locator('.jp-CkptSnapshot-size');
+  assert.match(await size.getAttribute('title'), /stored on disk, .* of kernel state/);
+  assert.ok(model.stored_bytes < model.size_bytes, 'the store deduplicates and compresses');
+  assert.match(
+    await page.locator('#jupyter-ckpt-snapshots .jp-CkptPanel-total').innerText(),
+    /^4 snapshots of this notebook, [\d.]+ [kMG]?B on disk$/
+  );
   assert.equal(listed[0].label, 'from the panel', 'newest snapshot first');
   assert.equal(listed.find(s => s.id === labelled).label, 'x is 42');
 
@@ -373,15 +394,41 @@ test('checkpoint, restart, restore: the kernel state comes back', { timeout: 600
   }
 });
 
+/** Overwrite the stored chunk list of a snapshot (as a failing disk would). */
+function damageSnapshot(id) {
+  assert.ok(STORE_DIR, 'STORE_DIR is set by run-ui-tests.sh');
+  const found = readdirSync(STORE_DIR, { recursive: true }).filter(
+    name => String(name).includes(`${id}.`) && String(name).endsWith('.chunks')
+  );
+  assert.equal(found.length, 1, `the chunk list of ${id} in ${STORE_DIR}`);
+  writeFileSync(join(STORE_DIR, String(found[0])), 'damaged');
+}
+
 test('a failed restore is reported with the server message', async () => {
-  // the snapshot disappears behind the panel's back: restoring it fails with a 404
+  // a damaged snapshot: the server refuses it, and the panel marks it and offers no
+  // Restore of it (until a manual refresh)
   const item = snapshotItems().last();
   const id = await item.getAttribute('data-snapshot-id');
+  damageSnapshot(id);
+  await item.locator('.jp-CkptSnapshot-restore').click();
+  await page.locator('.jp-Dialog .jp-Dialog-button', { hasText: 'Restore' }).click();
+  const damaged = await waitNotification(/Restoring ".*" failed: /, SLOW, true);
+  console.log(`${damaged.split('\n')[0]}`);
+  await dismissNotifications();
+  await item.locator('.jp-CkptSnapshot-failure', { hasText: 'Restore failed' }).waitFor();
+  assert.ok(await item.locator('.jp-CkptSnapshot-restore').isDisabled());
+  await page.waitForTimeout(2 * 3000); // background refreshes keep the mark
+  assert.ok(await item.locator('.jp-CkptSnapshot-restore').isDisabled());
+  await page.locator('#jupyter-ckpt-snapshots .jp-CkptPanel-refresh').click();
+  await item.locator('.jp-CkptSnapshot-failure').waitFor({ state: 'detached' });
+  assert.ok(!(await item.locator('.jp-CkptSnapshot-restore').isDisabled()));
+
+  // the snapshot disappears behind the panel's back: restoring it fails with a 404
   await api('DELETE', `api/ckpt/snapshots/${id}`);
   await item.locator('.jp-CkptSnapshot-restore').click();
   await page.locator('.jp-Dialog .jp-Dialog-button', { hasText: 'Restore' }).click();
-  const failed = await waitNotification(/Restore failed: /, SLOW, true);
-  assert.match(failed, new RegExp(`Restore failed: .*${id}`));
+  const failed = await waitNotification(/Restoring ".*" failed: /, SLOW, true);
+  assert.match(failed, new RegExp(`Restoring ".*" failed: .*${id}`));
   console.log(`${failed.split('\n')[0]}`);
   await dismissNotifications();
 
@@ -459,7 +506,7 @@ test('a reopened notebook remembers its snapshots', { timeout: 300_000 }, async 
   await page
     .locator('.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]')
     .click();
-  await waitNotification(/Checkpoint ".*" saved/);
+  await waitNotification(/Snapshot .*saved/);
   await dismissNotifications();
   const fresh = await newSnapshot(ids.length);
   await dirtyTab().waitFor();
@@ -480,6 +527,101 @@ test('a reopened notebook remembers its snapshots', { timeout: 300_000 }, async 
   const saved = await waitRecordedOnDisk([FOREIGN, ...kept, fresh]);
   assert.deepEqual(saved.metadata.jupyter_ckpt.snapshots[0], foreign);
   assert.equal(saved.metadata.jupyter_ckpt.note, 'kept');
+});
+
+test('a double click takes one snapshot', async () => {
+  const before = (await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`)).length;
+  const shown = await snapshotItems().count();
+  await page
+    .locator('.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]')
+    .dblclick();
+  await waitNotification(/Snapshot saved/);
+  await dismissNotifications();
+  await newSnapshot(shown);
+  // give a second request every chance to arrive
+  await page.waitForTimeout(1500);
+  const after = await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`);
+  assert.equal(after.length, before + 1);
+  assert.equal(await api('GET', 'api/ckpt/operations').then(ops => ops.length), 0);
+});
+
+test('a snapshot taken elsewhere appears in the panel by itself', async () => {
+  // as %checkpoint in the kernel, or another browser tab, would: straight through the API
+  const shown = await snapshotItems().count();
+  const session = (await api('GET', 'api/sessions')).find(s => s.path === NOTEBOOK);
+  const made = await api('POST', `api/ckpt/kernels/${session.kernel.id}/snapshots`, {
+    label: 'from elsewhere'
+  });
+  // no click on Refresh: the panel polls while it is visible
+  await page
+    .locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${made.id}"]`)
+    .waitFor({ timeout: 15_000 });
+  assert.equal(await snapshotItems().count(), shown + 1);
+});
+
+test('actions are named for assistive technology and the panel takes the focus', async () => {
+  const panel = page.locator('#jupyter-ckpt-snapshots');
+  await panel.getByRole('button', { name: 'Restore snapshot from elsewhere' }).waitFor();
+  await panel.getByRole('button', { name: 'Delete snapshot from elsewhere' }).waitFor();
+  assert.equal(await panel.locator('[role="status"]').count(), 1, 'a live region for the status');
+  assert.equal(await panel.locator('[role="status"]').getAttribute('aria-live'), 'polite');
+
+  // the Kernel menu entry opens the panel with the keyboard focus in it
+  await page.locator('.jp-NotebookPanel .jp-Cell').first().locator('.jp-InputPrompt').click();
+  await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
+  await page.locator('.lm-Menu [data-command="jupyter-ckpt:show-snapshots"]').click();
+  await page.waitForFunction(
+    () => document.activeElement?.closest('#jupyter-ckpt-snapshots') !== null
+  );
+
+  // the palette offers restoring the newest snapshot, and says it asks first
+  await page.keyboard.press('ControlOrMeta+Shift+c');
+  const palette = page.locator('.lm-CommandPalette');
+  await palette.locator('input').fill('Restore Latest Kernel Snapshot');
+  const item = palette.locator('.lm-CommandPalette-item[data-command="jupyter-ckpt:restore-latest"]');
+  await item.waitFor();
+  await item.click();
+  const dialog = page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
+  await dialog.waitFor();
+  assert.match(await dialog.innerText(), /from elsewhere/, 'the newest snapshot is offered');
+  await dialog.locator('.jp-Dialog-button', { hasText: 'Cancel' }).click();
+});
+
+test('while the server cannot be reached, every action is disabled', async () => {
+  const panel = page.locator('#jupyter-ckpt-snapshots');
+  const consoleMark = consoleErrors.length; // the refused requests are logged: expected here
+  // the browser loses the server: its requests fail as a dropped connection does
+  await page.route('**/api/ckpt/**', route => route.abort('connectionrefused'));
+  try {
+    await panel
+      .locator('.jp-CkptPanel-status', { hasText: 'cannot be reached' })
+      .waitFor({ timeout: 15_000 });
+    const restores = panel.locator('.jp-CkptSnapshot-restore');
+    assert.ok((await restores.count()) > 0, 'the list stays in view');
+    for (const button of await restores.all()) {
+      assert.ok(await button.isDisabled(), 'Restore is disabled while offline');
+    }
+    for (const button of await panel.locator('.jp-CkptSnapshot-delete').all()) {
+      assert.ok(await button.isDisabled(), 'Delete is disabled while offline');
+    }
+    assert.ok(await panel.locator('.jp-CkptPanel-checkpoint').isDisabled());
+  } finally {
+    await page.unroute('**/api/ckpt/**');
+  }
+  // back: the next poll enables them again
+  await panel
+    .locator('.jp-CkptPanel-status', { hasText: 'cannot be reached' })
+    .waitFor({ state: 'detached', timeout: 15_000 })
+    .catch(() => {});
+  await page.waitForFunction(
+    () =>
+      !document.querySelector('#jupyter-ckpt-snapshots .jp-CkptPanel-status')?.textContent
+        ?.includes('cannot be reached'),
+    undefined,
+    { timeout: 15_000 }
+  );
+  assert.ok(!(await panel.locator('.jp-CkptSnapshot-restore').first().isDisabled()));
+  consoleErrors.splice(consoleMark);
 });
 
 test('no errors in the browser console from the extension', () => {
