@@ -490,7 +490,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for thread in all_threads:
         ctx.scratch.reset()
         process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
-    signals.queue_pending(ctx, proc["signals"])
+    signals.queue_pending(ctx, proc["signals"], {rec["tid"]: t for rec, t in zip(proc["threads"], all_threads)})
     call("munmap", ctx.scratch.addr, ctx.scratch.size)
     for rec, thread in zip(proc["threads"], all_threads):
         threads.finish(rec, thread)

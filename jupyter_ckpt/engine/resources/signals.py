@@ -74,14 +74,17 @@ def restore_dispositions(ctx: RestoreContext, rec: dict[str, Any]) -> None:
         ctx.leader.call("setitimer", int(which), ctx.scratch.put(_ITIMERVAL.pack(*value)), 0)
 
 
-def queue_pending(ctx: RestoreContext, rec: dict[str, Any]) -> None:
-    """Queue saved pending signals from inside the process (only it may forge si_code >= 0)."""
+def queue_pending(ctx: RestoreContext, rec: dict[str, Any], by_tid: dict[int, RemoteThread]) -> None:
+    """Queue saved pending signals from inside the process, each by the thread it is for: the
+    kernel lets only a thread queue a signal with si_code >= 0 or SI_TKILL (kill, tgkill,
+    the kernel's own) to itself, and only the leader such a process-wide one. `by_tid` maps
+    the tids the process sees to its threads."""
     ctx.scratch.reset()
     for tid, infos in rec["thread_pending"].items():
         for info in infos:
             raw = unb64(info)
             sig = struct.unpack_from("<i", raw)[0]
-            ctx.leader.call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
+            by_tid[int(tid)].call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
     for info in rec["shared_pending"]:
         raw = unb64(info)
         sig = struct.unpack_from("<i", raw)[0]
