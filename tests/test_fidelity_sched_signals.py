@@ -2,7 +2,15 @@
 its own state after dump --kill + restore (protocol in programs/ckpt_test.h)."""
 from __future__ import annotations
 
-from conftest import checkpoint_cycle, manifest
+import os
+import subprocess
+
+import pytest
+
+from conftest import CLI, checkpoint_cycle, manifest, pid_alive
+from jupyter_ckpt.engine import procfs
+
+CAP_SYS_NICE = 23
 
 
 def test_pending_siginfo_written_by_the_kernel(cc, programs, workdir):
@@ -27,3 +35,37 @@ def test_timerfds_fired_and_armed(cc, programs, workdir):
     timers = [f for f in manifest(image)["files"] if f["kind"] == "timerfd"]
     assert len(timers) == 6
     assert all(any(t["value"]) for t in timers if any(t["interval"])), timers
+
+
+def _rt_allowed() -> bool:
+    """Real-time policies and negative nice values take CAP_SYS_NICE."""
+    return procfs.has_capability(CAP_SYS_NICE)
+
+
+def test_scheduling_per_thread(cc, programs, workdir):
+    """SCHED_BATCH/IDLE/OTHER with their nice values, and (when allowed) SCHED_FIFO/RR with
+    priorities and reset-on-fork, each on its own thread."""
+    prog = programs(cc("sched_policies"), *(["rt"] if _rt_allowed() else []))
+    image = workdir / "image"
+    checkpoint_cycle(prog, image)
+    policies = {t["sched"]["policy"] for t in manifest(image)["processes"][0]["threads"]}
+    assert {os.SCHED_BATCH, os.SCHED_IDLE, os.SCHED_OTHER} <= policies
+
+
+def test_scheduling_the_restorer_may_not_grant_is_refused(cc, programs, workdir):
+    """A restorer without CAP_SYS_NICE may not give a thread SCHED_FIFO (here one that took it
+    and then gave up CAP_SYS_NICE): the restore says so by name and leaves nothing behind;
+    one that may then restores it exactly."""
+    if not _rt_allowed():
+        pytest.skip("the test program needs CAP_SYS_NICE for its real-time threads")
+    prog = programs(cc("sched_policies"), "fifo-main")
+    image = workdir / "image"
+    prog.dump(image, kill=True)
+    refused = subprocess.run(["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice",
+                              *CLI, "restore", str(image), "--detach"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0, refused.stdout
+    assert f"tid {prog.pid}: scheduling SCHED_FIFO priority 3" in refused.stderr, refused.stderr
+    assert not pid_alive(prog.pid), "the refused restore left its process behind"
+    prog.restore(image)
+    prog.verify()

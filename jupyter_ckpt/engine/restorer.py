@@ -496,6 +496,8 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
         threads.finish(rec, thread)
         ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
     process.set_rlimits(ctx.pid, proc["process"])
+    for rec, thread in zip(proc["threads"], all_threads):
+        threads.restore_scheduling(rec, thread)
     process.verify_capabilities(ctx.pid, proc["process"])
     return all_threads
 
