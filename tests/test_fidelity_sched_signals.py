@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLI, checkpoint_cycle, manifest, pid_alive
+from conftest import CLI, checkpoint_cycle, manifest, pid_alive, run_cli
 from jupyter_ckpt.engine import procfs
 
 CAP_SYS_NICE = 23
@@ -68,4 +68,19 @@ def test_scheduling_the_restorer_may_not_grant_is_refused(cc, programs, workdir)
     assert f"tid {prog.pid}: scheduling SCHED_FIFO priority 3" in refused.stderr, refused.stderr
     assert not pid_alive(prog.pid), "the refused restore left its process behind"
     prog.restore(image)
+    prog.verify()
+
+
+def test_sched_deadline_is_refused_by_name(cc, programs, workdir):
+    """SCHED_DEADLINE (runtime, deadline, period) is not restored: dump refuses it by name
+    and the program runs on unharmed."""
+    if not _rt_allowed():
+        pytest.skip("SCHED_DEADLINE needs CAP_SYS_NICE")
+    ms = 1_000_000
+    prog = programs("chrt", "--deadline", "--sched-runtime", str(ms), "--sched-deadline", str(10 * ms),
+                    "--sched-period", str(10 * ms), "0", cc("counter"))
+    out = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert out.returncode != 0
+    assert f"pid {prog.pid} tid {prog.pid}: scheduling policy: policy 6" in out.stderr, out.stderr
+    assert not (workdir / "image").exists()
     prog.verify()
