@@ -6,6 +6,7 @@ while every thread still blocks everything, so they are delivered only once it r
 """
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any
 
@@ -14,6 +15,8 @@ from ..context import DumpContext, RestoreContext
 from ..image import b64, unb64
 from ..inject import RemoteThread
 from ..procfs import read_status
+
+log = logging.getLogger(__name__)
 
 _SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask
 _ITIMERVAL = struct.Struct("<qqqq")
@@ -84,6 +87,7 @@ def queue_pending(ctx: RestoreContext, rec: dict[str, Any], by_tid: dict[int, Re
         for info in infos:
             raw = unb64(info)
             sig = struct.unpack_from("<i", raw)[0]
+            log.debug("pid %d tid %s: queueing signal %d again", ctx.ns_pid, tid, sig)
             by_tid[int(tid)].call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
     for info in rec["shared_pending"]:
         raw = unb64(info)
