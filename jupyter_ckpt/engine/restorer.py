@@ -489,12 +489,14 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for thread in all_threads:
         ctx.scratch.reset()
         process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
-    signals.queue_pending(ctx, proc["signals"])
+    signals.queue_pending(ctx, proc["signals"], {rec["tid"]: t for rec, t in zip(proc["threads"], all_threads)})
     call("munmap", ctx.scratch.addr, ctx.scratch.size)
     for rec, thread in zip(proc["threads"], all_threads):
         threads.finish(rec, thread)
         ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
     process.set_rlimits(ctx.pid, proc["process"])
+    for rec, thread in zip(proc["threads"], all_threads):
+        threads.restore_scheduling(rec, thread)
     process.verify_capabilities(ctx.pid, proc["process"])
     return all_threads
 

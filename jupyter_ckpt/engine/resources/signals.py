@@ -6,6 +6,7 @@ while every thread still blocks everything, so they are delivered only once it r
 """
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any
 
@@ -14,6 +15,8 @@ from ..context import DumpContext, RestoreContext
 from ..image import b64, unb64
 from ..inject import RemoteThread
 from ..procfs import read_status
+
+log = logging.getLogger(__name__)
 
 _SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask
 _ITIMERVAL = struct.Struct("<qqqq")
@@ -74,14 +77,18 @@ def restore_dispositions(ctx: RestoreContext, rec: dict[str, Any]) -> None:
         ctx.leader.call("setitimer", int(which), ctx.scratch.put(_ITIMERVAL.pack(*value)), 0)
 
 
-def queue_pending(ctx: RestoreContext, rec: dict[str, Any]) -> None:
-    """Queue saved pending signals from inside the process (only it may forge si_code >= 0)."""
+def queue_pending(ctx: RestoreContext, rec: dict[str, Any], by_tid: dict[int, RemoteThread]) -> None:
+    """Queue saved pending signals from inside the process, each by the thread it is for: the
+    kernel lets only a thread queue a signal with si_code >= 0 or SI_TKILL (kill, tgkill,
+    the kernel's own) to itself, and only the leader such a process-wide one. `by_tid` maps
+    the tids the process sees to its threads."""
     ctx.scratch.reset()
     for tid, infos in rec["thread_pending"].items():
         for info in infos:
             raw = unb64(info)
             sig = struct.unpack_from("<i", raw)[0]
-            ctx.leader.call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
+            log.debug("pid %d tid %s: queueing signal %d again", ctx.ns_pid, tid, sig)
+            by_tid[int(tid)].call("rt_tgsigqueueinfo", ctx.ns_pid, int(tid), sig, ctx.scratch.put(raw))
     for info in rec["shared_pending"]:
         raw = unb64(info)
         sig = struct.unpack_from("<i", raw)[0]

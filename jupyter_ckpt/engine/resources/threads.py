@@ -1,5 +1,6 @@
 """Threads: exact TIDs, registers, extended FPU state, signal masks, rseq, robust futex
-lists, clear_child_tid, alternate signal stacks and names.
+lists, clear_child_tid, alternate signal stacks, names and scheduling (policy, priority,
+nice value and reset-on-fork flag, all per thread on Linux).
 
 Threads caught inside a syscall are saved the way the kernel would resume them (see
 arch.fix_interrupted_syscall). At restore, every thread but the leader is created inside the
@@ -8,20 +9,26 @@ injected into that very thread (rseq, robust list and tid address belong to the 
 """
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from typing import Any
 
 from .. import arch, ptrace_ext, syscalls
 from ..context import DumpContext, RestoreContext
-from ..errors import CkptError
+from ..errors import CkptError, RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteThread
+
+log = logging.getLogger(__name__)
 
 PR_SET_NAME = 15
 PR_GET_TID_ADDRESS = 40
 RSEQ_FLAG_UNREGISTER = 1
 _STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
+POLICIES = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_BATCH: "SCHED_BATCH", os.SCHED_IDLE: "SCHED_IDLE",
+            os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
 
 
 def dump(ctx: DumpContext, threads: list[RemoteThread]) -> list[dict[str, Any]]:
@@ -35,7 +42,7 @@ def _dump_thread(ctx: DumpContext, t: RemoteThread) -> dict[str, Any]:
     rec: dict[str, Any] = {"tid": ctx.tree.inner(t.tid), "restart": restart, "xstate": b64(ptrace_ext.get_xstate(t.tid)),
                            "sigmask": ctx.saved_masks[t.tid], "robust_list": list(syscalls.get_robust_list(t.tid)),
                            "comm": open(f"/proc/{ctx.pid}/task/{t.tid}/comm").read().rstrip("\n"),
-                           "rseq": None}
+                           "rseq": None, "sched": _dump_scheduling(ctx, t.tid)}
     if rseq.pointer:
         rec["rseq"] = {"pointer": rseq.pointer, "size": rseq.size, "signature": rseq.signature}
         _leave_rseq_critical_section(ctx, regs, rseq.pointer)
@@ -50,6 +57,18 @@ def _dump_thread(ctx: DumpContext, t: RemoteThread) -> dict[str, Any]:
     rec["sigaltstack"] = [sp, flags & ~1, size]  # SS_ONSTACK is state, not a setting
     rec["regs"] = arch.regs_to_dict(regs)
     return rec
+
+
+def _dump_scheduling(ctx: DumpContext, tid: int) -> dict[str, Any]:
+    """Read from outside: the kernel shows any thread's scheduling to anyone."""
+    policy = os.sched_getscheduler(tid)
+    reset_on_fork = bool(policy & os.SCHED_RESET_ON_FORK)
+    policy &= ~os.SCHED_RESET_ON_FORK
+    if policy not in POLICIES:  # SCHED_DEADLINE's runtime and period, a BPF scheduler's class
+        raise ctx.refuse(f"tid {ctx.tree.inner(tid)}", "scheduling policy",
+                         f"policy {policy} is not supported (only {', '.join(POLICIES.values())})")
+    return {"policy": policy, "priority": os.sched_getparam(tid).sched_priority,
+            "nice": os.getpriority(os.PRIO_PROCESS, tid), "reset_on_fork": reset_on_fork}
 
 
 def _leave_rseq_critical_section(ctx: DumpContext, regs: arch.Regs, area: int) -> None:
@@ -104,6 +123,25 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], thread: RemoteThread) -> N
     sp, flags, size = rec["sigaltstack"]
     thread.call("sigaltstack", ctx.scratch.put(_STACK_T.pack(sp, flags, 0, size)), 0)
     thread.call("prctl", PR_SET_NAME, ctx.scratch.cstring(rec["comm"][:15]))
+
+
+def restore_scheduling(rec: dict[str, Any], thread: RemoteThread) -> None:
+    """Set from outside, after the process's rlimits (RLIMIT_RTPRIO and RLIMIT_NICE may be
+    what allows it). What the restorer may not grant is refused by name, never dropped."""
+    want = rec["sched"]
+    policy = want["policy"] | (os.SCHED_RESET_ON_FORK if want["reset_on_fork"] else 0)
+    try:
+        if (os.sched_getscheduler(thread.tid), os.sched_getparam(thread.tid).sched_priority) != \
+                (policy, want["priority"]):
+            os.sched_setscheduler(thread.tid, policy, os.sched_param(want["priority"]))
+        if os.getpriority(os.PRIO_PROCESS, thread.tid) != want["nice"]:
+            os.setpriority(os.PRIO_PROCESS, thread.tid, want["nice"])
+    except PermissionError:
+        raise RestoreConflict(
+            f"tid {rec['tid']}: scheduling {POLICIES[want['policy']]} priority {want['priority']} "
+            f"nice {want['nice']}{' reset-on-fork' if want['reset_on_fork'] else ''} is not allowed "
+            "to this restorer (it needs CAP_SYS_NICE, or RLIMIT_RTPRIO/RLIMIT_NICE allowing it)") from None
+    log.debug("tid %d: scheduling %s", rec["tid"], want)
 
 
 def finish(rec: dict[str, Any], thread: RemoteThread) -> None:

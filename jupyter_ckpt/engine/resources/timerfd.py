@@ -1,19 +1,40 @@
-"""timerfd: clock, remaining time, interval and expirations not yet read. An armed timer
-keeps firing after restore; the time it spent checkpointed does not count against it."""
+"""timerfd: clock, settime flags, remaining time, interval and expirations not yet read.
+
+An armed timer keeps firing after restore; the time it spent checkpointed does not count
+against it, except for an absolute CLOCK_REALTIME deadline, which means a moment of wall
+time: it is kept (one that passed meanwhile fires at once, with the periods it missed).
+
+A periodic timer that fired is not re-armed by the kernel until someone reads it (or asks
+timerfd_gettime): until then /proc shows it with no time left and only the first of its
+expirations. So the dump asks timerfd_gettime on its own copy of the fd first, which does
+what a read would do (counts the expirations, re-arms for the next period) without taking
+any of them away.
+"""
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import re
 import struct
+import time
 from typing import Any
 
+from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
 from . import FileKind
 
-TFD_CLOEXEC, TFD_NONBLOCK = 0o2000000, 0o4000
+log = logging.getLogger(__name__)
+
+TFD_CLOEXEC, TFD_NONBLOCK = os.O_CLOEXEC, os.O_NONBLOCK
+TFD_TIMER_ABSTIME = 1
 TFD_IOC_SET_TICKS = 0x40085400  # _IOW('T', 0, u64)
+CLOCK_REALTIME_ALARM, CLOCK_BOOTTIME_ALARM = 8, 9
+_WALL_CLOCKS = (time.CLOCK_REALTIME, CLOCK_REALTIME_ALARM)
+_ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value (seconds, nanoseconds each)
+_NS = 1_000_000_000
+_TRIES = 10  # re-arm attempts before a timer is deemed to fire faster than we can read it
 _PAIR = re.compile(r"\((\d+),\s*(\d+)\)")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -22,11 +43,33 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
     return f.link == "anon_inode:[timerfd]"
 
 
+def _pair(info: dict[str, Any], key: str) -> list[int]:
+    return [int(x) for x in _PAIR.search(info[key]).groups()]  # type: ignore[union-attr]
+
+
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    value = [int(x) for x in _PAIR.search(f.fdinfo["it_value"]).groups()]  # type: ignore[union-attr]
-    interval = [int(x) for x in _PAIR.search(f.fdinfo["it_interval"]).groups()]  # type: ignore[union-attr]
-    return {"clockid": int(f.fdinfo["clockid"]), "ticks": int(f.fdinfo["ticks"]),
-            "value": value, "interval": interval, "flags": f.flags}
+    ours = ctx.dup_of(f.fd)
+    spec = ctypes.create_string_buffer(_ITIMERSPEC.size)
+    for _ in range(_TRIES):
+        if _libc.timerfd_gettime(ours, spec) < 0:  # re-arms a periodic timer that fired
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_gettime: {os.strerror(err)}")
+        with open(f"/proc/self/fdinfo/{ours}") as fdinfo:
+            info = procfs.parse_fdinfo(fdinfo.read())
+        value, interval = _pair(info, "it_value"), _pair(info, "it_interval")
+        if any(value) or not any(interval):
+            break  # armed, or a one-shot timer that is done: nothing is waiting for a re-arm
+    else:
+        raise ctx.refuse(f"fd {f.fd}", "timerfd", f"its period of {interval[0]} s {interval[1]} ns "
+                         "is too short to read it between two expirations")
+    clockid = int(info["clockid"])
+    flags = int(info["settime flags"], 8)
+    rec = {"clockid": clockid, "ticks": int(info["ticks"]), "value": value, "interval": interval,
+           "settime_flags": flags, "flags": f.flags, "deadline": None}
+    if flags & TFD_TIMER_ABSTIME and clockid in _WALL_CLOCKS and any(value):
+        rec["deadline"] = time.clock_gettime_ns(time.CLOCK_REALTIME) + value[0] * _NS + value[1]
+    log.debug("pid %d fd %d: timerfd %s", f.pid, f.fd, rec)
+    return rec
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
@@ -37,13 +80,25 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
         raise OSError(err, f"timerfd_create: {os.strerror(err)}")
     ctx.keep(fd)
     if any(rec["value"]):
-        spec = struct.pack("<qqqq", *rec["interval"], *rec["value"])  # relative: remaining time
-        if _libc.timerfd_settime(fd, 0, spec, None) < 0:
+        settime = rec["settime_flags"]
+        if rec["deadline"] is not None:
+            expiry = rec["deadline"]
+        elif settime & TFD_TIMER_ABSTIME:  # remaining time from now, on the timer's own clock
+            expiry = time.clock_gettime_ns(_readable(rec["clockid"])) + rec["value"][0] * _NS + rec["value"][1]
+        else:
+            expiry = rec["value"][0] * _NS + rec["value"][1]
+        spec = _ITIMERSPEC.pack(*rec["interval"], *divmod(expiry, _NS))
+        if _libc.timerfd_settime(fd, settime, spec, None) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
-    if rec["ticks"]:
+    if rec["ticks"]:  # after settime, which starts the count afresh
         fcntl.ioctl(fd, TFD_IOC_SET_TICKS, struct.pack("<Q", rec["ticks"]))
     return fd
+
+
+def _readable(clockid: int) -> int:
+    """The clock to read for a timer's clock (an alarm clock keeps the time of its base)."""
+    return {CLOCK_REALTIME_ALARM: time.CLOCK_REALTIME, CLOCK_BOOTTIME_ALARM: time.CLOCK_BOOTTIME}.get(clockid, clockid)
 
 
 TIMERFD = FileKind("timerfd", _claims, _dump, _restore)
