@@ -315,6 +315,9 @@ THREAD = Record({
     "xstate": B64(XSTATE_MAX), "sigmask": ADDR, "robust_list": Tuple((ADDR, SIZE)),
     "rseq": Nullable(Record({"pointer": ADDR, "size": Int(0, 1 << 16), "signature": Int(0, U32)})),
     "clear_child_tid": ADDR, "sigaltstack": Tuple((ADDR, FLAGS, SIZE)), "comm": Str(64),
+    # SCHED_OTHER, FIFO, RR, BATCH, IDLE; priority 1-99 for FIFO and RR, else 0
+    "sched": Record({"policy": Enum((0, 1, 2, 3, 5)), "priority": Int(0, 99),
+                     "nice": Int(-20, 19), "reset_on_fork": Bool()}),
 })
 
 FD_ENTRY = Record({"fd": FD, "file": Str(64), "cloexec": Bool()})
@@ -359,7 +362,8 @@ FILE_KINDS: dict[str, Record] = {
                             "capacity": Int(4096, 1 << 31)}, {"data_blob": BLOB}),
     "eventfd": _FILE.extended({"count": Int(0, U64 - 1), "flags": FLAGS, "semaphore": Bool()}),
     "timerfd": _FILE.extended({"clockid": Int(0, 11), "ticks": Int(0, U64), "value": TIMESPEC,
-                               "interval": TIMESPEC, "flags": FLAGS}),
+                               "interval": TIMESPEC, "flags": FLAGS,
+                               "settime_flags": Int(0, 3), "deadline": Nullable(Int(0, I64.hi))}),
     "signalfd": _FILE.extended({"sigmask": ADDR, "flags": FLAGS}),
     "pidfd": _FILE.extended({"pid": PID, "flags": FLAGS}),
     "inotify": _FILE.extended({"flags": FLAGS, "watches": List(Record(
@@ -511,6 +515,10 @@ class _Checker:
             raise Invalid(f"{where}.threads[0].tid", f"the thread group leader ({pid}) must come first")
         registers = REGISTERS.get(self.machine)
         for j, t in enumerate(p["threads"]):
+            sched = t["sched"]
+            if (sched["policy"] in (1, 2)) != (sched["priority"] > 0):
+                raise Invalid(f"{where}.threads[{j}].sched.priority", "real-time policies "
+                              "(FIFO, RR) need a priority of 1 to 99, the others 0")
             if registers is not None and set(t["regs"]) != registers:
                 missing = sorted(registers - set(t["regs"])) or sorted(set(t["regs"]) - registers)
                 raise Invalid(f"{where}.threads[{j}].regs", f"registers of {self.machine} expected "
