@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--stdio", default="inherit", metavar="inherit|null|PATH",
                    help="where fds 0-2 go if they led outside the tree (default: inherit ours)")
     r.add_argument("--allow-foreign-owner", action="store_true",
-                   help="(root only) restore an image that another user made")
+                   help="(root only) restore an image that another user made. WARNING: the "
+                        "processes get back that user's credentials and capabilities, and run "
+                        "whatever the image describes: use it only for images you trust as "
+                        "much as code you would run as root")
     r.add_argument("--pid-ns", action="store_true", default=None,
                    help="restore into a new PID namespace (automatic when a PID is taken)")
     r.add_argument("--lazy", action="store_true",
