@@ -38,7 +38,8 @@ import xxhash
 
 from .backend import Backend, LocalBackend
 from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
-from .errors import AlreadyExists, BadImage, CorruptData, InvalidName, NotFound, StoreError
+from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
+                     StoreError)
 
 STORE_FORMAT = "jupyter-ckpt-store"
 STORE_VERSION = 1
@@ -169,7 +170,9 @@ def _image_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 class _ChunkWriter:
     """Stores the chunks of one put: skips those the store (or this put) already has,
-    compresses and writes the others on a thread pool, with a bounded number in flight."""
+    compresses and writes the others. The existence check runs on the thread pool with
+    the write, as a remote backend answers it in a round trip: many chunks are checked
+    and written at once, with a bounded number in flight."""
 
     def __init__(self, backend: Backend, codec: Codec, pool: ThreadPoolExecutor, workers: int):
         self.backend = backend
@@ -177,34 +180,33 @@ class _ChunkWriter:
         self.pool = pool
         self.limit = 3 * workers
         self.inflight: deque[Future] = deque()
-        self.sizes: dict[str, int | Future] = {}  # chunk hash -> stored size
-        self.new: set[str] = set()
+        self.sizes: dict[str, Future] = {}  # chunk hash -> (stored size, written by us)
 
-    def _store(self, h: str, data: memoryview) -> int:
+    def _store(self, h: str, data: memoryview) -> tuple[int, bool]:
+        size = self.backend.size(_chunk_key(h))
+        if size is not None:
+            return size, False
         obj = self.codec.encode(data)
         self.backend.put(_chunk_key(h), obj)
-        return len(obj)
+        return len(obj), True
 
     def add(self, data: memoryview) -> str:
         h = xxhash.xxh3_128_hexdigest(data)
         if h in self.sizes:
             return h
-        size = self.backend.size(_chunk_key(h))
-        if size is not None:
-            self.sizes[h] = size
-            return h
         fut = self.pool.submit(self._store, h, data)
         self.sizes[h] = fut
-        self.new.add(h)
         self.inflight.append(fut)
         while len(self.inflight) > self.limit:
             self.inflight.popleft().result()
         return h
 
-    def finish(self) -> dict[str, int]:
+    def finish(self) -> tuple[dict[str, int], set[str]]:
+        """Stored size of every chunk, and the chunks this put wrote."""
         while self.inflight:
             self.inflight.popleft().result()
-        return {h: (s.result() if isinstance(s, Future) else s) for h, s in self.sizes.items()}
+        done = {h: f.result() for h, f in self.sizes.items()}
+        return {h: r[0] for h, r in done.items()}, {h for h, r in done.items() if r[1]}
 
 
 class SnapshotStore:
@@ -334,7 +336,7 @@ class SnapshotStore:
         total = sum(b["size"] for b in manifest["blobs"].values())
         done = 0
 
-        with self.backend.lock(LOCK, shared=True), \
+        with self.backend.lock(LOCK, shared=True) as lock, \
                 ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
             if self.exists(sid):
                 raise AlreadyExists(f"snapshot {sid} already exists")
@@ -365,7 +367,7 @@ class SnapshotStore:
                     done += meta_b["size"]
                     if progress is not None:
                         progress(done, total)
-                sizes = writer.finish()
+                sizes, new = writer.finish()
             except BaseException:
                 for fut in writer.inflight:
                     fut.cancel()
@@ -383,11 +385,15 @@ class SnapshotStore:
                 id=sid, label=label, created=created.isoformat(timespec="microseconds"),
                 metadata=meta, image=_image_summary(manifest), logical_bytes=total,
                 zero_bytes=zero_bytes, stored_bytes=sum(sizes.values()),
-                new_bytes=sum(sizes[h] for h in writer.new), chunks=len(sizes),
-                new_chunks=len(writer.new), manifest_bytes=len(doc_obj),
+                new_bytes=sum(sizes[h] for h in new), chunks=len(sizes),
+                new_chunks=len(new), manifest_bytes=len(doc_obj),
                 chunks_object=chunks_object)
             record = {"format": SNAPSHOT_FORMAT, "version": STORE_VERSION, "info": info.to_dict()}
             self.backend.flush()  # chunks and chunk list durable before the record names them
+            if not lock.held():  # a lease not renewed in time: a gc may have run meanwhile
+                self.backend.delete(chunks_object)
+                raise LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
+                                  "the put (its lease expired); put it again")
             try:
                 self.backend.put(_record_key(sid), json.dumps(record, indent=1).encode(),
                                  exclusive=True)
