@@ -84,7 +84,7 @@ class SeaweedFS:
         cmd = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", "-volume.max=0", "-master.volumeSizeLimitMB=256",
+               "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-volume.max=0", "-master.volumeSizeLimitMB=256",
                "-metricsPort=0"]
         self.endpoint = f"http://127.0.0.1:{s3}"
         with open(self.log, "wb") as log:

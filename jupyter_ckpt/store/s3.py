@@ -160,7 +160,7 @@ class S3Backend(Backend):
             e = err.response.get("Error", {})
             code = str(e.get("Code", ""))
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "NoSuchBucket":
+            if code == "NoSuchBucket" or (what == "head bucket" and status == 404):
                 return S3Error(f"{url}: no such bucket {self.bucket!r}")
             if code in _AUTH_CODES or status == 403:
                 return S3Error(f"{url}: access denied ({code or status}): check "
@@ -319,10 +319,13 @@ class S3Backend(Backend):
     # --- conditional writes ----------------------------------------------------------
 
     def _check_conditional(self) -> None:
-        """Refuse a server that ignores If-None-Match (it would break exclusivity)."""
+        """Refuse a missing bucket, and a server that ignores If-None-Match (it would break
+        exclusivity). Once per backend object, before its first lock or exclusive put."""
         with self._check_lock:
             if self._conditional_checked:
                 return
+            # first, that the bucket exists: some servers create one on a first upload
+            self._call("head bucket", self.client.head_bucket)
             probe = f"{self.prefix}.tmp/probe-{secrets.token_hex(8)}"
             self._put_raw(probe, b"1", exclusive=True)
             try:

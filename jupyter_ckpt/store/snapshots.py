@@ -454,7 +454,7 @@ class SnapshotStore:
             raise CorruptData(f"{what}: reassembled blob checksum mismatch")
 
     def checkout(self, snapshot_id: str, target_dir: str | os.PathLike[str], *,
-                 durable: bool = False) -> SnapshotInfo:
+                 durable: bool = False, progress: Progress | None = None) -> SnapshotInfo:
         """Write the snapshot as a complete engine image directory `target_dir` (which must
         not exist), ready for `jupyter-ckpt restore`. Every chunk is checked against its
         hash and every blob against the image's checksum; a missing or corrupt chunk raises
@@ -462,7 +462,8 @@ class SnapshotStore:
 
         Like the engine's writer, the directory is built under a temporary sibling name and
         renamed into place. `durable` also fsyncs it first; without it a power cut can
-        leave a damaged image, which restore's own checks refuse (check it out again)."""
+        leave a damaged image, which restore's own checks refuse (check it out again).
+        `progress(done, total)` is called as blob bytes are written."""
         sid = check_id(snapshot_id)
         target = os.path.abspath(os.fspath(target_dir))
         if os.path.lexists(target):
@@ -477,6 +478,8 @@ class SnapshotStore:
                     ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
                 info = self._load_record(sid)
                 doc = self._load_chunks(info)
+                total = sum(blob["size"] for blob in doc["blobs"].values())
+                done = 0
                 for name, blob in doc["blobs"].items():
                     if not _BLOB_NAME.match(name) or name.startswith(".") or \
                             name == IMAGE_MANIFEST:
@@ -486,13 +489,17 @@ class SnapshotStore:
                     try:
                         os.ftruncate(fd, blob["size"])
 
-                        def sink(off: int, data: bytes, fd: int = fd) -> None:
+                        def sink(off: int, data: bytes, fd: int = fd, base: int = done) -> None:
                             view = memoryview(data)
+                            end = off + len(view)
                             while view:
                                 n = os.pwrite(fd, view, off)
                                 view, off = view[n:], off + n
+                            if progress is not None:
+                                progress(base + end, total)
 
                         self._read_blob(pool, info.id, name, blob, sink)
+                        done += blob["size"]
                         if durable:
                             os.fsync(fd)
                     finally:
