@@ -11,8 +11,8 @@ way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/
   If-None-Match: *, then waits until no live shared lease is left; a shared holder writes
   its own `s-TOKEN`, then backs off (deletes it and waits) while a live `x` exists. Each
   side writes before it looks, so with the strong read-after-write consistency S3 offers
-  at least one of two racing holders sees the other. A lease lives `lease_ttl` seconds
-  after its last write by the server's clock (LastModified against the Date of the answer,
+  at least one of two racing holders sees the other. A lease lives the `lease_ttl` of its
+  writer (kept in its name, or its metadata for `x`) after its last write by the server's clock (LastModified against the Date of the answer,
   so host clocks do not matter); a thread renews held leases every third of that, with
   If-Match on the lease's ETag, and a renewal that finds the lease replaced or gone marks
   the lock lost (`held()` is False), so its holder stops before it commits anything.
@@ -36,6 +36,7 @@ import secrets
 import socket
 import threading
 import time
+from datetime import datetime
 from typing import Any, Iterator
 
 from .backend import Backend, Lock, check_key
@@ -47,6 +48,7 @@ MiB = 1 << 20
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
                "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "Forbidden"}
 _GONE = {"NoSuchKey", "404", "NotFound"}
+_TTL_META = "lease-ttl-ms"
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
@@ -63,7 +65,7 @@ def _client(workers: int):
     session = boto3.session.Session()
     path_style = bool(os.environ.get("AWS_ENDPOINT_URL") or
                       os.environ.get("AWS_ENDPOINT_URL_S3"))
-    config = Config(retries={"mode": "standard", "max_attempts": 6},
+    config = Config(retries={"mode": "standard", "max_attempts": 5},
                     connect_timeout=5, read_timeout=60,
                     max_pool_connections=max(10, 4 * workers),
                     s3={"addressing_style": "path" if path_style else "auto"},
@@ -120,9 +122,6 @@ class _Lease(Lock):
                 self._backend._delete_raw(self.key)
             except StoreError as err:
                 log.warning("store lease %s not removed (it expires): %s", self.key, err)
-
-    def __del__(self) -> None:
-        self._stop.set()
 
 
 class S3Backend(Backend):
@@ -202,7 +201,7 @@ class S3Backend(Backend):
         self._put_raw(full, data, exclusive=exclusive)
 
     def _put_raw(self, full: str, data, *, exclusive: bool = False,
-                 if_match: str | None = None) -> str:
+                 if_match: str | None = None, metadata: dict[str, str] | None = None) -> str:
         """Write an object; its ETag. AlreadyExists when a condition does not hold."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -211,23 +210,27 @@ class S3Backend(Backend):
             cond["IfNoneMatch"] = "*"
         if if_match is not None:
             cond["IfMatch"] = if_match
+        extra = {"Metadata": metadata} if metadata else {}
         view = memoryview(data).cast("B")
         try:
             if len(view) > self.multipart_threshold:
-                return self._put_multipart(full, view, cond)
+                return self._put_multipart(full, view, cond, extra)
             return self.client.put_object(Bucket=self.bucket, Key=full, Body=view.tobytes()
                                           if not isinstance(data, bytes) else data,
-                                          **cond)["ETag"]
+                                          **cond, **extra)["ETag"]
         except ClientError as err:
             if cond and self._code(err) in _PRECONDITION | _GONE:
-                raise AlreadyExists(f"object {full} already exists" if exclusive else
-                                    f"object {full} was replaced or removed") from None
+                key = full[len(self.prefix):]
+                raise AlreadyExists(f"object {key} already exists" if exclusive else
+                                    f"object {key} was replaced or removed") from None
             raise self._fail(err, f"put {full}") from None
         except BotoCoreError as err:
             raise self._fail(err, f"put {full}") from None
 
-    def _put_multipart(self, full: str, view: memoryview, cond: dict[str, str]) -> str:
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+    def _put_multipart(self, full: str, view: memoryview, cond: dict[str, str],
+                       extra: dict[str, Any]) -> str:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                     **extra)["UploadId"]
         try:
             parts = []
             for n, off in enumerate(range(0, len(view), self.part_size), 1):
@@ -344,10 +347,25 @@ class S3Backend(Backend):
 
     def _put_lease(self, full: str, body: bytes, *, exclusive: bool = False,
                    if_match: str | None = None) -> str:
-        return self._put_raw(full, body, exclusive=exclusive, if_match=if_match)
+        return self._put_raw(full, body, exclusive=exclusive, if_match=if_match,
+                             metadata={_TTL_META: str(int(self.lease_ttl * 1000))})
 
-    def _lease_age(self, head: dict[str, Any]) -> float:
-        return _server_now(head) - head["LastModified"].timestamp()
+    def _expired(self, full: str, last_modified: datetime, now: float,
+                 head: dict[str, Any] | None = None) -> bool:
+        """Whether a lease is past the lifetime its writer gave it (hosts may differ)."""
+        ttl_ms = None
+        if head is not None:
+            ttl_ms = head.get("Metadata", {}).get(_TTL_META)
+        elif full.rsplit("/", 1)[-1].startswith("s-"):
+            ttl_ms = full.rsplit("/", 1)[-1].split("-")[1]
+        try:
+            ttl = int(ttl_ms) / 1000
+        except (TypeError, ValueError):
+            ttl = self.lease_ttl
+        return now - last_modified.timestamp() >= ttl
+
+    def _head_expired(self, full: str, head: dict[str, Any]) -> bool:
+        return self._expired(full, head["LastModified"], _server_now(head), head)
 
     def lock(self, name: str, *, shared: bool = False, timeout: float | None = None) -> Lock:
         if "/" in name:
@@ -370,11 +388,11 @@ class S3Backend(Backend):
             delay = min(delay * 2, 1.0)
 
         if shared:
-            mine = base + "s-" + secrets.token_hex(8)
+            mine = f"{base}s-{int(self.lease_ttl * 1000)}-{secrets.token_hex(8)}"
             while True:
                 etag = self._put_lease(mine, body)
                 head = self._head(base + "x")
-                if head is None or self._lease_age(head) >= self.lease_ttl:
+                if head is None or self._head_expired(base + "x", head):
                     return _Lease(self, mine, body, etag)
                 self._delete_raw(mine)  # an exclusive holder is there or coming: let it go
                 wait("held exclusively")
@@ -387,7 +405,7 @@ class S3Backend(Backend):
             except AlreadyExists:
                 pass
             head = self._head(xkey)
-            if head is not None and self._lease_age(head) >= self.lease_ttl:
+            if head is not None and self._head_expired(xkey, head):
                 try:  # its holder is gone: take it over (If-Match: one taker wins)
                     etag = self._put_lease(xkey, body, if_match=head["ETag"])
                     log.warning("took over the expired store lease %s", xkey)
@@ -401,7 +419,7 @@ class S3Backend(Backend):
             while True:
                 live = 0
                 for obj, now in self._list_raw(base + "s-"):
-                    if now - obj["LastModified"].timestamp() >= self.lease_ttl:
+                    if self._expired(obj["Key"], obj["LastModified"], now):
                         self._delete_raw(obj["Key"])  # a holder that died
                     else:
                         live += 1
@@ -441,7 +459,12 @@ class S3Backend(Backend):
             if now - obj["LastModified"].timestamp() >= max_age:
                 self._delete_raw(obj["Key"])
         for obj, now in self._list_raw(self.prefix + ".locks/"):
-            if now - obj["LastModified"].timestamp() >= self.lease_ttl:
+            head = None
+            if obj["Key"].endswith("/x"):
+                head = self._head(obj["Key"])
+                if head is None:
+                    continue
+            if self._expired(obj["Key"], obj["LastModified"], now, head):
                 self._delete_raw(obj["Key"])
 
 
