@@ -205,7 +205,8 @@ def _snapshots(args: argparse.Namespace) -> int:
         for i in infos:
             what = i.metadata.get("notebook_path") or i.metadata.get("kernel_id") or ""
             print(f"{i.id}  {i.created[:19]}  {_size(i.logical_bytes):>10}  "
-                  f"{_size(i.stored_bytes):>10} stored  {what}  {i.label}".rstrip())
+                  f"{_size(i.stored_bytes):>10} stored  " +
+                  "  ".join(x for x in (i.label, what) if x))
     elif args.verb == "put":
         progress, close = _transfer_bar("put")
         try:

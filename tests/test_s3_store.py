@@ -220,3 +220,20 @@ class socket_closed:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+def test_default_store_is_the_jupyter_servers(images, tmp_path, monkeypatch):
+    """Without --store or JUPYTER_CKPT_STORE the CLI works on the store the server extension
+    keeps under $JUPYTER_CKPT_DIR (else ckpt/ in the Jupyter data directory)."""
+    from jupyter_ckpt.jupyter.catalog import SnapshotCatalog, default_root
+    from jupyter_ckpt.store import default_store_url
+
+    monkeypatch.delenv("JUPYTER_CKPT_STORE", raising=False)
+    monkeypatch.delenv("JUPYTER_CKPT_DIR", raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    assert default_store_url() == SnapshotCatalog(default_root()).store.backend.root
+    monkeypatch.setenv("JUPYTER_CKPT_DIR", str(tmp_path / "ckpt"))
+    catalog = SnapshotCatalog(default_root())
+    info = catalog.store.put_image(images["b"], label="from the server")
+    listed = json.loads(run_cli("snapshots", "ls", "--json").stdout)
+    assert [(i["id"], i["label"]) for i in listed] == [(info.id, "from the server")]
