@@ -199,6 +199,9 @@ def test_cli_errors_are_one_line(seaweedfs, bucket, monkeypatch, tmp_path):
     with socket_closed() as port:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         assert "cannot reach the endpoint" in _one_line_error("snapshots", "ls", "--store", url)
+    monkeypatch.setenv("AWS_PROFILE", "nobody-has-this-profile")
+    assert "could not be found" in _one_line_error("snapshots", "ls", "--store", url)
+    monkeypatch.delenv("AWS_PROFILE")
     # without the client library: a one-line hint to install it
     code = ("import sys; sys.modules['boto3'] = None; from jupyter_ckpt.cli import main; "
             f"sys.exit(main(['snapshots', 'ls', '--store', {url!r}]))")

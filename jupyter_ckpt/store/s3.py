@@ -60,17 +60,21 @@ def _client(workers: int):
     try:
         import boto3
         from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
     except ImportError:
         raise StoreError("s3:// stores need boto3: pip install 'jupyter-ckpt[s3]'") from None
-    session = boto3.session.Session()
     path_style = bool(os.environ.get("AWS_ENDPOINT_URL") or
                       os.environ.get("AWS_ENDPOINT_URL_S3"))
-    config = Config(retries={"mode": "standard", "max_attempts": 5},
-                    connect_timeout=5, read_timeout=60,
-                    max_pool_connections=max(10, 4 * workers),
-                    s3={"addressing_style": "path" if path_style else "auto"},
-                    region_name=session.region_name or "us-east-1")
-    return session.client("s3", config=config)
+    try:
+        session = boto3.session.Session()
+        config = Config(retries={"mode": "standard", "max_attempts": 5},
+                        connect_timeout=5, read_timeout=60,
+                        max_pool_connections=max(10, 4 * workers),
+                        s3={"addressing_style": "path" if path_style else "auto"},
+                        region_name=session.region_name or "us-east-1")
+        return session.client("s3", config=config)
+    except (BotoCoreError, ValueError) as err:  # unknown profile, malformed endpoint URL
+        raise S3Error(f"S3 client configuration: {err}") from None
 
 
 def _server_now(resp: dict[str, Any]) -> float:
