@@ -53,8 +53,6 @@ def open_store(url: str | None = None, *, workers: int | None = None,
     store_opts = {k: options.pop(k) for k in ("compression", "level", "chunking")
                   if k in options}
     if url.startswith("s3://"):
-        options.setdefault("workers", workers or 8)
-    backend = open_backend(url, **options)
-    if workers is None and url.startswith("s3://"):
-        workers = 16  # network-bound: more requests in flight than CPUs
-    return SnapshotStore(backend, workers=workers, **store_opts)
+        workers = workers or 16  # network-bound: more requests in flight than CPUs
+        options.setdefault("workers", workers)  # sizes the client's connection pool
+    return SnapshotStore(open_backend(url, **options), workers=workers, **store_opts)
