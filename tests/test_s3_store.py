@@ -110,6 +110,31 @@ def test_a_dead_holders_lease_expires_and_a_stalled_holder_knows_it_lost(bucket)
         assert lock.held()
 
 
+def test_a_put_that_lost_its_lease_stores_nothing(images, bucket):
+    """Another host removed this put's shared lease (it judged it expired: the put had
+    stalled) and ran a gc that freed the chunks written so far. The put must notice and
+    refuse to write a record naming them."""
+    url = f"s3://{bucket}/team"
+    store, other = open_store(url), open_store(url)
+    client = store.backend.client
+    freed: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if freed or not done:
+            return
+        leases = client.list_objects_v2(Bucket=bucket, Prefix="team/.locks/store/s-")
+        for obj in leases["Contents"]:
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+        freed.append(other.gc(timeout=30))
+
+    with pytest.raises(LockTimeout, match="lock was lost"):
+        store.put_image(images["a1"], progress=progress)
+    assert freed and freed[0] > 0  # the gc did free chunks of this put
+    assert other.list() == []
+    other.gc()
+    assert other.usage().chunks == 0
+
+
 def test_multipart_puts_and_cleanup_of_abandoned_uploads(bucket):
     backend = S3Backend(bucket, "team", multipart_threshold=5 << 20, part_size=5 << 20)
     data = os.urandom((12 << 20) + 3)

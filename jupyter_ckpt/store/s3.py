@@ -101,7 +101,14 @@ class _Lease(Lock):
         self._thread.start()
 
     def held(self) -> bool:
-        return not self._lost and time.monotonic() - self._sent < 0.8 * self._backend.lease_ttl
+        """Still ours: renewed recently enough, and the lease object in the bucket is the
+        one we wrote last (another host may have removed it, judging it expired)."""
+        if self._lost or time.monotonic() - self._sent >= 0.8 * self._backend.lease_ttl:
+            return False
+        head = self._backend._head(self.key)
+        if head is None or head["ETag"] != self._etag:
+            self._lost = True
+        return not self._lost
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self._backend.lease_ttl / 3):
@@ -121,7 +128,7 @@ class _Lease(Lock):
             return
         self._stop.set()
         self._thread.join()
-        if self.held():  # an expired lease may be someone else's by now: leave it
+        if self.held():  # a lease lost may be someone else's by now: leave it
             try:
                 self._backend._delete_raw(self.key)
             except StoreError as err:

@@ -390,16 +390,21 @@ class SnapshotStore:
                 chunks_object=chunks_object)
             record = {"format": SNAPSHOT_FORMAT, "version": STORE_VERSION, "info": info.to_dict()}
             self.backend.flush()  # chunks and chunk list durable before the record names them
+            lost = LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
+                               "the put (its lease expired); put it again")
             if not lock.held():  # a lease not renewed in time: a gc may have run meanwhile
                 self.backend.delete(chunks_object)
-                raise LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
-                                  "the put (its lease expired); put it again")
+                raise lost
             try:
                 self.backend.put(_record_key(sid), json.dumps(record, indent=1).encode(),
                                  exclusive=True)
             except AlreadyExists:
                 self.backend.delete(chunks_object)
                 raise AlreadyExists(f"snapshot {sid} already exists") from None
+            if not lock.held():  # lost while the record was written: it may name freed chunks
+                self.backend.delete(_record_key(sid))
+                self.backend.delete(chunks_object)
+                raise lost
             self.backend.flush()
         return info
 
