@@ -19,6 +19,8 @@ Concurrency: a reader-writer lock named "store". Everything that needs chunks to
 shared; everything that frees chunks (`delete`, `gc`) holds it exclusive. So a put never
 loses a chunk it found or wrote, however it interleaves with deletes, and puts of
 different kernels run side by side. A delete waits for the puts in progress to finish.
+In a bucket the lock is a lease (s3.py) that can be lost if its holder stalls; a put
+checks it still holds it before and after writing its record, and stores nothing if not.
 """
 from __future__ import annotations
 
