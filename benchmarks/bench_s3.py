@@ -120,7 +120,6 @@ def main() -> int:
                 timed("obstore get", len(data), lambda: list(pool.map(get_obs, range(count))),
                       results)
                 assert b"".join(bytes(g) for g in got) == data
-        del got
 
         from jupyter_ckpt.store import SnapshotStore, open_store
 

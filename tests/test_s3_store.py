@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_bucket, run_cli, wait_until
+from conftest import new_bucket, run_cli
 from test_store import images, same_image, start_program  # noqa: F401  (images: a fixture)
 
 from jupyter_ckpt.store import LockTimeout, S3Backend, open_store

@@ -162,8 +162,7 @@ class S3Backend(Backend):
 
     def _fail(self, err: Exception, what: str) -> StoreError:
         """One line for an exception of boto3/botocore."""
-        from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
-                                         NoCredentialsError)
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
         url = self.describe()
         if isinstance(err, ClientError):
@@ -181,8 +180,6 @@ class S3Backend(Backend):
                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)")
         if isinstance(err, EndpointConnectionError):
             return S3Error(f"{url}: cannot reach the endpoint {err.kwargs.get('endpoint_url')}")
-        if isinstance(err, BotoCoreError):
-            return S3Error(f"{url}: {what}: {err}")
         return S3Error(f"{url}: {what}: {err}")
 
     @staticmethod
