@@ -21,10 +21,11 @@ way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/
 - cleanup_incomplete: aborts multipart uploads under the prefix and removes temporary
   objects (PREFIX/.tmp/) and expired leases, older than `max_age` by the server's clock.
 
-The server must honour conditional writes (If-None-Match: * and If-Match on PutObject);
-AWS S3, SeaweedFS (>= 3.x) and MinIO do. A server that ignores them would make exclusive
-writes and leases silently unsafe, so the first lock or exclusive put checks it once, and
-refuses the store by name when the server ignores If-None-Match.
+The server must honour conditional writes (If-None-Match: * and If-Match on PutObject):
+AWS S3 and MinIO document them, SeaweedFS 4.48 (the tests' server) honours them. A server
+that ignored them would make exclusive writes and leases silently unsafe, so the first
+lock or exclusive put checks once, and refuses the store by name if If-None-Match is
+ignored.
 """
 from __future__ import annotations
 
