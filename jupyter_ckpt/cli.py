@@ -1,8 +1,9 @@
-"""`jupyter-ckpt` command line: dump, restore, check, inspect."""
+"""`jupyter-ckpt` command line: dump, restore, check, inspect, snapshots."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -34,6 +35,25 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("restore", help="bring back the processes saved in DIR")
     r.add_argument("dir")
+    _add_restore_options(r)
+
+    c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
+    c.add_argument("pid", type=int)
+
+    k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
+    k.add_argument("action", choices=["install"])
+    k.add_argument("--user", action="store_true", help="install for this user only")
+    k.add_argument("--prefix", help="install under this prefix (e.g. sys.prefix)")
+    k.add_argument("--name", default="python3-ckpt")
+
+    i = sub.add_parser("inspect", help="show what an image holds")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true")
+    _add_snapshots_parser(sub)
+    return p
+
+
+def _add_restore_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--detach", action="store_true",
                    help="return once the tree runs, printing the root PID last")
     r.add_argument("--stdio", default="inherit", metavar="inherit|null|PATH",
@@ -50,19 +70,35 @@ def _parser() -> argparse.ArgumentParser:
                         "copied in on demand and in the background (needs CAP_SYS_PTRACE); "
                         "with --detach, return once all are in")
 
-    c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
-    c.add_argument("pid", type=int)
 
-    k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
-    k.add_argument("action", choices=["install"])
-    k.add_argument("--user", action="store_true", help="install for this user only")
-    k.add_argument("--prefix", help="install under this prefix (e.g. sys.prefix)")
-    k.add_argument("--name", default="python3-ckpt")
-
-    i = sub.add_parser("inspect", help="show what an image holds")
-    i.add_argument("dir")
-    i.add_argument("--json", action="store_true")
-    return p
+def _add_snapshots_parser(sub) -> None:
+    """`snapshots VERB ...`: the snapshot store, local or in an S3-compatible bucket."""
+    store = _Parser(add_help=False)
+    store.add_argument("--store", metavar="URL",
+                       help="a directory or s3://BUCKET/PREFIX (default: $JUPYTER_CKPT_STORE, "
+                            "else the Jupyter server's store)")
+    s = sub.add_parser("snapshots", help="list, store, fetch and restore stored snapshots")
+    verbs = s.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    ls = verbs.add_parser("ls", parents=[store], help="list snapshots, newest first")
+    ls.add_argument("--json", action="store_true")
+    put = verbs.add_parser("put", parents=[store], help="store the image DIR; prints its id")
+    put.add_argument("dir")
+    put.add_argument("--label", default="")
+    get = verbs.add_parser("get", parents=[store], help="write snapshot ID as the image DIR")
+    get.add_argument("id")
+    get.add_argument("dir")
+    rs = verbs.add_parser("restore", parents=[store],
+                          help="check out snapshot ID to a scratch directory and restore it")
+    rs.add_argument("id")
+    _add_restore_options(rs)
+    rm = verbs.add_parser("rm", parents=[store], help="delete snapshot ID")
+    rm.add_argument("id")
+    verbs.add_parser("gc", parents=[store], help="remove what no snapshot uses")
+    v = verbs.add_parser("verify", parents=[store], help="read and check every chunk of ID")
+    v.add_argument("id")
+    cp = verbs.add_parser("copy", parents=[store], help="copy snapshot ID to another store")
+    cp.add_argument("id")
+    cp.add_argument("--to", required=True, metavar="URL")
 
 
 class _ProgressBar:
@@ -103,10 +139,136 @@ def _report_pages(restored) -> None:
               f"{stats.processes} address spaces)", file=sys.stderr)
 
 
+def _restore(image_dir: str, args: argparse.Namespace) -> int:
+    """Restore the image in `image_dir` with the options of `restore`; its exit status."""
+    from .engine import restore
+
+    bar = _ProgressBar()
+    if args.lazy:  # die the way that still lets the page server finish (see below)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        restored = restore(image_dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
+                           pid_ns=args.pid_ns, progress=bar, lazy=args.lazy)
+    finally:
+        bar.close()
+    if restored.in_new_pid_namespace:
+        print(f"restored in a new PID namespace: pid {restored.ns_pid} inside is "
+              f"pid {restored.pid} here", file=sys.stderr)
+    for warning in restored.warnings:
+        print(f"jupyter-ckpt: warning: {warning}", file=sys.stderr)
+    if args.detach:
+        print(restored.pid, flush=True)
+        _report_pages(restored)  # we serve the memory: not gone before it is all in
+        return 0
+    status = restored.wait()
+    _report_pages(restored)
+    return status
+
+
+def _transfer_bar(desc: str):
+    """A progress(done, total) callback drawing a byte bar on a terminal (None otherwise),
+    and the function that closes it."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="B", unit_scale=True, leave=False, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress, bar.close
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    """The `snapshots` verbs. Store errors become one line (by main) and exit status 1."""
+    import shutil
+    import tempfile
+
+    from .store import open_store
+
+    store = open_store(args.store)
+    if args.verb == "ls":
+        infos = store.list()
+        if args.json:
+            print(json.dumps([i.to_dict() for i in infos], indent=1))
+            return 0
+        for i in infos:
+            what = i.metadata.get("notebook_path") or i.metadata.get("kernel_id") or ""
+            print(f"{i.id}  {i.created[:19]}  {_size(i.logical_bytes):>10}  "
+                  f"{_size(i.stored_bytes):>10} stored  " +
+                  "  ".join(x for x in (i.label, what) if x))
+    elif args.verb == "put":
+        progress, close = _transfer_bar("put")
+        try:
+            info = store.put_image(args.dir, label=args.label, progress=progress)
+        finally:
+            close()
+        print(info.id)
+    elif args.verb == "get":
+        progress, close = _transfer_bar("get")
+        try:
+            store.checkout(args.id, args.dir, progress=progress)
+        finally:
+            close()
+    elif args.verb == "restore":
+        scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-restore-")
+        try:
+            progress, close = _transfer_bar("get")
+            try:
+                store.checkout(args.id, os.path.join(scratch, "image"), progress=progress)
+            finally:
+                close()
+            return _restore(os.path.join(scratch, "image"), args)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    elif args.verb == "rm":
+        print(f"deleted {args.id}: {_size(store.delete(args.id))} freed")
+    elif args.verb == "gc":
+        print(f"gc: {_size(store.gc())} freed")
+    elif args.verb == "verify":
+        info = store.verify(args.id)
+        print(f"{info.id}: every chunk intact ({_size(info.logical_bytes)})")
+    elif args.verb == "copy":
+        target = open_store(args.to)
+        info = store.get(args.id)
+        scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-copy-")
+        try:
+            progress, close = _transfer_bar("get")
+            try:
+                store.checkout(info.id, os.path.join(scratch, "image"), progress=progress)
+            finally:
+                close()
+            progress, close = _transfer_bar("put")
+            try:
+                copied = target.put_image(os.path.join(scratch, "image"), info.metadata,
+                                          label=info.label, snapshot_id=info.id,
+                                          progress=progress)
+            finally:
+                close()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        print(f"copied {info.id} to {args.to}: {_size(copied.new_bytes)} new there")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .engine import CkptError, check, dump, restore, summarize
+    from .engine import CkptError, check, dump, summarize
     from .engine.summary import render
+    from .store import StoreError
 
     try:
         if args.command == "dump":
@@ -119,26 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
                   f"frozen {stats['freeze_ms']} ms")
         elif args.command == "restore":
-            bar = _ProgressBar()
-            if args.lazy:  # die the way that still lets the page server finish (see below)
-                signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-            try:
-                restored = restore(args.dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
-                                   pid_ns=args.pid_ns, progress=bar, lazy=args.lazy)
-            finally:
-                bar.close()
-            if restored.in_new_pid_namespace:
-                print(f"restored in a new PID namespace: pid {restored.ns_pid} inside is "
-                      f"pid {restored.pid} here", file=sys.stderr)
-            for warning in restored.warnings:
-                print(f"jupyter-ckpt: warning: {warning}", file=sys.stderr)
-            if args.detach:
-                print(restored.pid, flush=True)
-                _report_pages(restored)  # we serve the memory: not gone before it is all in
-                return 0
-            status = restored.wait()
-            _report_pages(restored)
-            return status
+            return _restore(args.dir, args)
+        elif args.command == "snapshots":
+            return _snapshots(args)
         elif args.command == "check":
             blockers = check(args.pid)
             for b in blockers:
@@ -154,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             summary = summarize(args.dir)
             print(json.dumps(summary, indent=1) if args.json else render(summary))
-    except CkptError as err:
+    except (CkptError, StoreError) as err:
         print(f"jupyter-ckpt: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

