@@ -469,11 +469,16 @@ def test_object_keys_and_locks(url):
             backend.lock("l", shared=True, timeout=0.1)
 
 
-def test_store_imports_no_engine_or_jupyter():
+def test_store_imports_no_ptrace_or_jupyter():
+    """The store is usable on its own: of the engine it uses only the image format (the
+    reader and its schema), never the ptrace machinery; nothing of Jupyter."""
+    image_format = ("jupyter_ckpt.engine", "jupyter_ckpt.engine.image",
+                    "jupyter_ckpt.engine.schema", "jupyter_ckpt.engine.errors")
     code = ("import sys, jupyter_ckpt.store; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('ptrace', 'jupyter_client', 'ipykernel', 'zmq') "
-            "or m.startswith(('jupyter_ckpt.engine', 'jupyter_ckpt.jupyter'))]; "
+            "('ptrace', 'jupyter_client', 'ipykernel', 'zmq', 'psutil') "
+            f"or (m.startswith('jupyter_ckpt.engine') and m not in {image_format!r}) "
+            "or m.startswith('jupyter_ckpt.jupyter')]; "
             "print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

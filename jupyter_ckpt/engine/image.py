@@ -315,6 +315,7 @@ class ImageReader:
             raise
         with os.fdopen(fd, "rb") as f:
             data = f.read(size + 1)
+        self.raw_manifest = data  # verbatim, for a store that keeps it as it is
         try:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError):
@@ -352,6 +353,17 @@ class ImageReader:
                     raise ImageError(f"{self.path}: blob {name} checksum mismatch (corrupt)")
             finally:
                 os.close(fd)
+
+    def open_blob(self, name: str) -> int:
+        """A file descriptor for reading blob `name`, checked like every image file and of
+        exactly its recorded size (the caller closes it and checks its checksum)."""
+        size = self.blobs[name]["size"]
+        fd, actual = self._open(name, size)
+        if actual != size:
+            os.close(fd)
+            raise ImageError(f"{self.path}: blob {name} is {actual} bytes, expected {size} "
+                             "(truncated or corrupt)")
+        return fd
 
     def blob_bytes(self, name: str) -> bytes:
         fd, size = self._open(name, self.blobs[name]["size"])

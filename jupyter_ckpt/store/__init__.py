@@ -10,8 +10,9 @@
     store.gc()                           -> bytes freed (leftovers of interrupted work)
     store.usage()                        -> Usage
 
-Usable on its own: imports neither the engine's ptrace code nor anything of Jupyter (the
-engine's image format is read here from its documented form, docs/image-format.md).
+Usable on its own: imports neither the engine's ptrace code nor anything of Jupyter; images
+are read with the engine's image reader and schema (engine/image.py, engine/schema.py), the
+one place the image format is validated.
 Backends: `LocalBackend` (a directory), `S3Backend` (an S3-compatible bucket, s3.py), or
 anything implementing `Backend`. `open_store(url)` opens either from a store URL (a path or
 s3://BUCKET/PREFIX; url.py). See snapshots.py for the layout and the locking, chunking.py

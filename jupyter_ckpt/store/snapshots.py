@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import xxhash
 
+from ..engine.errors import ImageError
+from ..engine.image import ImageReader
 from .backend import Backend, LocalBackend
 from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
 from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
@@ -46,7 +48,6 @@ from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTime
 STORE_FORMAT = "jupyter-ckpt-store"
 STORE_VERSION = 1
 SNAPSHOT_FORMAT = "jupyter-ckpt-snapshot"
-IMAGE_FORMAT = "jupyter-ckpt-image"  # engine/image.py FORMAT
 IMAGE_MANIFEST = "manifest.json"
 LOCK = "store"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z")
@@ -119,47 +120,17 @@ class Usage:
         return self.chunk_bytes + self.manifest_bytes
 
 
-def _manifest_checksum(manifest: dict[str, Any]) -> str:
-    # docs/image-format.md, "Checksums" (engine/image.py computes it the same way)
-    body = {k: v for k, v in manifest.items() if k != "manifest_xxh3_128"}
-    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True).encode())
-
-
-def read_image_manifest(image_dir: str) -> tuple[bytes, dict[str, Any]]:
-    """The raw bytes and the parsed manifest of an engine image, checked as far as the
-    store needs it: format, manifest checksum, a well-formed blob table whose files exist
-    with their recorded sizes. (Blob contents are checked while they are read.)"""
-    if not os.path.isdir(image_dir):
-        raise BadImage(f"{image_dir}: no such image directory")
+def read_image(image_dir: str) -> ImageReader:
+    """An engine image, opened and validated by the engine's own reader (its files checked,
+    its manifest against the image schema) without reading the blobs: their contents are
+    checked while the store reads them."""
     try:
-        with open(os.path.join(image_dir, IMAGE_MANIFEST), "rb") as f:
-            raw = f.read()
-        manifest = json.loads(raw)
-    except FileNotFoundError:
-        raise BadImage(f"{image_dir}: not an image (no {IMAGE_MANIFEST})") from None
-        raw.decode("utf-8")  # kept verbatim as text in the chunk list
-    except (ValueError, UnicodeDecodeError):
-        raise BadImage(f"{image_dir}: {IMAGE_MANIFEST} is corrupt or truncated") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != IMAGE_FORMAT:
-        raise BadImage(f"{image_dir}: not a jupyter-ckpt image")
-    if manifest.get("manifest_xxh3_128") != _manifest_checksum(manifest):
-        raise BadImage(f"{image_dir}: {IMAGE_MANIFEST} checksum mismatch (corrupt or edited)")
-    blobs = manifest.get("blobs")
-    if not isinstance(blobs, dict):
-        raise BadImage(f"{image_dir}: {IMAGE_MANIFEST} has no blob table")
-    for name, meta in blobs.items():
-        if not _BLOB_NAME.match(name) or name.startswith(".") or name == IMAGE_MANIFEST:
-            raise BadImage(f"{image_dir}: invalid blob name {name!r}")
-        if not (isinstance(meta, dict) and isinstance(meta.get("size"), int)
-                and meta["size"] >= 0 and isinstance(meta.get("xxh3_128"), str)):
-            raise BadImage(f"{image_dir}: bad blob table entry for {name}")
-        try:
-            size = os.path.getsize(os.path.join(image_dir, name))
-        except FileNotFoundError:
-            raise BadImage(f"{image_dir}: blob {name} is missing") from None
-        if size != meta["size"]:
-            raise BadImage(f"{image_dir}: blob {name} is {size} bytes, expected {meta['size']}")
-    return raw, manifest
+        reader = ImageReader(image_dir, verify_blobs=False)
+        for name in reader.blobs:
+            os.close(reader.open_blob(name))
+    except ImageError as err:
+        raise BadImage(str(err)) from None
+    return reader
 
 
 def _image_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +305,8 @@ class SnapshotStore:
             raise ValueError("label must be a string of at most 1000 characters")
         created = datetime.now(timezone.utc)
         sid = check_id(snapshot_id) if snapshot_id is not None else new_id(created)
-        raw_manifest, manifest = read_image_manifest(image_dir)
+        image = read_image(image_dir)
+        raw_manifest, manifest = image.raw_manifest, image.manifest
         total = sum(b["size"] for b in manifest["blobs"].values())
         done = 0
 
@@ -349,7 +321,10 @@ class SnapshotStore:
                 for name, meta_b in manifest["blobs"].items():
                     entries: list[list[Any]] = []
                     digest = xxhash.xxh3_128()
-                    fd = os.open(os.path.join(image_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        fd = image.open_blob(name)
+                    except ImageError as err:
+                        raise BadImage(str(err)) from None
                     try:
                         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                         last = 0
