@@ -332,7 +332,8 @@ class _FileRegistry:
                 file_id = f"{f.pid}:{f.fd}"
                 try:
                     kind = claim(f, ctx)
-                    rec = {"id": file_id, "kind": kind.name, "owner": f.pid, **kind.dump(f, ctx)}
+                    rec = {"id": file_id, "kind": kind.name, "owner": ctx.tree.inner(f.pid),
+                           **kind.dump(f, ctx)}
                 except Unsupported as refusal:
                     blockers.extend(refusal.blockers)
                     continue
