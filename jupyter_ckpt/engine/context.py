@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from . import procfs, syscalls
 from .errors import Unsupported
+from .fileid import FileIdentities
 from .image import ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch
 from .pagemap import PageScanner
@@ -67,6 +68,7 @@ class TreeIndex:
     progress: Progress = no_progress
     ns_depth: int = 0  # how deep the tree's PID namespace is below ours (0: ours)
     root: int = 0  # the tree's root, as we see it
+    identities: FileIdentities = field(default_factory=FileIdentities)  # mapped files' facts
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);

@@ -280,6 +280,11 @@ RANGES = List(Tuple((SIZE, SIZE, SIZE)), MAX_RUNS)  # [offset, length, blob_offs
 SOCKOPTS = List(Tuple((Int(0, U32), Int(0, U32), I64)), 256)
 HOSTPORT = Tuple((Str(255), Int(0, 65535)))
 
+# What identifies a mapped file or executable (fileid.py): size and time, and its GNU
+# build-id or (small files) a checksum of its content.
+FILE_FACTS = Record({"size": SIZE, "mtime_ns": I64},
+                    {"build_id": Str(128, re.compile(r"[0-9a-f]{2,128}\Z")), "xxh3_128": HEX128})
+
 HOST = Record({
     "hostname": Str(255), "machine": Str(64), "kernel": Str(255), "boot_id": Str(64),
     "page_size": Int(1, 1 << 30), "cpu_flags": List(Str(64), 4096),
@@ -297,7 +302,7 @@ PROCESS = Record({
     "mm": Record({name: ADDR for name in (
         "start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack",
         "arg_start", "arg_end", "env_start", "env_end")}),
-    "auxv": B64(4096), "exe": Record({"path": PATH, "size": SIZE, "mtime_ns": I64}),
+    "auxv": B64(4096), "exe": FILE_FACTS.extended({"path": PATH}),
     "cmdline": Str(1 << 20, nul=True),
 })
 
@@ -329,7 +334,7 @@ VMA = Record({
     "path": Str(PATH_MAX + 64), "growsdown": Bool(), "noreserve": Bool(),
     "madvise": List(Enum(MADVISE_FLAGS), len(MADVISE_FLAGS)), "pages": List(RUN, MAX_RUNS),
 }, {
-    "offset": SIZE, "file": Record({"size": SIZE, "mtime_ns": I64}), "shmem": Int(0, U64),
+    "offset": SIZE, "file": FILE_FACTS, "shmem": Int(0, U64),
     "shmid": Int(0, (1 << 31) - 1),
 })
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import xxhash
 
-from .. import incremental, lazy, procfs, syscalls, uffd, zeropages
+from .. import fileid, incremental, lazy, procfs, syscalls, uffd, zeropages
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, ImageError, RestoreConflict
 from ..image import append_run
@@ -108,7 +108,7 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
         if (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)) != (vma.inode, *_dev(vma.dev)):
             raise ctx.refuse(where, "file mapping", f"{vma.path}: replaced on disk since mapped")
         rec["offset"] = vma.offset
-        rec["file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        rec["file"] = ctx.tree.identities.facts(vma.path)
     source = f"/proc/{ctx.pid}/map_files/{vma.start:x}-{vma.end:x}"
     readable = kind in ("sysv", "shmem") and os.access(source, os.R_OK)
     if kind == "sysv":
@@ -259,11 +259,10 @@ def open_mapped_file(path: str, facts: dict[str, Any], writable: bool) -> int:
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as err:
         raise RestoreConflict(f"mapped file {path}: {err.strerror}") from None
-    st = os.fstat(fd)
-    if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
+    why = fileid.mismatch(fd, facts)
+    if why:
         os.close(fd)
-        raise RestoreConflict(f"mapped file {path} changed since the checkpoint "
-                              f"(size or modification time differ)")
+        raise RestoreConflict(f"mapped file {path} changed since the checkpoint ({why})")
     return fd
 
 

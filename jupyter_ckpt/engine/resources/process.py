@@ -8,7 +8,7 @@ import resource
 import struct
 from typing import Any, Callable
 
-from .. import procfs
+from .. import fileid, procfs
 from ..context import DumpContext, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
@@ -64,7 +64,6 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     if cwd.endswith(procfs.DELETED):
         raise ctx.refuse("process", "cwd", f"{cwd}: working directory was removed")
     exe = os.readlink(f"/proc/{pid}/exe")
-    exe_st = os.stat(f"/proc/{pid}/exe")
     mm = {"start_code": int(stat[26]), "end_code": int(stat[27]), "start_stack": int(stat[28]),
           "start_data": int(stat[45]), "end_data": int(stat[46]), "start_brk": int(stat[47]),
           "arg_start": int(stat[48]), "arg_end": int(stat[49]), "env_start": int(stat[50]),
@@ -88,7 +87,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "personality": int(open(f"/proc/{pid}/personality").read(), 16),
         "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
         "mm": mm, "auxv": b64(procfs.read_bytes(f"/proc/{pid}/auxv")),
-        "exe": {"path": exe, "size": exe_st.st_size, "mtime_ns": exe_st.st_mtime_ns},
+        "exe": {"path": exe, **ctx.tree.identities.facts(f"/proc/{pid}/exe")},
         "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
             errors="replace").strip(),
     }
@@ -105,10 +104,10 @@ def open_exe(rec: dict[str, Any]) -> int:
         fd = os.open(exe["path"], os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         raise RestoreConflict(f"executable {exe['path']}: {err.strerror}") from None
-    st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns) != (exe["size"], exe["mtime_ns"]):
+    why = fileid.mismatch(fd, exe)
+    if why:
         os.close(fd)
-        raise RestoreConflict(f"executable {exe['path']} changed since the checkpoint")
+        raise RestoreConflict(f"executable {exe['path']} changed since the checkpoint ({why})")
     return fd
 
 
