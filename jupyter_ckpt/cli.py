@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show what an image holds")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--host", action="store_true",
+                   help="instead: could it be restored on this host? one line per difference, "
+                        "exit status 1 if any stops the restore")
     _add_snapshots_parser(sub)
     return p
 
@@ -94,6 +97,9 @@ def _add_snapshots_parser(sub) -> None:
     rm = verbs.add_parser("rm", parents=[store], help="delete snapshot ID")
     rm.add_argument("id")
     verbs.add_parser("gc", parents=[store], help="remove what no snapshot uses")
+    ck = verbs.add_parser("check", parents=[store],
+                          help="could snapshot ID be restored on this host? (as inspect --host)")
+    ck.add_argument("id")
     v = verbs.add_parser("verify", parents=[store], help="read and check every chunk of ID")
     v.add_argument("id")
     cp = verbs.add_parser("copy", parents=[store], help="copy snapshot ID to another store")
@@ -197,7 +203,7 @@ def _snapshots(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .store import open_store
+    from .store import StoreError, open_store
 
     store = open_store(args.store)
     if args.verb == "ls":
@@ -238,6 +244,15 @@ def _snapshots(args: argparse.Namespace) -> int:
         print(f"deleted {args.id}: {_size(store.delete(args.id))} freed")
     elif args.verb == "gc":
         print(f"gc: {_size(store.gc())} freed")
+    elif args.verb == "check":
+        from .engine import schema
+
+        manifest = store.manifest(args.id)
+        try:
+            schema.validate(manifest)
+        except schema.Invalid as err:
+            raise StoreError(f"snapshot {args.id} holds an invalid image: {err}") from None
+        return _print_verdict(manifest)
     elif args.verb == "verify":
         info = store.verify(args.id)
         print(f"{info.id}: every chunk intact ({_size(info.logical_bytes)})")
@@ -261,6 +276,20 @@ def _snapshots(args: argparse.Namespace) -> int:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         print(f"copied {info.id} to {args.to}: {_size(copied.new_bytes)} new there")
+    return 0
+
+
+def _print_verdict(manifest: dict) -> int:
+    """The host verdict (engine/hostcheck.py): one line per difference; 1 if any is fatal."""
+    from .engine.hostcheck import fatal, verdict
+
+    differences = verdict(manifest)
+    for difference in differences:
+        print(difference)
+    if fatal(differences):
+        print("cannot be restored on this host")
+        return 1
+    print("can be restored on this host" + (" (differences above)" if differences else ""))
     return 0
 
 
@@ -296,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"installed kernelspec {args.name} in "
                   f"{install(args.name, user=args.user, prefix=args.prefix)}")
+        elif args.command == "inspect" and args.host:
+            from .engine.image import ImageReader
+
+            return _print_verdict(ImageReader(args.dir, verify_blobs=False).manifest)
         elif args.command == "inspect":
             summary = summarize(args.dir)
             print(json.dumps(summary, indent=1) if args.json else render(summary))

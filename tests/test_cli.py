@@ -574,3 +574,39 @@ def test_a_dump_removes_what_killed_dumps_left_behind(cc, programs, workdir):
         assert (busy / "pages-2.bin").exists()
     finally:
         os.close(held)
+
+
+def test_host_verdict_lists_every_difference_before_anything_runs(programs, workdir):
+    """`inspect --host` and `snapshots check` say whether an image can be restored here, one
+    line per difference, each marked as stopping the restore or not."""
+    prog = ticker(programs)
+    image = workdir / "image"
+    prog.dump(image)
+    here = run_cli("inspect", image, "--host")
+    assert here.stdout.strip().splitlines()[-1] == "can be restored on this host", here.stdout
+
+    store = workdir / "store"
+    sid = run_cli("snapshots", "put", image, "--store", store).stdout.strip()
+    checked = run_cli("snapshots", "check", sid, "--store", store)
+    assert checked.stdout == here.stdout
+
+    moved = workdir / "moved"
+    shutil.copytree(image, moved)
+
+    def elsewhere(m):
+        m["host"].update(hostname="elsewhere", cpu_flags=m["host"]["cpu_flags"] + ["amx_fp8"])
+        _libc_changed(m)
+
+    _as_if_from_another_host(moved, elsewhere)
+    verdict = run_cli("inspect", moved, "--host", check=False)
+    lines = verdict.stdout.strip().splitlines()
+    assert verdict.returncode == 1, verdict.stdout
+    assert any(l.startswith("refused: this CPU lacks features") for l in lines), lines
+    assert any(l.startswith("refused: mapped file") and "libc" in l and "build-id differs" in l
+               for l in lines), lines
+    assert "differs: made on host elsewhere" in " ".join(lines), lines
+    assert lines[-1] == "cannot be restored on this host"
+    # restore refuses with all of them at once, before creating anything
+    error = one_line_error(run_cli("restore", moved, "--detach", check=False))
+    assert "lacks features" in error and "build-id differs" in error, error
+    assert pid_free(prog.pid)

@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arch, procfs, ptrace_ext, syscalls, userns
+from . import arch, hostcheck, procfs, ptrace_ext, syscalls, userns
 from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
-from .hostinfo import incompatibilities
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .lazy import LazyStats, PageServer
@@ -74,7 +73,7 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
             foreign = owner if owner != os.getuid() else image.owner  # the one that is not us
             raise ImageError(f"{path} belongs to uid {foreign}, not to you (uid {os.getuid()}); "
                              "root may restore it with --allow-foreign-owner")
-    problems = incompatibilities(image.manifest["host"])
+    problems = hostcheck.fatal(hostcheck.verdict(image.manifest, allow_foreign_owner))
     if problems:
         raise RestoreConflict("cannot restore on this host: " + "; ".join(problems))
     return image
