@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--parent", metavar="PREVDIR",
                    help="store only memory that differs from the earlier image PREVDIR "
                         "(which must stay where it is: DIR refers to it)")
+    d.add_argument("--portable", action="store_true",
+                   help="also store every executable and library the tree maps, for hosts "
+                        "where they are missing or other builds")
     d.add_argument("--no-precopy", action="store_true",
                    help="copy all memory while frozen (default: copy it first, freeze only for "
                         "what changed meanwhile)")
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             bar = _ProgressBar()
             try:
                 stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
-                             parent=args.parent, progress=bar)
+                             parent=args.parent, progress=bar, portable=args.portable)
             finally:
                 bar.close()
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "

@@ -610,3 +610,45 @@ def test_host_verdict_lists_every_difference_before_anything_runs(programs, work
     error = one_line_error(run_cli("restore", moved, "--detach", check=False))
     assert "lacks features" in error and "build-id differs" in error, error
     assert pid_free(prog.pid)
+
+
+def test_a_portable_image_brings_its_own_libraries(programs, workdir, monkeypatch):
+    """A library replaced by another build after the dump: a plain image is refused by
+    name, a portable one restores with its own copy of the library."""
+    libdir = workdir / "lib"
+    libdir.mkdir()
+
+    def build_lib(answer_factor: int) -> Path:
+        source = workdir / f"lib{answer_factor}.c"
+        source.write_text((PROGRAMS / "portable_lib.c").read_text().replace(
+            "x * 6", f"x * {answer_factor}"))
+        out = workdir / f"libportable-{answer_factor}.so"
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(source), "-o", str(out)], check=True)
+        return out
+
+    os.replace(build_lib(6), libdir / "libportable.so")
+    binary = workdir / "portable_main"
+    subprocess.run(["gcc", "-O2", "-I", str(PROGRAMS), str(PROGRAMS / "portable_main.c"),
+                    "-o", str(binary), f"-L{libdir}", "-lportable", f"-Wl,-rpath,{libdir}"],
+                   check=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    prog = programs(binary)
+    plain, portable = workdir / "plain", workdir / "portable"
+    run_cli("dump", prog.pid, plain)
+    run_cli("dump", prog.pid, portable, "--portable", "--kill")
+    prog.reap()
+    copies = [v["file"]["blob"] for v in manifest(portable)["processes"][0]["memory"]["vmas"]
+              if v["path"] == str(libdir / "libportable.so")]
+    assert copies and (portable / copies[0]).read_bytes() == (libdir / "libportable.so").read_bytes()
+
+    os.replace(build_lib(7), libdir / "libportable.so")  # another build, same path
+    error = one_line_error(run_cli("restore", plain, "--detach", check=False))
+    assert "libportable.so changed since the checkpoint (its build-id differs)" in error, error
+    assert pid_free(prog.pid)
+    verdict = run_cli("inspect", portable, "--host").stdout
+    assert "libportable.so changed since the checkpoint" in verdict and "copy in the image" in verdict
+
+    prog.restore(portable)
+    maps = Path(f"/proc/{prog.pid}/maps").read_text()
+    assert str(workdir / "cache" / "jupyter-ckpt" / "files") in maps, maps
+    prog.verify()

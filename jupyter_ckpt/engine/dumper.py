@@ -15,6 +15,7 @@ from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
 from .hostinfo import host_facts
+from .fileid import FileIdentities
 from .image import ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
@@ -37,7 +38,7 @@ def check(pid: int) -> list[Blocker]:
 
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
-         precopy: bool = True, parent: str | None = None) -> dict[str, Any]:
+         precopy: bool = True, parent: str | None = None, portable: bool = False) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
@@ -46,6 +47,8 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     on as soon as its state is captured, before the image is committed to disk; with `kill`
     it stays frozen until the image is complete, then dies. With `parent` (an earlier image
     of the same tree) only memory pages that differ from it are stored (incremental.py).
+    A `portable` image also carries a copy of every executable and library it maps
+    (fileid.py), used at restore where the host's file is missing or another build.
     """
     check_root(pid)
     if parent is not None:
@@ -68,7 +71,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies)
+            manifest, blockers = _collect(tree, writer, progress, copies, portable)
             if blockers:
                 raise Refused(blockers)
             if not kill:
@@ -161,8 +164,11 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 
 
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
-             copies: dict[int, PreCopy] | None = None) -> tuple[dict[str, Any], list[Blocker]]:
+             copies: dict[int, PreCopy] | None = None,
+             portable: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
+    if portable and writer is not None:
+        index.identities = FileIdentities(writer)
     index.progress = progress
     blockers: list[Blocker] = []
     registry = _FileRegistry()

@@ -111,14 +111,17 @@ def _files(manifest: dict[str, Any]) -> list[Difference]:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
-            found.append(Difference(f"{what} {path}: {err.strerror}", True))
-            continue
-        try:
-            why = fileid.mismatch(fd, facts)
-        finally:
-            os.close(fd)
-        if why:
-            found.append(Difference(f"{what} {path} changed since the checkpoint ({why})", True))
+            why, problem = err.strerror, f"{what} {path}: {err.strerror}"
+        else:
+            try:
+                why = fileid.mismatch(fd, facts)
+            finally:
+                os.close(fd)
+            problem = f"{what} {path} changed since the checkpoint ({why})"
+        if why and "blob" in facts:
+            found.append(Difference(f"{problem}: the copy in the image is used", False))
+        elif why:
+            found.append(Difference(problem, True))
     return found
 
 

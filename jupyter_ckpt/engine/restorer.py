@@ -450,9 +450,9 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     writable = {v["path"] for v in proc["memory"]["vmas"]
                 if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
     for path, facts in mapped.items():
-        ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable)))
+        ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable, ctx.image)))
     ours += [shmem.object_fd(ctx, inode) for inode in shared_objects]
-    exe = ctx.keep(process.open_exe(proc["process"]))
+    exe = ctx.keep(process.open_exe(proc["process"], ctx.image))
     ours += [exe, ctx.keep(process.open_cwd(proc["process"]))]
     theirs = _send_fds(ctx, seed.sock, channel, park, ours)
     by_id = dict(zip(file_ids, theirs))

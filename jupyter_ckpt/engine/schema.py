@@ -283,7 +283,8 @@ HOSTPORT = Tuple((Str(255), Int(0, 65535)))
 # What identifies a mapped file or executable (fileid.py): size and time, and its GNU
 # build-id or (small files) a checksum of its content.
 FILE_FACTS = Record({"size": SIZE, "mtime_ns": I64},
-                    {"build_id": Str(128, re.compile(r"[0-9a-f]{2,128}\Z")), "xxh3_128": HEX128})
+                    {"build_id": Str(128, re.compile(r"[0-9a-f]{2,128}\Z")), "xxh3_128": HEX128,
+                     "blob": BLOB})  # blob: a portable image's copy of the file
 
 HOST = Record({
     "hostname": Str(255), "machine": Str(64), "kernel": Str(255), "boot_id": Str(64),
@@ -532,6 +533,14 @@ class _Checker:
         for tid in p["signals"]["thread_pending"]:
             if int(tid) not in tids:
                 raise Invalid(f"{where}.signals.thread_pending.{tid}", "is not a thread of this process")
+        for facts, at in [(p["process"]["exe"], f"{where}.process.exe")] + [
+                (v["file"], f"{where}.memory.vmas[{j}].file")
+                for j, v in enumerate(p["memory"]["vmas"]) if "file" in v]:
+            if "blob" in facts:
+                if self._blob(facts["blob"], f"{at}.blob") != facts["size"]:
+                    raise Invalid(f"{at}.blob", "the copy is not of the file's recorded size")
+                if not ("build_id" in facts or "xxh3_128" in facts):
+                    raise Invalid(f"{at}.blob", "a copy needs the file's build-id or checksum")
         ctty = p["process"]["ctty"]
         if ctty is not None and str(ctty) not in self.m["ptys"]:
             raise Invalid(f"{where}.process.ctty", f"{ctty} is not in ptys")

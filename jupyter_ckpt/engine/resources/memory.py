@@ -253,17 +253,23 @@ def shmem_to_map(rec: dict[str, Any]) -> list[int]:
     return sorted({v["shmem"] for v in rec["vmas"] if v["kind"] == "shmem"})
 
 
-def open_mapped_file(path: str, facts: dict[str, Any], writable: bool) -> int:
-    """Open a file to be mapped, refusing when it is not the one that was mapped."""
+def open_mapped_file(path: str, facts: dict[str, Any], writable: bool,
+                     image: fileid.BlobReader) -> int:
+    """Open a file to be mapped, refusing when it is not the one that was mapped; a portable
+    image's copy stands in for a missing or changed file mapped read-only or privately."""
     try:
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        why = fileid.mismatch(fd, facts)
+        if why:
+            os.close(fd)
     except OSError as err:
-        raise RestoreConflict(f"mapped file {path}: {err.strerror}") from None
-    why = fileid.mismatch(fd, facts)
-    if why:
-        os.close(fd)
-        raise RestoreConflict(f"mapped file {path} changed since the checkpoint ({why})")
-    return fd
+        why = err.strerror
+    if not why:
+        return fd
+    if "blob" in facts and not writable:
+        return fileid.open_copy(image, facts, path)
+    raise RestoreConflict(f"mapped file {path} changed since the checkpoint ({why})"
+                          if os.path.exists(path) else f"mapped file {path}: {why}")
 
 
 def _special_block(vmas: list[procfs.Vma]) -> dict[str, tuple[int, int]]:

@@ -98,17 +98,23 @@ def same_exe(pid: int, fd: int) -> bool:
     return (here.st_dev, here.st_ino) == (want.st_dev, want.st_ino)
 
 
-def open_exe(rec: dict[str, Any]) -> int:
+def open_exe(rec: dict[str, Any], image: fileid.BlobReader) -> int:
+    """The recorded executable (or a portable image's copy of it, where it is gone or
+    another build), refusing any other file."""
     exe = rec["exe"]
     try:
         fd = os.open(exe["path"], os.O_RDONLY | os.O_CLOEXEC)
+        why = fileid.mismatch(fd, exe)
+        if why:
+            os.close(fd)
     except OSError as err:
-        raise RestoreConflict(f"executable {exe['path']}: {err.strerror}") from None
-    why = fileid.mismatch(fd, exe)
-    if why:
-        os.close(fd)
-        raise RestoreConflict(f"executable {exe['path']} changed since the checkpoint ({why})")
-    return fd
+        why = err.strerror
+    if not why:
+        return fd
+    if "blob" in exe:
+        return fileid.open_copy(image, exe, exe["path"])
+    raise RestoreConflict(f"executable {exe['path']} changed since the checkpoint ({why})"
+                          if os.path.exists(exe["path"]) else f"executable {exe['path']}: {why}")
 
 
 def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) -> None:
