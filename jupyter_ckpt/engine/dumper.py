@@ -142,6 +142,8 @@ def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, Pr
     try:
         for pid in _tree_pids(root):
             progress("pre-copying", 0, 0)
+            if process.seccomp_modes(pid, [pid]):
+                continue  # entered since we looked: refused once frozen, nothing injected here
             try:
                 copy = PreCopy(pid, writer.blob_path(""))
             except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
