@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -102,5 +103,34 @@ def test_refused_by_name_before_anything_is_written(mode, words, refused, progra
     assert errors[0].startswith("jupyter-ckpt: cannot checkpoint: ") and lines[0] in errors[0], errors[0]
     assert not image.exists()
     assert sorted(os.listdir(workdir)) == before, "dump left something behind"
+    _runs_on(prog)
+    _verify(prog)
+
+
+_CHECK_REPEATEDLY = """
+import sys
+from jupyter_ckpt.engine import CkptError, check
+for _ in range(int(sys.argv[2])):
+    try:
+        blockers = check(int(sys.argv[1]))
+    except CkptError as err:
+        blockers = [err]
+    print(" | ".join(map(str, blockers)) or "ok", flush=True)
+"""
+
+
+def test_a_program_that_vforks_all_the_time_is_never_frozen_forever(cc, programs):
+    """Caught at any moment of its vforks, the tree is checked or refused in one line (a
+    vfork in progress by name); never is the checkpointer left waiting for a stop that
+    cannot come, nor does a child reaped meanwhile end it in a traceback."""
+    prog = programs(cc("vfork_loop"))
+    try:
+        result = subprocess.run([sys.executable, "-c", _CHECK_REPEATEDLY, str(prog.pid), "200"],
+                                capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"check hung after {len((hung.stdout or '').splitlines())} runs")
+    assert result.returncode == 0, result.stderr  # (a traceback ends the loop early)
+    outcomes = result.stdout.splitlines()
+    assert len(outcomes) == 200 and "ok" in outcomes, outcomes
     _runs_on(prog)
     _verify(prog)
