@@ -93,7 +93,7 @@ def test_threads_blocked_in_syscalls(cc, programs, workdir):
         wait_until(lambda: blocked_syscall(prog.pid, tids[name]) in numbers,
                    what=f"thread {name} to block in its syscall")
     checkable(prog)  # (its freeze interrupts them all once: the live program must not notice)
-    os.kill(prog.pid, signal.SIGUSR2)  # the sleepers start their 4 s sleeps now
+    os.kill(prog.pid, signal.SIGUSR2)  # the sleepers start their hour-long sleeps now
     for name in ("sleeprel", "sleepabs"):
         wait_until(lambda: blocked_syscall(prog.pid, tids[name]) in BLOCKED_IN[name],
                    what=f"thread {name} to fall asleep")

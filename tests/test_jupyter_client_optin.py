@@ -36,8 +36,12 @@ def test_kernelspec_selects_the_checkpointable_provisioner(ckpt_kernelspec):
     try:
         kc.wait_for_ready(timeout=60)
         assert isinstance(km.provisioner, CkptProvisioner)
-        reply = kc.execute_interactive("%lsmagic", timeout=60)  # magics loaded automatically
+        # our magics were loaded automatically: %checkpoint is there, and it is ours
+        owner = "type(get_ipython().find_line_magic('checkpoint').__self__).__qualname__"
+        reply = kc.execute_interactive("", user_expressions={"owner": owner}, timeout=60)
         assert reply["content"]["status"] == "ok"
+        answer = reply["content"]["user_expressions"]["owner"]
+        assert answer.get("data", {}).get("text/plain") == "'CheckpointMagics'", answer
         assert engine.check(km.provisioner.pid) == []
     finally:
         kc.stop_channels()

@@ -29,6 +29,10 @@ SCRATCH_SIZE = 64 * 1024
 
 def check(pid: int) -> list[Blocker]:
     """Everything that would stop `dump(pid)`; the tree runs on untouched."""
+    check_root(pid)
+    unfreezable = process.shared_address_spaces(_tree_pids(pid))
+    if unfreezable:
+        return unfreezable  # freezing would wait forever
     tree = freeze(pid)
     try:
         _, blockers = _collect(tree, None)
@@ -53,11 +57,13 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     check_root(pid)
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
+    _refuse_before_touching(pid)
     writer = ImageWriter(path)
     copies: dict[int, PreCopy] = {}
     try:
         if precopy:
             copies = _precopy(pid, writer, progress)
+            _refuse_before_touching(pid)  # again: pre-copy gave it time to change
         started = time.monotonic()
         tree = freeze(pid)
         for copy in copies.values():
@@ -110,16 +116,37 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     return manifest["stats"]
 
 
+def _tree_pids(root: int) -> list[int]:
+    try:
+        return [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []  # freeze() reports it
+
+
+def _refuse_before_touching(root: int) -> None:
+    """What must be refused before the tree is seized or any syscall is injected into it
+    (pre-copy does both): a vfork() in progress, which no freeze can stop, and seccomp,
+    under which an injected syscall can kill the process."""
+    pids = _tree_pids(root)
+    blockers = process.shared_address_spaces(pids)
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            continue
+        blockers += process.seccomp_modes(pid, tids)
+    if blockers:
+        raise Refused(blockers)
+
+
 def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
     """Copy the memory of every process of the tree while it runs (see precopy.py)."""
-    try:
-        pids = [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return {}  # freeze() reports it
     copies: dict[int, PreCopy] = {}
     try:
-        for pid in pids:
+        for pid in _tree_pids(root):
             progress("pre-copying", 0, 0)
+            if process.seccomp_modes(pid, [pid]):
+                continue  # entered since we looked: refused once frozen, nothing injected here
             try:
                 copy = PreCopy(pid, writer.blob_path(""))
             except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
@@ -264,6 +291,10 @@ def _check_controlling_terminals(processes: list[dict[str, Any]],
 def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[OpenFile],
                      writer: ImageWriter | None, blockers: list[Blocker],
                      registry: "_FileRegistry", precopy: PreCopy | None = None) -> dict[str, Any]:
+    seccomp = process.seccomp_modes(pid, tids)  # read while frozen, before any injection
+    if seccomp:
+        blockers.extend(seccomp)
+        return {"pid": index.inner(pid), "process": {}, "threads": [], "fds": [], "memory": {"vmas": []}}
     mem = RemoteMemory(pid)
     gadget = syscall_gadget(mem)
     remote = [RemoteThread(tid, gadget) for tid in tids]

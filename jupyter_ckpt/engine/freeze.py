@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import procfs, ptrace_ext
-from .errors import CkptError
+from .errors import Blocker, CkptError, Refused
 
 SEIZE_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE
                  | ptrace_ext.O_TRACEFORK | ptrace_ext.O_TRACEVFORK)
@@ -138,7 +138,8 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
             raise CkptError(f"pid {tree.root} exited during the freeze") from None
         for pid in pids:
             if pid != tree.root and not _alive(pid):
-                tree.zombies.add(pid)
+                if os.path.exists(f"/proc/{pid}"):  # (not reaped since we listed it)
+                    tree.zombies.add(pid)  # its parent, seized before it, cannot reap it now
                 continue
             for tid in _tids(pid):
                 if tid in tree._stopped:
@@ -205,6 +206,14 @@ def _wait_for_interrupt_stop(tree: FrozenTree, tid: int) -> None:
             return
         if stop.event == ptrace_ext.EVENT_STOP:
             return
+        if stop.event == ptrace_ext.EVENT_VFORK:
+            # Resumed, it would wait in the kernel, where no stop reaches it, for a child we
+            # hold stopped. Refuse; release() lets both go on.
+            child = ptrace_ext.geteventmsg(tid)
+            _wait_for_interrupt_stop(tree, child)
+            raise Refused([Blocker(int(procfs.read_status(tid)["Tgid"]), "process", "vfork",
+                                   f"started child {child} with vfork() while being frozen; "
+                                   "checkpoint once it has called exec or _exit")])
         if stop.event in _NEW_TASK_EVENTS:
             child = ptrace_ext.geteventmsg(tid)
             ptrace_ext.cont(tid)

@@ -49,7 +49,10 @@ _CHUNK = 4 << 20  # background copy size: a fault waits at most about one of the
 _FAULT_AHEAD = 16 * PAGE_SIZE  # a fault brings in this much of what follows it, if pending
 _READ_BATCH = 64 * uffd.MSG_SIZE
 _INF = float("inf")
-PAUSE_ENV = "JUPYTER_CKPT_LAZY_PAUSE"  # seconds before the background pass starts (tests)
+# Tests hold the background pass back: for this many seconds, or until this file exists
+# (for at most _MAX_PAUSE s), so that a program finds its memory still missing.
+PAUSE_ENV = "JUPYTER_CKPT_LAZY_PAUSE"
+_MAX_PAUSE = 600.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class PageServer:
         self._done = threading.Event()
         self._error: str | None = None
         self._pause_until = 0.0
+        self._pause_file: str | None = None
         self._turn = 0
         self._keeper: subprocess.Popen | None = None
         self._keeper_sock: socket.socket | None = None
@@ -185,7 +189,12 @@ class PageServer:
             self.pids.append(pid)
             self._new.append(space)
         if self._thread is None:
-            self._pause_until = time.monotonic() + float(os.environ.get(PAUSE_ENV) or 0)
+            pause = os.environ.get(PAUSE_ENV) or "0"
+            try:
+                self._pause_until = time.monotonic() + float(pause)
+            except ValueError:
+                self._pause_file = pause
+                self._pause_until = time.monotonic() + _MAX_PAUSE
             self._thread = threading.Thread(target=self._run, name="ckpt-lazy-pages", daemon=False)
             self._thread.start()
         self._poke()
@@ -335,6 +344,8 @@ class PageServer:
             if not self._spaces:
                 if self._sealed and not self._new:
                     return
+            if self._pause_file and os.path.exists(self._pause_file):
+                self._pause_until, self._pause_file = 0.0, None
             paused = time.monotonic() < self._pause_until
             pushing = not paused and any(s.pending for s in self._spaces)
             if pushing and not stalled:
@@ -342,7 +353,7 @@ class PageServer:
             elif stalled or any(s.retry for s in self._spaces):
                 timeout = 1
             elif paused:
-                timeout = max(1, int((self._pause_until - time.monotonic()) * 1000))
+                timeout = 10 if self._pause_file else max(1, int((self._pause_until - time.monotonic()) * 1000))
             else:
                 timeout = -1
             stalled = False

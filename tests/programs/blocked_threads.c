@@ -4,8 +4,11 @@
  *   "read"     read() on an empty pipe            "poll"  poll(-1) on an empty pipe
  * Each is woken only after restore (by a write, or the cond) and must see exactly the event
  * it waited for, with no error. The sleepers retry on EINTR the way glibc callers do (the
- * relative one with the remaining time), and must sleep their full time in the end.
- * Thread names publish which tid is which. The sleeps (4 s) start only when SIGUSR2 comes,
+ * relative one with the remaining time). Their sleeps are an hour long, so a checkpoint,
+ * however slow, finds them asleep; after restore the main thread ends them with SIGWAKE:
+ * neither may have returned on its own before, and the relative one's remaining time must
+ * account for all of its hour (time slept + time left >= an hour).
+ * Thread names publish which tid is which. The sleeps start only when SIGUSR2 comes,
  * so that the harness can run `check` first and still catch them asleep in its dump.
  * Other threads block SIGUSR1/SIGUSR2, which only the main thread takes.
  */
@@ -17,7 +20,8 @@
 #include <sys/epoll.h>
 #include <time.h>
 
-#define SLEEP_NS 4000000000LL
+#define SLEEP_NS 3600000000000LL
+#define SIGWAKE (SIGRTMIN + 1)
 
 enum { T_EPOLL, T_COND, T_SLEEPREL, T_SLEEPABS, T_READ, T_POLL, NTHREADS };
 static const char *names[NTHREADS] = {"epoll", "cond", "sleeprel", "sleepabs", "read", "poll"};
@@ -32,9 +36,11 @@ static char failure[NTHREADS][200];
 static volatile int started[NTHREADS];
 static int eintr_count[NTHREADS];
 static sem_t sleep_go;
-static volatile sig_atomic_t sleep_requested;
+static volatile sig_atomic_t sleep_requested, wake_sleepers;
+static volatile int sleeper_done[NTHREADS];
 
 static void on_usr2(int sig) { (void)sig; sleep_requested = 1; }
+static void on_wake(int sig) { (void)sig; }
 
 #define THREAD_FAIL(i, ...) snprintf(failure[i], sizeof failure[i], __VA_ARGS__)
 
@@ -83,12 +89,18 @@ static void *sleeprel_thread(void *arg) {
     int err;
     while ((err = clock_nanosleep(CLOCK_MONOTONIC, 0, &req, &rem)) == EINTR) {
         eintr_count[T_SLEEPREL]++;
+        if (wake_sleepers) break;
         req = rem;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (err) THREAD_FAIL(T_SLEEPREL, "clock_nanosleep: %s", strerror(err));
-    else if (ns_between(t0, t1) < SLEEP_NS)
-        THREAD_FAIL(T_SLEEPREL, "relative sleep ended after %lld ns of %lld", ns_between(t0, t1), SLEEP_NS);
+    long long left = rem.tv_sec * 1000000000LL + rem.tv_nsec;
+    if (err != EINTR)
+        THREAD_FAIL(T_SLEEPREL, "relative sleep ended on its own (%s) after %lld ns",
+                    err ? strerror(err) : "no error", ns_between(t0, t1));
+    else if (ns_between(t0, t1) + left < SLEEP_NS || left > SLEEP_NS)
+        THREAD_FAIL(T_SLEEPREL, "relative sleep: %lld ns slept and %lld left of %lld",
+                    ns_between(t0, t1), left, SLEEP_NS);
+    sleeper_done[T_SLEEPREL] = 1;
     return NULL;
 }
 
@@ -99,12 +111,15 @@ static void *sleepabs_thread(void *arg) {
     struct timespec deadline = sleep_started, now;
     deadline.tv_sec += SLEEP_NS / 1000000000LL;
     int err;
-    while ((err = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL)) == EINTR)
+    while ((err = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL)) == EINTR) {
         eintr_count[T_SLEEPABS]++;
+        if (wake_sleepers) break;
+    }
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (err) THREAD_FAIL(T_SLEEPABS, "clock_nanosleep(TIMER_ABSTIME): %s", strerror(err));
-    else if (ns_between(deadline, now) < 0)
-        THREAD_FAIL(T_SLEEPABS, "absolute sleep ended %lld ns early", -ns_between(deadline, now));
+    if (err != EINTR)
+        THREAD_FAIL(T_SLEEPABS, "absolute sleep ended on its own (%s), %lld ns early",
+                    err ? strerror(err) : "no error", -ns_between(deadline, now));
+    sleeper_done[T_SLEEPABS] = 1;
     return NULL;
 }
 
@@ -139,6 +154,8 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr2;
     sigaction(SIGUSR2, &sa, NULL);
+    sa.sa_handler = on_wake;
+    sigaction(SIGWAKE, &sa, NULL);
     sigset_t usr, old;
     sigemptyset(&usr);
     sigaddset(&usr, SIGUSR1);
@@ -168,7 +185,7 @@ int main(int argc, char **argv) {
     }
     if (sleep_requested != 2) ckpt_fail("the sleepers were never started");
 
-    /* Nobody may have woken up on their own (except the sleepers, which may be done). */
+    /* Nobody may have woken up on their own. */
     for (int i = 0; i < NTHREADS; i++)
         if (failure[i][0]) ckpt_fail("%s thread: %s", names[i], failure[i]);
 
@@ -179,6 +196,12 @@ int main(int argc, char **argv) {
     pthread_mutex_unlock(&lock);
     if (write(read_pipe[1], "hello", 5) != 5) ckpt_fail("write read pipe");
     if (write(poll_pipe[1], "P", 1) != 1) ckpt_fail("write poll pipe");
+    wake_sleepers = 1;
+    for (int i = T_SLEEPREL; i <= T_SLEEPABS; i++)
+        while (!sleeper_done[i]) {  /* again and again: one may come just before it sleeps */
+            pthread_kill(th[i], SIGWAKE);
+            usleep(10000);
+        }
 
     for (int i = 0; i < NTHREADS; i++) {
         if (pthread_join(th[i], NULL)) ckpt_fail("pthread_join %s", names[i]);

@@ -38,6 +38,8 @@ def _locks(f: OpenFile, ctx: DumpContext) -> list[dict[str, Any]]:
             continue
         fields = line.split()
         kind, mode, access, owner, start, end = fields[2], fields[3], fields[4], fields[5], fields[7], fields[8]
+        if kind == "LEASE":
+            raise ctx.refuse(f"fd {f.fd}", "file lease", f"{f.link}: leases (F_SETLEASE) are not supported")
         if kind not in _LOCK_KINDS or mode != "ADVISORY":
             raise ctx.refuse(f"fd {f.fd}", "file lock", f"{f.link}: {kind} {mode} locks are not supported")
         if kind == "POSIX" and int(owner) != ctx.pid:

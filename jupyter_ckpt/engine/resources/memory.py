@@ -88,7 +88,7 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
     kind = _kind(vma, ctx.tree.tmpfs_devices())
     if kind == "unsupported":
         what = "memfd" if vma.path.startswith("/memfd:") else "SysV shared memory" \
-            if vma.path.startswith("/SYSV") else "mapping"
+            if vma.path.startswith("/SYSV") else "mapping of a deleted file" if vma.deleted else "mapping"
         raise ctx.refuse(where, what, f"{vma.path or 'special mapping'}: not supported")
     ours = {"uw"} if ctx.precopy is not None else set()  # pre-copy's own write tracking
     for flag in (vma.vmflags - _HANDLED_FLAGS - ours) if kind not in ("vdso", "vvar", "vvar_vclock") else ():

@@ -8,9 +8,9 @@ import resource
 import struct
 from typing import Any, Callable
 
-from .. import fileid, procfs
+from .. import fileid, procfs, syscalls
 from ..context import DumpContext, RestoreContext
-from ..errors import RestoreConflict
+from ..errors import Blocker, RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteThread
 
@@ -21,6 +21,7 @@ PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 35, 14, 38
 _MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
               "start_stack", "arg_start", "arg_end", "env_start", "env_end")
 _MM_MAP = struct.Struct("<11QQII")
+KCMP_VM = 1  # linux/kcmp.h: do two tasks share one address space?
 
 
 def _identity_user_ns(pid: int, root: int) -> bool:
@@ -57,8 +58,6 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     if os.readlink(f"/proc/{pid}/root") != "/":
         raise ctx.refuse("process", "chroot", "has a different root directory")
     status = procfs.read_status(pid)
-    if status.get("Seccomp", "0") != "0":
-        raise ctx.refuse("process", "seccomp", "seccomp filters are not supported")
     stat = procfs.read_stat(pid)
     cwd = os.readlink(f"/proc/{pid}/cwd")
     if cwd.endswith(procfs.DELETED):
@@ -91,6 +90,53 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
             errors="replace").strip(),
     }
+
+
+def shared_address_spaces(pids: list[int]) -> list[Blocker]:
+    """Processes that share their memory with their parent: a vfork() child that has not
+    called exec or _exit yet (its parent waits in the kernel, where no ptrace stop reaches
+    it, so freezing it would wait forever), or a clone(CLONE_VM) child. Two address spaces
+    would come back. Read from /proc and kcmp only: nothing is stopped."""
+    blockers = []
+    for pid in pids:
+        try:
+            parent = int(procfs.read_stat(pid)[4])
+            if not parent or syscalls.kcmp(pid, parent, KCMP_VM, 0, 0) != 0:
+                continue
+            with open(f"/proc/{parent}/wchan") as f:
+                waiting = f.read() == "kernel_clone"
+        except OSError:
+            continue  # gone, or a parent we may not inspect (then not one we could share with)
+        if waiting:
+            blockers.append(Blocker(parent, "process", "vfork",
+                                    f"waits in vfork() for its child {pid}, which runs in its "
+                                    "memory until it calls exec or _exit; checkpoint once it has"))
+        else:
+            blockers.append(Blocker(pid, "process", "shared address space",
+                                    f"shares its memory with its parent {parent} (clone with CLONE_VM)"))
+    return blockers
+
+
+def seccomp_modes(pid: int, tids: list[int]) -> list[Blocker]:
+    """Threads under seccomp, each read before anything is injected into the process: in
+    strict mode an injected system call kills it, a filter may fail or kill it, and neither
+    mode can be set up again at restore."""
+    blockers = []
+    for tid in tids:
+        try:
+            status = procfs.read_status(tid)
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        mode = status.get("Seccomp", "0")
+        if mode == "1":
+            why = "strict mode (SECCOMP_MODE_STRICT) is not supported: a checkpoint would kill it"
+        elif mode == "2":
+            why = (f"filter mode (SECCOMP_MODE_FILTER, filters: {status.get('Seccomp_filters', '?')}) "
+                   "is not supported")
+        else:
+            continue
+        blockers.append(Blocker(pid, "process" if tid == pid else f"tid {tid}", "seccomp", why))
+    return blockers
 
 
 def same_exe(pid: int, fd: int) -> bool:
