@@ -2,6 +2,7 @@
 write the image, then let the tree run on (or end it with `kill`)."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from typing import Any
 import psutil
 
 from .. import __version__
-from . import incremental, ptrace_ext
+from . import faults, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
@@ -24,6 +25,7 @@ from .resources import claim, memory, process, signals, threads, tty
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 def check(pid: int) -> list[Blocker]:
@@ -55,6 +57,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     try:
         if precopy:
             copies = _precopy(pid, writer, progress)
+            faults.point("dump.after-precopy", log)
         started = time.monotonic()
         tree = freeze(pid)
         for copy in copies.values():
@@ -65,12 +68,14 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         raise
     frozen = True
     try:
+        faults.point("dump.after-freeze", log)
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
             manifest, blockers = _collect(tree, writer, progress, copies)
             if blockers:
                 raise Refused(blockers)
+            faults.point("dump.after-memory", log)
             if not kill:
                 tree.release()
                 frozen = False
@@ -89,6 +94,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
             tracking.append("page-compare")
         manifest["stats"]["dirty_tracking"] = "+".join(tracking) or "none"
         progress("committing", 0, 0)
+        faults.point("dump.before-commit", log)
         writer.commit(manifest)
     except OSError as err:
         writer.abort()
