@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import CLI, pid_alive, run_cli, wait_until
+from conftest import CLI, Program, pid_alive, run_cli, wait_until
+from reaping import _set_subreaper
 from jupyter_ckpt.engine import faults
 from jupyter_ckpt.engine.errors import CkptError
 
@@ -76,6 +78,14 @@ def _new_processes(before: set[int]) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, ChildProcessError):
             pass
     return alive
+
+
+def _reap_zombies() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def _assert_nothing_left(before: set[int], pid: int) -> None:
@@ -157,3 +167,45 @@ def test_a_restore_that_fails_after_its_threads_exist_ends_without_hanging(cc, p
     _assert_nothing_left(before, prog.pid)
     prog.pid = int(run_cli("restore", image, "--detach").stdout.split()[-1])
     prog.verify()
+
+
+def test_an_unprivileged_restore_killed_midway_leaves_no_helper(cc, workdir):
+    """Without privilege a restore runs in a helper (engine/userns.py). Killing the `restore`
+    command while its helper hangs ends the helper and everything it started."""
+    from unprivileged import nobody_dir, run_as_nobody
+
+    home = nobody_dir()
+    shutil.copy(cc("busy_threads"), home / "busy_threads")
+
+    def work() -> None:
+        _set_subreaper(True)  # the orphans of the killed command are ours to reap
+        prog = Program([str(home / "busy_threads")], home).start()
+        prog.dump(home / "image")
+        restore = subprocess.Popen(CLI + ["restore", str(home / "image"), "--detach"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, **{faults.ENV: "restore.after-threads:hang"}))
+
+        def hanging() -> list[psutil.Process]:
+            """The helper and what it made, once a seed has its threads."""
+            procs = psutil.Process(restore.pid).children(recursive=True)
+            seeds = [p for p in procs if p.status() == psutil.STATUS_TRACING_STOP]
+            return procs if seeds and seeds[0].num_threads() > 1 else []
+
+        wait_until(lambda: hanging() or restore.poll() is not None, timeout=DEADLINE,
+                   what="the restore to reach its hang")
+        started = hanging()
+        assert started, f"the restore ended ({restore.returncode}) instead of hanging"
+        restore.kill()
+        restore.wait()
+
+        def all_ended() -> bool:
+            _reap_zombies()  # (a PID namespace's init ends once its members are reaped)
+            return not any(pid_alive(p.pid) for p in started)
+
+        wait_until(all_ended, timeout=10, what="the helper and what it started to end")
+
+    try:
+        run_as_nobody(work)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,11 +1,13 @@
 """Fault injection: `JUPYTER_CKPT_FAULT=<point>` makes a dump or restore fail at that named
 point, so tests can check that every failure rolls back (the original runs on unharmed, no
-image and no process is left). Every phase boundary calls `point()`, which also logs it.
+image and no process is left); `<point>:hang` makes it stop there until killed, as a hung
+one would. Every phase boundary calls `point()`, which also logs it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from .errors import CkptError
 
@@ -41,7 +43,14 @@ def point(name: str, logger: logging.Logger = log) -> None:
     wanted = os.environ.get(ENV)
     if not wanted:
         return
-    if wanted not in POINTS:
-        raise CkptError(f"{ENV}={wanted} names no fault point (known: {', '.join(POINTS)})")
-    if wanted == name:
-        raise InjectedFault(f"fault injected at {name} ({ENV})")
+    where, _, how = wanted.partition(":")
+    if where not in POINTS or how not in ("", "hang"):
+        raise CkptError(f"{ENV}={wanted} names no fault point (known: {', '.join(POINTS)}, "
+                        "each optionally followed by ':hang')")
+    if where != name:
+        return
+    if how == "hang":
+        logger.debug("hanging at %s until killed (%s)", name, ENV)
+        while True:
+            time.sleep(3600)
+    raise InjectedFault(f"fault injected at {name} ({ENV})")
