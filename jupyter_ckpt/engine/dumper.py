@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from .. import __version__
-from . import faults, incremental, ptrace_ext
+from . import faults, guard, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
@@ -268,8 +268,11 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
     gadget = syscall_gadget(mem)
     remote = [RemoteThread(tid, gadget) for tid in tids]
     ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy)
+    code = guard.find_code(mem)
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
+        if code:  # if we die from here on, the thread still resumes as it was
+            guard.arm(t, mem, ctx.saved_masks[t.tid], code)
         ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
     record: dict[str, Any] = {"pid": index.inner(pid)}
     try:
