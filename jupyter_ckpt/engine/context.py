@@ -78,6 +78,15 @@ class TreeIndex:
             return pid
         ids = ns_pids(pid)
         return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
+
+    def inner_own(self, pid: int, line: str, ours: int) -> int:
+        """Like inner(), for `pid`'s own group or session (`line` NSpgid or NSsid; `ours`:
+        the id we see), read from `pid` itself: a group or session outlives its leader,
+        whose /proc entry may be gone."""
+        if not self.ns_depth or not ours:
+            return ours
+        ids = ns_pids(pid, line)
+        return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
     _unix: dict[int, Any] | None = None
     _mountinfo: str | None = None
     _tmpfs: set[tuple[int, int]] | None = None
@@ -201,12 +210,13 @@ class RestoreContext:
 
 
 
-def ns_pids(pid: int) -> list[int]:
-    """A task's ids from our PID namespace down to its own (the NSpid line)."""
+def ns_pids(pid: int, line: str = "NSpid") -> list[int]:
+    """A task's ids from our PID namespace down to its own (the NSpid line, or NSpgid or
+    NSsid for its group's and session's)."""
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return [int(x) for x in line.split()[1:]]
+        for text in f:
+            if text.startswith(line + ":"):
+                return [int(x) for x in text.split()[1:]]
     return [pid]
 
 

@@ -2,6 +2,7 @@
 write the image, then let the tree run on (or end it with `kill`)."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from typing import Any
 import psutil
 
 from .. import __version__
-from . import incremental, ptrace_ext
+from . import faults, guard, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
@@ -25,6 +26,7 @@ from .resources import claim, memory, process, signals, threads, tty
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 def check(pid: int) -> list[Blocker]:
@@ -64,6 +66,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         if precopy:
             copies = _precopy(pid, writer, progress)
             _refuse_before_touching(pid)  # again: pre-copy gave it time to change
+            faults.point("dump.after-precopy", log)
         started = time.monotonic()
         tree = freeze(pid)
         for copy in copies.values():
@@ -74,12 +77,14 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         raise
     frozen = True
     try:
+        faults.point("dump.after-freeze", log)
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
             manifest, blockers = _collect(tree, writer, progress, copies, portable)
             if blockers:
                 raise Refused(blockers)
+            faults.point("dump.after-memory", log)
             if not kill:
                 tree.release()
                 frozen = False
@@ -98,6 +103,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
             tracking.append("page-compare")
         manifest["stats"]["dirty_tracking"] = "+".join(tracking) or "none"
         progress("committing", 0, 0)
+        faults.point("dump.before-commit", log)
         writer.commit(manifest)
     except OSError as err:
         writer.abort()
@@ -299,8 +305,11 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
     gadget = syscall_gadget(mem)
     remote = [RemoteThread(tid, gadget) for tid in tids]
     ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy)
+    code = guard.find_code(mem)
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
+        if code:  # if we die from here on, the thread still resumes as it was
+            guard.arm(t, mem, ctx.saved_masks[t.tid], code)
         ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
     record: dict[str, Any] = {"pid": index.inner(pid)}
     try:

@@ -145,6 +145,6 @@ class RemoteThread:
             self.park()
         except (ptrace_ext.PtraceError, CkptError):
             pass  # still stopped: the registers below are what matters
-        self.put_back()
-        ptrace_ext.set_sigmask(self.tid, sigmask)
+        ptrace_ext.set_sigmask(self.tid, sigmask)  # first: a guarded thread (guard.py) stays
+        self.put_back()  # safe from our death until it has its own registers
 

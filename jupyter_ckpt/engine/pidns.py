@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import logging
 import os
 import select
+import signal
 import time
 
 from . import syscalls
 from .errors import CkptError
 
+log = logging.getLogger(__name__)
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_SLAVE = 0x2, 0x4, 0x8, 0x4000, 0x80000
 _libc = ctypes.CDLL(None, use_errno=True)
+_WALL = 0x40000000  # waitpid: any child or tracee, thread or process
+_REAP_TIMEOUT = 10.0
 
 
 def _call(result: int, what: str) -> None:
@@ -119,16 +124,49 @@ class PidNamespace:
                 os.close(fd)
         self._go_r = self._go_w = -1
 
+    def pids(self) -> list[int]:
+        """Our processes in the namespace (its init last: killing it kills the rest)."""
+        return [pid for pid in (self.stand_in_pid, self.init_pid) if pid]
+
     def destroy(self) -> None:
         """Kill everything in the namespace (killing its init does that)."""
-        for pid in (self.stand_in_pid, self.init_pid):
-            if pid:
-                try:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+        kill_and_reap(self.pids())
         self.release()
+
+
+def kill_and_reap(pids: list[int], timeout: float = _REAP_TIMEOUT) -> None:
+    """SIGKILL each process of `pids` and collect every thread of theirs that is our child or
+    our tracee, without waiting longer than `timeout` in all: a traced leader is reported
+    only after each of its traced threads was collected with __WALL, and a namespace's init
+    only after its members are gone, so any one blocking wait could hang a failure path."""
+    tids: list[int] = []
+    for pid in pids:
+        try:
+            threads = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+        except FileNotFoundError:
+            threads = []
+        tids += [t for t in threads if t != pid] + [pid]  # its leader last
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    waiting = list(dict.fromkeys(tids))
+    while waiting:
+        for tid in list(waiting):
+            try:
+                done = os.waitpid(tid, os.WNOHANG | _WALL)[0] == tid
+            except ChildProcessError:
+                done = True  # neither our child nor our tracee (any more)
+            if done:
+                waiting.remove(tid)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            log.warning("tids %s did not end within %.0f s of SIGKILL", waiting, timeout)
+            return
+        time.sleep(0.005)
 
 
 def _exit_status(wait_status: int) -> int:

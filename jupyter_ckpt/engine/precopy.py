@@ -24,7 +24,7 @@ import struct
 import threading
 from typing import Any, Iterable
 
-from . import ptrace_ext, syscalls, uffd, zeropages
+from . import guard, ptrace_ext, syscalls, uffd, zeropages
 from .errors import CkptError
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
@@ -107,11 +107,14 @@ def _userfaultfd_in(pid: int) -> int:
         mem = RemoteMemory(pid)
         try:
             thread = RemoteThread(pid, syscall_gadget(mem))
+            mask = ptrace_ext.get_sigmask(pid)
+            code = guard.find_code(mem)
+            if code:  # (it runs on as it was if we die while injecting)
+                guard.arm(thread, mem, mask, code)
         except CkptError as err:
             raise Unavailable(str(err)) from None
         finally:
             mem.close()
-        mask = ptrace_ext.get_sigmask(pid)
         ptrace_ext.set_sigmask(pid, (1 << 64) - 1)
         try:
             try:

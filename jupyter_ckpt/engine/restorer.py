@@ -9,6 +9,7 @@ the seed is killed: a restore either completes or leaves nothing behind.
 from __future__ import annotations
 
 import array
+import logging
 import os
 import resource
 import signal
@@ -18,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arch, hostcheck, procfs, ptrace_ext, syscalls, userns
+from . import arch, faults, hostcheck, procfs, ptrace_ext, syscalls, userns
 from .context import Progress, RestoreContext, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .lazy import LazyStats, PageServer
-from .pidns import PidNamespace
+from .pidns import PidNamespace, kill_and_reap
 from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads, tty
 
 SCRATCH_SIZE = 256 * 1024
@@ -37,6 +38,7 @@ F_DUPFD = 0
 O_CLOEXEC = 0o2000000
 _UINT_MAX = 0xFFFFFFFF
 _CAP_SYS_PTRACE = 19
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,13 +153,17 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
                 namespace.leave()
         try:
             leaders = _create_seeds(tree, seed, procs, manifest["zombies"])
+            faults.point("restore.after-seed", log)
             for proc in procs:
                 released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
         finally:
             seed.close()
+        faults.point("restore.before-release", log)
     except BaseException:
-        for pid in reversed(tree.created):
-            _kill(pid)
+        # Nothing may be left, and nothing may hang: every process we made (and its threads,
+        # which we trace) is killed and reaped within a deadline, the namespace's too.
+        log.debug("rolling back: killing %s", tree.created)
+        kill_and_reap(list(reversed(tree.created)) + (namespace.pids() if namespace else []))
         if tree.lazy is not None:
             tree.lazy.close()
         if namespace:
@@ -282,6 +288,7 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
     for zombie in zombies:
         if zombie["ppid"] in leaders:
             seed = _fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"])
+            tree.created.append(seed.tid)
             tree.outer_pids[zombie["pid"]] = seed.tid
             _make_zombie(seed, zombie["exit_code"])
     tree.outer_pids.update((pid, thread.tid) for pid, thread in leaders.items())
@@ -308,6 +315,7 @@ def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> Remot
     child = parent.children.pop()  # as we see it (clone3 returned it as the parent sees it)
     stop = ptrace_ext.wait(child)
     if stop.event != ptrace_ext.EVENT_STOP:
+        kill_and_reap([child])
         raise CkptError(f"seed {child}: {stop.describe()}")
     return RemoteThread(child, parent.gadget)
 
@@ -317,10 +325,12 @@ def _make_zombie(thread: RemoteThread, status: int) -> None:
     resource.prlimit(thread.tid, resource.RLIMIT_CORE, (0, 0))
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        thread.call("rt_sigaction", sig, 0, 0, 8)  # default action (the seed may have ours)
-        ptrace_ext.set_sigmask(thread.tid, 0)
+        if sig != signal.SIGKILL:  # SIGKILL ends even a stopped tracee: there is no resuming it
+            thread.call("rt_sigaction", sig, 0, 0, 8)  # default action (the seed may have ours)
+            ptrace_ext.set_sigmask(thread.tid, 0)
         os.kill(thread.tid, sig)
-        ptrace_ext.cont(thread.tid)
+        if sig != signal.SIGKILL:
+            ptrace_ext.cont(thread.tid)
     else:
         regs = arch.prepare_syscall(thread.saved, thread.gadget, arch.NR["exit_group"],
                                     (os.WEXITSTATUS(status),), arch.stack_pointer(thread.saved))
@@ -379,7 +389,7 @@ def _seize_stopped(pid: int) -> RemoteThread:
     ptrace_ext.interrupt(pid)
     stop = ptrace_ext.wait(pid)
     if stop.event != ptrace_ext.EVENT_STOP:
-        _kill(pid)
+        kill_and_reap([pid])
         raise CkptError(f"seed process: {stop.describe()}")
     mem = RemoteMemory(pid)
     try:
@@ -398,14 +408,6 @@ def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: se
     parent.restore_live(mask)
     ptrace_ext.detach(parent.tid)
     return seed
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
@@ -465,6 +467,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
 
     ctx.progress("memory", 0, sum(run[1] for v in proc["memory"]["vmas"] for run in v["pages"]))
     memory.restore(ctx, proc["memory"], map_fds, shmem_fds)
+    faults.point("restore.after-memory", log)
     call("close", channel)
     for entry in proc["fds"]:
         call("dup3", by_id[entry["file"]], entry["fd"], O_CLOEXEC if entry["cloexec"] else 0)
@@ -479,12 +482,14 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
             kind.after_install(rec, ctx, first_fd[file_id])
     process.restore(ctx, proc["process"], exe_fd, cwd_fd)
     call("close_range", park, _UINT_MAX, 0)
+    faults.point("restore.after-files", log)
     signals.restore_dispositions(ctx, proc["signals"])
 
     all_threads = threads.create(ctx, proc["threads"])
     for rec, thread in zip(proc["threads"], all_threads):
         signals.block_all(thread)
         threads.restore(ctx, rec, thread)
+    faults.point("restore.after-threads", log)
     for thread in all_threads:
         ctx.scratch.reset()
         process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)

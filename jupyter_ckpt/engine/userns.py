@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import CkptError
 from .pidns import CLONE_NEWPID
 
 CLONE_NEWUSER = 0x10000000
+PR_SET_PDEATHSIG = 1
 _CAP_SYS_ADMIN = 21
 _CAP_CHECKPOINT_RESTORE = 40
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -56,7 +58,7 @@ def restore_in_helper(path: str, stdio: str, allow_foreign_owner: bool, rebind_l
     from .restorer import Restored
 
     request = {"path": os.path.abspath(path), "stdio": stdio, "allow_foreign_owner": allow_foreign_owner,
-               "rebind_listeners": rebind_listeners}
+               "rebind_listeners": rebind_listeners, "caller": os.getpid()}
     report_r, report_w = os.pipe()
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -104,6 +106,7 @@ def _helper_main(request_json: str, report_fd: int) -> int:
     from .restorer import restore_here
 
     request = json.loads(request_json)
+    _die_with(request["caller"])
     reports = os.fdopen(report_fd, "w", buffering=1)
 
     def send(**message: Any) -> None:
@@ -111,6 +114,7 @@ def _helper_main(request_json: str, report_fd: int) -> int:
 
     try:
         enter_user_and_pid_namespace()
+        _die_with(request["caller"])  # again: new credentials disarmed it
         restored = restore_here(request["path"], stdio=request["stdio"],
                                 allow_foreign_owner=request["allow_foreign_owner"], pid_ns=True,
                                 rebind_listeners=request["rebind_listeners"],
@@ -126,6 +130,7 @@ def _helper_main(request_json: str, report_fd: int) -> int:
     except Exception as err:  # a bug of ours: the caller still learns what it was
         send(error={"type": "CkptError", "message": f"restore helper: {type(err).__name__}: {err}"})
         return 1
+    _outlive_caller()  # from now on we are the restored tree's waiter, whatever the caller does
     send(restored={"pid": restored.pid, "ns_pid": restored.ns_pid,
                    "port_map": {str(k): v for k, v in restored.port_map.items()},
                    "warnings": restored.warnings})
@@ -137,6 +142,19 @@ def _helper_main(request_json: str, report_fd: int) -> int:
         os.dup2(devnull, fd)
     os.close(devnull)
     return restored.wait()
+
+
+def _die_with(caller: int) -> None:
+    """Until the restore is done, end with our caller: killed mid-restore (it may hang), it
+    must not leave us behind. (Our seeds die with us: they are traced with EXITKILL.) A
+    caller that is gone before the death signal was armed is caught by the check after it."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != caller:
+        os._exit(1)
+
+
+def _outlive_caller() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         mm["brk"] = ctx.leader.call("brk", 0)
     terminal = ctx.tree.ctty.get(pid)
     return {
-        "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner(int(stat[5])),
-        "sid": ctx.tree.inner(int(stat[6])),
+        "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner_own(pid, "NSpgid", int(stat[5])),
+        "sid": ctx.tree.inner_own(pid, "NSsid", int(stat[6])),
         # a pty of the tree (one outside, such as the terminal we were started from, is
         # not brought back as a controlling terminal)
         "ctty": terminal if terminal in ctx.tree.pty_masters else None,
