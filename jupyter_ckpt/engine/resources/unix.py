@@ -1,24 +1,36 @@
-"""Unix sockets: stream, datagram and seqpacket; socketpairs, bound and listening sockets,
-with their queued data and message boundaries.
+"""Unix sockets: stream, datagram and seqpacket; socketpairs, bound, connected, listening
+and never-used sockets, with their queued data and message boundaries.
 
 Queued data is read without consuming it (MSG_PEEK with SO_PEEK_OFF stepping through the
-queue), so the original keeps it. At restore:
-  - two connected sockets that are both in the tree come back as a socketpair, each refilled
-    by sending its queued messages from the other end;
-  - a listening socket is bound to its address again (a stale socket file left by the dead
-    original is replaced) and listens with the same backlog; connections not yet accepted
-    are dropped (their clients see a reset);
-  - a datagram socket connected to a named socket outside the tree is reconnected by name;
+queue), so the original keeps it; for a datagram socket each message's sender address is
+kept too, and its sender's credentials when the socket has SO_PASSCRED (the only way they
+can be seen). A socket bound to a path keeps its socket file's mode and owner (or, when that
+file was removed, comes back bound with no file).
+
+At restore all the tree's unix sockets are built together, because one may need another:
+  - two sockets connected to each other come back as a socketpair (then bound to their names
+    if they had any); each is refilled by sending its queued messages from the other;
+  - every socket is bound to its address again (a stale socket file left by the dead
+    original is replaced); a listening one listens with the same backlog, and connections
+    not yet accepted are dropped (their clients see a reset);
+  - a datagram socket is refilled by sending each message to its address from the socket
+    that sent it: the tree's socket bound to that sender address, or an unnamed socket for
+    a message that came from one; then it is connected by name to its peer, in the tree or
+    outside;
   - a stream socket whose peer is outside the tree comes back disconnected: its queued data
     can still be read, then it reads EOF and writes fail with EPIPE, as after a peer's exit.
-File descriptors in flight (SCM_RIGHTS in a queue) are refused.
+Refused: file descriptors in flight (SCM_RIGHTS in a queue), a queued datagram from a named
+socket outside the tree (its address could not be re-created), a socket bound to a relative
+path or whose path now leads to another file.
 """
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
+import struct
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
@@ -27,11 +39,15 @@ from ..image import b64, unb64
 from . import FileKind
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
+log = logging.getLogger(__name__)
+
 TCP_LISTEN, TCP_ESTABLISHED = 10, 1
 SO_PEEK_OFF = 42
-_OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, socket.SO_SNDBUF),
-            (socket.SOL_SOCKET, socket.SO_RCVBUF)]
+_SIZE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
+_OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED)] + _SIZE_OPTIONS
 _PEEK_BUFFER = 1 << 20
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+_SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -45,114 +61,270 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"inode": info.inode, "type": info.type, "flags": f.flags,
                            "name": b64(info.name) if info.name else None,
                            "peer": info.peer, "shutdown": info.shutdown, "queue": []}
+    if info.name and not info.name.startswith(b"\0"):
+        rec["file"] = _socket_file(info, f, ctx)
+    peer = ctx.tree.unix_socket(info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
         rec["options"] = read_options(sock, _OPTIONS)
         if info.state == TCP_LISTEN:
             rec["role"] = "listening"
             rec["backlog"] = info.wqueue
-        elif info.peer and info.peer in ctx.tree.sockets:
+        elif peer is not None and info.peer in ctx.tree.sockets and peer.peer == info.inode:
             rec["role"] = "pair"
         elif info.peer and info.type == socket.SOCK_DGRAM:
-            peer = ctx.tree.unix_socket(info.peer)
             if peer is None or not peer.name:
                 raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
                                  "connected to an unnamed socket outside the tree")
-            rec["role"] = "connected-outside"
+            rec["role"] = "connected" if info.peer in ctx.tree.sockets else "connected-outside"
             rec["peer_name"] = b64(peer.name)
-        elif info.peer or info.state == TCP_ESTABLISHED:
+        elif info.peer or (info.state == TCP_ESTABLISHED and info.type != socket.SOCK_DGRAM):
             rec["role"] = "disconnected"  # stream peer outside the tree
+            # (a datagram socket another connected to is ESTABLISHED too, peerless)
         else:
             rec["role"] = "unconnected"
-        if rec["role"] != "listening":
-            rec["queue"] = [b64(m) for m in _peek_queue(sock, info.type, f, ctx)]
+        # Only a datagram socket can hold messages without a connection (and a stream or
+        # seqpacket one that has none refuses even to peek: EINVAL).
+        if rec["role"] != "listening" and (rec["role"] != "unconnected" or info.type == socket.SOCK_DGRAM):
+            passcred = any(name == socket.SO_PASSCRED and value for _, name, value in rec["options"])
+            messages = _peek_queue(sock, info.type, passcred, f, ctx)
+            rec["queue"] = [b64(data) for data, _, _ in messages]
+            if rec["role"] == "unconnected" and messages and not info.name:
+                rec["role"] = "disconnected"  # its socketpair peer has gone
+            if info.type == socket.SOCK_DGRAM:
+                rec["senders"] = [_sender(address, peer, f, ctx) for _, address, _ in messages]
+                _check_order(rec, f, ctx)
+            if passcred and info.type != socket.SOCK_STREAM:
+                rec["creds"] = [creds for _, _, creds in messages]
     return rec
 
 
-def _peek_queue(sock: socket.socket, stype: int, f: OpenFile, ctx: DumpContext) -> list[bytes]:
-    """Every message waiting in the socket's receive queue, left in place."""
-    messages: list[bytes] = []
+def _socket_file(info: Any, f: OpenFile, ctx: DumpContext) -> dict[str, int] | None:
+    """Mode and owner of the file a bind to a path made; None when it has been removed."""
+    path = os.fsdecode(info.name)
+    if not path.startswith("/"):
+        raise ctx.refuse(f"fd {f.fd}", "unix socket", f"bound to the relative path {path}")
+    try:
+        st = os.lstat(f"/proc/{f.pid}/root{path}")
+    except FileNotFoundError:
+        return None
+    if info.vfs is None or (st.st_ino, st.st_dev) != info.vfs:
+        raise ctx.refuse(f"fd {f.fd}", "unix socket", f"{path}: the path now leads to another file")
+    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+
+
+def _sender(address: Any, peer: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    """Who sent a queued datagram: the tree's socket bound to its address, or no one named."""
+    if address is None or address in ("", b""):
+        return {"name": None, "inode": None}
+    name = address if isinstance(address, bytes) else os.fsencode(address)
+    if peer is not None and peer.name == name and peer.inode in ctx.tree.sockets:
+        return {"name": b64(name), "inode": peer.inode}
+    for inode in ctx.tree.sockets:
+        info = ctx.tree.unix_socket(inode)
+        if info is not None and info.name == name:
+            return {"name": b64(name), "inode": inode}
+    raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                     f"a queued datagram from {name!r}, a socket outside the tree (its address "
+                     "cannot be re-created)")
+
+
+def _check_order(rec: dict[str, Any], f: OpenFile, ctx: DumpContext) -> None:
+    """A connected datagram socket accepts only its peer's messages: others' must have come
+    before it connected, so that they can be sent again before it connects again."""
+    senders = rec["senders"]
+    if rec["role"] == "pair":
+        if any(s["inode"] not in (rec["peer"], None) for s in senders):
+            raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                             "a queued datagram from a socket other than its socketpair peer")
+    elif rec["role"] == "connected":
+        from_peer = [s["name"] == rec["peer_name"] for s in senders]
+        if any(earlier and not later for earlier, later in zip(from_peer, from_peer[1:])):
+            raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                             "datagrams from other sockets queued after its peer's")
+    elif rec["role"] == "disconnected" and any(s["name"] is not None for s in senders):
+        raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                         "unnamed, its peer gone, holding datagrams from a named socket")
+
+
+def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
+                ctx: DumpContext) -> list[tuple[bytes, Any, list[int] | None]]:
+    """Every message waiting in the socket's receive queue, left in place: (data, sender
+    address, [pid, uid, gid] of its sender as the tree sees it, when SO_PASSCRED shows it)."""
+    messages: list[tuple[bytes, Any, list[int] | None]] = []
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
     try:
         while True:
             try:
-                data, anc, flags, _ = sock.recvmsg(_PEEK_BUFFER, socket.CMSG_SPACE(253 * 4),
-                                                   socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                data, anc, flags, address = sock.recvmsg(
+                    _PEEK_BUFFER, socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(_UCRED.size),
+                    socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
+            creds = None
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     for i in range(0, len(payload) - len(payload) % 4, 4):
                         os.close(int.from_bytes(payload[i:i + 4], "little"))
                     raise ctx.refuse(f"fd {f.fd}", "unix socket", "file descriptors in flight (SCM_RIGHTS)")
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and passcred:
+                    pid, uid, gid = _UCRED.unpack(payload[:_UCRED.size])
+                    if not os.path.exists(f"/proc/{pid}"):
+                        raise ctx.refuse(f"fd {f.fd}", "unix socket",
+                                         f"a queued message from pid {pid}, which has exited: "
+                                         "the credentials SO_PASSCRED shows cannot be re-created")
+                    creds = [ctx.tree.inner(pid) if pid in ctx.tree.pids else pid, uid, gid]
             if flags & socket.MSG_TRUNC:
                 raise ctx.refuse(f"fd {f.fd}", "unix socket", "queued message larger than 1 MiB")
             if not data and stype == socket.SOCK_STREAM:
                 break
-            messages.append(data)
+            messages.append((data, address, creds))
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
     if stype == socket.SOCK_STREAM and messages:
-        return [b"".join(messages)]
+        return [(b"".join(data for data, _, _ in messages), None, None)]
     return messages
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    role = rec["role"]
-    if role == "pair":
-        pair = ctx.once(("unix-pair", min(rec["inode"], rec["peer"])), lambda: _new_pair(rec))
-        sock, peer = (pair[0], pair[1]) if rec["inode"] < rec["peer"] else (pair[1], pair[0])
-        for message in rec["queue"]:
-            peer.send(unb64(message))
-    elif role == "disconnected":
-        sock, peer = socket.socketpair(socket.AF_UNIX, rec["type"])
-        for message in rec["queue"]:
-            peer.send(unb64(message))
-        peer.close()
-    else:
-        sock = socket.socket(socket.AF_UNIX, rec["type"])
-        if rec["name"]:
-            _bind(sock, unb64(rec["name"]))
-        if role == "listening":
-            sock.listen(rec["backlog"])
-        elif role == "connected-outside":
-            try:
-                sock.connect(_address(unb64(rec["peer_name"])))
-            except OSError as err:
-                raise RestoreConflict(f"cannot reconnect unix socket to {rec['peer_name']}: "
-                                      f"{err.strerror}") from None
-    apply_options(sock, rec["options"])
-    if rec["shutdown"]:
-        sock.shutdown({1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}[rec["shutdown"]])
+    sock = ctx.once("unix-sockets", lambda: _build_all(ctx))[rec["inode"]]
     fd = ctx.keep(os.dup(sock.fileno()))
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
-    if role != "pair":
-        sock.close()
     return fd
 
 
-def _new_pair(rec: dict[str, Any]) -> tuple[socket.socket, socket.socket]:
-    return socket.socketpair(socket.AF_UNIX, rec["type"])
+def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
+    """Every unix socket of the image, bound, filled and connected as recorded (kept open by
+    the restorer until the tree has its copies)."""
+    records = {rec["inode"]: rec for rec in ctx.image.manifest["files"] if rec["kind"] == UNIX_SOCKET.name}
+    socks: dict[int, socket.socket] = {}
+    for inode, rec in records.items():
+        if inode in socks:
+            continue
+        if rec["role"] == "pair":
+            socks[inode], socks[rec["peer"]] = socket.socketpair(socket.AF_UNIX, rec["type"])
+            _set_up(socks[rec["peer"]], records[rec["peer"]])
+        elif rec["role"] == "disconnected":
+            socks[inode], peer = socket.socketpair(socket.AF_UNIX, rec["type"])
+            for i, message in enumerate(rec["queue"]):
+                _send(peer, unb64(message), _credentials(rec, i, ctx), None)
+            peer.close()
+        else:
+            socks[inode] = socket.socket(socket.AF_UNIX, rec["type"])
+        _set_up(socks[inode], rec)
+    for rec in records.values():
+        if rec["role"] == "listening":
+            socks[rec["inode"]].listen(rec["backlog"])
+    early = {inode: _from_others(rec) for inode, rec in records.items()}
+    for inode, rec in records.items():
+        for i in range(early[inode]):
+            _requeue(rec, i, socks, ctx)
+    for inode, rec in records.items():
+        if rec["role"] in ("connected", "connected-outside"):
+            try:
+                socks[inode].connect(_address(unb64(rec["peer_name"])))
+            except OSError as err:
+                raise RestoreConflict(f"cannot reconnect unix socket to {_address(unb64(rec['peer_name']))!r}: "
+                                      f"{err.strerror}") from None
+    for inode, rec in records.items():
+        if rec["role"] != "disconnected":  # (filled as it was made)
+            for i in range(early[inode], len(rec["queue"])):
+                _requeue(rec, i, socks, ctx)
+    for inode, rec in records.items():
+        if rec.get("name") and "file" in rec and rec["file"] is None:
+            os.unlink(_address(unb64(rec["name"])))  # removed in the original: needed until now
+        apply_options(socks[inode], rec["options"])
+        if rec["shutdown"]:
+            socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
+    return socks
+
+
+def _set_up(sock: socket.socket, rec: dict[str, Any]) -> None:
+    """Bind to the recorded address and size the buffers (SO_PASSCRED comes last: set now, it
+    would make the socket bind itself to a random name the first time it sends)."""
+    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
+    if rec["name"]:
+        _bind(sock, unb64(rec["name"]), rec.get("file"))
+
+
+def _from_others(rec: dict[str, Any]) -> int:
+    """How many queued datagrams, from the front, must go in before the socket connects."""
+    if rec["role"] != "connected":
+        return len(rec["queue"]) if rec["role"] in ("unconnected", "connected-outside") else 0
+    count = 0
+    for sender in rec["senders"]:
+        if sender["name"] == rec["peer_name"]:
+            break
+        count += 1
+    return count
+
+
+def _requeue(rec: dict[str, Any], i: int, socks: dict[int, socket.socket], ctx: RestoreContext) -> None:
+    """Put the i-th recorded message back in the socket's receive queue, from its sender."""
+    data, anc = unb64(rec["queue"][i]), _credentials(rec, i, ctx)
+    try:
+        if rec["role"] == "pair":
+            _send(socks[rec["peer"]], data, anc, None)
+        elif rec["senders"][i]["inode"] is not None:
+            _send(socks[rec["senders"][i]["inode"]], data, anc, _address(unb64(rec["name"])))
+        else:
+            with socket.socket(socket.AF_UNIX, rec["type"]) as anonymous:
+                _send(anonymous, data, anc, _address(unb64(rec["name"])))
+    except OSError as err:
+        raise RestoreConflict(f"cannot queue a message again in unix socket {rec['inode']}: "
+                              f"{err.strerror}") from None
+
+
+def _credentials(rec: dict[str, Any], i: int, ctx: RestoreContext) -> list[tuple[int, int, bytes]]:
+    """SCM_CREDENTIALS naming the original sender, when the receiver shows them (the
+    sender's PID as we see it: it differs in a new PID namespace)."""
+    if "creds" not in rec or rec["creds"][i] is None:
+        return []
+    pid, uid, gid = rec["creds"][i]
+    return [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, _UCRED.pack(ctx.outer_pids.get(pid, pid), uid, gid))]
+
+
+def _send(sock: socket.socket, data: bytes, anc: list[Any], to: str | bytes | None) -> None:
+    """One message, never waiting: a full queue is a conflict, not a hang."""
+    if sock.type == socket.SOCK_STREAM:
+        sock.sendall(data)
+    elif to is None:
+        sock.sendmsg([data], anc, socket.MSG_DONTWAIT)
+    else:
+        sock.sendmsg([data], anc, socket.MSG_DONTWAIT, to)
 
 
 def _address(name: bytes) -> str | bytes:
     return name if name.startswith(b"\0") else os.fsdecode(name)
 
 
-def _bind(sock: socket.socket, name: bytes) -> None:
+def _bind(sock: socket.socket, name: bytes, file: dict[str, int] | None) -> None:
+    """Bind to `name`; a path gets the recorded mode and owner (one the original had removed
+    is removed again once others have used it to send here or connect)."""
     address = _address(name)
     try:
         sock.bind(address)
-        return
     except OSError as err:
         if err.errno != errno.EADDRINUSE or name.startswith(b"\0"):
             raise RestoreConflict(f"cannot bind unix socket {address!r}: {err.strerror}") from None
-    # A path left behind by the dead original: replace it unless someone listens there.
+        _replace_stale(sock, address)
+    if isinstance(address, bytes) or file is None:
+        return
+    if os.geteuid() == 0:
+        os.chown(address, file["uid"], file["gid"])
+    os.chmod(address, file["mode"])
+
+
+def _replace_stale(sock: socket.socket, address: str) -> None:
+    """A path left behind by the dead original: replace it unless someone listens there."""
     probe = socket.socket(socket.AF_UNIX, sock.type)
     try:
         probe.connect(address)
         raise RestoreConflict(f"unix socket path {address} is in use by another process")
     except (ConnectionRefusedError, FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(address).st_mode):
+            raise RestoreConflict(f"{address} exists and is not a socket") from None
+        log.debug("replacing the stale socket file %s", address)
         os.unlink(address)
         sock.bind(address)
     except OSError as err:

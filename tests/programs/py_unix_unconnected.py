@@ -1,0 +1,50 @@
+"""Unix sockets that were created and never bound nor connected (stream, datagram and
+seqpacket), with options set: each must come back as such a socket, usable afterwards."""
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ckpt_test  # noqa: E402
+
+t = ckpt_test.Protocol()
+here = os.path.dirname(t.path)
+kinds = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
+fresh = {name: socket.socket(socket.AF_UNIX, kind) for name, kind in kinds.items()}
+fresh["dgram"].setblocking(False)
+fresh["stream"].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+sndbuf = fresh["stream"].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+t.ready()
+while not t.verify_requested:
+    time.sleep(0.01)
+
+for name, kind in kinds.items():
+    sock = fresh[name]
+    t.check(sock.family == socket.AF_UNIX and sock.type == kind, f"{name}: type changed")
+    t.check(sock.getsockname() in ("", b""), f"{name}: bound to {sock.getsockname()!r}")
+    try:
+        peer = sock.getpeername()
+        t.check(False, f"{name}: connected to {peer!r}")
+    except OSError:
+        pass
+t.check(not fresh["dgram"].getblocking(), "dgram: no longer non-blocking")
+t.check(fresh["stream"].getblocking(), "stream: became non-blocking")
+t.check(fresh["stream"].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == sndbuf, "stream: SO_SNDBUF lost")
+# Still usable: each can be bound and used for its kind.
+for name, kind in kinds.items():
+    path = os.path.join(here, f"late-{name}.sock")
+    fresh[name].bind(path)
+    if kind == socket.SOCK_DGRAM:
+        with socket.socket(socket.AF_UNIX, kind) as client:
+            client.sendto(b"late", path)
+        t.check(fresh[name].recv(10) == b"late", f"{name}: cannot receive once bound")
+    else:
+        fresh[name].listen(1)
+        with socket.socket(socket.AF_UNIX, kind) as client:
+            client.connect(path)
+            conn, _ = fresh[name].accept()
+            client.send(b"late")
+            t.check(conn.recv(10) == b"late", f"{name}: cannot accept once bound")
+            conn.close()
+t.passed()
