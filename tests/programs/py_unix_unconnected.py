@@ -1,5 +1,7 @@
 """Unix sockets that were created and never bound nor connected (stream, datagram and
-seqpacket), with options set: each must come back as such a socket, usable afterwards."""
+seqpacket), with options set: each must come back as such a socket, usable afterwards.
+Also a socketpair whose reader peeks with SO_PEEK_OFF: the offset must survive (the
+checkpoint peeks at the queue too)."""
 import os
 import socket
 import sys
@@ -15,6 +17,11 @@ fresh = {name: socket.socket(socket.AF_UNIX, kind) for name, kind in kinds.items
 fresh["dgram"].setblocking(False)
 fresh["stream"].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
 sndbuf = fresh["stream"].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+SO_PEEK_OFF = 42
+peeker, feeder = socket.socketpair()
+feeder.sendall(b"abcdef")
+peeker.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+t.check(peeker.recv(2, socket.MSG_PEEK) == b"ab", "peek")
 t.ready()
 while not t.verify_requested:
     time.sleep(0.01)
@@ -31,6 +38,9 @@ for name, kind in kinds.items():
 t.check(not fresh["dgram"].getblocking(), "dgram: no longer non-blocking")
 t.check(fresh["stream"].getblocking(), "stream: became non-blocking")
 t.check(fresh["stream"].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == sndbuf, "stream: SO_SNDBUF lost")
+t.check(peeker.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) == 2, "the peek offset moved")
+t.check(peeker.recv(2, socket.MSG_PEEK) == b"cd", "peeking does not go on where it was")
+t.check(peeker.recv(100) == b"abcdef", "the peeked bytes are lost")
 # Still usable: each can be bound and used for its kind.
 for name, kind in kinds.items():
     path = os.path.join(here, f"late-{name}.sock")

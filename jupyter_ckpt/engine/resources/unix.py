@@ -3,8 +3,8 @@ and never-used sockets, with their queued data and message boundaries.
 
 Queued data is read without consuming it (MSG_PEEK with SO_PEEK_OFF stepping through the
 queue), so the original keeps it; for a datagram socket each message's sender address is
-kept too, and its sender's credentials when the socket has SO_PASSCRED (the only way they
-can be seen). A socket bound to a path keeps its socket file's mode and owner (or, when that
+kept too, and its sender's credentials when the socket has SO_PASSCRED or SO_PASSPIDFD (the
+only ways they can be seen). A socket bound to a path keeps its socket file's mode and owner (or, when that
 file was removed, comes back bound with no file).
 
 At restore all the tree's unix sockets are built together, because one may need another:
@@ -42,9 +42,11 @@ from .sockets_common import apply_options, borrowed_socket, family_of, read_opti
 log = logging.getLogger(__name__)
 
 TCP_LISTEN, TCP_ESTABLISHED = 10, 1
-SO_PEEK_OFF = 42
+SO_PEEK_OFF, SO_PASSPIDFD, SCM_PIDFD = 42, 76, 4
 _SIZE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
-_OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED)] + _SIZE_OPTIONS
+# (the peek offset as the program left it: peeking at the queue here moves it)
+_OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, SO_PASSPIDFD),
+            (socket.SOL_SOCKET, SO_PEEK_OFF)] + _SIZE_OPTIONS
 _PEEK_BUFFER = 1 << 20
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
@@ -85,7 +87,9 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         # Only a datagram socket can hold messages without a connection (and a stream or
         # seqpacket one that has none refuses even to peek: EINVAL).
         if rec["role"] != "listening" and (rec["role"] != "unconnected" or info.type == socket.SOCK_DGRAM):
-            passcred = any(name == socket.SO_PASSCRED and value for _, name, value in rec["options"])
+            # The sender's pid shows in its credentials, and in the pidfd SO_PASSPIDFD gives.
+            passcred = any(name in (socket.SO_PASSCRED, SO_PASSPIDFD) and value == 1
+                           for _, name, value in rec["options"])
             messages = _peek_queue(sock, info.type, passcred, f, ctx)
             rec["queue"] = [b64(data) for data, _, _ in messages]
             if rec["role"] == "unconnected" and messages and not info.name:
@@ -151,7 +155,10 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
     """Every message waiting in the socket's receive queue, left in place: (data, sender
     address, [pid, uid, gid] of its sender as the tree sees it, when SO_PASSCRED shows it)."""
     messages: list[tuple[bytes, Any, list[int] | None]] = []
+    peek_offset = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    showed_creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, int(passcred))  # (the tree is frozen)
     try:
         while True:
             try:
@@ -162,6 +169,9 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
                 break
             creds = None
             for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == SCM_PIDFD:
+                    os.close(int.from_bytes(payload[:4], "little"))  # (the pid is in creds)
+                    continue
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     for i in range(0, len(payload) - len(payload) % 4, 4):
                         os.close(int.from_bytes(payload[i:i + 4], "little"))
@@ -179,7 +189,8 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
                 break
             messages.append((data, address, creds))
     finally:
-        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, peek_offset)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, showed_creds)
     if stype == socket.SOCK_STREAM and messages:
         return [(b"".join(data for data, _, _ in messages), None, None)]
     return messages
@@ -240,8 +251,8 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
 
 
 def _set_up(sock: socket.socket, rec: dict[str, Any]) -> None:
-    """Bind to the recorded address and size the buffers (SO_PASSCRED comes last: set now, it
-    would make the socket bind itself to a random name the first time it sends)."""
+    """Bind to the recorded address and size the buffers (SO_PASSCRED and SO_PASSPIDFD come
+    last: set now, they would make the socket bind itself to a random name when it sends)."""
     apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
     if rec["name"]:
         _bind(sock, unb64(rec["name"]), rec.get("file"))
