@@ -20,6 +20,8 @@ name_b = f"\0ckpt-dgram-{os.getpid()}".encode()
 a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 a.bind(path_a)
 os.chmod(path_a, 0o640)
+owner_a = (4321, 8765) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+os.chown(path_a, *owner_a)
 b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 b.bind(name_b)
 b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -81,6 +83,7 @@ for sock, name in ((b, "b"), (c, "c")):
         t.check(False, f"{name} is connected to {sock.getpeername()!r}")
     except OSError:
         pass
+t.check((os.stat(path_a).st_uid, os.stat(path_a).st_gid) == owner_a, "a's socket file changed owner")
 for path, mode in ((path_a, 0o640), (path_c, 0o604)):
     got = os.stat(path).st_mode & 0o7777
     t.check(got == mode, f"{path} has mode {oct(got)}, not {oct(mode)}")

@@ -1,7 +1,8 @@
 """Unix sockets that were created and never bound nor connected (stream, datagram and
 seqpacket), with options set: each must come back as such a socket, usable afterwards.
 Also a socketpair whose reader peeks with SO_PEEK_OFF: the offset must survive (the
-checkpoint peeks at the queue too)."""
+checkpoint peeks at the queue too); and a seqpacket pair shut down for reading with
+messages queued, one of them empty (reading it past its end returns 0 bytes forever)."""
 import os
 import socket
 import sys
@@ -22,6 +23,11 @@ peeker, feeder = socket.socketpair()
 feeder.sendall(b"abcdef")
 peeker.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
 t.check(peeker.recv(2, socket.MSG_PEEK) == b"ab", "peek")
+shut, talker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+talker.send(b"one")
+talker.send(b"")
+talker.send(b"three")
+shut.shutdown(socket.SHUT_RD)
 t.ready()
 while not t.verify_requested:
     time.sleep(0.01)
@@ -41,6 +47,13 @@ t.check(fresh["stream"].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == sndbu
 t.check(peeker.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) == 2, "the peek offset moved")
 t.check(peeker.recv(2, socket.MSG_PEEK) == b"cd", "peeking does not go on where it was")
 t.check(peeker.recv(100) == b"abcdef", "the peeked bytes are lost")
+t.check([shut.recv(100) for _ in range(3)] == [b"one", b"", b"three"], "the shut-down pair's queue")
+talker.setblocking(False)
+try:
+    talker.send(b"late")
+    t.check(False, "a pair shut down for reading accepts more")
+except BrokenPipeError:
+    pass
 # Still usable: each can be bound and used for its kind.
 for name, kind in kinds.items():
     path = os.path.join(here, f"late-{name}.sock")

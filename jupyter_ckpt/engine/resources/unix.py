@@ -71,7 +71,8 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         if info.state == TCP_LISTEN:
             rec["role"] = "listening"
             rec["backlog"] = info.wqueue
-        elif peer is not None and info.peer in ctx.tree.sockets and peer.peer == info.inode:
+        elif peer is not None and info.peer in ctx.tree.sockets and peer.peer == info.inode \
+                and info.peer != info.inode:  # (a datagram socket may connect to itself)
             rec["role"] = "pair"
         elif info.peer and info.type == socket.SOCK_DGRAM:
             if peer is None or not peer.name:
@@ -95,7 +96,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             if rec["role"] == "unconnected" and messages and not info.name:
                 rec["role"] = "disconnected"  # its socketpair peer has gone
             if info.type == socket.SOCK_DGRAM:
-                rec["senders"] = [_sender(address, peer, f, ctx) for _, address, _ in messages]
+                rec["senders"] = [_sender(address, f, ctx) for _, address, _ in messages]
                 _check_order(rec, f, ctx)
             if passcred and info.type != socket.SOCK_STREAM:
                 rec["creds"] = [creds for _, _, creds in messages]
@@ -116,13 +117,11 @@ def _socket_file(info: Any, f: OpenFile, ctx: DumpContext) -> dict[str, int] | N
     return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
 
 
-def _sender(address: Any, peer: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+def _sender(address: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     """Who sent a queued datagram: the tree's socket bound to its address, or no one named."""
     if address is None or address in ("", b""):
         return {"name": None, "inode": None}
     name = address if isinstance(address, bytes) else os.fsencode(address)
-    if peer is not None and peer.name == name and peer.inode in ctx.tree.sockets:
-        return {"name": b64(name), "inode": peer.inode}
     for inode in ctx.tree.sockets:
         info = ctx.tree.unix_socket(inode)
         if info is not None and info.name == name:
@@ -158,7 +157,10 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
     peek_offset = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     showed_creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, int(passcred))  # (the tree is frozen)
+    # Every message then comes with credentials, so that the end of the queue is told apart
+    # from an empty datagram where a read shutdown returns 0 bytes (the tree is frozen).
+    if stype != socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     try:
         while True:
             try:
@@ -167,7 +169,7 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
                     socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
-            creds = None
+            creds, seen = None, stype == socket.SOCK_STREAM
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == SCM_PIDFD:
                     os.close(int.from_bytes(payload[:4], "little"))  # (the pid is in creds)
@@ -176,8 +178,11 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
                     for i in range(0, len(payload) - len(payload) % 4, 4):
                         os.close(int.from_bytes(payload[i:i + 4], "little"))
                     raise ctx.refuse(f"fd {f.fd}", "unix socket", "file descriptors in flight (SCM_RIGHTS)")
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and passcred:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    seen = True
                     pid, uid, gid = _UCRED.unpack(payload[:_UCRED.size])
+                    if not passcred or not pid:  # (none were attached: neither end asked)
+                        continue
                     if not os.path.exists(f"/proc/{pid}"):
                         raise ctx.refuse(f"fd {f.fd}", "unix socket",
                                          f"a queued message from pid {pid}, which has exited: "
@@ -185,7 +190,7 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
                     creds = [ctx.tree.inner(pid) if pid in ctx.tree.pids else pid, uid, gid]
             if flags & socket.MSG_TRUNC:
                 raise ctx.refuse(f"fd {f.fd}", "unix socket", "queued message larger than 1 MiB")
-            if not data and stype == socket.SOCK_STREAM:
+            if not seen or (not data and stype == socket.SOCK_STREAM):
                 break
             messages.append((data, address, creds))
     finally:
