@@ -37,3 +37,8 @@ def test_a_removed_fifo_read_outside_the_tree_is_refused(programs, workdir):
         prog.verify()  # the original runs on unharmed
     finally:
         os.close(reader)
+
+
+def test_unix_connections_accepted_and_waiting_to_be_accepted(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_unix_pending.py")
+    checkpoint_cycle(prog, workdir / "image")

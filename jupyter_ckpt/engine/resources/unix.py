@@ -11,8 +11,9 @@ At restore all the tree's unix sockets are built together, because one may need 
   - two sockets connected to each other come back as a socketpair (then bound to their names
     if they had any); each is refilled by sending its queued messages from the other;
   - every socket is bound to its address again (a stale socket file left by the dead
-    original is replaced); a listening one listens with the same backlog, and connections
-    not yet accepted are dropped (their clients see a reset);
+    original is replaced); a listening one listens with the same backlog, the tree's own
+    sockets connect to it again in the order they waited to be accepted, and connections
+    not yet accepted from outside the tree are dropped (their clients see a reset);
   - a datagram socket is refilled by sending each message to its address from the socket
     that sent it: the tree's socket bound to that sender address, or an unnamed socket for
     a message that came from one; then it is connected by name to its peer, in the tree or
@@ -71,9 +72,15 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         if info.state == TCP_LISTEN:
             rec["role"] = "listening"
             rec["backlog"] = info.wqueue
+            rec["pending"] = _pending_from_tree(info, f, ctx)
+        elif info.state == TCP_ESTABLISHED and not info.peer and _listener_of(info, ctx):
+            rec["role"] = "pending"  # its connection waits to be accepted by the tree
         elif peer is not None and info.peer in ctx.tree.sockets and peer.peer == info.inode \
                 and info.peer != info.inode:  # (a datagram socket may connect to itself)
             rec["role"] = "pair"
+            if info.type != socket.SOCK_DGRAM and info.name and peer.name:
+                raise ctx.refuse(f"fd {f.fd}", "unix socket", "a connection whose both ends have "
+                                 "addresses (a client that bound before it connected)")
         elif info.peer and info.type == socket.SOCK_DGRAM:
             if peer is None or not peer.name:
                 raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
@@ -101,6 +108,26 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             if passcred and info.type != socket.SOCK_STREAM:
                 rec["creds"] = [creds for _, _, creds in messages]
     return rec
+
+
+def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
+    """The tree's sockets whose connections wait in this listener's queue, in order (those
+    from outside the tree are dropped: their clients see a reset)."""
+    clients = [inode for inode in info.pending_connections if inode in ctx.tree.sockets]
+    for inode in clients:
+        if ctx.tree.unix_socket(inode).wqueue:  # its bytes wait on the server's side
+            raise ctx.refuse(f"fd {f.fd}", "unix socket", "a connection from a socket of the tree, "
+                             "not yet accepted, holds data (it cannot be read before accept)")
+    return clients
+
+
+def _listener_of(info: Any, ctx: DumpContext) -> int | None:
+    """The tree's listening socket in whose queue this socket's connection waits."""
+    for inode in ctx.tree.sockets:
+        listener = ctx.tree.unix_socket(inode)
+        if listener is not None and listener.state == TCP_LISTEN and info.inode in listener.pending_connections:
+            return inode
+    return None
 
 
 def _socket_file(info: Any, f: OpenFile, ctx: DumpContext) -> dict[str, int] | None:
@@ -214,53 +241,97 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
     the restorer until the tree has its copies)."""
     records = {rec["inode"]: rec for rec in ctx.image.manifest["files"] if rec["kind"] == UNIX_SOCKET.name}
     socks: dict[int, socket.socket] = {}
+    listeners: dict[str, socket.socket] = {}
+    for inode, rec in records.items():
+        if rec["role"] == "listening":
+            socks[inode] = listeners[rec["name"]] = socket.socket(socket.AF_UNIX, rec["type"])
+            _set_up(socks[inode], rec, bind=True)
+            socks[inode].listen(rec["backlog"])
     for inode, rec in records.items():
         if inode in socks:
             continue
+        accepted = rec["type"] != socket.SOCK_DGRAM and rec["role"] in ("pair", "disconnected")
         if rec["role"] == "pair":
-            socks[inode], socks[rec["peer"]] = socket.socketpair(socket.AF_UNIX, rec["type"])
-            _set_up(socks[rec["peer"]], records[rec["peer"]])
+            peer_rec = records[rec["peer"]]
+            if accepted and (rec["name"] or peer_rec["name"]):
+                named, other = (rec, peer_rec) if rec["name"] else (peer_rec, rec)
+                socks[named["inode"]], socks[other["inode"]] = _accept_as(named, listeners)
+            else:
+                socks[inode], socks[rec["peer"]] = socket.socketpair(socket.AF_UNIX, rec["type"])
+            _set_up(socks[rec["peer"]], peer_rec, bind=not accepted)
         elif rec["role"] == "disconnected":
-            socks[inode], peer = socket.socketpair(socket.AF_UNIX, rec["type"])
+            if accepted and rec["name"]:
+                socks[inode], peer = _accept_as(rec, listeners)
+            else:
+                socks[inode], peer = socket.socketpair(socket.AF_UNIX, rec["type"])
             for i, message in enumerate(rec["queue"]):
                 _send(peer, unb64(message), _credentials(rec, i, ctx), None)
             peer.close()
         else:
             socks[inode] = socket.socket(socket.AF_UNIX, rec["type"])
-        _set_up(socks[inode], rec)
+        _set_up(socks[inode], rec, bind=not accepted)
     for rec in records.values():
-        if rec["role"] == "listening":
-            socks[rec["inode"]].listen(rec["backlog"])
+        for client in rec.get("pending", []):
+            _connect(socks[client], rec["name"])
     early = {inode: _from_others(rec) for inode, rec in records.items()}
     for inode, rec in records.items():
         for i in range(early[inode]):
             _requeue(rec, i, socks, ctx)
     for inode, rec in records.items():
         if rec["role"] in ("connected", "connected-outside"):
-            try:
-                socks[inode].connect(_address(unb64(rec["peer_name"])))
-            except OSError as err:
-                raise RestoreConflict(f"cannot reconnect unix socket to {_address(unb64(rec['peer_name']))!r}: "
-                                      f"{err.strerror}") from None
+            _connect(socks[inode], rec["peer_name"])
     for inode, rec in records.items():
         if rec["role"] != "disconnected":  # (filled as it was made)
             for i in range(early[inode], len(rec["queue"])):
                 _requeue(rec, i, socks, ctx)
+    # Files the original had removed, needed until now (a listener and the sockets it
+    # accepted share one).
+    for name in {rec["name"] for rec in records.values() if "file" in rec and rec["file"] is None}:
+        os.unlink(_address(unb64(name)))
     for inode, rec in records.items():
-        if rec.get("name") and "file" in rec and rec["file"] is None:
-            os.unlink(_address(unb64(rec["name"])))  # removed in the original: needed until now
         apply_options(socks[inode], rec["options"])
         if rec["shutdown"]:
             socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
     return socks
 
 
-def _set_up(sock: socket.socket, rec: dict[str, Any]) -> None:
+def _connect(sock: socket.socket, name: str) -> None:
+    """Connect to a recorded address, never waiting (a full backlog is a conflict)."""
+    address = _address(unb64(name))
+    sock.setblocking(False)
+    try:
+        sock.connect(address)
+    except OSError as err:
+        raise RestoreConflict(f"cannot reconnect unix socket to {address!r}: {err.strerror}") from None
+    finally:
+        sock.setblocking(True)
+
+
+def _set_up(sock: socket.socket, rec: dict[str, Any], bind: bool) -> None:
     """Bind to the recorded address and size the buffers (SO_PASSCRED and SO_PASSPIDFD come
     last: set now, they would make the socket bind itself to a random name when it sends)."""
     apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
-    if rec["name"]:
+    if rec["name"] and bind:
         _bind(sock, unb64(rec["name"]), rec.get("file"))
+
+
+def _accept_as(rec: dict[str, Any], listeners: dict[str, socket.socket]) -> tuple[socket.socket, socket.socket]:
+    """(accepted, connecting) ends of a new connection: a connected stream socket's address
+    is the one of the listener that accepted it, which it shares and cannot bind. The tree's
+    listener at that address accepts it, or one made for the moment when it has gone."""
+    listener = listeners.get(rec["name"])
+    if listener is None:
+        listener = socket.socket(socket.AF_UNIX, rec["type"])
+        _bind(listener, unb64(rec["name"]), rec.get("file"))
+        listener.listen(1)
+    client = socket.socket(socket.AF_UNIX, rec["type"])
+    try:
+        _connect(client, rec["name"])
+        accepted, _ = listener.accept()
+    finally:
+        if rec["name"] not in listeners:
+            listener.close()
+    return accepted, client
 
 
 def _from_others(rec: dict[str, Any]) -> int:
