@@ -1,6 +1,8 @@
 """Stream connections to a listening unix socket of the program itself: one accepted (the
 accepted socket shares the listener's address), two still waiting to be accepted, in order,
-and one accepted by a listener that has since been closed, whose file was removed."""
+one accepted by a listener that has since been closed, whose file was removed, and a
+listener bound to a relative path (its address keeps the path as given) with a connection
+waiting."""
 import os
 import socket
 import sys
@@ -33,6 +35,12 @@ old_served, _ = old_listener.accept()
 old_listener.close()
 os.unlink(gone_path)
 old_client.send(b"packet")
+os.chdir(here)
+relative = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+relative.bind("relative.sock")
+relative.listen(1)
+relative_client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+relative_client.connect("relative.sock")
 t.ready()
 while not t.verify_requested:
     time.sleep(0.01)
@@ -52,4 +60,8 @@ t.check(old_served.getsockname() == gone_path and not os.path.exists(gone_path),
 t.check(old_served.recv(100) == b"packet", "the old connection's packet")
 old_served.send(b"reply")
 t.check(old_client.recv(100) == b"reply", "the old connection")
+t.check(relative.getsockname() == "relative.sock", f"the relative address is {relative.getsockname()!r}")
+relative.setblocking(False)
+conn, _ = relative.accept()
+t.check(conn.getsockname() == "relative.sock", "the relative listener's connection")
 t.passed()

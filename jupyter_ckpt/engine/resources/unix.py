@@ -4,34 +4,41 @@ and never-used sockets, with their queued data and message boundaries.
 Queued data is read without consuming it (MSG_PEEK with SO_PEEK_OFF stepping through the
 queue), so the original keeps it; for a datagram socket each message's sender address is
 kept too, and its sender's credentials when the socket has SO_PASSCRED or SO_PASSPIDFD (the
-only ways they can be seen). A socket bound to a path keeps its socket file's mode and owner (or, when that
-file was removed, comes back bound with no file).
+only ways they can be seen). A socket bound to a path keeps its socket file's mode and
+owner (or, when that file was removed, comes back bound with no file).
 
 At restore all the tree's unix sockets are built together, because one may need another:
-  - two sockets connected to each other come back as a socketpair (then bound to their names
-    if they had any); each is refilled by sending its queued messages from the other;
-  - every socket is bound to its address again (a stale socket file left by the dead
-    original is replaced); a listening one listens with the same backlog, the tree's own
-    sockets connect to it again in the order they waited to be accepted, and connections
-    not yet accepted from outside the tree are dropped (their clients see a reset);
-  - a datagram socket is refilled by sending each message to its address from the socket
-    that sent it: the tree's socket bound to that sender address, or an unnamed socket for
-    a message that came from one; then it is connected by name to its peer, in the tree or
-    outside;
+  - listening sockets are bound again (a stale socket file left by the dead original is
+    replaced) and listen with the same backlog;
+  - two sockets connected to each other come back connected: a datagram or unnamed pair as
+    a socketpair (bound to their names after), a stream connection with an address (the
+    one its listener gave it when it accepted it) by connecting to that listener, or to one
+    made for the moment when it has gone; each end is refilled from the other;
+  - the tree's sockets that waited to be accepted connect again, in the order they waited;
+    connections not yet accepted from outside the tree are dropped (their clients see a
+    reset);
+  - a datagram socket is bound, refilled by sending each message to its address from the
+    socket that sent it (the tree's socket bound to that sender address, or an unnamed
+    socket for a message that came from one), then connected by name to its peer, in the
+    tree or outside;
   - a stream socket whose peer is outside the tree comes back disconnected: its queued data
     can still be read, then it reads EOF and writes fail with EPIPE, as after a peer's exit.
+A socket bound to a relative path is bound again from the directory its process works in
+(the one the path must still be found from).
 Refused: file descriptors in flight (SCM_RIGHTS in a queue), a queued datagram from a named
-socket outside the tree (its address could not be re-created), a socket bound to a relative
-path or whose path now leads to another file.
+socket outside the tree (its address could not be re-created), a socket whose path now
+leads to another file.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import socket
 import stat
 import struct
+import threading
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
@@ -51,6 +58,8 @@ _OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, SO_PASS
 _PEEK_BUFFER = 1 << 20
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
+CLONE_FS = 0x200
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -65,7 +74,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
                            "name": b64(info.name) if info.name else None,
                            "peer": info.peer, "shutdown": info.shutdown, "queue": []}
     if info.name and not info.name.startswith(b"\0"):
-        rec["file"] = _socket_file(info, f, ctx)
+        rec["file"] = _socket_file(info, rec, f, ctx)
     peer = ctx.tree.unix_socket(info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
         rec["options"] = read_options(sock, _OPTIONS)
@@ -85,6 +94,9 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             if peer is None or not peer.name:
                 raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
                                  "connected to an unnamed socket outside the tree")
+            if info.peer not in ctx.tree.sockets and not peer.name.startswith((b"\0", b"/")):
+                raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                                 f"connected to {os.fsdecode(peer.name)}, a relative path outside the tree")
             rec["role"] = "connected" if info.peer in ctx.tree.sockets else "connected-outside"
             rec["peer_name"] = b64(peer.name)
         elif info.peer or (info.state == TCP_ESTABLISHED and info.type != socket.SOCK_DGRAM):
@@ -130,14 +142,20 @@ def _listener_of(info: Any, ctx: DumpContext) -> int | None:
     return None
 
 
-def _socket_file(info: Any, f: OpenFile, ctx: DumpContext) -> dict[str, int] | None:
-    """Mode and owner of the file a bind to a path made; None when it has been removed."""
+def _socket_file(info: Any, rec: dict[str, Any], f: OpenFile, ctx: DumpContext) -> dict[str, int] | None:
+    """Mode and owner of the file a bind to a path made; None when it has been removed. A
+    relative path was resolved from the working directory of the time: the current one must
+    still lead to the socket's file (its directory is recorded in rec["dir"])."""
     path = os.fsdecode(info.name)
     if not path.startswith("/"):
-        raise ctx.refuse(f"fd {f.fd}", "unix socket", f"bound to the relative path {path}")
+        rec["dir"] = os.readlink(f"/proc/{f.pid}/cwd")
+        path = os.path.join(rec["dir"], path)
     try:
         st = os.lstat(f"/proc/{f.pid}/root{path}")
     except FileNotFoundError:
+        if "dir" in rec:
+            raise ctx.refuse(f"fd {f.fd}", "unix socket", f"bound to the relative path "
+                             f"{os.fsdecode(info.name)}, not found from its working directory") from None
         return None
     if info.vfs is None or (st.st_ino, st.st_dev) != info.vfs:
         raise ctx.refuse(f"fd {f.fd}", "unix socket", f"{path}: the path now leads to another file")
@@ -272,22 +290,23 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
         _set_up(socks[inode], rec, bind=not accepted)
     for rec in records.values():
         for client in rec.get("pending", []):
-            _connect(socks[client], rec["name"])
+            _connect(socks[client], _reach(rec))
     early = {inode: _from_others(rec) for inode, rec in records.items()}
     for inode, rec in records.items():
         for i in range(early[inode]):
             _requeue(rec, i, socks, ctx)
     for inode, rec in records.items():
         if rec["role"] in ("connected", "connected-outside"):
-            _connect(socks[inode], rec["peer_name"])
+            _connect(socks[inode], _reach(records[rec["peer"]]) if rec["role"] == "connected"
+                     else _address(unb64(rec["peer_name"])))
     for inode, rec in records.items():
         if rec["role"] != "disconnected":  # (filled as it was made)
             for i in range(early[inode], len(rec["queue"])):
                 _requeue(rec, i, socks, ctx)
     # Files the original had removed, needed until now (a listener and the sockets it
     # accepted share one).
-    for name in {rec["name"] for rec in records.values() if "file" in rec and rec["file"] is None}:
-        os.unlink(_address(unb64(name)))
+    for path in {_reach(rec) for rec in records.values() if "file" in rec and rec["file"] is None}:
+        os.unlink(path)
     for inode, rec in records.items():
         apply_options(socks[inode], rec["options"])
         if rec["shutdown"]:
@@ -295,9 +314,8 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
     return socks
 
 
-def _connect(sock: socket.socket, name: str) -> None:
-    """Connect to a recorded address, never waiting (a full backlog is a conflict)."""
-    address = _address(unb64(name))
+def _connect(sock: socket.socket, address: str | bytes) -> None:
+    """Connect, never waiting (a full backlog is a conflict)."""
     sock.setblocking(False)
     try:
         sock.connect(address)
@@ -312,7 +330,7 @@ def _set_up(sock: socket.socket, rec: dict[str, Any], bind: bool) -> None:
     last: set now, they would make the socket bind itself to a random name when it sends)."""
     apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
     if rec["name"] and bind:
-        _bind(sock, unb64(rec["name"]), rec.get("file"))
+        _bind(sock, rec)
 
 
 def _accept_as(rec: dict[str, Any], listeners: dict[str, socket.socket]) -> tuple[socket.socket, socket.socket]:
@@ -322,11 +340,11 @@ def _accept_as(rec: dict[str, Any], listeners: dict[str, socket.socket]) -> tupl
     listener = listeners.get(rec["name"])
     if listener is None:
         listener = socket.socket(socket.AF_UNIX, rec["type"])
-        _bind(listener, unb64(rec["name"]), rec.get("file"))
+        _bind(listener, rec)
         listener.listen(1)
     client = socket.socket(socket.AF_UNIX, rec["type"])
     try:
-        _connect(client, rec["name"])
+        _connect(client, _reach(rec))
         accepted, _ = listener.accept()
     finally:
         if rec["name"] not in listeners:
@@ -353,10 +371,10 @@ def _requeue(rec: dict[str, Any], i: int, socks: dict[int, socket.socket], ctx: 
         if rec["role"] == "pair":
             _send(socks[rec["peer"]], data, anc, None)
         elif rec["senders"][i]["inode"] is not None:
-            _send(socks[rec["senders"][i]["inode"]], data, anc, _address(unb64(rec["name"])))
+            _send(socks[rec["senders"][i]["inode"]], data, anc, _reach(rec))
         else:
             with socket.socket(socket.AF_UNIX, rec["type"]) as anonymous:
-                _send(anonymous, data, anc, _address(unb64(rec["name"])))
+                _send(anonymous, data, anc, _reach(rec))
     except OSError as err:
         raise RestoreConflict(f"cannot queue a message again in unix socket {rec['inode']}: "
                               f"{err.strerror}") from None
@@ -385,38 +403,69 @@ def _address(name: bytes) -> str | bytes:
     return name if name.startswith(b"\0") else os.fsdecode(name)
 
 
-def _bind(sock: socket.socket, name: bytes, file: dict[str, int] | None) -> None:
-    """Bind to `name`; a path gets the recorded mode and owner (one the original had removed
-    is removed again once others have used it to send here or connect)."""
-    address = _address(name)
+def _reach(rec: dict[str, Any]) -> str | bytes:
+    """The address by which the restorer reaches the recorded socket: its abstract name, or
+    its path made absolute."""
+    address = _address(unb64(rec["name"]))
+    return os.path.join(rec["dir"], address) if isinstance(address, str) and "dir" in rec else address
+
+
+def _bind(sock: socket.socket, rec: dict[str, Any]) -> None:
+    """Bind to the recorded address; a path gets the recorded mode and owner (one the
+    original had removed is removed again once others have used it to send or connect)."""
+    address, path = _address(unb64(rec["name"])), _reach(rec)
     try:
-        sock.bind(address)
+        _bind_from(sock, address, rec.get("dir"))
     except OSError as err:
-        if err.errno != errno.EADDRINUSE or name.startswith(b"\0"):
+        if err.errno != errno.EADDRINUSE or isinstance(address, bytes):
             raise RestoreConflict(f"cannot bind unix socket {address!r}: {err.strerror}") from None
-        _replace_stale(sock, address)
-    if isinstance(address, bytes) or file is None:
+        _remove_stale(sock, path)
+        _bind_from(sock, address, rec.get("dir"))
+    if isinstance(path, bytes) or rec.get("file") is None:
         return
     if os.geteuid() == 0:
-        os.chown(address, file["uid"], file["gid"])
-    os.chmod(address, file["mode"])
+        os.chown(path, rec["file"]["uid"], rec["file"]["gid"])
+    os.chmod(path, rec["file"]["mode"])
 
 
-def _replace_stale(sock: socket.socket, address: str) -> None:
-    """A path left behind by the dead original: replace it unless someone listens there."""
+def _bind_from(sock: socket.socket, address: str | bytes, directory: str | None) -> None:
+    """bind() resolves a relative path from the working directory and the socket keeps the
+    path as given: such a bind is made by a thread with a working directory of its own."""
+    if directory is None:
+        sock.bind(address)
+        return
+    failure: list[OSError] = []
+
+    def bind_there() -> None:
+        try:
+            if _libc.unshare(CLONE_FS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_FS)")
+            os.chdir(directory)
+            sock.bind(address)
+        except OSError as err:
+            failure.append(err)
+
+    thread = threading.Thread(target=bind_there, name="unix-bind")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _remove_stale(sock: socket.socket, path: str) -> None:
+    """A path left behind by the dead original: remove it unless someone listens there."""
     probe = socket.socket(socket.AF_UNIX, sock.type)
     try:
-        probe.connect(address)
-        raise RestoreConflict(f"unix socket path {address} is in use by another process")
+        probe.connect(path)
+        raise RestoreConflict(f"unix socket path {path} is in use by another process")
     except (ConnectionRefusedError, FileNotFoundError):
-        if not stat.S_ISSOCK(os.lstat(address).st_mode):
-            raise RestoreConflict(f"{address} exists and is not a socket") from None
-        log.debug("replacing the stale socket file %s", address)
-        os.unlink(address)
-        sock.bind(address)
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise RestoreConflict(f"{path} exists and is not a socket") from None
+        log.debug("replacing the stale socket file %s", path)
+        os.unlink(path)
     except OSError as err:
         if err.errno == errno.EPROTOTYPE:
-            raise RestoreConflict(f"unix socket path {address} is in use") from None
+            raise RestoreConflict(f"unix socket path {path} is in use") from None
         raise
     finally:
         probe.close()
