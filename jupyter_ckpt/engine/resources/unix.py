@@ -423,8 +423,14 @@ def _bind(sock: socket.socket, rec: dict[str, Any]) -> None:
         _bind_from(sock, address, rec.get("dir"))
     if isinstance(path, bytes) or rec.get("file") is None:
         return
-    if os.geteuid() == 0:
-        os.chown(path, rec["file"]["uid"], rec["file"]["gid"])
+    owner = (rec["file"]["uid"], rec["file"]["gid"])
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) != owner:
+        try:
+            os.chown(path, *owner)
+        except OSError as err:
+            raise RestoreConflict(f"cannot give the socket file {path} its owner "
+                                  f"{owner[0]}:{owner[1]}: {err.strerror}") from None
     os.chmod(path, rec["file"]["mode"])
 
 
