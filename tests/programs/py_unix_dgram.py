@@ -1,8 +1,8 @@
 """Unix datagram sockets bound to a path and to an abstract name, one connected to the other,
-an unconnected bound one that receives with recvfrom, and one whose socket file was removed,
-with datagrams queued in every direction; their addresses, peers, boundaries, sender
-addresses, credentials (SO_PASSCRED), buffer sizes, non-blocking mode and socket file modes
-must all survive."""
+an unconnected bound one that receives with recvfrom (also from sockets closed since), and
+one whose socket file was removed, with datagrams queued in every direction; their
+addresses, peers, boundaries, sender addresses, credentials (SO_PASSCRED), buffer sizes,
+non-blocking mode and socket file modes and owners must all survive."""
 import os
 import socket
 import struct
@@ -47,6 +47,13 @@ a.sendto(b"a-to-c", path_c)
 b.sendto(b"", path_c)
 anonymous.sendto(b"nobody-to-c", path_c)
 anonymous.close()
+# ... and from two sockets closed since, by an abstract name and by a path now removed.
+name_gone, path_gone = f"\0ckpt-gone-{os.getpid()}".encode(), os.path.join(here, "gone.sock")
+for address in (name_gone, path_gone):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+        gone.bind(address)
+        gone.sendto(b"from a closed socket", path_c)
+os.unlink(path_gone)
 # d's file is removed once e has connected to it: d keeps its name, e its connection.
 path_d = os.path.join(here, "d.sock")
 d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -98,8 +105,10 @@ expected_b = [(b"c-to-b", path_c, me), (b"nobody-to-b", None, me)] + \
 got_b = [recv_from(b) for _ in expected_b]
 t.check(got_b == expected_b, f"b's queue came back as {got_b}")
 t.check(recv_from(a)[:2] == (b"b-to-a", name_b), "a's queue lost")
-got_c = [recv_from(c)[:2] for _ in range(3)]
-t.check(got_c == [(b"a-to-c", path_a), (b"", name_b), (b"nobody-to-c", None)], f"c's queue came back as {got_c}")
+got_c = [recv_from(c)[:2] for _ in range(5)]
+t.check(got_c == [(b"a-to-c", path_a), (b"", name_b), (b"nobody-to-c", None), (b"from a closed socket", name_gone),
+                  (b"from a closed socket", path_gone)], f"c's queue came back as {got_c}")
+t.check(not os.path.exists(path_gone), "a closed sender's file is back")
 t.check(d.getsockname() == path_d and not os.path.exists(path_d), "d's removed file is back")
 t.check(e.getpeername() == path_d and recv_from(d)[:2] == (b"e-to-d", None), "d's queue lost")
 e.send(b"more")

@@ -18,15 +18,16 @@ At restore all the tree's unix sockets are built together, because one may need 
     connections not yet accepted from outside the tree are dropped (their clients see a
     reset);
   - a datagram socket is bound, refilled by sending each message to its address from the
-    socket that sent it (the tree's socket bound to that sender address, or an unnamed
-    socket for a message that came from one), then connected by name to its peer, in the
-    tree or outside;
+    socket that sent it (the tree's socket bound to that sender address, or one made for
+    the moment: unnamed, or bound to the address of a sender since closed), then connected
+    by name to its peer, in the tree or outside;
   - a stream socket whose peer is outside the tree comes back disconnected: its queued data
     can still be read, then it reads EOF and writes fail with EPIPE, as after a peer's exit.
 A socket bound to a relative path is bound again from the directory its process works in
 (the one the path must still be found from).
 Refused: file descriptors in flight (SCM_RIGHTS in a queue), a queued datagram from a named
-socket outside the tree (its address could not be re-created), a socket whose path now
+socket outside the tree or from a closed one whose address is not free (its address could
+not be re-created), a socket whose path now
 leads to another file.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
+from ..sockdiag import unix_sockets
 from . import FileKind
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
@@ -163,7 +165,8 @@ def _socket_file(info: Any, rec: dict[str, Any], f: OpenFile, ctx: DumpContext) 
 
 
 def _sender(address: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    """Who sent a queued datagram: the tree's socket bound to its address, or no one named."""
+    """Who sent a queued datagram: the tree's socket bound to its address, no one named, or
+    a socket since closed whose address is free (a socket made for the moment takes it)."""
     if address is None or address in ("", b""):
         return {"name": None, "inode": None}
     name = address if isinstance(address, bytes) else os.fsencode(address)
@@ -171,9 +174,17 @@ def _sender(address: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         info = ctx.tree.unix_socket(inode)
         if info is not None and info.name == name:
             return {"name": b64(name), "inode": inode}
-    raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
-                     f"a queued datagram from {name!r}, a socket outside the tree (its address "
-                     "cannot be re-created)")
+    why = None
+    if any(info.name == name for info in unix_sockets().values()):
+        why = "a socket outside the tree"
+    elif not name.startswith((b"\0", b"/")):
+        why = "a closed socket's relative path"
+    elif not name.startswith(b"\0") and os.path.lexists(f"/proc/{f.pid}/root{os.fsdecode(name)}"):
+        why = "a closed socket whose file remains"
+    if why:
+        raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
+                         f"a queued datagram from {_address(name)!r}, {why} (its address cannot be re-created)")
+    return {"name": b64(name), "inode": None}
 
 
 def _check_order(rec: dict[str, Any], f: OpenFile, ctx: DumpContext) -> None:
@@ -373,8 +384,15 @@ def _requeue(rec: dict[str, Any], i: int, socks: dict[int, socket.socket], ctx: 
         elif rec["senders"][i]["inode"] is not None:
             _send(socks[rec["senders"][i]["inode"]], data, anc, _reach(rec))
         else:
-            with socket.socket(socket.AF_UNIX, rec["type"]) as anonymous:
-                _send(anonymous, data, anc, _reach(rec))
+            with socket.socket(socket.AF_UNIX, rec["type"]) as stand_in:
+                name = rec["senders"][i]["name"]
+                if name is not None:  # a socket since closed: its name was free at dump
+                    stand_in.bind(_address(unb64(name)))
+                try:
+                    _send(stand_in, data, anc, _reach(rec))
+                finally:
+                    if name is not None and not unb64(name).startswith(b"\0"):
+                        os.unlink(_address(unb64(name)))
     except OSError as err:
         raise RestoreConflict(f"cannot queue a message again in unix socket {rec['inode']}: "
                               f"{err.strerror}") from None
