@@ -1,7 +1,8 @@
 """A minimal NETLINK_SOCK_DIAG client: what /proc does not say about unix sockets (the peer's
-inode, shutdown state, queue lengths, pending connections)."""
+inode, shutdown state, queue lengths, pending connections, the file a bound socket made)."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -10,13 +11,15 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x8, 0x10
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 3, 4, 6
+UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN, UDIAG_SHOW_SHUTDOWN = \
+    0x1, 0x2, 0x4, 0x8, 0x10, 0x40
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 1, 2, 3, 4, 6
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _UNIX_REQ = struct.Struct("=BBHIIIII")
 _UNIX_MSG = struct.Struct("=BBBBIII")
 _RTATTR = struct.Struct("=HH")
+_KERNEL_MINORBITS = 20  # the kernel's own dev_t, as sock_diag reports it
 
 
 @dataclass
@@ -30,6 +33,7 @@ class UnixSocketInfo:
     rqueue: int = 0
     wqueue: int = 0
     shutdown: int = 0
+    vfs: tuple[int, int] | None = None  # (inode, st_dev) of the socket file a path bind made
 
 
 def _align(n: int) -> int:
@@ -38,7 +42,7 @@ def _align(n: int) -> int:
 
 def unix_sockets() -> dict[int, UnixSocketInfo]:
     """Every unix socket in our network namespace, by inode."""
-    show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | 0x40  # SHUTDOWN
+    show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | UDIAG_SHOW_SHUTDOWN
     req = _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
     msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY,
                          NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req
@@ -69,6 +73,9 @@ def _parse(body: bytes) -> UnixSocketInfo:
         payload = body[off + _RTATTR.size: off + length]
         if kind == UNIX_DIAG_NAME:  # a path ends at its NUL; an abstract name starts with one
             info.name = payload if payload.startswith(b"\0") else payload.split(b"\0", 1)[0]
+        elif kind == UNIX_DIAG_VFS:
+            ino, dev = struct.unpack("=II", payload[:8])
+            info.vfs = (ino, os.makedev(dev >> _KERNEL_MINORBITS, dev & ((1 << _KERNEL_MINORBITS) - 1)))
         elif kind == UNIX_DIAG_PEER:
             (info.peer,) = struct.unpack("=I", payload)
         elif kind == UNIX_DIAG_ICONS:

@@ -2,7 +2,8 @@
 anonymous pipe whose other end nobody holds any more (what a finished subprocess leaves
 behind) is fine too: it comes back with that end closed, so the reader gets the bytes and
 then end-of-file, and a writer gets EPIPE, as before. One whose other end is held outside
-the tree is refused.
+the tree is refused. A FIFO whose name has been removed is, for its holders, just such a
+pipe (no one can open it any more), and comes back as one, under the same conditions.
 
 Buffered bytes are copied with tee(2), which duplicates pipe contents without consuming them,
 so the original keeps its data when it runs on. At restore one pipe (or FIFO) is made per
@@ -17,7 +18,7 @@ import select
 import stat
 from typing import Any
 
-from .. import syscalls
+from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from . import FileKind
@@ -34,16 +35,38 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     ino = f.st.st_ino
     anonymous = f.link.startswith("pipe:")
+    unlinked = not anonymous and f.st.st_nlink == 0  # a FIFO whose name is gone
     fd = ctx.dup_of(f.fd)
     if anonymous and ctx.tree.pipe_ends.get(ino, set()) != {"r", "w"} and not _other_end_closed(fd, f):
         raise ctx.refuse(f"fd {f.fd}", "pipe", f"{f.link}: its other end is held outside the tree")
-    rec: dict[str, Any] = {"inode": ino, "fifo_path": None if anonymous else f.link,
+    if unlinked and _fifo_ends(f, ctx) != {"r", "w"} and not _other_end_closed(fd, f):
+        raise ctx.refuse(f"fd {f.fd}", "FIFO", f"{f.link}: its other end is held outside the tree")
+    rec: dict[str, Any] = {"inode": ino, "fifo_path": None if anonymous or unlinked else f.link,
                            "flags": f.flags, "capacity": fcntl.fcntl(fd, F_GETPIPE_SZ)}
+    if not anonymous:
+        rec["dev"] = f.st.st_dev  # (a FIFO's inode number is only unique on its file system)
     if f.access != os.O_WRONLY and ctx.writer is not None:
         data = _peek(fd, rec["capacity"])
         if data:
             rec["data_blob"] = ctx.add_blob(f"pipe-{ctx.pid}-{ino}", data)
     return rec
+
+
+def _fifo_ends(f: OpenFile, ctx: DumpContext) -> set[str]:
+    """Which ends of a FIFO the tree holds ("r", "w"; an O_RDWR fd holds both)."""
+    ends: set[str] = set()
+    for pid in ctx.tree.pids:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{name}")
+                if (st.st_dev, st.st_ino) != (f.st.st_dev, f.st.st_ino):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{name}") as info:
+                    flags = int(procfs.parse_fdinfo(info.read())["flags"], 8)
+            except FileNotFoundError:
+                continue
+            ends.update({os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(flags & os.O_ACCMODE, "rw"))
+    return ends
 
 
 def _other_end_closed(fd: int, f: OpenFile) -> bool:
@@ -97,9 +120,10 @@ def _make_pipe(rec: dict[str, Any], ctx: RestoreContext) -> tuple[int, int]:
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    r, w = ctx.once(("pipe", rec["inode"]), lambda: _make_pipe(rec, ctx))
+    key = (rec.get("dev"), rec["inode"])
+    r, w = ctx.once(("pipe", key), lambda: _make_pipe(rec, ctx))
     if rec.get("data_blob"):  # every read description of the pipe saw the same bytes
-        ctx.once(("pipe-data", rec["inode"]), lambda: os.write(w, ctx.image.blob_bytes(rec["data_blob"])))
+        ctx.once(("pipe-data", key), lambda: os.write(w, ctx.image.blob_bytes(rec["data_blob"])))
     end = w if rec["flags"] & os.O_ACCMODE == os.O_WRONLY else r
     flags = rec["flags"] & _OPEN_FLAGS_MASK & ~os.O_NOFOLLOW  # (it would refuse the link)
     return ctx.keep(os.open(f"/proc/self/fd/{end}", flags | os.O_CLOEXEC))

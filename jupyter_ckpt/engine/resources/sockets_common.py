@@ -6,8 +6,11 @@ import os
 import socket
 
 from ..context import DumpContext, OpenFile
+from ..errors import RestoreConflict
 
 SO_DOMAIN, SO_PROTOCOL = 39, 38
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+_BUFFER_FORCE = {socket.SO_SNDBUF: SO_SNDBUFFORCE, socket.SO_RCVBUF: SO_RCVBUFFORCE}
 
 
 def borrowed_socket(f: OpenFile, ctx: DumpContext) -> socket.socket:
@@ -35,7 +38,28 @@ def read_options(sock: socket.socket, options: list[tuple[int, int]]) -> list[li
 
 def apply_options(sock: socket.socket, values: list[list[int]]) -> None:
     for level, name, value in values:
-        sock.setsockopt(level, name, value)
+        if level == socket.SOL_SOCKET and name in _BUFFER_FORCE:
+            _set_buffer_size(sock, name, value)
+        else:
+            sock.setsockopt(level, name, value)
+
+
+def _set_buffer_size(sock: socket.socket, name: int, value: int) -> None:
+    """The kernel reports twice the size it was given (its bookkeeping overhead), and caps
+    what it is given at net.core.[wr]mem_max unless forced (CAP_NET_ADMIN). A size left at
+    its default is not set, so that the socket does not become user-locked for nothing."""
+    if sock.getsockopt(socket.SOL_SOCKET, name) == value:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, name, value // 2)
+    if sock.getsockopt(socket.SOL_SOCKET, name) != value:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _BUFFER_FORCE[name], value // 2)
+        except PermissionError:
+            pass
+    got = sock.getsockopt(socket.SOL_SOCKET, name)
+    if got != value:
+        raise RestoreConflict(f"cannot size a socket buffer to {value} bytes (got {got}): "
+                              "see net.core.wmem_max and rmem_max")
 
 
 def set_nonblocking(fd: int, flags: int) -> None:

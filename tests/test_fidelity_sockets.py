@@ -1,0 +1,44 @@
+"""Unix sockets and FIFOs that must come back exactly as they were: never-used sockets,
+datagram sockets with their addresses, peers and queues, socket file modes, and FIFOs
+whose name is gone."""
+import os
+import sys
+
+from conftest import PROGRAMS, checkpoint_cycle, run_cli
+
+
+def test_unix_sockets_never_bound_nor_connected(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_unix_unconnected.py")
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_unix_datagram_sockets_bound_connected_and_queued(programs, workdir):
+    """Bound to a path and an abstract name, one connected to the other, one receiving by
+    recvfrom; queues in every direction, from named and unnamed senders, with credentials."""
+    prog = programs(sys.executable, PROGRAMS / "py_unix_dgram.py")
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_fifos_whose_name_was_removed(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_fifo_unlinked.py")
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_removed_fifo_read_outside_the_tree_is_refused(programs, workdir):
+    path = workdir / "outside.fifo"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        prog = programs(sys.executable, PROGRAMS / "py_fifo_unlinked.py", path)
+        refused = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
+        assert refused.returncode == 1 and "FIFO" in refused.stdout + refused.stderr \
+            and "held outside the tree" in refused.stdout + refused.stderr, refused
+        assert not (workdir / "image").exists()
+        prog.verify()  # the original runs on unharmed
+    finally:
+        os.close(reader)
+
+
+def test_unix_connections_accepted_and_waiting_to_be_accepted(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_unix_pending.py")
+    checkpoint_cycle(prog, workdir / "image")
