@@ -365,7 +365,8 @@ FILE_KINDS: dict[str, Record] = {
         "pos": SIZE}),
     "pty": _FILE.extended({"index": Int(0, U32), "side": Enum(("master", "slave")), "flags": FLAGS}),
     "pipe": _FILE.extended({"inode": Int(0, U64), "fifo_path": Nullable(PATH), "flags": FLAGS,
-                            "capacity": Int(4096, 1 << 31)}, {"data_blob": BLOB}),
+                            "capacity": Int(4096, 1 << 31)},
+                           {"data_blob": BLOB, "dev": Int(0, U64)}),  # dev: FIFOs only
     "eventfd": _FILE.extended({"count": Int(0, U64 - 1), "flags": FLAGS, "semaphore": Bool()}),
     "timerfd": _FILE.extended({"clockid": Int(0, 11), "ticks": Int(0, U64), "value": TIMESPEC,
                                "interval": TIMESPEC, "flags": FLAGS,
@@ -378,10 +379,18 @@ FILE_KINDS: dict[str, Record] = {
     "unix-socket": _FILE.extended(
         {"inode": Int(0, U64), "type": Enum((1, 2, 5)), "flags": FLAGS,
          "name": Nullable(B64(110)), "peer": Nullable(Int(0, U64)), "shutdown": Int(0, 3),
-         "options": SOCKOPTS, "role": Enum(("listening", "pair", "connected-outside",
-                                            "disconnected", "unconnected")),
+         "options": SOCKOPTS, "role": Enum(("listening", "pending", "pair", "connected",
+                                            "connected-outside", "disconnected", "unconnected")),
          "queue": List(B64(1 << 20), 1 << 16)},
-        {"backlog": Int(0, 1 << 20), "peer_name": Nullable(B64(110))}),
+        {"backlog": Int(0, 1 << 20), "peer_name": Nullable(B64(110)),
+         # the bound socket file (null: removed), and the directory a relative name is from
+         "file": Nullable(Record({"mode": Int(0, 0o7777), "uid": UID, "gid": UID})),
+         "dir": PATH,
+         "pending": List(Int(0, U64), 1 << 16),  # listening: the tree's sockets to accept
+         # datagram sockets: who sent each queued message, and its credentials
+         "senders": List(Record({"name": Nullable(B64(110)), "inode": Nullable(Int(0, U64))}),
+                         1 << 16),
+         "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16)}),
     "inet-socket": _FILE.extended(
         {"family": Enum((2, 10)), "type": Enum((1, 2)), "flags": FLAGS, "local": HOSTPORT,
          "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp"))},
@@ -452,6 +461,7 @@ class _Checker:
         self.pids = [p["pid"] for p in manifest["processes"]]
         self.zombie_pids = [z["pid"] for z in manifest["zombies"]]
         self.files = {f["id"]: f for f in manifest["files"]}
+        self.unix_sockets = {f["inode"] for f in manifest["files"] if f["kind"] == "unix-socket"}
 
     def run(self) -> None:
         m = self.m
@@ -514,6 +524,31 @@ class _Checker:
             self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob"))
         if kind in ("regular-file", "directory") and not f["path"].startswith("/"):
             raise Invalid(_at(where, "path"), "must be an absolute path")
+        if kind == "unix-socket":
+            self._unix_socket(f, where)
+
+    def _unix_socket(self, f: dict[str, Any], where: str) -> None:
+        """The references unix.py follows at restore: peers, senders and connections
+        waiting to be accepted are sockets of the image; per-message lists match the queue."""
+        if f["role"] == "pair" and f["peer"] not in self.unix_sockets:
+            raise Invalid(_at(where, "peer"), f"{f['peer']} is not a unix socket of the image")
+        if f["role"] == "connected" and not f.get("peer_name"):
+            raise Invalid(_at(where, "peer_name"), "a connected socket needs its peer's name")
+        for inode in f.get("pending", []):
+            if inode not in self.unix_sockets:
+                raise Invalid(_at(where, "pending"), f"{inode} is not a unix socket of the image")
+        if f["type"] == 2 and f["queue"] and "senders" not in f:
+            raise Invalid(_at(where, "senders"), "is missing (queued datagrams need their senders)")
+        for name in ("senders", "creds"):
+            if name in f and len(f[name]) != len(f["queue"]):
+                raise Invalid(_at(where, name), f"has {len(f[name])} entries for "
+                              f"{len(f['queue'])} queued messages")
+        for sender in f.get("senders", []):
+            if sender["inode"] is not None and sender["inode"] not in self.unix_sockets:
+                raise Invalid(_at(where, "senders"), f"{sender['inode']} is not a unix socket "
+                              "of the image")
+        if "dir" in f and not f["dir"].startswith("/"):
+            raise Invalid(_at(where, "dir"), "must be an absolute path")
 
     def _process(self, p: dict[str, Any], where: str) -> None:
         pid = p["pid"]
