@@ -20,7 +20,7 @@ from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
-from .resources import claim, memory, process, signals, threads, tty
+from .resources import claim, memory, posix_timers, process, signals, threads, tty
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
@@ -273,6 +273,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             try:
                 record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
                 record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
+                record["posix_timers"] = _guarded(blockers, lambda: posix_timers.dump(ctx, tids), [])
                 record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
                 record["fds"] = registry.collect(ctx, files, blockers)
             finally:
