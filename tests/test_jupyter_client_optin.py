@@ -38,7 +38,7 @@ def test_kernelspec_selects_the_checkpointable_provisioner(ckpt_kernelspec):
         assert isinstance(km.provisioner, CkptProvisioner)
         reply = kc.execute_interactive("%lsmagic", timeout=60)  # magics loaded automatically
         assert reply["content"]["status"] == "ok"
-        assert engine.check(km.provisioner.pid) == []
+        assert engine.check(km.provisioner.pid, tcp_close=True) == []  # (ZeroMQ reconnects)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

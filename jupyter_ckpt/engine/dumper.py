@@ -26,18 +26,18 @@ from . import syscalls
 SCRATCH_SIZE = 64 * 1024
 
 
-def check(pid: int) -> list[Blocker]:
-    """Everything that would stop `dump(pid)`; the tree runs on untouched."""
+def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
+    """Everything that would stop `dump(pid, tcp_close=...)`; the tree runs on untouched."""
     tree = freeze(pid)
     try:
-        _, blockers = _collect(tree, None)
+        _, blockers = _collect(tree, None, tcp_close=tcp_close)
         return blockers
     finally:
         tree.release()
 
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
-         precopy: bool = True, parent: str | None = None) -> dict[str, Any]:
+         precopy: bool = True, parent: str | None = None, tcp_close: bool = False) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
@@ -46,6 +46,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     on as soon as its state is captured, before the image is committed to disk; with `kill`
     it stays frozen until the image is complete, then dies. With `parent` (an earlier image
     of the same tree) only memory pages that differ from it are stored (incremental.py).
+    Connected TCP sockets are refused unless `tcp_close`: then they come back reset.
     """
     check_root(pid)
     if parent is not None:
@@ -68,7 +69,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies)
+            manifest, blockers = _collect(tree, writer, progress, copies, tcp_close)
             if blockers:
                 raise Refused(blockers)
             if not kill:
@@ -161,9 +162,11 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 
 
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
-             copies: dict[int, PreCopy] | None = None) -> tuple[dict[str, Any], list[Blocker]]:
+             copies: dict[int, PreCopy] | None = None,
+             tcp_close: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     index.progress = progress
+    index.tcp_close = tcp_close
     blockers: list[Blocker] = []
     registry = _FileRegistry()
     processes = []

@@ -1,4 +1,8 @@
-"""IPv6 TCP listener (v6-only), UDP sockets bound on IPv4 and IPv6, a connected UDP socket."""
+"""IPv6 TCP listener (v6-only), UDP sockets bound on IPv4 and IPv6, a connected UDP socket.
+
+With `--connect PORT reset|alive`, also a TCP connection to a peer on 127.0.0.1:PORT,
+outside the tree, which after restore is expected to have been reset (`dump --tcp-close`),
+or still to work (the dump was refused): the peer's "hi" arrives and "alive" goes back."""
 import os
 import socket
 import sys
@@ -19,6 +23,10 @@ udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 udp6.bind(("::1", 0))
 connected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 connected.connect(udp4.getsockname())
+external, expect = None, None
+if sys.argv[1] == "--connect":
+    external = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    expect = sys.argv[3]
 addresses = (tcp6.getsockname(), udp4.getsockname(), udp6.getsockname(), connected.getpeername())
 t.ready()
 while not t.verify_requested:
@@ -37,4 +45,13 @@ t.check(udp4.recv(10) == b"ping4", "UDP over IPv4 broken")
 sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 sender.sendto(b"ping6", udp6.getsockname())
 t.check(udp6.recv(10) == b"ping6", "UDP over IPv6 broken")
+if expect == "reset":
+    try:
+        data = external.recv(10)
+        t.check(data == b"", f"reset TCP connection returned {data!r}")
+    except ConnectionResetError:
+        pass  # an ordinary disconnect
+elif expect == "alive":
+    t.check(external.recv(2) == b"hi", "the connection lost the peer's data")
+    external.sendall(b"alive")
 t.passed()

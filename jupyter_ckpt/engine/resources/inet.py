@@ -2,10 +2,12 @@
 
   - A listening TCP socket comes back listening on the same address and port with the same
     backlog, so new clients can connect. Connections waiting in its accept queue are dropped.
-  - An established (or closing) TCP connection comes back *closed*: a TCP socket whose peer
-    has reset the connection, so the program sees an ordinary disconnect (reads fail with
-    ECONNRESET, then EOF; writes fail) and its clients reconnect. This is what lets ZeroMQ in
-    a restored Jupyter kernel drop stale connections and accept the client's reconnection.
+  - A connected TCP socket (established, connecting or closing) is refused, unless the caller
+    asked for them to be reset (dump(tcp_close=True), `--tcp-close`): then it comes back
+    *closed*: a TCP socket whose peer has reset the connection, so the program sees an
+    ordinary disconnect (reads fail with ECONNRESET, then EOF; writes fail) and its clients
+    reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
+    and accept the client's reconnection. The image records the state each one had.
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
 Socket options that change behaviour (reuse, keepalive, nodelay, v6only, ...) are carried over.
@@ -56,7 +58,14 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
                 rec["backlog"] = _listen_backlog(family, f.st.st_ino)
             elif state not in ("close",):
                 rec["peer"] = _peer(sock)
+                if not ctx.tree.tcp_close:
+                    peer = ":".join(map(str, rec["peer"] or ["?"]))
+                    raise ctx.refuse(f"fd {f.fd}", "TCP connection",
+                                     f"{state} {local[0]}:{local[1]} -> {peer}: a connection cannot be "
+                                     "restored; dump with --tcp-close (tcp_close=True) to have it come "
+                                     "back reset")
                 rec["state"] = "disconnected"
+                rec["was"] = state
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
