@@ -15,7 +15,7 @@ def test_posix_timers(cc, programs, workdir):
     image = workdir / "image"
     checkpoint_cycle(prog, image)
     timers = manifest(image)["processes"][0]["posix_timers"]
-    assert len(timers) == 7
+    assert len(timers) == 8
     assert [t["id"] for t in timers] == sorted(t["id"] for t in timers)
     assert any(t["overrun"] > 0 for t in timers)  # the restore had an overrun count to bring back
 

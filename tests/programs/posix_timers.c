@@ -7,6 +7,8 @@
  *    of CPU time, then every second; QUIET: SIGEV_NONE, due in 500 s: their remaining time
  *    after restore is no more than before the checkpoint and not far less;
  *  - DISARMED: created and never armed: still disarmed;
+ *  - CALLBACK: SIGEV_THREAD every 25 ms (glibc runs the callback from a helper thread that
+ *    the kernel timer signals): keeps calling it after restore, with its value;
  *  - OVERRUN: every 300 ms with its signal blocked; taken once after 1 s (so its last
  *    overrun count is about 2) and pending again by the checkpoint: after restore
  *    timer_getoverrun reports the same count and its signal is still there to take.
@@ -23,12 +25,12 @@
 #define SIG_THREAD (SIGRTMIN + 4)
 #define SIG_OVERRUN (SIGRTMIN + 5)
 #define SIG_QUIET (SIGRTMIN + 6)
-enum { PERIODIC, TO_THREAD, ONESHOT, CPU, QUIET, DISARMED, OVERRUN, NTIMERS };
-static const int values[NTIMERS] = {0xa1, 0xd4, 0xb2, 0xc3, 0xe5, 0xf6, 0x17};
+enum { PERIODIC, TO_THREAD, ONESHOT, CPU, QUIET, DISARMED, OVERRUN, CALLBACK, NTIMERS };
+static const int values[NTIMERS] = {0xa1, 0xd4, 0xb2, 0xc3, 0xe5, 0xf6, 0x17, 0x28};
 
 static timer_t timers[NTIMERS];
 static struct itimerspec before[NTIMERS];
-static volatile int periodic_ticks, periodic_bad, thread_ticks, thread_bad;
+static volatile int periodic_ticks, periodic_bad, thread_ticks, thread_bad, callback_calls, callback_bad;
 static volatile pid_t worker_tid;
 static char timers_before[4096];
 
@@ -49,6 +51,11 @@ static void on_thread(int sig, siginfo_t *si, void *uc) {
     thread_ticks++;
 }
 
+static void on_callback(union sigval value) {
+    if (value.sival_int != values[CALLBACK]) callback_bad++;
+    callback_calls++;
+}
+
 static void *worker(void *arg) {
     (void)arg;
     sigset_t set;
@@ -67,6 +74,7 @@ static void make(int which, clockid_t clock, int notify, int sig) {
     sev.sigev_signo = sig;
     sev.sigev_value.sival_int = values[which];
     if (notify == SIGEV_THREAD_ID) sev._sigev_un._tid = worker_tid;
+    if (notify == SIGEV_THREAD) sev.sigev_notify_function = on_callback;
     if (timer_create(clock, &sev, &timers[which])) ckpt_fail("timer_create %d: %s", which, strerror(errno));
 }
 
@@ -99,6 +107,17 @@ static void read_timers(char *out, size_t size) {
     }
 }
 
+/* The next SIG_OVERRUN, which is blocked; the handled timer signals may interrupt the wait. */
+static int take_overrun_signal(siginfo_t *si) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIG_OVERRUN);
+    struct timespec wait = {5, 0};
+    int got;
+    while ((got = sigtimedwait(&set, si, &wait)) < 0 && errno == EINTR) {}
+    return got;
+}
+
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {}
@@ -128,16 +147,17 @@ int main(int argc, char **argv) {
     make(QUIET, CLOCK_MONOTONIC, SIGEV_NONE, SIG_QUIET);
     make(DISARMED, CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGUSR2);
     make(OVERRUN, CLOCK_MONOTONIC, SIGEV_SIGNAL, SIG_OVERRUN);
+    make(CALLBACK, CLOCK_MONOTONIC, SIGEV_THREAD, 0);
     arm(PERIODIC, 20000000, 20000000);
     arm(TO_THREAD, 30000000, 30000000);
     arm(ONESHOT, 1000000000000LL, 0);
     arm(CPU, 3600000000000LL, 1000000000);
     arm(QUIET, 500000000000LL, 0);
     arm(OVERRUN, 300000000, 300000000);
+    arm(CALLBACK, 25000000, 25000000);
     sleep_ms(1000);
     siginfo_t si;
-    struct timespec wait = {5, 0};
-    if (sigtimedwait(&blocked, &si, &wait) != SIG_OVERRUN || si.si_timerid != (int)(intptr_t)timers[OVERRUN])
+    if (take_overrun_signal(&si) != SIG_OVERRUN || si.si_timerid != (int)(intptr_t)timers[OVERRUN])
         ckpt_fail("the overrun timer's first signal did not come");
     int overrun = timer_getoverrun(timers[OVERRUN]);
     if (overrun < 1) ckpt_fail("overrun before checkpoint is %d, expected about 2", overrun);
@@ -160,22 +180,28 @@ int main(int argc, char **argv) {
         if (i == DISARMED && left) ckpt_fail("the disarmed timer is armed (%lld ns left)", left);
         if ((i == ONESHOT || i == CPU || i == QUIET) && (left > was || left < was - 60000000000LL))
             ckpt_fail("timer %d: %lld ns left, %lld before the checkpoint", i, left, was);
-        if ((i == PERIODIC || i == TO_THREAD || i == OVERRUN) && (left <= 0 || left > ns(&now.it_interval)))
+        if ((i == PERIODIC || i == TO_THREAD || i == OVERRUN || i == CALLBACK) && (left <= 0 || left > ns(&now.it_interval)))
             ckpt_fail("periodic timer %d: %lld ns left, interval %lld", i, left, ns(&now.it_interval));
     }
     int overrun_after = timer_getoverrun(timers[OVERRUN]);
     if (overrun_after < overrun || overrun_after > overrun + 1)
         ckpt_fail("overrun count %d after restore, %d before", overrun_after, overrun);
-    if (sigtimedwait(&blocked, &si, &wait) != SIG_OVERRUN || si.si_code != SI_TIMER
+    memset(&si, 0, sizeof si);
+    int got = take_overrun_signal(&si);
+    if (got != SIG_OVERRUN || si.si_code != SI_TIMER
         || si.si_timerid != (int)(intptr_t)timers[OVERRUN] || si.si_value.sival_int != values[OVERRUN])
-        ckpt_fail("the overrun timer's signal is not there after restore");
+        ckpt_fail("the overrun timer's signal is not there after restore (got %d: %s, code %d, timer %d, value %d)",
+                  got, got < 0 ? strerror(errno) : "", si.si_code, si.si_timerid, si.si_value.sival_int);
 
-    int periodic_start = periodic_ticks, thread_start = thread_ticks;
-    for (int waited = 0; waited < 5000 && (periodic_ticks < periodic_start + 5 || thread_ticks < thread_start + 5); waited += 10)
+    int periodic_start = periodic_ticks, thread_start = thread_ticks, callback_start = callback_calls;
+    for (int waited = 0; waited < 5000 && (periodic_ticks < periodic_start + 5 || thread_ticks < thread_start + 5
+                                           || callback_calls < callback_start + 5); waited += 10)
         sleep_ms(10);
     if (periodic_ticks < periodic_start + 5) ckpt_fail("the periodic timer stopped firing");
     if (thread_ticks < thread_start + 5) ckpt_fail("the thread's timer stopped firing");
-    if (periodic_bad || thread_bad) ckpt_fail("%d periodic and %d thread signals had a wrong value, id or thread",
-                                              periodic_bad, thread_bad);
+    if (callback_calls < callback_start + 5) ckpt_fail("the SIGEV_THREAD timer stopped calling back");
+    if (periodic_bad || thread_bad || callback_bad)
+        ckpt_fail("%d periodic and %d thread signals, %d callbacks had a wrong value, id or thread",
+                  periodic_bad, thread_bad, callback_bad);
     ckpt_pass();
 }
