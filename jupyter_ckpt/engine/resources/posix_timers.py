@@ -20,13 +20,13 @@ import struct
 from typing import Any
 
 from ..context import DumpContext, RestoreContext
-from ..errors import CkptError
+from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteThread
 
 log = logging.getLogger(__name__)
 
 PR_TIMER_CREATE_RESTORE_IDS = 77
-_IDS_OFF, _IDS_ON, _IDS_GET = 0, 1, 2
+_IDS_ON, _IDS_GET = 1, 2
 SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_THREAD_ID = 0, 1, 2, 4
 _NOTIFY = {"signal": SIGEV_SIGNAL, "none": SIGEV_NONE, "thread": SIGEV_THREAD}
 TIMER_ABSTIME = 1
@@ -39,7 +39,8 @@ _TIMESPEC = struct.Struct("<qq")
 _SIGEVENT_SIZE = 64  # sigev_value, sigev_signo, sigev_notify, then a union (the target tid)
 _SIGINFO_SIZE = 128
 _SIGINFO_TIMER = struct.Struct("<iii4xi")  # si_signo, si_errno, si_code, si_timerid
-_ENTRY = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\nnotify: (\w+)/(pid|tid)\.(\d+)\nClockID: (-?\d+)")
+_ENTRY = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\nnotify: (signal|none|thread)/(pid|tid)\.(\d+)\n"
+                    r"ClockID: (-?\d+)")
 _NS = 1_000_000_000
 
 
@@ -57,6 +58,8 @@ def dump(ctx: DumpContext, tids: list[int]) -> list[dict[str, Any]]:
     with open(f"/proc/{ctx.pid}/timers") as f:
         text = f.read()
     entries = sorted(_ENTRY.findall(text), key=lambda e: int(e[0]))
+    if len(entries) != sum(line.startswith("ID: ") for line in text.splitlines()):
+        raise ctx.refuse("process", "POSIX timer", f"unrecognised /proc/{ctx.pid}/timers entry: {text!r}")
     if not entries:
         return []
     if ctx.leader.call("prctl", PR_TIMER_CREATE_RESTORE_IDS, _IDS_GET, 0, 0, 0, check=False) < 0:
@@ -110,7 +113,10 @@ def restore(ctx: RestoreContext, timers: list[dict[str, Any]], threads: dict[int
         return
     call = ctx.leader.call
     ctx.scratch.reset()
-    ids_mode = call("prctl", PR_TIMER_CREATE_RESTORE_IDS, _IDS_GET, 0, 0, 0)
+    ids_mode = call("prctl", PR_TIMER_CREATE_RESTORE_IDS, _IDS_GET, 0, 0, 0, check=False)
+    if ids_mode < 0:
+        raise RestoreConflict(f"POSIX timer {timers[0]['id']}: this kernel cannot re-create a timer "
+                              "with its id (no PR_TIMER_CREATE_RESTORE_IDS)")
     call("prctl", PR_TIMER_CREATE_RESTORE_IDS, _IDS_ON, 0, 0, 0)
     try:
         for rec in timers:
