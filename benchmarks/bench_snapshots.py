@@ -264,7 +264,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
         # previous behaviour: precopy off (image thrown away)
         img0 = work / "img-noprecopy"
         t = time.perf_counter()
-        st0 = engine.dump(pid, str(img0), precopy=False)
+        st0 = engine.dump(pid, str(img0), precopy=False, tcp_close=True)
         row["noprecopy_dump_s"] = time.perf_counter() - t
         row["noprecopy_freeze_ms"] = st0["freeze_ms"]
         shutil.rmtree(img0)
@@ -276,7 +276,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
         rss0 = own_hwm_reset()
         t = time.perf_counter()
         with AnonPeak() as anon:
-            st = engine.dump(pid, str(img1), precopy=True)
+            st = engine.dump(pid, str(img1), precopy=True, tcp_close=True)
         row["dump_s"] = time.perf_counter() - t
         row["dumper_peak"] = status_kib(os.getpid(), "VmHWM") * 1024 - rss0  # this process
         row["dumper_anon_peak"] = anon.growth
@@ -302,7 +302,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
             want_inc = checksum(k)
             img2 = work / "img2"
             t = time.perf_counter()
-            st2 = engine.dump(pid, str(img2), precopy=True, parent=str(img1))
+            st2 = engine.dump(pid, str(img2), precopy=True, parent=str(img1), tcp_close=True)
             inc["dump_s"] = time.perf_counter() - t
             inc["freeze_ms"] = st2["freeze_ms"]
             inc["dirty_tracking"] = st2.get("dirty_tracking")
@@ -319,7 +319,7 @@ def run_case(name: str, kind: str, size: int, base: Path, args, incremental: boo
             inc["store_logical_bytes"] = info2.logical_bytes
             # a full (non-incremental) second dump, for comparison
             img2f = work / "img2-full"
-            engine.dump(pid, str(img2f), precopy=True)
+            engine.dump(pid, str(img2f), precopy=True, tcp_close=True)
             inc["full_second_image_bytes"] = dir_bytes(img2f)
             shutil.rmtree(img2f)
             # restore the incremental image (needs its parent) and check it

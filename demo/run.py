@@ -146,9 +146,10 @@ def demo(workdir: Path, kernel_kind: str) -> bool:
             "ticks": ask("ticks"),
         }
 
-        step(2, "Checkpoint it, then kill it (--kill ends it once the image is complete):")
-        say(indent(run_cli("check", str(pid))))
-        say(indent(run_cli("dump", str(pid), str(image), "--kill")))
+        step(2, "Checkpoint it, then kill it (--kill ends it once the image is complete; "
+                "--tcp-close: its ZeroMQ connections come back reset, and the client reconnects):")
+        say(indent(run_cli("check", str(pid), "--tcp-close")))
+        say(indent(run_cli("dump", str(pid), str(image), "--kill", "--tcp-close")))
         kernel.reap()  # we were its parent: collect it so its pid is free again
         try:
             os.kill(pid, 0)

@@ -17,6 +17,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+_TCP_CLOSE_HELP = ("let connected TCP sockets come back reset, so their peers see a disconnect "
+                   "(default: refuse them)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jupyter-ckpt", description="Checkpoint and restore live processes.")
     p.add_argument("--version", action="version", version=f"jupyter-ckpt {__version__}")
@@ -35,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-precopy", action="store_true",
                    help="copy all memory while frozen (default: copy it first, freeze only for "
                         "what changed meanwhile)")
+    d.add_argument("--tcp-close", action="store_true", help=_TCP_CLOSE_HELP)
 
     r = sub.add_parser("restore", help="bring back the processes saved in DIR")
     r.add_argument("dir")
@@ -42,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="can PID's tree be checkpointed? lists what blocks it")
     c.add_argument("pid", type=int)
+    c.add_argument("--tcp-close", action="store_true", help=_TCP_CLOSE_HELP)
 
     k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
     k.add_argument("action", choices=["install"])
@@ -307,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             bar = _ProgressBar()
             try:
                 stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
-                             parent=args.parent, progress=bar, portable=args.portable)
+                             parent=args.parent, progress=bar, portable=args.portable,
+                             tcp_close=args.tcp_close)
             finally:
                 bar.close()
             print(f"dumped pid {args.pid} to {args.dir}: {stats['bytes_written']} bytes, "
@@ -317,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "snapshots":
             return _snapshots(args)
         elif args.command == "check":
-            blockers = check(args.pid)
+            blockers = check(args.pid, tcp_close=args.tcp_close)
             for b in blockers:
                 print(b)
             if not blockers:

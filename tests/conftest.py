@@ -105,8 +105,8 @@ class Program:
     def start_time(self) -> float:
         return psutil.Process(self.pid).create_time()
 
-    def dump(self, image: Path, kill: bool = True) -> None:
-        run_cli("dump", self.pid, image, *(["--kill"] if kill else []))
+    def dump(self, image: Path, kill: bool = True, *extra: str) -> None:
+        run_cli("dump", self.pid, image, *(["--kill"] if kill else []), *extra)
         if kill:
             self.reap()
 
@@ -205,12 +205,12 @@ def programs(workdir: Path):
     assert not stuck, f"processes that survived SIGKILL for 30 s: {stuck}"
 
 
-def checkpoint_cycle(prog: Program, image: Path) -> None:
-    """dump --kill, restore, and check the restored process is a new incarnation with the
-    same PID and TIDs; then let the program verify itself."""
+def checkpoint_cycle(prog: Program, image: Path, *dump_args: str) -> None:
+    """dump --kill (and `dump_args`), restore, and check the restored process is a new
+    incarnation with the same PID and TIDs; then let the program verify itself."""
     tids_before = prog.tids()
     started_before = prog.start_time()
-    prog.dump(image, kill=True)
+    prog.dump(image, True, *dump_args)
     assert not pid_alive(prog.pid), "dump --kill left the original running"
     prog.restore(image)
     assert prog.tids() == tids_before, "restored TIDs differ from the originals"

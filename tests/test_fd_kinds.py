@@ -19,7 +19,7 @@ def test_unix_and_tcp_sockets(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_sockets.py", str(peer.getsockname()[1]))
     conn, _ = peer.accept()
     assert conn.recv(5) == b"hello"
-    checkpoint_cycle(prog, workdir / "image")
+    checkpoint_cycle(prog, workdir / "image", "--tcp-close")
     conn.close()
     peer.close()
 

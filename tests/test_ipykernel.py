@@ -95,8 +95,8 @@ def test_ipykernel_dump_kill_restore(tmp_path):
         started = psutil.Process(kernel.pid).create_time()
         tids = sorted(os.listdir(f"/proc/{kernel.pid}/task"))
 
-        assert engine.check(kernel.pid) == []
-        engine.dump(kernel.pid, str(tmp_path / "image"), kill=True)
+        assert engine.check(kernel.pid, tcp_close=True) == []  # (ZeroMQ reconnects)
+        engine.dump(kernel.pid, str(tmp_path / "image"), kill=True, tcp_close=True)
         kernel.km.provisioner.process.wait(timeout=30)  # we are its parent: reap it
 
         restored = engine.restore(str(tmp_path / "image"))
@@ -123,7 +123,7 @@ def test_cli_restore_detached_into_a_pid_namespace_keeps_the_kernel_alive(tmp_pa
     outer = kernel.pid
     try:
         kernel.run("x = 42")
-        run_cli("dump", kernel.pid, tmp_path / "image", "--kill")
+        run_cli("dump", kernel.pid, tmp_path / "image", "--kill", "--tcp-close")
         kernel.km.provisioner.process.wait(timeout=30)
         result = run_cli("restore", tmp_path / "image", "--detach", "--pid-ns")
         outer = int(result.stdout.split()[-1])

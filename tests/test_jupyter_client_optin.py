@@ -42,7 +42,7 @@ def test_kernelspec_selects_the_checkpointable_provisioner(ckpt_kernelspec):
         assert reply["content"]["status"] == "ok"
         answer = reply["content"]["user_expressions"]["owner"]
         assert answer.get("data", {}).get("text/plain") == "'CheckpointMagics'", answer
-        assert engine.check(km.provisioner.pid) == []
+        assert engine.check(km.provisioner.pid, tcp_close=True) == []  # (ZeroMQ reconnects)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -37,8 +37,6 @@ KINDS = {
     "lease": ["fd ", "file lease", "F_SETLEASE"],
     "vfork": ["vfork"],
 }
-# POSIX timers are refused today; this case goes once they are restored.
-POSIX_TIMER = {"posix_timer": ["POSIX timer"]}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +78,7 @@ def _verify(prog) -> None:
 
 
 @pytest.mark.parametrize("mode,words", [pytest.param(m, w, id=m) for m, w in
-                                        (KINDS | POSIX_TIMER).items()])
+                                        KINDS.items()])
 def test_refused_by_name_before_anything_is_written(mode, words, refused, programs, workdir):
     prog = programs(refused, mode)
     unavailable = [l for l in prog.lines() if l.startswith("unavailable ")]

@@ -69,6 +69,7 @@ class TreeIndex:
     ns_depth: int = 0  # how deep the tree's PID namespace is below ours (0: ours)
     root: int = 0  # the tree's root, as we see it
     identities: FileIdentities = field(default_factory=FileIdentities)  # mapped files' facts
+    tcp_close: bool = False  # connected TCP sockets may come back reset (dump(tcp_close=True))
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);

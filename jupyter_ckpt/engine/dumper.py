@@ -22,29 +22,30 @@ from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
-from .resources import claim, memory, process, signals, threads, tty
+from .resources import claim, memory, posix_timers, process, signals, threads, tty
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
 log = logging.getLogger(__name__)
 
 
-def check(pid: int) -> list[Blocker]:
-    """Everything that would stop `dump(pid)`; the tree runs on untouched."""
+def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
+    """Everything that would stop `dump(pid, tcp_close=...)`; the tree runs on untouched."""
     check_root(pid)
     unfreezable = process.shared_address_spaces(_tree_pids(pid))
     if unfreezable:
         return unfreezable  # freezing would wait forever
     tree = freeze(pid)
     try:
-        _, blockers = _collect(tree, None)
+        _, blockers = _collect(tree, None, tcp_close=tcp_close)
         return blockers
     finally:
         tree.release()
 
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
-         precopy: bool = True, parent: str | None = None, portable: bool = False) -> dict[str, Any]:
+         precopy: bool = True, parent: str | None = None, portable: bool = False,
+         tcp_close: bool = False) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
@@ -55,6 +56,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     of the same tree) only memory pages that differ from it are stored (incremental.py).
     A `portable` image also carries a copy of every executable and library it maps
     (fileid.py), used at restore where the host's file is missing or another build.
+    Connected TCP sockets are refused unless `tcp_close`: then they come back reset.
     """
     check_root(pid)
     if parent is not None:
@@ -81,7 +83,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies, portable)
+            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close)
             if blockers:
                 raise Refused(blockers)
             faults.point("dump.after-memory", log)
@@ -198,11 +200,12 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
              copies: dict[int, PreCopy] | None = None,
-             portable: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
+             portable: bool = False, tcp_close: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
     index.progress = progress
+    index.tcp_close = tcp_close
     blockers: list[Blocker] = []
     registry = _FileRegistry()
     processes = []
@@ -319,6 +322,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             try:
                 record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
                 record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
+                record["posix_timers"] = _guarded(blockers, lambda: posix_timers.dump(ctx, tids), [])
                 record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
                 record["fds"] = registry.collect(ctx, files, blockers)
             finally:

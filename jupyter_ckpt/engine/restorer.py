@@ -26,7 +26,7 @@ from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .lazy import LazyStats, PageServer
 from .pidns import PidNamespace, kill_and_reap
-from .resources import kind_named, memory, process, shmem, signals, sysvshm, threads, tty
+from .resources import kind_named, memory, posix_timers, process, shmem, signals, sysvshm, threads, tty
 
 SCRATCH_SIZE = 256 * 1024
 SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
@@ -489,6 +489,8 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for rec, thread in zip(proc["threads"], all_threads):
         signals.block_all(thread)
         threads.restore(ctx, rec, thread)
+    posix_timers.restore(ctx, proc.get("posix_timers", []),
+                         {rec["tid"]: thread for rec, thread in zip(proc["threads"], all_threads)})
     faults.point("restore.after-threads", log)
     for thread in all_threads:
         ctx.scratch.reset()

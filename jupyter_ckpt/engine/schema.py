@@ -342,10 +342,19 @@ VMA = Record({
 MEMORY = Record({"vmas": List(VMA, MAX_VMAS), "pages_blob": BLOB},
                 {"vdso_xxh3_128": HEX128, "zero_bytes": SIZE})
 
+# resources/posix_timers.py: notify 0 signal, 1 none, 2 thread (glibc's SIGEV_THREAD
+# runs as a signal), 4 signal to the thread `tid`; a negative clock is a CPU clock
+POSIX_TIMER = Record({
+    "id": Int(0, (1 << 31) - 1), "clock": I32, "signal": I32, "value": ADDR,
+    "notify": Enum((0, 1, 2, 4)), "interval": TIMESPEC, "remaining": TIMESPEC,
+    "overrun": Int(0, (1 << 31) - 1),
+}, {"tid": PID})
+POSIX_CLOCKS = (0, 1, 2, 3, 7, 8, 9, 11)
+
 PROCESS_ENTRY = Record({
     "pid": PID, "process": PROCESS, "signals": SIGNALS,
     "threads": List(THREAD, MAX_THREADS, min_len=1), "fds": List(FD_ENTRY, FD_MAX),
-    "memory": MEMORY,
+    "memory": MEMORY, "posix_timers": List(POSIX_TIMER, 1 << 16),
 })
 
 _FILE = Record({"id": Str(64), "kind": Str(32), "owner": PID})
@@ -394,7 +403,10 @@ FILE_KINDS: dict[str, Record] = {
     "inet-socket": _FILE.extended(
         {"family": Enum((2, 10)), "type": Enum((1, 2)), "flags": FLAGS, "local": HOSTPORT,
          "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp"))},
-        {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT)}),
+        {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT),
+         # a connection dumped with tcp_close: the state it was in (it comes back reset)
+         "was": Enum(("established", "syn-sent", "syn-recv", "fin-wait1", "fin-wait2",
+                      "time-wait", "close-wait", "last-ack", "closing"))}),
 }
 
 ZOMBIE = Record({"pid": PID, "ppid": PID, "exit_code": Int(0, 0xFFFF)})
@@ -576,6 +588,17 @@ class _Checker:
                     raise Invalid(f"{at}.blob", "the copy is not of the file's recorded size")
                 if not ("build_id" in facts or "xxh3_128" in facts):
                     raise Invalid(f"{at}.blob", "a copy needs the file's build-id or checksum")
+        timer_ids = [t["id"] for t in p["posix_timers"]]
+        _unique(timer_ids, f"{where}.posix_timers[].id")
+        for j, t in enumerate(p["posix_timers"]):
+            at = f"{where}.posix_timers[{j}]"
+            if t["clock"] >= 0 and t["clock"] not in POSIX_CLOCKS:
+                raise Invalid(_at(at, "clock"), f"{t['clock']} is not a clock a timer can use")
+            if t["notify"] != 1 and not 1 <= t["signal"] <= SIGNAL_MAX:
+                raise Invalid(_at(at, "signal"), f"{t['signal']} is not a signal")
+            if (t["notify"] == 4) != ("tid" in t) or ("tid" in t and t["tid"] not in tids):
+                raise Invalid(_at(at, "tid"), "a timer signals a thread of its own process "
+                              "exactly when its notify mode says so")
         ctty = p["process"]["ctty"]
         if ctty is not None and str(ctty) not in self.m["ptys"]:
             raise Invalid(f"{where}.process.ctty", f"{ctty} is not in ptys")

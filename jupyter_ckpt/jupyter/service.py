@@ -75,7 +75,7 @@ class CheckpointService:
 
         def work(op):
             def dump(image: str) -> dict[str, Any]:
-                stats = engine.dump(pid, image, progress=op.report)
+                stats = engine.dump(pid, image, progress=op.report, tcp_close=True)  # ZeroMQ reconnects
                 return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "freeze_ms": stats.get("freeze_ms"),
                         "bytes_logical": stats.get("bytes_logical"),

@@ -50,9 +50,9 @@ run(kc, "x = 42")
 pid = km.provisioner.process.pid
 copies = copies_of_the_terminal(pid)
 print(f"RESULT copies {copies}", flush=True)
-blockers = engine.check(pid)
+blockers = engine.check(pid, tcp_close=True)
 print(f"RESULT blockers {len(blockers)} {blockers}", flush=True)
-engine.dump(pid, os.path.join(workdir, "image"), kill=True)
+engine.dump(pid, os.path.join(workdir, "image"), kill=True, tcp_close=True)
 km.provisioner.process.wait(timeout=30)
 engine.restore(os.path.join(workdir, "image"))
 deadline = time.monotonic() + 60

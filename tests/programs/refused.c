@@ -128,14 +128,6 @@ static void setup_seccomp_strict_thread(void) {
     while (!strict_entered) nanosleep(&pause, NULL);
 }
 
-static void setup_posix_timer(void) {
-    timer_t timer;
-    struct sigevent ev = {.sigev_notify = SIGEV_NONE};
-    struct itimerspec spec = {.it_value = {.tv_sec = 3600}};
-    if (timer_create(CLOCK_MONOTONIC, &ev, &timer) < 0) die("timer_create");
-    if (timer_settime(timer, 0, &spec, NULL) < 0) die("timer_settime");
-}
-
 static void setup_mlock(void) {
     char *p = map_pages(4096, 0);
     if (!p || mlock(p, 4096) < 0) die("mlock");
@@ -237,7 +229,7 @@ static const struct { const char *name; void (*setup)(void); } setups[] = {
     {"userfaultfd", setup_userfaultfd}, {"perf_event", setup_perf_event},
     {"raw_socket", setup_raw_socket}, {"seccomp_filter", setup_seccomp_filter},
     {"seccomp_strict", setup_seccomp_strict},
-    {"seccomp_strict_thread", setup_seccomp_strict_thread}, {"posix_timer", setup_posix_timer},
+    {"seccomp_strict_thread", setup_seccomp_strict_thread},
     {"mlock", setup_mlock}, {"hugetlb", setup_hugetlb}, {"mseal", setup_mseal},
     {"deleted_mapping", setup_deleted_mapping}, {"scm_rights", setup_scm_rights},
     {"epoll_renumbered", setup_epoll_renumbered}, {"inotify_unread", setup_inotify_unread},

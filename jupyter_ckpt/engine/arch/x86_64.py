@@ -24,6 +24,8 @@ NR = {
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117, "capset": 126,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
     "prctl": 157, "gettid": 186, "set_tid_address": 218, "exit_group": 231, "epoll_ctl": 233,
+    "rt_sigtimedwait": 128, "timer_create": 222, "timer_settime": 223, "timer_gettime": 224,
+    "timer_getoverrun": 225, "clock_gettime": 228,
     "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,
     "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
     "process_vm_writev": 311, "kcmp": 312, "userfaultfd": 323, "rseq": 334, "pidfd_open": 434,

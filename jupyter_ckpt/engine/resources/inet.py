@@ -2,10 +2,12 @@
 
   - A listening TCP socket comes back listening on the same address and port with the same
     backlog, so new clients can connect. Connections waiting in its accept queue are dropped.
-  - An established (or closing) TCP connection comes back *closed*: a TCP socket whose peer
-    has reset the connection, so the program sees an ordinary disconnect (reads fail with
-    ECONNRESET, then EOF; writes fail) and its clients reconnect. This is what lets ZeroMQ in
-    a restored Jupyter kernel drop stale connections and accept the client's reconnection.
+  - A connected TCP socket (established, connecting or closing) is refused, unless the caller
+    asked for them to be reset (dump(tcp_close=True), `--tcp-close`): then it comes back
+    *closed*: a TCP socket whose connection has ended, so the program sees an ordinary
+    disconnect (poll reports POLLHUP, reads return end-of-file, writes fail with EPIPE) and
+    its clients reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
+    and accept the client's reconnection. The image records the state each one had.
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
 Socket options that change behaviour (reuse, keepalive, nodelay, v6only, ...) are carried over.
@@ -30,7 +32,9 @@ _OPTIONS = [(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket
             (socket.SOL_SOCKET, socket.SO_KEEPALIVE), (socket.SOL_SOCKET, socket.SO_BROADCAST),
             (socket.SOL_SOCKET, socket.SO_OOBINLINE), (socket.IPPROTO_TCP, socket.TCP_NODELAY),
             (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT)]
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT), (socket.IPPROTO_TCP, socket.TCP_CORK),
+            (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), (socket.SOL_SOCKET, socket.SO_PRIORITY),
+            (socket.SOL_SOCKET, socket.SO_RCVLOWAT), (socket.SOL_SOCKET, socket.SO_DONTROUTE)]
 _V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
 
 
@@ -56,7 +60,14 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
                 rec["backlog"] = _listen_backlog(family, f.st.st_ino)
             elif state not in ("close",):
                 rec["peer"] = _peer(sock)
+                if not ctx.tree.tcp_close:
+                    peer = ":".join(map(str, rec["peer"] or ["?"]))
+                    raise ctx.refuse(f"fd {f.fd}", "TCP connection",
+                                     f"{state} {local[0]}:{local[1]} -> {peer}: a connection cannot be "
+                                     "restored; dump with --tcp-close (tcp_close=True) to have it come "
+                                     "back reset")
                 rec["state"] = "disconnected"
+                rec["was"] = state
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
@@ -120,7 +131,8 @@ def _bind(sock: socket.socket, rec: dict[str, Any], address: tuple[str, int]) ->
 
 
 def _reset_connection(family: int) -> socket.socket:
-    """A connected TCP socket whose peer has just reset the connection."""
+    """A TCP socket whose connection has ended: its peer reset it, and the error that left
+    is taken, so reads see end-of-file (as after a checkpoint with CRIU's --tcp-close)."""
     loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
     with socket.socket(family, socket.SOCK_STREAM) as listener:
         listener.bind((loopback, 0))
@@ -133,6 +145,7 @@ def _reset_connection(family: int) -> socket.socket:
     poller = select.poll()
     poller.register(client, select.POLLERR | select.POLLHUP)
     poller.poll(1000)
+    client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # takes the pending ECONNRESET
     return client
 
 

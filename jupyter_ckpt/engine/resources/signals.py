@@ -33,9 +33,6 @@ def _signal_set(status: dict[str, str], *keys: str) -> set[int]:
 
 def dump(ctx: DumpContext, tids: list[int]) -> dict[str, Any]:
     assert ctx.leader is not None and ctx.scratch is not None and ctx.mem is not None
-    timers = open(f"/proc/{ctx.pid}/timers").read().strip()
-    if timers:
-        raise ctx.refuse("process", "POSIX timer", "timer_create() timers are not supported yet")
     status = read_status(ctx.pid)
     actions = {}
     ctx.scratch.reset()
