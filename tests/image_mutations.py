@@ -113,7 +113,8 @@ def _required(path: tuple) -> bool:
     """Whether the record field at `path` is one a restore needs (optional ones may be
     missing in a genuine image)."""
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
-                "bases", "offset", "file", "shmem", "shmid", "flags"}
+                "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
+                "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds"}
     key = path[-1]
     if isinstance(key, int):
         return False
