@@ -3,8 +3,10 @@
 A file unlinked while open has its content saved in the image and comes back as an unlinked
 file with that content, mode and owner. A file on a tmpfs, linked or not, is a shared memory
 object (shmem.py): saved whole, it comes back even after a reboot emptied the tmpfs.
-Locks come back too: flock() and OFD locks with the open file description, POSIX record locks taken again by the restored process itself. Open files are expected to exist at restore (the file system view is
-part of the environment, as for any restart); a missing one stops the restore by name.
+Locks come back too: flock() and OFD locks with the open file description, POSIX record
+locks taken again by the restored process itself. Open files are expected to exist at
+restore (the file system view is part of the environment, as for any restart); a missing
+one stops the restore by name.
 """
 from __future__ import annotations
 
