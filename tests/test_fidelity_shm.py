@@ -74,7 +74,6 @@ def test_a_loky_pool_with_its_dev_shm_files_in_place(programs, workdir, dev_shm_
 
 
 def test_scikit_learn_cross_val_score_after_a_reboot(programs, workdir, dev_shm_names):
-    pytest.importorskip("sklearn")
     prog = programs(sys.executable, PROGRAMS / "py_loky.py", "--sklearn", timeout=120)
     _as_after_a_reboot(prog, workdir / "image", dev_shm_names)
     prog.restore(workdir / "image")
