@@ -28,7 +28,8 @@ def _dev_shm_files(root: int) -> set[str]:
 @pytest.fixture
 def dev_shm_names():
     """The tree's /dev/shm files: whatever of them is left is removed at the end, with the
-    (empty) joblib folder its killed original left."""
+    (empty) joblib folder its killed original left and loky semaphores made after the dump
+    that the restored tree, killed at the end, had no time to remove."""
     seen: list[str] = []
     roots: list[int] = []
 
@@ -41,8 +42,11 @@ def dev_shm_names():
     for path in seen:
         if os.path.exists(path):
             os.unlink(path)
-    for folder in (f for root in roots for f in Path("/dev/shm").glob(f"joblib_memmapping_folder_{root}_*")):
-        folder.rmdir()
+    for root in roots:
+        for folder in Path("/dev/shm").glob(f"joblib_memmapping_folder_{root}_*"):
+            folder.rmdir()
+        for semaphore in Path("/dev/shm").glob(f"sem.loky-{root}-*"):
+            semaphore.unlink()
 
 
 def _as_after_a_reboot(prog, image: Path, names) -> list[str]:
