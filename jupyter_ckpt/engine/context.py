@@ -58,7 +58,7 @@ class TreeIndex:
 
     pipe_ends: dict[int, set[str]] = field(default_factory=dict)  # pipe inode -> {"r", "w"}
     sockets: set[int] = field(default_factory=set)  # inodes of sockets open in the tree
-    shmem: dict[int, dict[str, Any]] = field(default_factory=dict)  # shared memory objects saved
+    shmem: dict[str, dict[str, Any]] = field(default_factory=dict)  # shared memory objects saved, by key
     ptys: dict[int, dict[str, Any]] = field(default_factory=dict)  # pty index -> saved state
     sysv: dict[int, dict[str, Any]] = field(default_factory=dict)  # SysV shm id -> saved segment
     pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree

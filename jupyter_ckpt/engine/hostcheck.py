@@ -136,7 +136,8 @@ def _needed_files(manifest: dict[str, Any]) -> Iterator[tuple[str, str, dict[str
                 yield "mapped file", v["path"], v["file"]
         yield "working directory", proc["process"]["cwd"], None
     for f in manifest["files"]:
-        if f["kind"] == "regular-file" and "unlinked" not in f:
+        if f["kind"] == "regular-file" and "unlinked" not in f and "shmem" not in f:
+            # (files on a tmpfs are saved whole and re-made: they may be gone, as after a reboot)
             yield "open file", f["path"], None
         elif f["kind"] == "directory":
             yield "open directory", f["path"], None

@@ -136,6 +136,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     elif taken and not pid_ns:
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
+    shmem.check(image)  # a /dev/shm name holding other content is refused before anything is made
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
     tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
     try:
@@ -156,6 +157,7 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
             faults.point("restore.after-seed", log)
             for proc in procs:
                 released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
+            shmem.publish(tree.shared)
         finally:
             seed.close()
         faults.point("restore.before-release", log)
@@ -453,7 +455,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
                 if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
     for path, facts in mapped.items():
         ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable, ctx.image)))
-    ours += [shmem.object_fd(ctx, inode) for inode in shared_objects]
+    ours += [shmem.object_fd(ctx, key) for key in shared_objects]
     exe = ctx.keep(process.open_exe(proc["process"], ctx.image))
     ours += [exe, ctx.keep(process.open_cwd(proc["process"]))]
     theirs = _send_fds(ctx, seed.sock, channel, park, ours)

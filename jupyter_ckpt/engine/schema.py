@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -270,6 +271,7 @@ I64 = Int(-(1 << 63), (1 << 63) - 1)
 UID = Int(0, U32 - 1)
 PATH = Str(PATH_MAX)
 HEX128 = Str(32, _HEX128)
+SHMEM_KEY = Str(64, re.compile(r"[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,20}\Z"))  # major:minor:inode
 DECIMAL = Str(19, _DECIMAL)
 BLOB = Str(255, _BLOB_NAME)
 FLAGS = Int(0, U32)
@@ -335,7 +337,7 @@ VMA = Record({
     "path": Str(PATH_MAX + 64), "growsdown": Bool(), "noreserve": Bool(),
     "madvise": List(Enum(MADVISE_FLAGS), len(MADVISE_FLAGS)), "pages": List(RUN, MAX_RUNS),
 }, {
-    "offset": SIZE, "file": FILE_FACTS, "shmem": Int(0, U64),
+    "offset": SIZE, "file": FILE_FACTS, "shmem": SHMEM_KEY,
     "shmid": Int(0, (1 << 31) - 1),
 })
 
@@ -363,11 +365,12 @@ LOCK = Record({"kind": Enum(("posix", "flock", "ofd")), "write": Bool(), "start"
 # One record type per file kind (resources/*.py); `kind` selects it.
 FILE_KINDS: dict[str, Record] = {
     "external-stdio": _FILE.extended({"stream": Int(0, 2)}, {"was": Str(PATH_MAX + 64), "flags": FLAGS}),
-    "memfd": _FILE.extended({"inode": Int(0, U64), "flags": FLAGS, "pos": SIZE}),
+    "memfd": _FILE.extended({"shmem": SHMEM_KEY, "flags": FLAGS, "pos": SIZE}),
     "regular-file": _FILE.extended(
         {"path": PATH, "flags": FLAGS, "pos": SIZE, "size": SIZE, "mode": Int(0, 0o177777),
          "locks": List(LOCK, 4096)},
-        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB})}),
+        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID}),
+         "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
     "char-device": _FILE.extended({"device": DEVICE, "path": Enum((
         "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")), "flags": FLAGS,
@@ -411,8 +414,14 @@ FILE_KINDS: dict[str, Record] = {
 
 ZOMBIE = Record({"pid": PID, "ppid": PID, "exit_code": Int(0, 0xFFFF)})
 
+OWNER = Record({"mode": Int(0, 0o7777), "uid": UID, "gid": UID})
+# resources/shmem.py: one object per (device, inode) of a tmpfs file, memfd or shared
+# anonymous region; its names in one tmpfs directory, mode and owner (null when read
+# through a mapping), and the checksum of its content (holes as zeros)
 SHMEM = Record({"inode": Int(0, U64), "device": DEVICE, "name": Str(255, nul=False),
-                "size": SIZE, "seals": Int(0, 0xFFFF), "data": RANGES, "blob": BLOB})
+                "size": SIZE, "seals": Int(0, 0xFFFF), "data": RANGES, "blob": BLOB,
+                "mode": Nullable(Int(0, 0o7777)), "uid": Nullable(UID), "gid": Nullable(UID),
+                "paths": List(PATH, 64), "parent": Nullable(OWNER), "xxh3_128": HEX128})
 
 _TERMIOS = Tuple((FLAGS, FLAGS, FLAGS, FLAGS, FLAGS, FLAGS,
                   List(OneOf((Int(0, 255), B64(1, 1))), 64)))
@@ -428,7 +437,7 @@ MANIFEST = Record({
     "owner_uid": UID, "root_pid": PID, "host": HOST,
     "processes": List(PROCESS_ENTRY, MAX_PROCESSES, min_len=1),
     "zombies": List(ZOMBIE, MAX_PROCESSES), "files": List(Any_(), MAX_FILES),
-    "shmem": Map(DECIMAL, SHMEM), "ptys": Map(DECIMAL, PTY, 4096), "sysv": Map(DECIMAL, SYSV, 4096),
+    "shmem": Map(SHMEM_KEY, SHMEM), "ptys": Map(DECIMAL, PTY, 4096), "sysv": Map(DECIMAL, SYSV, 4096),
     "blobs": Map(BLOB, Record({"size": SIZE, "xxh3_128": HEX128}), 1 << 20),
 }, {
     "created": Str(64), "tool_version": Str(64), "stats": Any_(),
@@ -492,9 +501,16 @@ class _Checker:
         for i, f in enumerate(m["files"]):
             self._file(f, f"files[{i}]")
         for key, obj in m["shmem"].items():
-            if key != str(obj["inode"]):
-                raise Invalid(f"shmem.{key}.inode", f"{obj['inode']} does not match its key")
+            if key != f"{obj['device'][0]}:{obj['device'][1]}:{obj['inode']}":
+                raise Invalid(f"shmem.{key}", "its device and inode do not match its key")
             self._ranges(obj["data"], obj["size"], obj["blob"], f"shmem.{key}")
+            paths = obj["paths"]
+            if any(not p.startswith("/") or "/../" in p + "/" or "/./" in p + "/" for p in paths) \
+                    or len({os.path.dirname(p) for p in paths}) > 1:
+                raise Invalid(f"shmem.{key}.paths", "names must be absolute, normalized and "
+                              "in one directory")
+            if (obj["parent"] is None) != (not paths):
+                raise Invalid(f"shmem.{key}.parent", "is given exactly when the object has names")
         for key, seg in m["sysv"].items():
             if key != str(seg["shmid"]):
                 raise Invalid(f"sysv.{key}.shmid", f"{seg['shmid']} does not match its key")
@@ -521,8 +537,8 @@ class _Checker:
         if f["owner"] not in self.pids:
             raise Invalid(_at(where, "owner"), f"{f['owner']} is not a process of the image")
         kind = f["kind"]
-        if kind == "memfd" and str(f["inode"]) not in self.m["shmem"]:
-            raise Invalid(_at(where, "inode"), f"{f['inode']} is not in shmem")
+        if kind in ("memfd", "regular-file") and "shmem" in f and f["shmem"] not in self.m["shmem"]:
+            raise Invalid(_at(where, "shmem"), f"{f['shmem']} is not in shmem")
         if kind == "pty" and str(f["index"]) not in self.m["ptys"]:
             raise Invalid(_at(where, "index"), f"{f['index']} is not in ptys")
         if kind == "pidfd" and f["pid"] not in self.pids + self.zombie_pids:
@@ -637,7 +653,7 @@ class _Checker:
             for name in needs:
                 if name not in v:
                     raise Invalid(_at(at, name), f"is missing (a {kind} mapping needs it)")
-            if kind == "shmem" and str(v["shmem"]) not in self.m["shmem"]:
+            if kind == "shmem" and v["shmem"] not in self.m["shmem"]:
                 raise Invalid(_at(at, "shmem"), f"{v['shmem']} is not in shmem")
             if kind == "sysv" and str(v["shmid"]) not in self.m["sysv"]:
                 raise Invalid(_at(at, "shmid"), f"{v['shmid']} is not in sysv")

@@ -170,3 +170,14 @@ def inotify_add_watch(fd: int, path: str, mask: int) -> int:
 
 def inotify_rm_watch(fd: int, wd: int) -> None:
     _check(_libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd)), "inotify_rm_watch")
+
+
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+
+
+def link_open_file(fd: int, path: str) -> None:
+    """Give the file open as `fd` (made with O_TMPFILE, or unlinked) the name `path`.
+    Python's os.link does not follow /proc/self/fd's link to the file itself."""
+    _check(_libc.linkat(ctypes.c_int(AT_FDCWD), os.fsencode(f"/proc/self/fd/{fd}"),
+                        ctypes.c_int(AT_FDCWD), os.fsencode(path), ctypes.c_int(AT_SYMLINK_FOLLOW)),
+           f"link {path}")

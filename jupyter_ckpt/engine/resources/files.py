@@ -1,9 +1,12 @@
 """Regular files and directories: reopened by path with the same flags and offset.
 
 A file unlinked while open has its content saved in the image and comes back as an unlinked
-file with that content. Locks come back too: flock() and OFD locks with the open file
-description, POSIX record locks taken again by the restored process itself. Open files are expected to exist at restore (the file system view is
-part of the environment, as for any restart); a missing one stops the restore by name.
+file with that content, mode and owner. A file on a tmpfs, linked or not, is a shared memory
+object (shmem.py): saved whole, it comes back even after a reboot emptied the tmpfs.
+Locks come back too: flock() and OFD locks with the open file description, POSIX record
+locks taken again by the restored process itself. Open files are expected to exist at
+restore (the file system view is part of the environment, as for any restart); a missing
+one stops the restore by name.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind
+from . import FileKind, shmem
 
 _LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock
@@ -83,9 +86,13 @@ def _take_process_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> No
 def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": f.link, "flags": f.flags, "pos": f.pos, "size": f.st.st_size,
                            "mode": stat.S_IMODE(f.st.st_mode), "locks": _locks(f, ctx)}
-    if f.st.st_nlink == 0:
-        rec["path"] = f.link[:-len(procfs.DELETED)] if f.link.endswith(procfs.DELETED) else f.link
-        rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino],
+    on_tmpfs = (os.major(f.st.st_dev), os.minor(f.st.st_dev)) in ctx.tree.tmpfs_devices()
+    if (on_tmpfs or f.st.st_nlink == 0) and f.link.endswith(procfs.DELETED):
+        rec["path"] = f.link[:-len(procfs.DELETED)]
+    if on_tmpfs:
+        rec["shmem"] = shmem.register_file(ctx, f)
+    elif f.st.st_nlink == 0:
+        rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino], "uid": f.st.st_uid, "gid": f.st.st_gid,
                            "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
                                                 _read_content(f, ctx)) if ctx.writer else None}
     return rec
@@ -104,6 +111,11 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     # O_TMPFILE (with its O_DIRECTORY) stays in the flags of a file made that way; reopening
     # with it would make another. O_NOFOLLOW would refuse the /proc/self/fd link itself.
     flags = rec["flags"] & _OPEN_FLAGS_MASK & ~os.O_TMPFILE | os.O_CLOEXEC
+    if "shmem" in rec:
+        fd = shmem.reopen(rec["shmem"], flags, ctx)
+        os.lseek(fd, rec["pos"], os.SEEK_SET)
+        _take_description_locks(fd, rec)
+        return fd
     if "unlinked" in rec:
         holder = ctx.once(("unlinked", *rec["unlinked"]["inode"]), lambda: _recreate_unlinked(rec, ctx))
         path = f"/proc/self/fd/{holder}"
@@ -128,9 +140,26 @@ def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
     try:
         os.write(fd, ctx.image.blob_bytes(rec["unlinked"]["blob"]))
         os.fchmod(fd, rec["mode"])
+        _give_owner(fd, rec)
+    except BaseException:
+        os.close(fd)
+        raise
     finally:
         os.unlink(tmp_path)
     return ctx.keep(fd)
+
+
+def _give_owner(fd: int, rec: dict[str, Any]) -> None:
+    """The unlinked file's recorded owner (needs CAP_CHOWN unless it is ours), or a refusal."""
+    uid, gid = rec["unlinked"]["uid"], rec["unlinked"]["gid"]
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) == (uid, gid):
+        return
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as err:
+        raise RestoreConflict(f"unlinked file {rec['path']}: cannot give it its owner uid {uid} "
+                              f"gid {gid}: {err.strerror}") from None
 
 
 def _claims_directory(f: OpenFile, ctx: DumpContext) -> bool:

@@ -51,8 +51,8 @@ def _kind(vma: procfs.Vma, tmpfs_devices: set[tuple[int, int]]) -> str:
         return vma.path.strip("[]")
     if shmem.is_shmem_path(vma.path) and (vma.shared or vma.path.startswith("/memfd:")):
         return "shmem"
-    if vma.shared and vma.deleted and _dev(vma.dev) in tmpfs_devices:
-        return "shmem"  # unlinked from a tmpfs, as POSIX semaphores (multiprocessing) are
+    if _dev(vma.dev) in tmpfs_devices and vma.path.startswith("/"):
+        return "shmem"  # a tmpfs file (POSIX shm, semaphores), linked or not: saved whole
     if vma.path.startswith("/SYSV") and vma.shared:
         return "sysv"
     if vma.path in ("", "[heap]", "[stack]") or vma.path.startswith("[anon:"):
@@ -119,12 +119,7 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
         rec["shmid"] = vma.inode
         rec["offset"] = vma.offset
     if kind == "shmem":
-        if readable or vma.inode in ctx.tree.shmem:  # (known already: saved through an fd)
-            shmem.register(ctx, vma.inode, _dev(vma.dev), vma.path,
-                           lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
-        else:
-            shmem.register_through_mapping(ctx, vma, _dev(vma.dev))
-        rec["shmem"] = vma.inode
+        rec["shmem"] = shmem.register_mapping(ctx, vma, _dev(vma.dev), source, readable)
         rec["offset"] = vma.offset
     if kind in ("anon", "file", "shmem") and not vma.shared:
         if ctx.scanner is not None:
@@ -248,8 +243,8 @@ def files_to_map(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return files
 
 
-def shmem_to_map(rec: dict[str, Any]) -> list[int]:
-    """Shared memory objects (by inode) the image maps."""
+def shmem_to_map(rec: dict[str, Any]) -> list[str]:
+    """Shared memory objects (by key, shmem.object_key) the image maps."""
     return sorted({v["shmem"] for v in rec["vmas"] if v["kind"] == "shmem"})
 
 
@@ -337,9 +332,9 @@ def _move_block(thread: RemoteThread, now: dict[str, tuple[int, int]],
 
 
 def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
-            shmem_fds: dict[int, int]) -> None:
+            shmem_fds: dict[str, int]) -> None:
     """Map every area and fill in its pages. `file_fds`: path -> fd in the restored process;
-    `shmem_fds`: shared memory object inode -> fd in the restored process."""
+    `shmem_fds`: shared memory object key -> fd in the restored process."""
     call = ctx.leader.call
     for v in rec["vmas"]:
         if v["kind"] in ("vdso", "vvar", "vvar_vclock"):

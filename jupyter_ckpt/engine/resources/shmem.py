@@ -1,27 +1,50 @@
 """Shared memory objects: anonymous MAP_SHARED regions (inherited over fork they are one object
-in several processes), memfd files, whether mapped or open as fds, and shared mappings of
-files unlinked from a tmpfs (POSIX semaphores, which multiprocessing creates and unlinks at
-once, live in such files under /dev/shm).
+in several processes), memfd files, and files on a tmpfs (POSIX shared memory and named
+semaphores in /dev/shm, joblib's memmapping folders), whether mapped or open as fds, linked
+or unlinked.
 
-Each object is saved once per checkpoint, by inode, from the object itself (read through
-/proc/PID/map_files or the fd, skipping holes), so pages only some process ever touched are
-kept too. At restore it becomes one memfd holding that content (and its seals); every mapping
-and every fd of the object, in any process of the tree, refers to that same memfd.
+An object is known by (device, inode), whatever name each process reaches it by: glibc's
+sem_open() maps a temporary file and links it to the semaphore's name before unlinking the
+temporary one, so its creator maps "sem.XXXXXX (deleted)" while the processes that opened it
+by name map "sem.NAME"; both are the same object, and must stay one.
+
+Each object is saved once per checkpoint, by (device, inode), from the object itself (read
+through /proc/PID/map_files, the fd or one of its names, skipping holes), with its mode,
+owner, seals, a checksum of its content and the names it has in its directory. So it survives
+a reboot, which empties every tmpfs. At restore it becomes one file for the whole tree: a
+memfd for an object without a name; for a named one, the file at its name when that holds the
+recorded content, or else a new file with that content, mode and owner, linked at its names
+once the whole tree is in. A name that holds other content is refused before anything is made.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
-from typing import Any
+import stat
+from typing import Any, Callable
 
-from .. import procfs, ptrace_ext
+import xxhash
+
+from .. import procfs, ptrace_ext, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
-from ..errors import CkptError
-from ..image import append_run
+from ..errors import CkptError, RestoreConflict
+from ..image import ImageReader, append_run
 from . import FileKind
 
+log = logging.getLogger(__name__)
+
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+_CAP_CHOWN = 0
 _MEMFD_PREFIX = "/memfd:"
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def object_key(device: tuple[int, int], inode: int) -> str:
+    """How the image names an object: "MAJOR:MINOR:INODE" (inode numbers are unique only
+    within one file system)."""
+    return f"{device[0]}:{device[1]}:{inode}"
 
 
 def object_name(path: str) -> str:
@@ -40,29 +63,93 @@ def is_shmem_path(path: str) -> bool:
     return path.startswith(_MEMFD_PREFIX) or path.startswith("/dev/zero")
 
 
-def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str, open_object) -> None:
-    """Save the object once per checkpoint. `open_object()` returns a readable fd of it.
-    Objects are known by inode, unique only within one file system (`device`)."""
-    if inode in ctx.tree.shmem:
-        if ctx.tree.shmem[inode]["device"] != list(device):
-            raise ctx.refuse(path, "shared memory", f"inode {inode} is also another object's, "
-                             "on another file system (not supported)")
-        return
+def _names(path: str, inode: int, device: tuple[int, int]) -> list[str]:
+    """The names the object has in the directory `path` (how some process reached it) is
+    in: none for a memfd or shared anonymous memory, nor for a file unlinked everywhere."""
+    if is_shmem_path(path) or not path.startswith("/"):
+        return []
+    if path.endswith(procfs.DELETED):
+        path = path[:-len(procfs.DELETED)]
+    names = []
+    try:
+        with os.scandir(os.path.dirname(path)) as entries:
+            for entry in entries:
+                if entry.inode() != inode or not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if st.st_ino == inode and (os.major(st.st_dev), os.minor(st.st_dev)) == device:
+                    names.append(entry.path)
+    except OSError:
+        return []
+    return sorted(names)
+
+
+def _parent(path: str) -> dict[str, int]:
+    st = os.stat(os.path.dirname(path))
+    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+
+
+def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str,
+             open_object: Callable[[], int]) -> str:
+    """Save the object once per checkpoint; its key. `open_object()` returns a readable fd
+    of it."""
+    key = object_key(device, inode)
+    if key in ctx.tree.shmem:
+        return key
+    names = _names(path, inode, device)
     fd = open_object()
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        if not is_shmem_path(path) and st.st_nlink > len(names):
+            raise ctx.refuse(path, "shared memory", f"also linked outside {os.path.dirname(path)} "
+                             "(only names in one directory are restored)")
         try:
             seals = fcntl.fcntl(fd, F_GET_SEALS)
         except OSError:
             seals = 0
         obj: dict[str, Any] = {"inode": inode, "device": list(device), "name": object_name(path),
-                               "size": size, "seals": seals, "data": [], "blob": None}
+                               "size": size, "seals": seals, "data": [], "blob": None,
+                               "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+                               "paths": names, "parent": _parent(names[0]) if names else None,
+                               "xxh3_128": None}
         if ctx.writer is not None:
             obj["data"], content = read_data(fd, size)
-            obj["blob"] = ctx.add_blob(f"shmem-{inode}.bin", content)
+            obj["xxh3_128"] = content_digest(obj["data"], content, size)
+            obj["blob"] = ctx.add_blob(f"shmem-{key.replace(':', '-')}.bin", content)
     finally:
         os.close(fd)
-    ctx.tree.shmem[inode] = obj
+    ctx.tree.shmem[key] = obj
+    return key
+
+
+def register_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[int, int], source: str,
+                     readable: bool) -> str:
+    """Save the object a shared memory mapping maps; its key. Read through
+    /proc/PID/map_files (`source`) when we may, else through one of its names, else through
+    the process's own mapping."""
+    key = object_key(device, vma.inode)
+    if readable or key in ctx.tree.shmem:
+        return register(ctx, vma.inode, device, vma.path,
+                        lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
+    names = _names(vma.path, vma.inode, device)
+    if names:
+        return register(ctx, vma.inode, device, vma.path,
+                        lambda: os.open(names[0], os.O_RDONLY | os.O_CLOEXEC))
+    register_through_mapping(ctx, vma, device)
+    return key
+
+
+def register_file(ctx: DumpContext, f: OpenFile) -> str:
+    """Save the object an fd (a memfd, a file on a tmpfs) refers to; its key. Read through
+    the fd, or a read-only reopening of it when it is open for writing only."""
+    device = (os.major(f.st.st_dev), os.minor(f.st.st_dev))
+
+    def open_object() -> int:
+        if f.access == os.O_WRONLY:
+            return os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return os.dup(ctx.dup_of(f.fd))
+    return register(ctx, f.st.st_ino, device, f.link, open_object)
 
 
 def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[int, int]) -> None:
@@ -73,11 +160,12 @@ def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[in
     whichever process), and read from its memory. That is the whole object only if the
     mapping starts at its beginning, nothing of it is swapped out, and no process of the
     tree maps more of it; otherwise, and for a memfd (whose seals we could not see), it is
-    refused by name."""
+    refused by name. Its mode and owner are not known: it comes back with the restorer's."""
     where = f"{vma.start:#x}-{vma.end:#x}"
-    known = ctx.tree.shmem.get(vma.inode)
+    key = object_key(device, vma.inode)
+    known = ctx.tree.shmem.get(key)
     if known is not None:
-        if known["device"] != list(device) or vma.offset + vma.size > known["size"]:
+        if vma.offset + vma.size > known["size"]:
             raise ctx.refuse(where, "shared memory", "processes of the tree map different parts "
                              "of it; reading it whole takes CAP_CHECKPOINT_RESTORE")
         return
@@ -91,14 +179,17 @@ def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[in
         raise ctx.refuse(where, "shared memory", "partly swapped out: reading it whole takes "
                          "CAP_CHECKPOINT_RESTORE")
     obj: dict[str, Any] = {"inode": vma.inode, "device": list(device), "name": object_name(vma.path),
-                           "size": vma.size, "seals": 0, "data": [], "blob": None}
+                           "size": vma.size, "seals": 0, "data": [], "blob": None,
+                           "mode": None, "uid": None, "gid": None, "paths": [], "parent": None,
+                           "xxh3_128": None}
     if ctx.writer is not None:
         page = os.sysconf("SC_PAGE_SIZE")
         for stored, index in enumerate(_resident_pages(ctx, vma, page)):
             append_run(obj["data"], [index * page, page, stored * page])
-        obj["blob"] = ctx.add_blob(f"shmem-{vma.inode}.bin", b"".join(
-            ctx.mem.read(vma.start + offset, length) for offset, length, _ in obj["data"]))
-    ctx.tree.shmem[vma.inode] = obj
+        content = b"".join(ctx.mem.read(vma.start + offset, length) for offset, length, _ in obj["data"])
+        obj["xxh3_128"] = content_digest(obj["data"], content, vma.size)
+        obj["blob"] = ctx.add_blob(f"shmem-{key.replace(':', '-')}.bin", content)
+    ctx.tree.shmem[key] = obj
 
 
 def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
@@ -140,13 +231,110 @@ def read_data(fd: int, size: int) -> tuple[list[list[int]], bytes]:
     return segments, b"".join(chunks)
 
 
-def object_fd(ctx: RestoreContext, inode: int) -> int:
+def content_digest(segments: list[list[int]], content: bytes, size: int) -> str:
+    """xxh3-128 of the object's `size` bytes, holes read as zeros: the same for a sparse
+    file and a dense one with the same bytes."""
+    digest = xxhash.xxh3_128()
+    at = 0
+
+    def zeros(count: int) -> None:
+        while count:
+            take = min(count, len(_ZEROS))
+            digest.update(_ZEROS[:take])
+            count -= take
+    with memoryview(content) as view:
+        for offset, length, stored in segments:
+            zeros(offset - at)
+            digest.update(view[stored:stored + length])
+            at = offset + length
+    zeros(size - at)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- restore
+
+def _file_digest(path: str) -> str | None:
+    """Checksum of the regular file at `path` (None if it is something else)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        segments, content = read_data(fd, st.st_size)
+        return content_digest(segments, content, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _existing(obj: dict[str, Any]) -> str | None:
+    """The first of the object's names that exists; RestoreConflict if one holds other
+    content, or they are different files."""
+    found: dict[str, tuple[int, int]] = {}
+    for name in obj["paths"]:
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if _file_digest(name) != obj["xxh3_128"]:
+            raise RestoreConflict(f"{name} exists with other content than at the checkpoint")
+        found[name] = (st.st_dev, st.st_ino)
+    if len(set(found.values())) > 1:
+        raise RestoreConflict(f"{' and '.join(found)} were one file at the checkpoint, "
+                              "now they are different files")
+    return next(iter(found), None)
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    return obj["paths"][0] if obj["paths"] else f"shared memory object {obj['name']!r}"
+
+
+def check(image: ImageReader) -> None:
+    """Before anything is made: every name of a saved object is free or holds the recorded
+    content, the directory of a missing one can be made, and objects we will make can be
+    given their owner."""
+    chown = procfs.has_capability(_CAP_CHOWN)
+    with open("/proc/self/mountinfo") as f:
+        tmpfs = procfs.parse_tmpfs_devices(f.read())
+    for obj in image.manifest["shmem"].values():
+        made = not obj["paths"] or _existing(obj) is None
+        if obj["paths"] and made:
+            directory = os.path.dirname(obj["paths"][0])
+            if not os.path.isdir(directory) and not os.path.isdir(os.path.dirname(directory)):
+                raise RestoreConflict(f"{obj['paths'][0]}: its directory {directory} is missing")
+            # only files that lived on a tmpfs are re-made, and only on one: an image must
+            # not be a way to place files elsewhere
+            home = directory if os.path.isdir(directory) else os.path.dirname(directory)
+            st = os.stat(home)
+            if (os.major(st.st_dev), os.minor(st.st_dev)) not in tmpfs:
+                raise RestoreConflict(f"{obj['paths'][0]}: {home} is not on a tmpfs here, "
+                                      "so the saved file is not re-made there")
+        owner = (obj["uid"], obj["gid"])
+        if made and obj["uid"] is not None and owner != (os.geteuid(), os.getegid()) and not chown:
+            raise RestoreConflict(f"{_describe(obj)}: owned by uid {owner[0]} gid {owner[1]} at the "
+                                  "checkpoint; giving it that owner takes CAP_CHOWN")
+
+
+def object_fd(ctx: RestoreContext, key: str) -> int:
     """Our fd of the restored object (made once per restore, shared by the whole tree)."""
-    return ctx.once(("shmem", inode), lambda: _create(ctx, ctx.image.manifest["shmem"][str(inode)]))
+    return ctx.once(("shmem", key), lambda: _create(ctx, key, ctx.image.manifest["shmem"][key]))
 
 
-def _create(ctx: RestoreContext, obj: dict[str, Any]) -> int:
-    fd = ctx.keep(os.memfd_create(obj["name"], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
+def _create(ctx: RestoreContext, key: str, obj: dict[str, Any]) -> int:
+    if obj["paths"]:
+        existing = _existing(obj)
+        if existing is not None:
+            log.debug("%s reused: it holds the checkpointed content", existing)
+            fd = ctx.keep(_open_existing(existing))
+        else:
+            fd = ctx.keep(_new_unlinked(obj))
+        ctx.shared.setdefault(_TO_LINK, []).append((obj, fd))
+        if existing is not None:
+            return fd
+    else:
+        fd = ctx.keep(os.memfd_create(obj["name"], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
     os.ftruncate(fd, obj["size"])
     if obj["data"]:
         blob = ctx.image.map_blob(obj["blob"])
@@ -155,9 +343,79 @@ def _create(ctx: RestoreContext, obj: dict[str, Any]) -> int:
             for offset, length, stored in obj["data"]:
                 os.pwrite(fd, view[stored:stored + length], offset)
         blob.close()
-    if obj["seals"]:
+    if obj["mode"] is not None:
+        os.fchmod(fd, obj["mode"])
+    _give_owner(fd, obj)
+    if obj["seals"] and not obj["paths"]:
         fcntl.fcntl(fd, F_ADD_SEALS, obj["seals"])
     return fd
+
+
+_TO_LINK = ("shmem", "to link")  # named objects, to link at their names once all is in
+
+
+def _open_existing(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as err:
+        raise RestoreConflict(f"cannot open {path}: {err.strerror}") from None
+
+
+def _new_unlinked(obj: dict[str, Any]) -> int:
+    """A file without a name on the file system of the object's names (in their directory,
+    or the one above when it is missing: publish() makes it), linked there by publish()."""
+    directory = os.path.dirname(obj["paths"][0])
+    where = directory if os.path.isdir(directory) else os.path.dirname(directory)
+    try:
+        return os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise RestoreConflict(f"{obj['paths'][0]}: cannot make a file in {where}: "
+                              f"{err.strerror}") from None
+
+
+def _give_owner(fd: int, obj: dict[str, Any]) -> None:
+    if obj["uid"] is None:
+        return
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) == (obj["uid"], obj["gid"]):
+        return
+    try:
+        os.fchown(fd, obj["uid"], obj["gid"])
+    except OSError as err:
+        raise RestoreConflict(f"{_describe(obj)}: cannot give it its owner uid {obj['uid']} "
+                              f"gid {obj['gid']}: {err.strerror}") from None
+
+
+def publish(shared: dict[Any, Any]) -> None:
+    """Link every named object made by this restore at its names (making their directory
+    when missing), once the whole tree is in: a failed restore leaves no file behind. A
+    name taken meanwhile undoes the links made here and refuses the restore."""
+    made: list[str] = []
+    try:
+        for obj, fd in shared.get(_TO_LINK, []):
+            directory = os.path.dirname(obj["paths"][0])
+            if not os.path.isdir(directory):
+                os.mkdir(directory, obj["parent"]["mode"])
+                made.append(directory)
+                os.chmod(directory, obj["parent"]["mode"])
+                os.chown(directory, obj["parent"]["uid"], obj["parent"]["gid"])
+            for name in obj["paths"]:
+                try:
+                    syscalls.link_open_file(fd, name)
+                except FileExistsError:
+                    if os.path.samefile(name, f"/proc/self/fd/{fd}"):
+                        continue
+                    raise RestoreConflict(f"{name} was made by another process during the "
+                                          "restore") from None
+                made.append(name)
+                log.debug("%s made again with its checkpointed content", name)
+    except BaseException:
+        for path in reversed(made):
+            try:
+                (os.rmdir if os.path.isdir(path) else os.unlink)(path)
+            except OSError as err:
+                log.warning("could not remove %s after a failed restore: %s", path, err)
+        raise
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -165,15 +423,24 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    register(ctx, f.st.st_ino, (os.major(f.st.st_dev), os.minor(f.st.st_dev)), f.link,
-             lambda: os.dup(ctx.dup_of(f.fd)))
-    return {"inode": f.st.st_ino, "flags": f.flags, "pos": f.pos}
+    return {"shmem": register_file(ctx, f), "flags": f.flags, "pos": f.pos}
+
+
+def reopen(key: str, flags: int, ctx: RestoreContext) -> int:
+    """A new open file description of the restored object, with `flags`."""
+    holder = object_fd(ctx, key)
+    flags = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC) | os.O_CLOEXEC
+    try:
+        return ctx.keep(os.open(f"/proc/self/fd/{holder}", flags))
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            obj = ctx.image.manifest["shmem"][key]
+            raise RestoreConflict(f"cannot reopen {_describe(obj)}: {err.strerror}") from None
+        raise
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    holder = object_fd(ctx, rec["inode"])
-    flags = rec["flags"] & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC) | os.O_CLOEXEC
-    fd = ctx.keep(os.open(f"/proc/self/fd/{holder}", flags))
+    fd = reopen(rec["shmem"], rec["flags"], ctx)
     os.lseek(fd, rec["pos"], os.SEEK_SET)
     return fd
 
