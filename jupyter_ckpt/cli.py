@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,11 @@ _TCP_CLOSE_HELP = ("let connected TCP sockets come back reset, so their peers se
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jupyter-ckpt", description="Checkpoint and restore live processes.")
     p.add_argument("--version", action="version", version=f"jupyter-ckpt {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log what happens on stderr (-v: steps, -vv: every injected system "
+                        "call and page run too)")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="append the full log (every step and injected system call) to PATH")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("dump", help="checkpoint the process tree rooted at PID into DIR")
@@ -302,8 +308,28 @@ def _print_verdict(manifest: dict) -> int:
     return 0
 
 
+def _setup_logging(verbose: int, log_file: str | None) -> None:
+    """The engine logs per module (logging.getLogger(__name__)); by default only warnings
+    reach stderr, which keeps each outcome one line."""
+    root = logging.getLogger("jupyter_ckpt")
+    root.setLevel(logging.DEBUG if verbose > 1 or log_file else
+                  logging.INFO if verbose else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    stderr.setFormatter(fmt if verbose else logging.Formatter("jupyter-ckpt: %(message)s"))
+    root.addHandler(stderr)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _setup_logging(args.verbose, args.log_file)
     from .engine import CkptError, check, dump, summarize
     from .engine.summary import render
     from .store import StoreError

@@ -171,8 +171,8 @@ def _close_all(copies: dict[int, PreCopy]) -> None:
     for copy in copies.values():
         try:
             copy.close()
-        except OSError:
-            pass
+        except OSError as err:  # the process is gone or its memory unmapped: nothing to undo
+            log.debug("pre-copy of pid %d: closing: %s", copy.pid, err)
     copies.clear()
 
 
@@ -347,8 +347,8 @@ def _put_back(threads: list[RemoteThread], masks: dict[int, int]) -> None:
     for t in threads:
         try:
             t.restore_live(masks[t.tid])
-        except ptrace_ext.PtraceError:
-            pass  # the thread is gone
+        except ptrace_ext.PtraceError as err:
+            log.debug("tid %d: not put back (%s): the thread is gone", t.tid, err)
 
 
 def _guarded(blockers: list[Blocker], collect, fallback):

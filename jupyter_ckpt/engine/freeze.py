@@ -7,6 +7,7 @@ If anything fails, every thread seized so far is detached and runs on untouched.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import psutil
 
 from . import procfs, ptrace_ext
 from .errors import Blocker, CkptError, Refused
+
+log = logging.getLogger(__name__)
 
 SEIZE_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE
                  | ptrace_ext.O_TRACEFORK | ptrace_ext.O_TRACEVFORK)
@@ -39,8 +42,8 @@ class FrozenTree:
         for tid in list(self._stopped):
             try:
                 ptrace_ext.detach(tid)
-            except ptrace_ext.PtraceError:
-                pass  # already gone
+            except ptrace_ext.PtraceError as err:
+                log.debug("tid %d: not detached (%s): it has exited meanwhile", tid, err)
         self._stopped.clear()
 
     def kill(self, timeout: float = 10.0) -> None:
@@ -55,7 +58,7 @@ class FrozenTree:
             try:
                 ptrace_ext.wait(tid)
             except ChildProcessError:
-                pass
+                log.debug("tid %d: already collected", tid)
         self._stopped.clear()
         deadline = time.monotonic() + timeout
         for pid in self.processes:

@@ -8,11 +8,20 @@ the syscall instruction, so its location may even be about to be unmapped.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 
 from . import arch, ptrace_ext
 from .errors import CkptError
 from .procfs import parse_maps
+
+log = logging.getLogger(__name__)
+
+
+def _arg(value: int) -> str:
+    """A syscall argument or result as a log line shows it (addresses in hex)."""
+    return hex(value) if value > 0xFFFF or value < -0xFFFF else str(value)
 
 
 class RemoteMemory:
@@ -96,6 +105,10 @@ class RemoteThread:
         self._resume_until_syscall_stop(name)  # entry
         self._resume_until_syscall_stop(name)  # exit
         result = arch.syscall_result(ptrace_ext.getregs(self.tid))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tid %d: %s(%s) = %s", self.tid, name, ", ".join(map(_arg, args)),
+                      f"-{errno.errorcode.get(-result, -result)}" if -4096 < result < 0
+                      else _arg(result))
         if check and -4096 < result < 0:
             raise OSError(-result, f"{name} in tid {self.tid}: {os.strerror(-result)}")
         return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import fcntl
+import logging
 import mmap
 import os
 import struct
@@ -31,6 +32,8 @@ from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
 from .procfs import Vma, read_vmas
 from .uffd import (UFFD_API, UFFD_FEATURE_WP_ASYNC, UFFD_FEATURE_WP_UNPOPULATED, UFFD_USER_MODE_ONLY,
                    UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_WP, UFFDIO_UNREGISTER)
+
+log = logging.getLogger(__name__)
 
 PAGE_IS_WRITTEN = 1 << 1
 PM_SCAN_WP_MATCHING = 1
@@ -87,8 +90,8 @@ class DirtyTracker:
         for start, end in self.ranges:
             try:
                 fcntl.ioctl(self.fd, UFFDIO_UNREGISTER, bytearray(struct.pack("QQ", start, end - start)))
-            except OSError:
-                pass  # unmapped since
+            except OSError as err:  # unmapped since: nothing registered there any more
+                log.debug("pid %d: unregistering %#x-%#x: %s", self.pid, start, end, err)
         self.ranges.clear()
         os.close(self.fd)
 

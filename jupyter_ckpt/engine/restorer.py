@@ -250,8 +250,8 @@ class _Tree:
         for fd in self.own_fds:
             try:
                 os.close(fd)
-            except OSError:
-                pass
+            except OSError as err:  # closed already with what it belonged to
+                log.debug("closing our fd %d: %s", fd, err)
         self.own_fds.clear()
         self.shared.clear()
 

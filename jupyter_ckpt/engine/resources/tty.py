@@ -18,6 +18,7 @@ group exists.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -28,6 +29,8 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..image import b64, unb64
 from ..inject import RemoteMemory, RemoteThread
 from . import FileKind
+
+log = logging.getLogger(__name__)
 
 TIOCGPTN, TIOCSPTLCK, TIOCGPTLCK, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045439, 0x5441
 TIOCINQ, TIOCOUTQ = 0x541B, 0x5411
@@ -121,8 +124,10 @@ def _drain_and_refill(reader: int, writer: int, attrs_of: int) -> bytes:
                 if not chunk:
                     break
                 chunks.append(chunk)
-        except (BlockingIOError, OSError):
-            pass
+        except BlockingIOError:
+            pass  # all read: nothing more is waiting
+        except OSError as err:  # EIO: the other side is closed, which ends what is waiting too
+            log.debug("pty: reading what is waiting ended with %s", err)
         finally:
             fcntl.fcntl(reader, fcntl.F_SETFL, flags)
         data = b"".join(chunks)
