@@ -111,10 +111,12 @@ class Server:
                 self.proc.wait()
 
     def request(self, method: str, path: str, body: Any = None, token: str | None = TOKEN,
-                raw_path: bool = False) -> tuple[int, Any]:
+                raw_path: bool = False, data: bytes | None = None) -> tuple[int, Any]:
+        """`body` is sent as JSON, or `data` as it is."""
         url = (self.url + path) if not raw_path else f"http://127.0.0.1:{self.port}{path}"
-        req = urllib.request.Request(url, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
+        if data is None and body is not None:
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(url, method=method, data=data)
         if token:
             req.add_header("Authorization", f"token {token}")
         try:
@@ -128,9 +130,35 @@ class Server:
             except ValueError:
                 return err.code, data.decode(errors="replace")
 
+    def descendants(self) -> set[int]:
+        """PIDs of every process below the server (its kernels, and the stand-in parents and
+        namespace inits of restored ones)."""
+        children: dict[int, list[int]] = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+        found: set[int] = set()
+        todo = [self.proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
+
+    def runtime_files(self) -> set[str]:
+        runtime = self.workdir / "runtime"
+        return set(os.listdir(runtime)) if runtime.exists() else set()
+
     def start_notebook_kernel(self, path: str = "demo.ipynb") -> str:
+        # with a name, as JupyterLab sends it (the kernel's JPY_SESSION_NAME is then absolute)
         status, session = self.request("POST", "api/sessions", {
-            "path": path, "type": "notebook", "kernel": {"name": "python3"}})
+            "path": path, "name": os.path.basename(path), "type": "notebook",
+            "kernel": {"name": "python3"}})
         assert status == 201, session
         return session["kernel"]["id"]
 

@@ -156,9 +156,9 @@ def test_bad_requests_get_clear_errors_and_change_nothing(server, tmp_path):
         status, body = server.request(method, path, {} if method == "POST" else None)
         assert status == 404 and "no snapshot" in body["message"]
     status, _ = server.request("GET", "/base/api/ckpt/snapshots/..%2F..%2F..%2Fetc%2Fpasswd", raw_path=True)
-    assert status == 404
+    assert status == 400  # (test_rest_validation.py checks every such input)
     status, _ = server.request("DELETE", "api/ckpt/snapshots/not-an-id")
-    assert status == 404
+    assert status == 400
     status, body = server.request("POST", "api/ckpt/kernels/00000000-0000-0000-0000-000000000000/snapshots", {})
     assert status == 404 and "no running kernel" in body["message"]
     status, body = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {"label": 5})
@@ -210,4 +210,105 @@ def test_second_checkpoint_stores_only_what_changed(server, tmp_path):
     assert fork.execute("print(float(data.sum()) == total, len(small))")[1].split() == ["True", "1000"]
     assert not os.listdir(tmp_path / "ckpt" / "tmp"), "the checkout was removed"
     fork.close()
+    ks.close()
+
+
+def snapshot_of(server: Server, snapshot_id: str) -> dict:
+    status, model = server.request("GET", f"api/ckpt/snapshots/{snapshot_id}")
+    assert status == 200, model
+    return model
+
+
+MAGIC_CHECKPOINT = "snap = %checkpoint {label}\nprint(snap.id, snap.restored)"
+
+
+def test_magics_work_in_a_kernel_restored_after_a_server_restart(tmp_path):
+    first = Server(tmp_path, tmp_path / "ckpt").start()
+    try:
+        kernel_id = first.start_notebook_kernel()
+        ks = KernelSocket(first, kernel_id)
+        ks.execute("x = 'before the restart'")
+        model = checkpoint(first, kernel_id)
+        ks.close()
+    finally:
+        first.stop()
+    second = Server(tmp_path, tmp_path / "ckpt").start()  # another port, the same token
+    try:
+        assert restore(second, model["id"])["kernel_id"] == kernel_id
+        ks = KernelSocket(second, kernel_id)
+        ks.wait_for_output()
+        status, out, _ = ks.execute(MAGIC_CHECKPOINT.format(label="after-restart"))
+        assert status == "ok", out
+        snapshot_id, restored = out.split()
+        assert restored == "False"
+        assert snapshot_of(second, snapshot_id)["kernel_id"] == kernel_id
+        status, out, _ = ks.execute("%checkpoints")
+        assert status == "ok", out
+        assert snapshot_id in out and model["id"] in out, out
+        ks.close()
+    finally:
+        second.stop()
+
+
+def test_checkpoint_magic_in_a_fork_snapshots_the_fork(server):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    ks.execute("x = 1")
+    model = checkpoint(server, kernel_id)
+    result = restore(server, model["id"])
+    assert result["fork"]
+    fork = KernelSocket(server, result["kernel_id"])
+    fork.wait_for_output()
+    status, out, _ = fork.execute(MAGIC_CHECKPOINT.format(label="in-the-fork"))
+    assert status == "ok", out
+    snapshot_id, restored = out.split()
+    assert restored == "False"
+    assert snapshot_of(server, snapshot_id)["kernel_id"] == result["kernel_id"]
+    fork.close()
+    ks.close()
+
+
+def test_checkpoint_magic_continuing_in_a_fork_knows_the_fork(server):
+    """The rest of the cell that ran %checkpoint runs again in a restored kernel, maybe
+    before its server told it where it is: a second %checkpoint there snapshots the fork."""
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    status, out, _ = ks.execute(
+        "snap = %checkpoint\n"
+        "if snap.restored:\n"
+        "    second = %checkpoint second\n"
+        "print(snap.id)")
+    assert status == "ok", out
+    result = restore(server, out.strip())
+    assert result["fork"]
+    deadline = time.monotonic() + 120
+    while True:  # the fork's cell output goes to no client: its snapshot shows it ran
+        listing = server.request("GET", "api/ckpt/snapshots")[1]
+        second = [m for m in listing if m["label"] == "second"]
+        if second or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [m["kernel_id"] for m in second] == [result["kernel_id"]], server.log()
+    ks.close()
+
+
+def test_checkpoints_magic_lists_the_notebooks_snapshots(server):
+    a = server.start_notebook_kernel("a.ipynb")
+    b = server.start_notebook_kernel("b.ipynb")
+    of_a, of_b = checkpoint(server, a, "of a"), checkpoint(server, b, "of b")
+    ks = KernelSocket(server, a)
+    status, out, _ = ks.execute("%checkpoints")
+    assert status == "ok", out
+    assert of_a["id"] in out and of_b["id"] not in out, out
+    ks.close()
+
+
+def test_checkpoint_magic_records_the_number_of_its_cell(server):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    status, out, count = ks.execute(MAGIC_CHECKPOINT.format(label="first-cell"))
+    assert status == "ok" and count == 1, (out, count)
+    assert snapshot_of(server, out.split()[0])["execution_count"] == count
+    status, out, count = ks.execute(MAGIC_CHECKPOINT.format(label="second-cell"))
+    assert snapshot_of(server, out.split()[0])["execution_count"] == count == 2
     ks.close()

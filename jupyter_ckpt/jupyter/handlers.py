@@ -1,19 +1,38 @@
-"""REST API under /api/ckpt, behind Jupyter Server's authentication and authorization."""
+"""REST API under /api/ckpt, behind Jupyter Server's authentication and authorization.
+
+Every input is checked (see validation.py) before the service is asked anything, and every
+error reaches the client through one mapper (`_Base.respond`) as JSON with a message."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from typing import Any, Awaitable, Callable
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .. import engine
+from . import validation as check
 from .service import CheckpointService, Conflict, NotFound
+from .validation import BadRequest
+
+log = logging.getLogger(__name__)
 
 AUTH_RESOURCE = "kernels"
-_KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
-_SNAPSHOT_ID = r"(?P<snapshot_id>[0-9a-f]{32})"
+# Ids are matched loosely here and checked in the handlers, so a malformed one gets a 400
+# that says what is wrong with it instead of a bare 404.
+_KERNEL_ID = r"(?P<kernel_id>[^/]+)"
+_SNAPSHOT_ID = r"(?P<snapshot_id>[^/]+)"
+
+# exception -> HTTP status, first match wins (CkptError is the base of the engine's)
+_STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    (BadRequest, 400),
+    (NotFound, 404),
+    ((Conflict, engine.Refused, engine.RestoreConflict), 409),
+    (engine.ImageError, 422),
+    (engine.CkptError, 500),
+)
 
 
 class _Base(APIHandler):
@@ -23,31 +42,40 @@ class _Base(APIHandler):
     def service(self) -> CheckpointService:
         return self.settings["jupyter_ckpt_service"]
 
-    def body(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
+    async def respond(self, status: int, call: Callable[[], Awaitable[Any]]) -> None:
+        """Run `call` and answer `status` with its result as JSON (None: no body), or the
+        status and message of the error it raised."""
         try:
-            data = json.loads(self.request.body)
-        except ValueError:
-            raise web.HTTPError(400, "request body is not JSON") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "request body must be a JSON object")
-        return data
+            result = await call()
+        except (BadRequest, NotFound, Conflict, engine.CkptError) as err:
+            code = next(code for kind, code in _STATUS if isinstance(err, kind))
+            model: dict[str, Any] = {"message": str(err), "reason": type(err).__name__}
+            if isinstance(err, BadRequest):
+                model["field"] = err.field
+            log.warning("jupyter-ckpt: %s %s: %d %s", self.request.method,
+                             self.request.path[:200], code, model["message"])
+            self._write(code, model)
+            return
+        self._write(status, result)
 
-    async def guarded(self, call):
+    def query(self, name: str) -> str | None:
+        """A query argument as sent (tornado's get_argument would blank control characters
+        out, so that the check could not see them), or None."""
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise BadRequest(name, "is given more than once")
         try:
-            return await call()
-        except NotFound as err:
-            raise web.HTTPError(404, str(err)) from None
-        except (Conflict, engine.Refused, engine.RestoreConflict) as err:
-            raise web.HTTPError(409, str(err)) from None
-        except engine.ImageError as err:
-            raise web.HTTPError(422, str(err)) from None
-        except engine.CkptError as err:
-            raise web.HTTPError(500, str(err)) from None
+            return values[0].decode()
+        except UnicodeDecodeError:
+            raise BadRequest(name, "is not UTF-8") from None
 
-    def write_json(self, status: int, model: Any) -> None:
+    def _write(self, status: int, model: Any) -> None:
         self.set_status(status)
+        if model is None:
+            self.finish()
+            return
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(model))
 
@@ -56,23 +84,30 @@ class KernelSnapshotsHandler(_Base):
     @web.authenticated
     @authorized
     async def post(self, kernel_id: str) -> None:
-        body = self.body()
-        label = body.get("label") or ""
-        count = body.get("execution_count")
-        if not isinstance(label, str) or (count is not None and not isinstance(count, int)):
-            raise web.HTTPError(400, "label must be a string and execution_count an integer")
-
         async def call():
-            return await self.service.checkpoint(kernel_id, label, body.get("id"), count)
+            body = check.json_object(self.request.body, {
+                "label": check.label, "id": check.optional(check.snapshot_id),
+                "execution_count": check.execution_count})
+            return await self.service.checkpoint(self.service.kernel_id(kernel_id), body["label"],
+                                                 body["id"], body["execution_count"])
 
-        self.write_json(201, await self.guarded(call))
+        await self.respond(201, call)
 
 
 class SnapshotsHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(200, self.service.list(self.get_argument("notebook_path", None)))
+        async def call():
+            path = self.query("notebook_path")
+            kernel_id = self.query("kernel_id")
+            if path is not None and kernel_id is not None:
+                raise BadRequest("kernel_id", "give notebook_path or kernel_id, not both")
+            if kernel_id is not None:
+                return await self.service.list_for_kernel(self.service.kernel_id(kernel_id))
+            return self.service.list(None if path is None else check.notebook_path(path))
+
+        await self.respond(200, call)
 
 
 class SnapshotHandler(_Base):
@@ -80,40 +115,40 @@ class SnapshotHandler(_Base):
     @authorized
     async def get(self, snapshot_id: str) -> None:
         async def call():
-            return self.service.get(snapshot_id)
+            return self.service.get(check.snapshot_id(snapshot_id))
 
-        self.write_json(200, await self.guarded(call))
+        await self.respond(200, call)
 
     @web.authenticated
     @authorized
     async def delete(self, snapshot_id: str) -> None:
         async def call():
-            self.service.delete(snapshot_id)
+            self.service.delete(check.snapshot_id(snapshot_id))
 
-        await self.guarded(call)
-        self.set_status(204)
-        self.finish()
+        await self.respond(204, call)
 
 
 class RestoreHandler(_Base):
     @web.authenticated
     @authorized
     async def post(self, snapshot_id: str) -> None:
-        kernel_id = self.body().get("kernel_id")
-        if kernel_id is not None and (not isinstance(kernel_id, str) or "/" in kernel_id):
-            raise web.HTTPError(400, "kernel_id must be a kernel id")
-
         async def call():
-            return await self.service.restore(snapshot_id, kernel_id)
+            snapshot = check.snapshot_id(snapshot_id)
+            body = check.json_object(self.request.body, {"kernel_id": check.optional(
+                lambda value, field: self.service.kernel_id(value, field))})
+            return await self.service.restore(snapshot, body["kernel_id"])
 
-        self.write_json(200, await self.guarded(call))
+        await self.respond(200, call)
 
 
 class OperationsHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(200, self.service.worker.active())
+        async def call():
+            return self.service.worker.active()
+
+        await self.respond(200, call)
 
 
 def handlers(base_url: str) -> list[tuple[str, type]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -22,6 +23,8 @@ from jupyter_client.provisioning import KernelProvisionerBase, LocalProvisioner
 from .. import engine
 from .worker import EngineWorker
 
+log = logging.getLogger(__name__)
+REAP_DEADLINE = 5.0  # seconds a failed restore's processes get to be reaped after SIGKILL
 
 @dataclass
 class RestoreRequest:
@@ -35,6 +38,55 @@ class RestoreRequest:
     worker: EngineWorker
     execution_count: int | None = None
     port_map: dict[int, int] | None = None
+    restored: engine.Restored | None = None  # set once the engine made the process
+
+
+def kill_restored(restored: engine.Restored) -> None:
+    """End a restored kernel that will not be managed (its restore failed after the engine
+    made it) and what the restore started around it. In a new PID namespace, SIGKILL to the
+    namespace's init ends every process in it (the stand-in parent too). Our children among
+    them are reaped, within a deadline."""
+    victims = [restored.pid, restored.waiter]
+    if restored.in_new_pid_namespace:
+        victims += _namespace_init(restored.pid)
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + REAP_DEADLINE
+    pending = set(victims)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pending.discard(pid)
+            except ChildProcessError:  # not ours (or reaped): its parent reaps it
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.02)
+    if pending:
+        log.warning("jupyter-ckpt: processes %s of a failed restore were not reaped within %s s",
+                    sorted(pending), REAP_DEADLINE)
+
+
+def _namespace_init(pid: int) -> list[int]:
+    """The PID (as we see it) of the init of `pid`'s PID namespace, if we can see it."""
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                ns_pids = next(line for line in f if line.startswith("NSpid:")).split()
+        except (OSError, StopIteration):
+            continue
+        if ns_pids[-1] == "1":
+            return [int(entry)]
+    return []
 
 
 PENDING_RESTORES: dict[str, RestoreRequest] = {}
@@ -119,6 +171,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
                                   rebind_listeners=request.rebind_ports, progress=op.report)
 
         restored = await request.worker.run("restore", self.kernel_id, request.snapshot_id, work)
+        request.restored = restored  # from here on, a failure must end it (the service does)
         request.port_map = dict(restored.port_map)
         for warning in restored.warnings:
             self.log.warning("jupyter-ckpt: kernel %s: %s", self.kernel_id, warning)
@@ -148,6 +201,38 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             info = self.connection_info
         asyncio.get_running_loop().call_soon(self._watch_execution_count)
         return info
+
+    async def tell_kernel_where(self, timeout: float = 10.0) -> bool:
+        """Tell a restored kernel its server URL, token and kernel id, which its environment
+        (the restored process's) may have wrong, in a control message its magics answer
+        (see magics.py). False, with a warning logged, when it did not confirm in time."""
+        from .magics import REBIND_REPLY, REBIND_REQUEST
+
+        env = self._kernel_env()
+        content = {"server_url": env.get("JUPYTER_CKPT_SERVER_URL", ""),
+                   "token": env.get("JUPYTER_CKPT_TOKEN", ""), "kernel_id": self.kernel_id}
+        client = self.parent.client(session=self._private_session())
+        client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
+        deadline = time.monotonic() + timeout
+        try:
+            msg = client.session.msg(REBIND_REQUEST, content)
+            client.control_channel.send(msg)
+            while True:
+                reply = await client.get_control_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                    break
+        except queue.Empty:
+            self.log.warning("jupyter-ckpt: restored kernel %s did not confirm within %s s that "
+                             "it knows its server; its magics will not work", self.kernel_id,
+                             timeout)
+            return False
+        finally:
+            client.stop_channels()
+        if reply["msg_type"] != REBIND_REPLY or reply["content"].get("status") != "ok":
+            self.log.warning("jupyter-ckpt: restored kernel %s refused to learn its server: %s",
+                             self.kernel_id, reply["content"])
+            return False
+        return True
 
     def _kernel_env(self) -> dict[str, str]:
         """How the kernel's %checkpoint magic reaches this server."""

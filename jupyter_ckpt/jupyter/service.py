@@ -14,6 +14,7 @@ first), or, when the original still runs, as a fork: a new id, a new PID namespa
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -22,9 +23,12 @@ from typing import Any
 
 from .. import engine
 from ..store import AlreadyExists, LockTimeout
+from . import validation
 from .catalog import SnapshotCatalog, UnknownSnapshot, public
-from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest
+from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest, kill_restored
 from .worker import EngineWorker
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(Exception):
@@ -42,6 +46,13 @@ class CheckpointService:
         self.sessions = session_manager
         self.catalog = catalog
         self.worker = worker
+
+    def kernel_id(self, value: object, field: str = "kernel_id") -> str:
+        """`value` if it names a running kernel or is an id such as the server gives its
+        kernels (validation.BadRequest otherwise)."""
+        if isinstance(value, str) and value in self.kernels:
+            return value
+        return validation.kernel_id(value, field)
 
     # ------------------------------------------------------------------ checkpoint
     async def checkpoint(self, kernel_id: str, label: str = "", snapshot_id: str | None = None,
@@ -105,6 +116,14 @@ class CheckpointService:
     def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
         return [public(m) for m in self.catalog.list(notebook_path)]
 
+    async def list_for_kernel(self, kernel_id: str) -> list[dict[str, Any]]:
+        """The snapshots of the notebook kernel `kernel_id` serves now (all of them when it
+        serves none): what %checkpoints shows in that kernel."""
+        if kernel_id not in self.kernels:
+            raise NotFound(f"no running kernel {kernel_id}")
+        path = await self._notebook_path(kernel_id)
+        return self.list(path)
+
     def get(self, snapshot_id: str) -> dict[str, Any]:
         try:
             return public(self.catalog.get(snapshot_id))
@@ -165,16 +184,31 @@ class CheckpointService:
         PENDING_RESTORES[target] = request
         try:
             await self.kernels.start_kernel(kernel_id=target, kernel_name=meta["kernel_name"])
-        except engine.CkptError:
-            raise
-        except Exception as err:
+        except BaseException as err:
+            await self._abandon(target, request)
+            if isinstance(err, engine.CkptError) or not isinstance(err, Exception):
+                raise
             cause = err.__cause__ or err.__context__
             if isinstance(cause, engine.CkptError):
                 raise cause from None
-            raise
+            raise engine.CkptError(f"restoring snapshot {snapshot_id} as kernel {target}: "
+                                   f"{type(err).__name__}: {err}") from err
         finally:
             PENDING_RESTORES.pop(target, None)
+        km = self.kernels.get_kernel(target)
+        if isinstance(km.provisioner, CkptProvisioner) and km.kernel_spec.language == "python":
+            await km.provisioner.tell_kernel_where()
         return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
+
+    async def _abandon(self, kernel_id: str, request: RestoreRequest) -> None:
+        """After a failed start: end the restored kernel, whether or not the kernel manager
+        got as far as registering it, so that nothing the restore made runs on unmanaged.
+        (A registered one is the kernel manager's to end: it may have reaped its processes
+        already, whose PIDs must then not be signalled.)"""
+        if kernel_id in self.kernels:
+            await self.kernels.shutdown_kernel(kernel_id, now=True)
+        elif request.restored is not None:
+            await asyncio.get_running_loop().run_in_executor(None, kill_restored, request.restored)
 
 
 def _port_free(ip: str, port: int) -> bool:
