@@ -1,8 +1,8 @@
 """Regular files and directories: reopened by path with the same flags and offset.
 
 A file unlinked while open has its content saved in the image and comes back as an unlinked
-file with that content. Locks come back too: flock() and OFD locks with the open file
-description, POSIX record locks taken again by the restored process itself. Open files are expected to exist at restore (the file system view is
+file with that content. Locks come back too (POSIX record, flock() and OFD), each
+taken again by the restored process that held it, once its fds are at their numbers. Open files are expected to exist at restore (the file system view is
 part of the environment, as for any restart); a missing one stops the restore by name.
 """
 from __future__ import annotations
@@ -53,28 +53,21 @@ def _flock_struct(lock: dict[str, Any]) -> bytes:
                        lock["start"], length, 0)
 
 
-def _take_description_locks(fd: int, rec: dict[str, Any]) -> None:
-    """flock() and OFD locks belong to the open file description: take them here."""
+def _take_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
+    """The process the record was dumped from takes every lock back itself, by injected
+    syscalls: a POSIX lock belongs to that process, and /proc shows the pid that took a
+    flock() lock, so neither may be taken by the restorer."""
     for lock in rec.get("locks", []):
-        try:
-            if lock["kind"] == "flock":
-                fcntl.flock(fd, (fcntl.LOCK_EX if lock["write"] else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-            elif lock["kind"] == "ofd":
-                fcntl.fcntl(fd, F_OFD_SETLK, _flock_struct(lock))
-        except BlockingIOError:
-            raise RestoreConflict(f"{rec['path']}: another process holds a conflicting lock") from None
-
-
-def _take_process_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
-    """POSIX record locks belong to the process: it takes them itself, by injected fcntl."""
-    for lock in rec.get("locks", []):
-        if lock["kind"] != "posix":
-            continue
         ctx.scratch.reset()
-        result = ctx.leader.call("fcntl", fd, fcntl.F_SETLK, ctx.scratch.put(_flock_struct(lock)),
-                                 check=False)
+        if lock["kind"] == "flock":
+            result = ctx.leader.call("flock", fd, (fcntl.LOCK_EX if lock["write"] else fcntl.LOCK_SH)
+                                     | fcntl.LOCK_NB, check=False)
+        else:
+            command = fcntl.F_SETLK if lock["kind"] == "posix" else F_OFD_SETLK
+            result = ctx.leader.call("fcntl", fd, command, ctx.scratch.put(_flock_struct(lock)),
+                                     check=False)
         if result < 0:
-            raise RestoreConflict(f"{rec['path']}: cannot take back its lock "
+            raise RestoreConflict(f"{rec['path']}: cannot take back its {lock['kind']} lock "
                                   f"({os.strerror(-result)}); another process holds it")
 
 
@@ -113,7 +106,6 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     except OSError as err:
         raise RestoreConflict(f"cannot reopen {rec['path']}: {err.strerror}") from None
     os.lseek(fd, rec["pos"], os.SEEK_SET)
-    _take_description_locks(fd, rec)
     return fd
 
 
@@ -154,5 +146,5 @@ def _restore_directory(rec: dict[str, Any], ctx: RestoreContext) -> int:
 
 
 REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular,
-                   _take_process_locks)
+                   _take_locks)
 DIRECTORY = FileKind("directory", _claims_directory, _dump_directory, _restore_directory)
