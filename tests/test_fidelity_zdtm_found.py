@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from conftest import PROGRAMS, checkpoint_cycle, manifest
+from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli
 
 
 def test_file_locks_come_back_owned_by_their_process(programs, workdir):
@@ -14,3 +14,15 @@ def test_file_locks_come_back_owned_by_their_process(programs, workdir):
     checkpoint_cycle(prog, workdir / "image")
     locks = [lock["kind"] for f in manifest(workdir / "image")["files"] for lock in f.get("locks", [])]
     assert sorted(locks) == ["flock", "ofd", "posix", "posix"]
+
+
+def test_a_private_device_node_is_refused_by_name(programs, workdir):
+    """Restore reopens /dev/null by its standard path: a node of the same device made
+    elsewhere would come back with /dev/null's mode and inode, so dump refuses it."""
+    prog = programs(sys.executable, PROGRAMS / "py_device_node.py")
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "character device" in refused.stdout + refused.stderr
+    assert "a device node other than /dev/null is not supported" in refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed
