@@ -26,3 +26,11 @@ def test_a_private_device_node_is_refused_by_name(programs, workdir):
     assert "a device node other than /dev/null is not supported" in refused.stdout + refused.stderr
     assert not (workdir / "image").exists()
     prog.verify()  # the original runs on, unharmed
+
+
+def test_a_pty_node_keeps_its_owner_and_mode(programs, workdir):
+    """fchown/fchmod on a pty's slave change its /dev/pts node: the new node gets them back."""
+    prog = programs(sys.executable, PROGRAMS / "py_pty_owner.py")
+    checkpoint_cycle(prog, workdir / "image")
+    pty = next(iter(manifest(workdir / "image")["ptys"].values()))
+    assert (pty["slave_owner"], pty["slave_mode"]) == ([13333, 44444], 0o640)
