@@ -34,3 +34,10 @@ def test_a_pty_node_keeps_its_owner_and_mode(programs, workdir):
     checkpoint_cycle(prog, workdir / "image")
     pty = next(iter(manifest(workdir / "image")["ptys"].values()))
     assert (pty["slave_owner"], pty["slave_mode"]) == ([13333, 44444], 0o640)
+
+
+def test_an_unlinked_write_only_file_keeps_its_content(programs, workdir):
+    """The content of an unlinked file is read for the image; a write-only fd cannot be read
+    through, which made dump fail with a bare 'Bad file descriptor'."""
+    prog = programs(sys.executable, PROGRAMS / "py_unlinked_write_only.py")
+    checkpoint_cycle(prog, workdir / "image")

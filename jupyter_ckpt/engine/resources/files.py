@@ -83,12 +83,19 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
 
 
 def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
-    fd = ctx.dup_of(f.fd)
-    chunks, off = [], 0
-    while chunk := os.pread(fd, 8 << 20, off):
-        chunks.append(chunk)
-        off += len(chunk)
-    return b"".join(chunks)
+    """A write-only fd cannot be read through: open the file anew for reading (the /proc
+    link reaches it even unlinked)."""
+    write_only = f.flags & os.O_ACCMODE == os.O_WRONLY
+    fd = os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC) if write_only else ctx.dup_of(f.fd)
+    try:
+        chunks, off = [], 0
+        while chunk := os.pread(fd, 8 << 20, off):
+            chunks.append(chunk)
+            off += len(chunk)
+        return b"".join(chunks)
+    finally:
+        if write_only:
+            os.close(fd)
 
 
 def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
