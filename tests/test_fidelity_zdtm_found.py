@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli
 
 
@@ -41,3 +43,15 @@ def test_an_unlinked_write_only_file_keeps_its_content(programs, workdir):
     through, which made dump fail with a bare 'Bad file descriptor'."""
     prog = programs(sys.executable, PROGRAMS / "py_unlinked_write_only.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+@pytest.mark.parametrize("how", ["linked", "replaced"])
+def test_a_file_its_path_no_longer_reaches_is_refused_by_name(programs, workdir, how):
+    """Restore reopens a linked file by path: when that path leads elsewhere (or nowhere) the
+    restore would fail after a successful dump, or silently open another file."""
+    prog = programs(sys.executable, PROGRAMS / "py_moved_file.py", how)
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    why = "unlinked from this name but still linked under another; it cannot be reopened by path"
+    assert refused.returncode != 0 and why in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed

@@ -74,12 +74,26 @@ def _take_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
 def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": f.link, "flags": f.flags, "pos": f.pos, "size": f.st.st_size,
                            "mode": stat.S_IMODE(f.st.st_mode), "locks": _locks(f, ctx)}
+    if f.st.st_nlink > 0:
+        _check_reachable(f, ctx)
     if f.st.st_nlink == 0:
         rec["path"] = f.link[:-len(procfs.DELETED)] if f.link.endswith(procfs.DELETED) else f.link
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino],
                            "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
                                                 _read_content(f, ctx)) if ctx.writer else None}
     return rec
+
+
+def _check_reachable(f: OpenFile, ctx: DumpContext) -> None:
+    """Restore reopens a linked file by its path: that path must lead to this very file."""
+    try:
+        st = os.stat(f.link)
+    except OSError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != (f.st.st_dev, f.st.st_ino):
+        why = "unlinked from this name but still linked under another" if f.link.endswith(procfs.DELETED) \
+            else "its path now leads to another file"
+        raise ctx.refuse(f"fd {f.fd}", "file", f"{f.link}: {why}; it cannot be reopened by path")
 
 
 def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
