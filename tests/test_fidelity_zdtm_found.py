@@ -55,3 +55,10 @@ def test_a_file_its_path_no_longer_reaches_is_refused_by_name(programs, workdir,
     assert refused.returncode != 0 and why in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert not (workdir / "image").exists()
     prog.verify()  # the original runs on, unharmed
+
+
+def test_a_socket_pair_shut_down_after_queueing_data(programs, workdir):
+    """Messages queued by an end that then shut down writing: the restore queued them after
+    shutting that end down, and failed with a bare 'Broken pipe'."""
+    prog = programs(sys.executable, PROGRAMS / "py_shut_pairs.py")
+    checkpoint_cycle(prog, workdir / "image")

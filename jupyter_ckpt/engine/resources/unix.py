@@ -99,10 +99,8 @@ def _peek_queue(sock: socket.socket, stype: int, f: OpenFile, ctx: DumpContext) 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     role = rec["role"]
     if role == "pair":
-        pair = ctx.once(("unix-pair", min(rec["inode"], rec["peer"])), lambda: _new_pair(rec))
+        pair = ctx.once(("unix-pair", min(rec["inode"], rec["peer"])), lambda: _new_pair(rec, ctx))
         sock, peer = (pair[0], pair[1]) if rec["inode"] < rec["peer"] else (pair[1], pair[0])
-        for message in rec["queue"]:
-            peer.send(unb64(message))
     elif role == "disconnected":
         sock, peer = socket.socketpair(socket.AF_UNIX, rec["type"])
         for message in rec["queue"]:
@@ -131,8 +129,17 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
-def _new_pair(rec: dict[str, Any]) -> tuple[socket.socket, socket.socket]:
-    return socket.socketpair(socket.AF_UNIX, rec["type"])
+def _new_pair(rec: dict[str, Any], ctx: RestoreContext) -> tuple[socket.socket, socket.socket]:
+    """Both ends, with the messages queued on each: all queued before either end is shut
+    down (an end shut down for writing can no longer fill its peer's queue)."""
+    low, high = sorted((rec["inode"], rec["peer"]))
+    pair = socket.socketpair(socket.AF_UNIX, rec["type"])
+    ends = {f["inode"]: f for f in ctx.image.manifest["files"]
+            if f["kind"] == rec["kind"] and f["role"] == "pair" and f["inode"] in (low, high)}
+    for end, writer in ((low, pair[1]), (high, pair[0])):
+        for message in ends.get(end, rec if end == rec["inode"] else {}).get("queue", []):
+            writer.send(unb64(message))
+    return pair[0], pair[1]
 
 
 def _address(name: bytes) -> str | bytes:
