@@ -2,11 +2,13 @@
 back faithfully or be refused by name at dump. Our own programs reproduce each one."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import pytest
 
-from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli
+from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli, wait_until
 
 
 def test_file_locks_come_back_owned_by_their_process(programs, workdir):
@@ -62,3 +64,17 @@ def test_a_socket_pair_shut_down_after_queueing_data(programs, workdir):
     shutting that end down, and failed with a bare 'Broken pipe'."""
     prog = programs(sys.executable, PROGRAMS / "py_shut_pairs.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_process_whose_main_thread_exited_is_refused_by_name(cc, programs, workdir):
+    """pthread_exit in main leaves the leader a zombie while other threads run: dump said the
+    process had exited."""
+    prog = programs(cc("leader_exited"))
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "its main thread has exited while 1 other thread(s) run on" in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    # the original runs on, unharmed (verify() would take the zombie leader for an exit)
+    os.kill(prog.pid, signal.SIGUSR1)
+    wait_until(lambda: "PASS" in prog.lines(), what="the original's verdict")
