@@ -78,3 +78,14 @@ def test_a_process_whose_main_thread_exited_is_refused_by_name(cc, programs, wor
     # the original runs on, unharmed (verify() would take the zombie leader for an exit)
     os.kill(prog.pid, signal.SIGUSR1)
     wait_until(lambda: "PASS" in prog.lines(), what="the original's verdict")
+
+
+def test_a_droppable_mapping_is_refused_by_name(cc, programs, workdir):
+    """MAP_DROPPABLE memory was refused as a bare 'VmFlag dp'."""
+    prog = programs(cc("droppable_map"))
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "anonymous: droppable (MAP_DROPPABLE) is not supported" in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed

@@ -43,7 +43,8 @@ _HANDLED_FLAGS = {"rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "ac", "sd", "g
                   "ar"} | set(_MADVISE)
 _REFUSED_FLAGS = {"lo": "locked in memory (mlock)", "io": "I/O memory", "pf": "raw PFN mapping",
                   "ht": "hugetlbfs", "uw": "userfaultfd write-protect", "ui": "userfaultfd minor",
-                  "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd"}
+                  "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd",
+                  "dp": "droppable (MAP_DROPPABLE)"}
 
 
 def _kind(vma: procfs.Vma, tmpfs_devices: set[tuple[int, int]]) -> str:
