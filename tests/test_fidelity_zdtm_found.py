@@ -89,3 +89,10 @@ def test_a_droppable_mapping_is_refused_by_name(cc, programs, workdir):
         refused.stdout + refused.stderr
     assert not (workdir / "image").exists()
     prog.verify()  # the original runs on, unharmed
+
+
+def test_a_sysv_attach_with_a_read_only_first_page(cc, programs, workdir):
+    """The attach took its protection from its first page: read-only there, the whole
+    segment was attached read-only and the restore failed ('mprotect: Permission denied')."""
+    prog = programs(cc("sysv_mprotect"))
+    checkpoint_cycle(prog, workdir / "image")
