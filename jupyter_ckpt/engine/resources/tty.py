@@ -163,9 +163,12 @@ def _make_pty(rec: dict[str, Any], keep: Callable[[int], int]) -> tuple[int, int
     if rec["locked"]:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
     if "slave_owner" in rec:
+        st = os.fstat(slave)  # changed only where they differ: an unprivileged restorer may not
         try:
-            os.fchown(slave, *rec["slave_owner"])
-            os.fchmod(slave, rec["slave_mode"])
+            if [st.st_uid, st.st_gid] != rec["slave_owner"]:
+                os.fchown(slave, *rec["slave_owner"])
+            if stat.S_IMODE(st.st_mode) != rec["slave_mode"]:
+                os.fchmod(slave, rec["slave_mode"])
         except PermissionError:
             raise RestoreConflict(f"cannot give the pty's /dev/pts node owner {rec['slave_owner']} "
                                   f"and mode {rec['slave_mode']:o}: not permitted") from None
