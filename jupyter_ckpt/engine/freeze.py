@@ -129,6 +129,10 @@ def _check_root(root: int) -> None:
     if tgid != root:
         raise CkptError(f"{root} is a thread of process {tgid}, not a process; checkpoint pid {tgid}")
     if stat[3] in ("Z", "X"):
+        others = len(os.listdir(f"/proc/{root}/task")) - 1
+        if others > 0:
+            raise CkptError(f"pid {root}: its main thread has exited while {others} other thread(s) "
+                            "run on; such a process is not supported")
         raise CkptError(f"pid {root} has exited (a zombie waiting for its parent)")
 
 

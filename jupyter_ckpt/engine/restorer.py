@@ -241,7 +241,6 @@ class _Tree:
         self.own_fds: list[int] = []
         self.files = {rec["id"]: rec for rec in image.manifest["files"]}
         self.file_fds: dict[str, int] = {}
-        self.installed: set[str] = set()
         self.created: list[int] = []
         self.outer_pids: dict[int, int] = {}  # each process's PID as it sees it -> ours
         self.lazy: PageServer | None = None
@@ -476,14 +475,15 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     first_fd: dict[str, int] = {}
     for entry in proc["fds"]:
         first_fd.setdefault(entry["file"], entry["fd"])
+    process.restore(ctx, proc["process"], exe_fd, cwd_fd)
+    call("close_range", park, _UINT_MAX, 0)
+    # After the parked copies are closed: closing any fd of a file drops the process's POSIX
+    # locks on it. Run in the process the record was dumped from (POSIX locks are per process).
     for file_id in file_ids:
         rec = tree.files[file_id]
         kind = kind_named(rec["kind"])
-        if kind.after_install is not None and file_id not in tree.installed:
-            tree.installed.add(file_id)
+        if kind.after_install is not None and rec["owner"] == proc["pid"]:
             kind.after_install(rec, ctx, first_fd[file_id])
-    process.restore(ctx, proc["process"], exe_fd, cwd_fd)
-    call("close_range", park, _UINT_MAX, 0)
     faults.point("restore.after-files", log)
     signals.restore_dispositions(ctx, proc["signals"])
 

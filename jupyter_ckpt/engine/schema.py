@@ -427,7 +427,8 @@ _TERMIOS = Tuple((FLAGS, FLAGS, FLAGS, FLAGS, FLAGS, FLAGS,
                   List(OneOf((Int(0, 255), B64(1, 1))), 64)))
 PTY = Record({"termios": _TERMIOS, "master_termios": _TERMIOS,
               "winsize": Tuple((Int(0, 0xFFFF),) * 4), "locked": Int(0, 1),
-              "input": B64(1 << 20), "output": B64(1 << 20), "foreground": PID_OR_0})
+              "input": B64(1 << 20), "output": B64(1 << 20), "foreground": PID_OR_0},
+             {"slave_owner": Tuple((UID, UID)), "slave_mode": Int(0, 0o7777)})
 
 SYSV = Record({"shmid": Int(0, (1 << 31) - 1), "key": I32, "mode": Int(0, 0o177777),
                "size": SIZE, "data": RANGES, "blob": BLOB})

@@ -29,7 +29,7 @@ NR = {
     "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,
     "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
     "process_vm_writev": 311, "kcmp": 312, "userfaultfd": 323, "rseq": 334, "pidfd_open": 434,
-    "openat": 257, "open_by_handle_at": 304, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
+    "openat": 257, "flock": 73, "open_by_handle_at": 304, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
 }
 
 # `syscall` is 0f 05; the kernel rewinds ip by its length to restart a syscall.

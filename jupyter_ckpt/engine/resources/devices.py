@@ -20,7 +20,16 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    """Restore reopens the standard node: refuse a node of the same device made elsewhere
+    (mknod), whose mode, owner and path would come back as the standard one's."""
     rdev = [os.major(f.st.st_rdev), os.minor(f.st.st_rdev)]
+    try:
+        standard = os.stat(_ALLOWED[tuple(rdev)])
+    except OSError:
+        standard = None
+    if standard is None or (standard.st_dev, standard.st_ino) != (f.st.st_dev, f.st.st_ino):
+        raise ctx.refuse(f"fd {f.fd}", "character device",
+                         f"{f.link}: a device node other than {_ALLOWED[tuple(rdev)]} is not supported")
     return {"device": rdev, "path": _ALLOWED[tuple(rdev)], "flags": f.flags, "pos": f.pos}
 
 

@@ -3,10 +3,10 @@
 A file unlinked while open has its content saved in the image and comes back as an unlinked
 file with that content, mode and owner. A file on a tmpfs, linked or not, is a shared memory
 object (shmem.py): saved whole, it comes back even after a reboot emptied the tmpfs.
-Locks come back too: flock() and OFD locks with the open file description, POSIX record
-locks taken again by the restored process itself. Open files are expected to exist at
-restore (the file system view is part of the environment, as for any restart); a missing
-one stops the restore by name.
+Locks come back too (POSIX record, flock() and OFD), each taken again by the restored
+process that held it, once its fds are at their numbers. Open files are expected to exist
+at restore (the file system view is part of the environment, as for any restart); a
+missing one stops the restore by name.
 """
 from __future__ import annotations
 
@@ -58,28 +58,21 @@ def _flock_struct(lock: dict[str, Any]) -> bytes:
                        lock["start"], length, 0)
 
 
-def _take_description_locks(fd: int, rec: dict[str, Any]) -> None:
-    """flock() and OFD locks belong to the open file description: take them here."""
+def _take_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
+    """The process the record was dumped from takes every lock back itself, by injected
+    syscalls: a POSIX lock belongs to that process, and /proc shows the pid that took a
+    flock() lock, so neither may be taken by the restorer."""
     for lock in rec.get("locks", []):
-        try:
-            if lock["kind"] == "flock":
-                fcntl.flock(fd, (fcntl.LOCK_EX if lock["write"] else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-            elif lock["kind"] == "ofd":
-                fcntl.fcntl(fd, F_OFD_SETLK, _flock_struct(lock))
-        except BlockingIOError:
-            raise RestoreConflict(f"{rec['path']}: another process holds a conflicting lock") from None
-
-
-def _take_process_locks(rec: dict[str, Any], ctx: RestoreContext, fd: int) -> None:
-    """POSIX record locks belong to the process: it takes them itself, by injected fcntl."""
-    for lock in rec.get("locks", []):
-        if lock["kind"] != "posix":
-            continue
         ctx.scratch.reset()
-        result = ctx.leader.call("fcntl", fd, fcntl.F_SETLK, ctx.scratch.put(_flock_struct(lock)),
-                                 check=False)
+        if lock["kind"] == "flock":
+            result = ctx.leader.call("flock", fd, (fcntl.LOCK_EX if lock["write"] else fcntl.LOCK_SH)
+                                     | fcntl.LOCK_NB, check=False)
+        else:
+            command = fcntl.F_SETLK if lock["kind"] == "posix" else F_OFD_SETLK
+            result = ctx.leader.call("fcntl", fd, command, ctx.scratch.put(_flock_struct(lock)),
+                                     check=False)
         if result < 0:
-            raise RestoreConflict(f"{rec['path']}: cannot take back its lock "
+            raise RestoreConflict(f"{rec['path']}: cannot take back its {lock['kind']} lock "
                                   f"({os.strerror(-result)}); another process holds it")
 
 
@@ -87,6 +80,8 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": f.link, "flags": f.flags, "pos": f.pos, "size": f.st.st_size,
                            "mode": stat.S_IMODE(f.st.st_mode), "locks": _locks(f, ctx)}
     on_tmpfs = (os.major(f.st.st_dev), os.minor(f.st.st_dev)) in ctx.tree.tmpfs_devices()
+    if f.st.st_nlink > 0 and not on_tmpfs:
+        _check_reachable(f, ctx)
     if (on_tmpfs or f.st.st_nlink == 0) and f.link.endswith(procfs.DELETED):
         rec["path"] = f.link[:-len(procfs.DELETED)]
     if on_tmpfs:
@@ -98,13 +93,32 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     return rec
 
 
+def _check_reachable(f: OpenFile, ctx: DumpContext) -> None:
+    """Restore reopens a linked file by its path: that path must lead to this very file."""
+    try:
+        st = os.stat(f.link)
+    except OSError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != (f.st.st_dev, f.st.st_ino):
+        why = "unlinked from this name but still linked under another" if f.link.endswith(procfs.DELETED) \
+            else "its path now leads to another file"
+        raise ctx.refuse(f"fd {f.fd}", "file", f"{f.link}: {why}; it cannot be reopened by path")
+
+
 def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
-    fd = ctx.dup_of(f.fd)
-    chunks, off = [], 0
-    while chunk := os.pread(fd, 8 << 20, off):
-        chunks.append(chunk)
-        off += len(chunk)
-    return b"".join(chunks)
+    """A write-only fd cannot be read through: open the file anew for reading (the /proc
+    link reaches it even unlinked)."""
+    write_only = f.flags & os.O_ACCMODE == os.O_WRONLY
+    fd = os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC) if write_only else ctx.dup_of(f.fd)
+    try:
+        chunks, off = [], 0
+        while chunk := os.pread(fd, 8 << 20, off):
+            chunks.append(chunk)
+            off += len(chunk)
+        return b"".join(chunks)
+    finally:
+        if write_only:
+            os.close(fd)
 
 
 def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
@@ -114,8 +128,7 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     if "shmem" in rec:
         fd = shmem.reopen(rec["shmem"], flags, ctx)
         os.lseek(fd, rec["pos"], os.SEEK_SET)
-        _take_description_locks(fd, rec)
-        return fd
+        return fd  # (its locks are taken by the process that held them: _take_locks)
     if "unlinked" in rec:
         holder = ctx.once(("unlinked", *rec["unlinked"]["inode"]), lambda: _recreate_unlinked(rec, ctx))
         path = f"/proc/self/fd/{holder}"
@@ -127,7 +140,6 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     except OSError as err:
         raise RestoreConflict(f"cannot reopen {rec['path']}: {err.strerror}") from None
     os.lseek(fd, rec["pos"], os.SEEK_SET)
-    _take_description_locks(fd, rec)
     return fd
 
 
@@ -185,5 +197,5 @@ def _restore_directory(rec: dict[str, Any], ctx: RestoreContext) -> int:
 
 
 REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular,
-                   _take_process_locks)
+                   _take_locks)
 DIRECTORY = FileKind("directory", _claims_directory, _dump_directory, _restore_directory)

@@ -43,7 +43,8 @@ _HANDLED_FLAGS = {"rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "ac", "sd", "g
                   "ar"} | set(_MADVISE)
 _REFUSED_FLAGS = {"lo": "locked in memory (mlock)", "io": "I/O memory", "pf": "raw PFN mapping",
                   "ht": "hugetlbfs", "uw": "userfaultfd write-protect", "ui": "userfaultfd minor",
-                  "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd"}
+                  "ss": "shadow stack", "sl": "sealed (mseal)", "um": "userfaultfd",
+                  "dp": "droppable (MAP_DROPPABLE)"}
 
 
 def _kind(vma: procfs.Vma, tmpfs_devices: set[tuple[int, int]]) -> str:
@@ -60,6 +61,17 @@ def _kind(vma: procfs.Vma, tmpfs_devices: set[tuple[int, int]]) -> str:
     if vma.path.startswith("/") and not vma.deleted:
         return "file"
     return "unsupported"
+
+
+def _attach_prot(vmas: list[dict[str, Any]], first: dict[str, Any]) -> int:
+    """Protection a SysV attach needs: the union over its parts (those mprotect'ed apart
+    follow it), so a read-only first page does not make the whole attach read-only."""
+    prot, end = 0, first["start"]
+    for v in vmas:
+        if v["kind"] == "sysv" and v["shmid"] == first["shmid"] and v["start"] == end \
+                and v["offset"] == end - first["start"]:
+            prot, end = prot | v["prot"], v["end"]
+    return prot
 
 
 def dump(ctx: DumpContext) -> dict[str, Any]:
@@ -350,7 +362,7 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
         elif v["kind"] == "sysv":
             sysvshm.ensure_segment(ctx, v["shmid"])
             if v["offset"] == 0:  # one attach maps the whole segment; later parts follow
-                call("shmat", v["shmid"], v["start"], sysvshm.attach_flags(v["prot"]))
+                call("shmat", v["shmid"], v["start"], sysvshm.attach_flags(_attach_prot(rec["vmas"], v)))
         else:
             call("mmap", v["start"], length, prot, flags | MAP_ANONYMOUS, -1, 0)
     on_demand = _lazy_vmas(rec) if ctx.lazy is not None else []

@@ -26,6 +26,7 @@ import termios
 from typing import Any, Callable
 
 from ..context import DumpContext, OpenFile, RestoreContext
+from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteMemory, RemoteThread
 from . import FileKind
@@ -88,6 +89,8 @@ def _dump_pty(master: int, ctx: DumpContext, with_data: bool) -> dict[str, Any]:
                "winsize": list(struct.unpack("HHHH", fcntl.ioctl(slave, termios.TIOCGWINSZ, b"\0" * 8))),
                "locked": struct.unpack("i", fcntl.ioctl(master, TIOCGPTLCK, b"\0" * 4))[0],
                "foreground": ctx.tree.inner(_foreground_group(master))}
+        st = os.fstat(slave)  # the /dev/pts node's owner and mode (a program may fchown it)
+        pty["slave_owner"], pty["slave_mode"] = [st.st_uid, st.st_gid], stat.S_IMODE(st.st_mode)
         pty["input"] = b64(_drain_and_refill(reader=slave, writer=master, attrs_of=slave)) if with_data else ""
         pty["output"] = b64(_drain_and_refill(reader=master, writer=slave, attrs_of=slave)) if with_data else ""
         return pty
@@ -164,6 +167,16 @@ def _make_pty(rec: dict[str, Any], keep: Callable[[int], int]) -> tuple[int, int
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *rec["winsize"]))
     if rec["locked"]:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
+    if "slave_owner" in rec:
+        st = os.fstat(slave)  # changed only where they differ: an unprivileged restorer may not
+        try:
+            if [st.st_uid, st.st_gid] != rec["slave_owner"]:
+                os.fchown(slave, *rec["slave_owner"])
+            if stat.S_IMODE(st.st_mode) != rec["slave_mode"]:
+                os.fchmod(slave, rec["slave_mode"])
+        except PermissionError:
+            raise RestoreConflict(f"cannot give the pty's /dev/pts node owner {rec['slave_owner']} "
+                                  f"and mode {rec['slave_mode']:o}: not permitted") from None
     return master, slave
 
 
