@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CLI, Program, pid_alive, run_cli
+from conftest import Program, pid_alive, run_cli
 from image_mutations import (FILE_MUTATIONS, MANIFEST_MUTATIONS, Mutation, mutate_files,
                              mutate_manifest, nodes, reseal)
 from jupyter_ckpt.engine.errors import ImageError
