@@ -59,10 +59,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, ckpt_dir: Path, as_nobody: bool = False):
-        """`as_nobody`: the server runs as an unprivileged user (see unprivileged.py)."""
+    def __init__(self, workdir: Path, ckpt_dir: Path, as_nobody: bool = False,
+                 env: dict[str, str] | None = None, hostname: str | None = None,
+                 runtime_dir: Path | None = None):
+        """`as_nobody`: the server runs as an unprivileged user (see unprivileged.py).
+        `hostname`: it runs in a UTS namespace of its own with that host name, as on
+        another machine; `env` adds to its environment; `runtime_dir` defaults to
+        workdir/runtime."""
         self.workdir, self.ckpt_dir = workdir, ckpt_dir
         self.as_nobody = as_nobody
+        self.extra_env, self.hostname = env or {}, hostname
+        self.runtime_dir = runtime_dir or workdir / "runtime"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{BASE}"
         self.proc: subprocess.Popen | None = None
@@ -75,15 +82,17 @@ class Server:
         # Without pytest's marker, so kernels capture fds 1 and 2 as they do for users.
         env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
                "JUPYTER_CONFIG_PATH": config_path, "JUPYTER_CKPT_DIR": str(self.ckpt_dir),
-               "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
-               "IPYTHONDIR": str(self.workdir / "ipython")}
+               "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
+               "IPYTHONDIR": str(self.workdir / "ipython"), **self.extra_env}
         if self.as_nobody:
             env["HOME"] = str(self.workdir)
         log = open(self.workdir / f"server-{self.port}.log", "ab")
         if self.as_nobody:  # the kernels hold it too: a restore as that user reopens it
             os.fchown(log.fileno(), NOBODY, NOBODY)
+        host = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.hostname] if self.hostname else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1",
+            host + [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1",
              f"--IdentityProvider.token={TOKEN}", f"--ServerApp.base_url={BASE}",
              f"--ServerApp.root_dir={self.workdir}", "--allow-root", "--no-browser"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
@@ -151,7 +160,7 @@ class Server:
         return found
 
     def runtime_files(self) -> set[str]:
-        runtime = self.workdir / "runtime"
+        runtime = self.runtime_dir
         return set(os.listdir(runtime)) if runtime.exists() else set()
 
     def start_notebook_kernel(self, path: str = "demo.ipynb") -> str:

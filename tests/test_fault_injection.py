@@ -208,3 +208,24 @@ def test_an_unprivileged_restore_killed_midway_leaves_no_helper(cc, workdir):
         run_as_nobody(work)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_unexpected_failure_names_the_process_and_the_step(cc, programs, workdir):
+    """A system call refused half-way through a restore is reported with the process, the
+    thread and the step it happened in, not only as the kernel's errno text."""
+    import json
+
+    from image_mutations import reseal
+
+    prog = programs(cc("counter"))
+    image = workdir / "image"
+    prog.dump(image)
+    manifest = json.loads((image / "manifest.json").read_text())
+    leader = manifest["processes"][0]["threads"][0]
+    leader["sigaltstack"] = [4096, 0, 1]  # a stack smaller than MINSIGSTKSZ: ENOMEM
+    reseal(image, manifest)
+    out = run_cli("restore", image, "--detach", check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert f"pid {prog.pid}: restoring the thread's state" in lines[0], lines[0]
+    assert not pid_alive(prog.pid)

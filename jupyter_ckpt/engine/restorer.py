@@ -411,11 +411,42 @@ def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: se
     return seed
 
 
+class _Step:
+    """What the restore of one process is doing, so that a failure says where it was
+    (`pid 123: thread 125: restoring the thread's state: Invalid argument`)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.what = "preparing"
+
+    def __call__(self, what: str, tid: int | None = None) -> None:
+        self.what = what if tid is None or tid == self.pid else f"thread {tid}: {what}"
+        log.debug("pid %d: %s", self.pid, self.what)
+
+    def failed(self, err: BaseException) -> CkptError:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return CkptError(f"pid {self.pid}: {self.what}: {why}")
+
+
 def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
                      leader: RemoteThread) -> list[RemoteThread]:
+    """Rebuild one process in its seed. An unexpected failure (a system call refused, a
+    thread gone) is reported with the step it happened in; refusals keep their own words."""
+    step = _Step(proc["pid"])
+    try:
+        return _restore_process_steps(tree, proc, seed, leader, step)
+    except (RestoreConflict, ImageError, faults.InjectedFault):
+        raise  # they name what stopped the restore already
+    except (OSError, ptrace_ext.PtraceError, CkptError) as err:
+        raise step.failed(err) from None
+
+
+def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
+                           leader: RemoteThread, step: _Step) -> list[RemoteThread]:
     pid = leader.tid  # as we see it; proc["pid"] is how the process sees itself
     mem = RemoteMemory(pid)
     try:
+        step("emptying its address space")
         signals.block_all(leader)
         threads.unregister_inherited_rseq(leader)
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
@@ -424,13 +455,15 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
                              tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
                              rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
                              progress=tree.progress, lazy=tree.lazy, outer_pids=tree.outer_pids)
-        return _rebuild(ctx, tree, proc, seed)
+        return _rebuild(ctx, tree, proc, seed, step)
     finally:
         mem.close()
 
 
-def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_Seed") -> list[RemoteThread]:
+def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_Seed",
+             step: _Step) -> list[RemoteThread]:
     call = ctx.leader.call
+    step("making room for its file descriptors")
     file_ids = list(dict.fromkeys(entry["file"] for entry in proc["fds"]))
     mapped = memory.files_to_map(proc["memory"])
     shared_objects = memory.shmem_to_map(proc["memory"])
@@ -448,6 +481,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for file_id in file_ids:
         if file_id not in tree.file_fds:
             rec = tree.files[file_id]
+            step(f"making its open file {file_id} ({rec['kind']})")
             tree.file_fds[file_id] = kind_named(rec["kind"]).restore(rec, ctx)
         ours.append(tree.file_fds[file_id])
     writable = {v["path"] for v in proc["memory"]["vmas"]
@@ -457,6 +491,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     ours += [shmem.object_fd(ctx, key) for key in shared_objects]
     exe = ctx.keep(process.open_exe(proc["process"], ctx.image))
     ours += [exe, ctx.keep(process.open_cwd(proc["process"]))]
+    step("passing its files in")
     theirs = _send_fds(ctx, seed.sock, channel, park, ours)
     by_id = dict(zip(file_ids, theirs))
     rest = theirs[len(file_ids):]
@@ -467,14 +502,17 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
         exe_fd = -1
 
     ctx.progress("memory", 0, sum(run[1] for v in proc["memory"]["vmas"] for run in v["pages"]))
+    step("mapping its memory and writing its pages")
     memory.restore(ctx, proc["memory"], map_fds, shmem_fds)
     faults.point("restore.after-memory", log)
+    step("putting its file descriptors at their numbers")
     call("close", channel)
     for entry in proc["fds"]:
         call("dup3", by_id[entry["file"]], entry["fd"], O_CLOEXEC if entry["cloexec"] else 0)
     first_fd: dict[str, int] = {}
     for entry in proc["fds"]:
         first_fd.setdefault(entry["file"], entry["fd"])
+    step("restoring its attributes (mm fields, exe, cwd, umask, personality)")
     process.restore(ctx, proc["process"], exe_fd, cwd_fd)
     call("close_range", park, _UINT_MAX, 0)
     # After the parked copies are closed: closing any fd of a file drops the process's POSIX
@@ -483,28 +521,40 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
         rec = tree.files[file_id]
         kind = kind_named(rec["kind"])
         if kind.after_install is not None and rec["owner"] == proc["pid"]:
+            step(f"finishing its open file {file_id} ({rec['kind']}: locks, registrations)")
             kind.after_install(rec, ctx, first_fd[file_id])
     faults.point("restore.after-files", log)
+    step("restoring its signal dispositions")
     signals.restore_dispositions(ctx, proc["signals"])
 
+    step("creating its threads")
     all_threads = threads.create(ctx, proc["threads"])
     for rec, thread in zip(proc["threads"], all_threads):
+        step("restoring the thread's state (rseq, robust list, sigaltstack, name, registers)",
+             rec["tid"])
         signals.block_all(thread)
         threads.restore(ctx, rec, thread)
+    step("re-creating its POSIX timers")
     posix_timers.restore(ctx, proc.get("posix_timers", []),
                          {rec["tid"]: thread for rec, thread in zip(proc["threads"], all_threads)})
     faults.point("restore.after-threads", log)
-    for thread in all_threads:
+    for rec, thread in zip(proc["threads"], all_threads):
+        step("setting its credentials and capabilities", rec["tid"])
         ctx.scratch.reset()
         process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
+    step("queueing its pending signals again")
     signals.queue_pending(ctx, proc["signals"], {rec["tid"]: t for rec, t in zip(proc["threads"], all_threads)})
     call("munmap", ctx.scratch.addr, ctx.scratch.size)
     for rec, thread in zip(proc["threads"], all_threads):
+        step("finishing the thread (clear_child_tid, signal mask)", rec["tid"])
         threads.finish(rec, thread)
         ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
+    step("setting its resource limits")
     process.set_rlimits(ctx.pid, proc["process"])
     for rec, thread in zip(proc["threads"], all_threads):
+        step("setting the thread's scheduling", rec["tid"])
         threads.restore_scheduling(rec, thread)
+    step("checking its capabilities")
     process.verify_capabilities(ctx.pid, proc["process"])
     return all_threads
 

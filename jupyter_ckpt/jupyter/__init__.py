@@ -14,12 +14,14 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_client.provisioning import KernelProvisionerFactory
 
-    from .catalog import SnapshotCatalog, default_root
+    from .catalog import SnapshotCatalog
+    from .config import CheckpointConfig
     from .handlers import handlers
     from .service import CheckpointService
     from .worker import EngineWorker
 
-    catalog = SnapshotCatalog(default_root())
+    config = CheckpointConfig(parent=serverapp)
+    catalog = SnapshotCatalog(config.snapshot_dir, config.store_url)
     service = CheckpointService(serverapp.kernel_manager, serverapp.session_manager, catalog,
                                 EngineWorker())
     serverapp.web_app.settings["jupyter_ckpt_service"] = service
@@ -27,4 +29,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     # Every kernel this server starts is checkpointable. (A kernelspec naming another
     # provisioner keeps it; the factory is a singleton that may predate our config.)
     KernelProvisionerFactory.instance().default_provisioner_name = "ckpt-provisioner"
-    serverapp.log.info("jupyter-ckpt: kernel snapshots in %s", catalog.root)
+    serverapp.log.info("jupyter-ckpt: kernel snapshots in %s", config.store_url or catalog.root)
+
+
+def _unload_jupyter_server_extension(serverapp: Any) -> None:
+    """Stop the engine's worker thread when the server shuts down."""
+    service = serverapp.web_app.settings.get("jupyter_ckpt_service")
+    if service is not None:
+        service.worker.shutdown()

@@ -2,7 +2,8 @@
 
 A snapshot is an engine image plus a metadata record (id, label, kernel, notebook path,
 times, execution count, and the kernel's connection info, kept private because it holds
-the kernel's signing key). Both are kept in one SnapshotStore per user (<root>/store), so
+the kernel's signing key). Both are kept in one SnapshotStore per user (<root>/store, or
+any store URL such as s3://bucket/prefix, shared by the servers of several hosts), so
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
 
@@ -24,7 +25,7 @@ from typing import Any, Callable, Mapping
 from jupyter_core.paths import jupyter_data_dir
 
 from ..engine import ImageError
-from ..store import CorruptData, NotFound, SnapshotInfo, SnapshotStore
+from ..store import CorruptData, LocalBackend, NotFound, SnapshotInfo, SnapshotStore, open_store
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
@@ -43,12 +44,13 @@ def default_root() -> str:
 
 @dataclass
 class SnapshotCatalog:
-    root: str
+    root: str  # this host's own directory: scratch space, and the store unless `store_url`
+    store_url: str = ""  # a store elsewhere (a path or s3://bucket/prefix), "" for <root>/store
     store: SnapshotStore = field(init=False)
 
     def __post_init__(self) -> None:
         os.makedirs(self._scratch_root, mode=0o700, exist_ok=True)
-        self.store = SnapshotStore(os.path.join(self.root, "store"))
+        self.store = open_store(self.store_url or os.path.join(self.root, "store"))
         self._sweep_scratch()
 
     @property
@@ -157,7 +159,10 @@ class SnapshotCatalog:
         refuses an image directory another user owns: the checkout we hand the engine is
         always ours, so this is where a snapshot planted by someone else is caught. (The
         image manifest's owner uid, checked by the engine too, is only what its writer
-        claimed.)"""
+        claimed.) In an object store, whoever may write the bucket may write snapshots: the
+        bucket's access control is what this check is on a shared directory."""
+        if not isinstance(self.store.backend, LocalBackend):
+            return
         store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
         for key in (f"snapshots/{info.id}.json", info.chunks_object):
             try:

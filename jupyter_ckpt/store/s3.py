@@ -68,7 +68,9 @@ def _client(workers: int):
                       os.environ.get("AWS_ENDPOINT_URL_S3"))
     try:
         session = boto3.session.Session()
-        config = Config(retries={"mode": "standard", "max_attempts": 5},
+        # A busy server answers "InternalError, please try again" now and then: retried
+        # with exponential backoff (botocore's standard mode) for up to about a minute.
+        config = Config(retries={"mode": "standard", "max_attempts": 10},
                         connect_timeout=5, read_timeout=60,
                         max_pool_connections=max(10, 4 * workers),
                         s3={"addressing_style": "path" if path_style else "auto"},

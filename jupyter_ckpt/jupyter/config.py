@@ -1,0 +1,41 @@
+"""The server extension's settings, as Jupyter configuration (traitlets).
+
+    c.CheckpointConfig.store_url = "s3://team-bucket/snapshots"   # shared by every host
+    c.CheckpointConfig.snapshot_dir = "/var/lib/jupyter-ckpt"       # this host's scratch
+
+or on the command line: `jupyter server --CheckpointConfig.store_url=s3://...`. The
+environment (JUPYTER_CKPT_STORE, JUPYTER_CKPT_DIR) gives the defaults, so the CLI and the
+server agree on one store without a config file.
+"""
+from __future__ import annotations
+
+import os
+
+from traitlets import Unicode, default
+from traitlets.config import Configurable
+
+from .catalog import default_root
+
+
+class CheckpointConfig(Configurable):
+    """Where kernel snapshots are kept."""
+
+    store_url = Unicode(
+        help="The snapshot store: a directory or s3://BUCKET/PREFIX on an S3-compatible "
+             "service (endpoint and credentials the standard AWS way: AWS_ENDPOINT_URL, "
+             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE). Several servers on "
+             "several hosts may share one. Empty: <snapshot_dir>/store. Default: "
+             "$JUPYTER_CKPT_STORE.").tag(config=True)
+
+    snapshot_dir = Unicode(
+        help="This server's own directory: scratch space for images on their way in and out "
+             "of the store, and the store itself unless store_url names another. Default: "
+             "$JUPYTER_CKPT_DIR, else ckpt/ in the Jupyter data directory.").tag(config=True)
+
+    @default("store_url")
+    def _default_store_url(self) -> str:
+        return os.environ.get("JUPYTER_CKPT_STORE", "")
+
+    @default("snapshot_dir")
+    def _default_snapshot_dir(self) -> str:
+        return default_root()
