@@ -7,6 +7,10 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the store is imported only by the commands that use it
+    from .store import SnapshotStore
 
 from . import __version__
 
@@ -213,6 +217,17 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def _checkout(store: "SnapshotStore", snapshot_id: str, scratch: str) -> str:
+    """Check snapshot `snapshot_id` out as `scratch`/image (a progress bar on a terminal)."""
+    image = os.path.join(scratch, "image")
+    progress, close = _transfer_bar("get")
+    try:
+        store.checkout(snapshot_id, image, progress=progress)
+    finally:
+        close()
+    return image
+
+
 def _snapshots(args: argparse.Namespace) -> int:
     """The `snapshots` verbs. Store errors become one line (by main) and exit status 1."""
     import shutil
@@ -247,12 +262,7 @@ def _snapshots(args: argparse.Namespace) -> int:
     elif args.verb == "restore":
         scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-restore-")
         try:
-            progress, close = _transfer_bar("get")
-            try:
-                store.checkout(args.id, os.path.join(scratch, "image"), progress=progress)
-            finally:
-                close()
-            return _restore(os.path.join(scratch, "image"), args)
+            return _restore(_checkout(store, args.id, scratch), args)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     elif args.verb == "rm":
@@ -276,14 +286,10 @@ def _snapshots(args: argparse.Namespace) -> int:
         info = store.get(args.id)
         scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-copy-")
         try:
-            progress, close = _transfer_bar("get")
-            try:
-                store.checkout(info.id, os.path.join(scratch, "image"), progress=progress)
-            finally:
-                close()
+            image = _checkout(store, info.id, scratch)
             progress, close = _transfer_bar("put")
             try:
-                copied = target.put_image(os.path.join(scratch, "image"), info.metadata,
+                copied = target.put_image(image, info.metadata,
                                           label=info.label, snapshot_id=info.id,
                                           progress=progress)
             finally:

@@ -54,14 +54,7 @@ def snapshot_id(value: Any, field: str = "snapshot_id") -> str:
 def label(value: Any, field: str = "label") -> str:
     if value is None:
         return ""
-    if not isinstance(value, str):
-        raise BadRequest(field, f"must be a string, not {type(value).__name__}")
-    if len(value) > LABEL_MAX:
-        raise BadRequest(field, f"is {len(value)} characters long; at most {LABEL_MAX} are allowed")
-    bad = _control_char(value)
-    if bad is not None:
-        raise BadRequest(field, f"holds the control character {bad!r}")
-    return value
+    return _text(value, field, LABEL_MAX)
 
 
 def execution_count(value: Any, field: str = "execution_count") -> int | None:
@@ -75,10 +68,15 @@ def execution_count(value: Any, field: str = "execution_count") -> int | None:
 
 
 def notebook_path(value: Any, field: str = "notebook_path") -> str:
+    return _text(value, field, PATH_MAX)
+
+
+def _text(value: Any, field: str, limit: int) -> str:
+    """A string of at most `limit` characters without control characters."""
     if not isinstance(value, str):
         raise BadRequest(field, f"must be a string, not {type(value).__name__}")
-    if len(value) > PATH_MAX:
-        raise BadRequest(field, f"is {len(value)} characters long; at most {PATH_MAX} are allowed")
+    if len(value) > limit:
+        raise BadRequest(field, f"is {len(value)} characters long; at most {limit} are allowed")
     bad = _control_char(value)
     if bad is not None:
         raise BadRequest(field, f"holds the control character {bad!r}")
