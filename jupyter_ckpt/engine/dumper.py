@@ -216,6 +216,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry,
                                           (copies or {}).get(pid)))
     zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
+    blockers += _check_zombie_groups(tree.zombies)
     blockers += _check_sessions(index.inner(tree.root), processes)
     blockers += _check_controlling_terminals(processes, index.ptys)
     zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)
@@ -244,6 +245,24 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
 def _zombie(pid: int, index: TreeIndex) -> dict[str, Any]:
     stat = read_stat(pid)
     return {"pid": index.inner(pid), "ppid": index.inner(int(stat[4])), "exit_code": int(stat[52])}
+
+
+def _check_zombie_groups(zombies: set[int]) -> list[Blocker]:
+    """A zombie comes back as a child that exits at once, in its parent's process group and
+    session: one that had moved to another (its group's leader since gone, as after a
+    setpgid then fork) would come back in the wrong one."""
+    blockers = []
+    for pid in sorted(zombies):
+        stat = read_stat(pid)
+        try:
+            parent = read_stat(int(stat[4]))
+        except FileNotFoundError:
+            continue  # its parent is gone too: it is reaped with it
+        if (stat[5], stat[6]) != (parent[5], parent[6]):
+            blockers.append(Blocker(pid, "process", "zombie", f"its process group {stat[5]} "
+                                    f"(session {stat[6]}) is not its parent's ({parent[5]}, "
+                                    f"{parent[6]}): it cannot be re-created in it"))
+    return blockers
 
 
 def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]:

@@ -101,8 +101,8 @@ def _files(manifest: dict[str, Any]) -> list[Difference]:
     found = []
     seen: set[str] = set()
     for what, path, facts in _needed_files(manifest):
-        if path in seen:
-            continue
+        if path in seen or path.startswith("/proc/"):
+            continue  # (/proc/PID/... of the tree's processes exists once they are back)
         seen.add(path)
         if facts is None:
             if not os.path.lexists(path):

@@ -1,0 +1,22 @@
+"""Found with CRIU's zdtm suite: a zombie in a process group of its own is refused by name
+(it would come back in its parent's group), and a /proc file of the process itself is
+reopened on the restored process (the host verdict must not call it gone)."""
+import sys
+
+from conftest import PROGRAMS, checkpoint_cycle, pid_alive, run_cli
+
+PROGRAM = PROGRAMS / "py_zombie_group.py"
+
+
+def test_a_zombie_in_a_group_of_its_own_is_refused_by_name(programs, workdir):
+    prog = programs(sys.executable, PROGRAM)
+    out = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "zombie: its process group" in lines[0], out.stderr
+    assert not (workdir / "image").exists() and pid_alive(prog.pid)
+    prog.verify()
+
+
+def test_a_proc_file_of_the_process_itself_is_reopened(programs, workdir):
+    prog = programs(sys.executable, PROGRAM, "--proc")
+    checkpoint_cycle(prog, workdir / "image")
