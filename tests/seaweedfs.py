@@ -91,8 +91,11 @@ class SeaweedFS:
         cmd = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-volume.max=0",
-               "-master.volumeSizeLimitMB=256",
+               "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+               # Each bucket is a collection that grows several volumes at once: with the
+               # count sized by free disk / volume size, a session's dozens of buckets ran
+               # out of volumes (every put: InternalError). Small, sparse, many.
+               "-volume.max=1000", "-master.volumeSizeLimitMB=64",
                "-metricsPort=0"]
         self.endpoint = f"http://127.0.0.1:{s3}"
         with open(self.log, "wb") as log:

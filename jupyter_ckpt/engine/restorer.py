@@ -424,7 +424,9 @@ class _Step:
         log.debug("pid %d: %s", self.pid, self.what)
 
     def failed(self, err: BaseException) -> CkptError:
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        why = str(err)
+        if isinstance(err, OSError) and err.strerror:
+            why = err.strerror + (f": {err.filename}" if err.filename else "")
         return CkptError(f"pid {self.pid}: {self.what}: {why}")
 
 
