@@ -12,7 +12,7 @@ import signal
 import psutil
 import pytest
 
-from conftest import pid_alive, run_cli, wait_until
+from conftest import checkpoint_cycle, pid_alive, run_cli, wait_until
 
 # mode of programs/shared_tables.c -> words its one refusal line must hold
 KINDS = {
@@ -89,3 +89,10 @@ def test_a_stopped_process_is_refused_by_name_and_left_stopped(cc, programs, wor
     os.kill(prog.pid, signal.SIGCONT)
     wait_until(lambda: _ticks(prog) > count + 3, what="the program to tick once continued")
     _verify(prog)
+
+
+def test_a_process_that_dropped_root_is_restored_as_itself(cc, programs, workdir):
+    """Its rlimits are read without prlimit(), which refuses another user's process to us
+    (no CAP_SYS_RESOURCE); it comes back with its own ids and passes its check."""
+    prog = programs(cc("shared_tables"), "setuid")
+    checkpoint_cycle(prog, workdir / "image")

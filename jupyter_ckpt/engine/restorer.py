@@ -494,6 +494,8 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     posix_timers.restore(ctx, proc.get("posix_timers", []),
                          {rec["tid"]: thread for rec, thread in zip(proc["threads"], all_threads)})
     faults.point("restore.after-threads", log)
+    # while the process is still ours: prlimit() on another user's wants CAP_SYS_RESOURCE
+    process.set_rlimits(ctx.pid, proc["process"])
     for thread in all_threads:
         ctx.scratch.reset()
         process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
@@ -502,7 +504,6 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for rec, thread in zip(proc["threads"], all_threads):
         threads.finish(rec, thread)
         ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
-    process.set_rlimits(ctx.pid, proc["process"])
     for rec, thread in zip(proc["threads"], all_threads):
         threads.restore_scheduling(rec, thread)
     process.verify_capabilities(ctx.pid, proc["process"])

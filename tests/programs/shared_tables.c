@@ -11,6 +11,7 @@
  *            signal handlers: one the parent installs after the clone is the child's
  *   plain    no child (a test stops it from outside, for instance)
  *   mlock_setuid  an mlocked page, then the process drops root for uid/gid 65534
+ *   setuid   the process drops root for uid/gid 65534 (and checks it still has them)
  *
  * After setting up it writes "ready" and appends one byte to STATUS.tick every 10 ms until
  * SIGUSR1 (sent to the child, then the parent); then the child checks the sharing and
@@ -95,9 +96,9 @@ int main(int argc, char **argv) {
             return 1;
         }
         umask(SHARED_UMASK);
-    } else if (!strcmp(mode, "mlock_setuid")) {
+    } else if (!strcmp(mode, "mlock_setuid") || !strcmp(mode, "setuid")) {
         char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED || mlock(p, 4096) < 0 || setgroups(0, NULL) < 0
+        if (p == MAP_FAILED || (mode[0] == 'm' && mlock(p, 4096) < 0) || setgroups(0, NULL) < 0
             || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0) {
             say("FAIL setting up: %s", strerror(errno));
             return 1;
@@ -115,6 +116,11 @@ int main(int argc, char **argv) {
             say("FAIL the %s child no longer shares it (status %d)", mode, status);
             return 1;
         }
+    }
+    uid_t r, e, s;
+    if (!strcmp(mode, "setuid") && (getresuid(&r, &e, &s) < 0 || r != 65534 || e != 65534 || s != 65534)) {
+        say("FAIL uids %d %d %d", r, e, s);
+        return 1;
     }
     say("PASS");
     return 0;
