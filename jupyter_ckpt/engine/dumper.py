@@ -32,13 +32,15 @@ log = logging.getLogger(__name__)
 def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
     """Everything that would stop `dump(pid, tcp_close=...)`; the tree runs on untouched."""
     check_root(pid)
-    unfreezable = process.shared_address_spaces(_tree_pids(pid))
+    pids = _tree_pids(pid)
+    unfreezable = process.shared_address_spaces(pids) + process.group_stopped(pids)
     if unfreezable:
-        return unfreezable  # freezing would wait forever
+        return unfreezable  # freezing would wait forever, or fail
+    shared = process.shared_tables(pids)
     tree = freeze(pid)
     try:
         _, blockers = _collect(tree, None, tcp_close=tcp_close)
-        return blockers
+        return shared + blockers
     finally:
         tree.release()
 
@@ -133,10 +135,12 @@ def _tree_pids(root: int) -> list[int]:
 
 def _refuse_before_touching(root: int) -> None:
     """What must be refused before the tree is seized or any syscall is injected into it
-    (pre-copy does both): a vfork() in progress, which no freeze can stop, and seccomp,
-    under which an injected syscall can kill the process."""
+    (pre-copy does both): a vfork() in progress, which no freeze can stop, seccomp,
+    under which an injected syscall can kill the process, a stopped process (to be left
+    stopped, not traced) and tables shared between processes."""
     pids = _tree_pids(root)
-    blockers = process.shared_address_spaces(pids)
+    blockers = (process.shared_address_spaces(pids) + process.group_stopped(pids)
+                + process.shared_tables(pids))
     for pid in pids:
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]

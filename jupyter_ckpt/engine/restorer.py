@@ -540,6 +540,9 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     posix_timers.restore(ctx, proc.get("posix_timers", []),
                          {rec["tid"]: thread for rec, thread in zip(proc["threads"], all_threads)})
     faults.point("restore.after-threads", log)
+    # while the process is still ours: prlimit() on another user's wants CAP_SYS_RESOURCE
+    step("setting its resource limits")
+    process.set_rlimits(ctx.pid, proc["process"])
     for rec, thread in zip(proc["threads"], all_threads):
         step("setting its credentials and capabilities", rec["tid"])
         ctx.scratch.reset()
@@ -551,8 +554,6 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
         step("finishing the thread (clear_child_tid, signal mask)", rec["tid"])
         threads.finish(rec, thread)
         ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
-    step("setting its resource limits")
-    process.set_rlimits(ctx.pid, proc["process"])
     for rec, thread in zip(proc["threads"], all_threads):
         step("setting the thread's scheduling", rec["tid"])
         threads.restore_scheduling(rec, thread)

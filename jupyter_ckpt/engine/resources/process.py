@@ -22,6 +22,10 @@ _MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "
               "start_stack", "arg_start", "arg_end", "env_start", "env_end")
 _MM_MAP = struct.Struct("<11QQII")
 KCMP_VM = 1  # linux/kcmp.h: do two tasks share one address space?
+# linux/kcmp.h: tables a clone() without CLONE_THREAD may share, which restore makes apart
+_KCMP_SHARED = ((2, "shared file descriptor table", "CLONE_FILES"),  # KCMP_FILES
+                (3, "shared fs info (cwd, umask)", "CLONE_FS"))  # KCMP_FS
+_LIMITS_VALUES_COLUMN = 26  # /proc/PID/limits: "%-25s %-20s %-20s %-10s"
 
 
 def _identity_user_ns(pid: int, root: int) -> bool:
@@ -82,7 +86,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "groups": [int(x) for x in status["Groups"].split()],
         "caps": {k: status[k] for k in _CAPS},
         "no_new_privs": status.get("NoNewPrivs", "0") == "1",
-        "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in _RLIMITS.items()},
+        "rlimits": _read_rlimits(pid),
         "personality": int(open(f"/proc/{pid}/personality").read(), 16),
         "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
         "mm": mm, "auxv": b64(procfs.read_bytes(f"/proc/{pid}/auxv")),
@@ -90,6 +94,50 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
             errors="replace").strip(),
     }
+
+
+def _read_rlimits(pid: int) -> dict[str, list[int]]:
+    """From /proc/PID/limits (rows in resource order): prlimit() on a process of another
+    user wants CAP_SYS_RESOURCE even to read."""
+    with open(f"/proc/{pid}/limits") as f:
+        rows = f.read().splitlines()[1:]
+    values = [[resource.RLIM_INFINITY if v == "unlimited" else int(v)
+               for v in row[_LIMITS_VALUES_COLUMN:].split()[:2]] for row in rows]
+    return {name: values[num] for name, num in _RLIMITS.items()}
+
+
+def shared_tables(pids: list[int]) -> list[Blocker]:
+    """Processes of the tree sharing a file descriptor table or fs info (clone with
+    CLONE_FILES or CLONE_FS, not a thread): each would come back with its own, so what one
+    opens or changes the other would no longer see."""
+    blockers = []
+    for i, pid in enumerate(pids):
+        for other in pids[:i]:
+            for kind, name, flag in _KCMP_SHARED:
+                try:
+                    if syscalls.kcmp(pid, other, kind, 0, 0) == 0:
+                        blockers.append(Blocker(pid, "process", name,
+                                                f"shares it with pid {other} ({flag}); each would "
+                                                "be restored with its own"))
+                except OSError:
+                    continue  # gone meanwhile
+    return blockers
+
+
+def group_stopped(pids: list[int]) -> list[Blocker]:
+    """Processes stopped by SIGSTOP or job control: seizing them cannot freeze them the
+    usual way, and a restore would not leave them stopped. Read from /proc only."""
+    blockers = []
+    for pid in pids:
+        try:
+            state = procfs.read_status(pid)["State"]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state.startswith("T"):
+            blockers.append(Blocker(pid, "process", "stopped",
+                                    "stopped by SIGSTOP or job control (group stop), which a "
+                                    "restore would not keep; continue it (SIGCONT) first"))
+    return blockers
 
 
 def shared_address_spaces(pids: list[int]) -> list[Blocker]:
