@@ -3,6 +3,8 @@
 reopened on the restored process (the host verdict must not call it gone)."""
 import sys
 
+import pytest
+
 from conftest import PROGRAMS, checkpoint_cycle, pid_alive, run_cli
 
 PROGRAM = PROGRAMS / "py_zombie_group.py"
@@ -20,3 +22,16 @@ def test_a_zombie_in_a_group_of_its_own_is_refused_by_name(programs, workdir):
 def test_a_proc_file_of_the_process_itself_is_reopened(programs, workdir):
     prog = programs(sys.executable, PROGRAM, "--proc")
     checkpoint_cycle(prog, workdir / "image")
+
+
+@pytest.mark.parametrize("mode,words", [("--pdeath", "parent-death signal"),
+                                        ("--fown", "signal-driven I/O")])
+def test_state_that_is_not_restored_is_refused_by_name(mode, words, programs, workdir):
+    """Found with zdtm (pdeath_sig, file_fown): dump and restore went through and the state
+    was silently lost. Until it is restored, it is refused by name, the program running on."""
+    prog = programs(sys.executable, PROGRAMS / "py_owners.py", mode)
+    out = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and words in lines[0], out.stderr
+    assert not (workdir / "image").exists() and pid_alive(prog.pid)
+    prog.verify()

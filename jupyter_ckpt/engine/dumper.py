@@ -2,8 +2,10 @@
 write the image, then let the tree run on (or end it with `kill`)."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -15,8 +17,8 @@ from . import faults, guard, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
-from .hostinfo import host_facts
 from .fileid import FileIdentities
+from .hostinfo import host_facts
 from .image import ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
@@ -374,6 +376,22 @@ def _put_back(threads: list[RemoteThread], masks: dict[int, int]) -> None:
             log.debug("tid %d: not put back (%s): the thread is gone", t.tid, err)
 
 
+_F_GETSIG, _F_GETOWN_EX = 11, 16
+
+
+def _refuse_signal_driven_io(f: OpenFile, ctx: DumpContext) -> None:
+    """An open file's owner and signal for O_ASYNC I/O (F_SETOWN, F_SETSIG) belong to its
+    open file description and are not restored: refused by name rather than lost."""
+    if f.flags & os.O_ASYNC:
+        raise ctx.refuse(f"fd {f.fd}", "signal-driven I/O", f"{f.link}: O_ASYNC is not restored")
+    dup = ctx.dup_of(f.fd)
+    owner_kind, owner = struct.unpack("ii", fcntl.fcntl(dup, _F_GETOWN_EX, bytes(8)))
+    signo = fcntl.fcntl(dup, _F_GETSIG)
+    if owner or signo:
+        raise ctx.refuse(f"fd {f.fd}", "file owner", f"{f.link}: an owner (F_SETOWN {owner}) "
+                         f"or signal (F_SETSIG {signo}) for signal-driven I/O is not restored")
+
+
 def _guarded(blockers: list[Blocker], collect, fallback):
     try:
         return collect()
@@ -404,6 +422,7 @@ class _FileRegistry:
             if file_id is None:
                 file_id = f"{f.pid}:{f.fd}"
                 try:
+                    _refuse_signal_driven_io(f, ctx)
                     kind = claim(f, ctx)
                     rec = {"id": file_id, "kind": kind.name, "owner": ctx.tree.inner(f.pid),
                            **kind.dump(f, ctx)}

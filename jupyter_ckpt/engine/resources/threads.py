@@ -22,6 +22,7 @@ from ..inject import RemoteThread
 
 log = logging.getLogger(__name__)
 
+PR_GET_PDEATHSIG = 2
 PR_SET_NAME = 15
 PR_GET_TID_ADDRESS = 40
 RSEQ_FLAG_UNREGISTER = 1
@@ -51,6 +52,13 @@ def _dump_thread(ctx: DumpContext, t: RemoteThread) -> dict[str, Any]:
     addr = ctx.scratch.reserve(8)
     t.call("prctl", PR_GET_TID_ADDRESS, addr)
     rec["clear_child_tid"] = struct.unpack("<Q", ctx.mem.read(addr, 8))[0]  # type: ignore[union-attr]
+    addr = ctx.scratch.reserve(4)
+    t.call("prctl", PR_GET_PDEATHSIG, addr)  # per thread, and readable only from inside
+    pdeath = struct.unpack("<i", ctx.mem.read(addr, 4))[0]  # type: ignore[union-attr]
+    if pdeath:
+        # the restore's helpers are the thread's parents for a while: it would fire then
+        raise ctx.refuse(f"tid {rec['tid']}", "parent-death signal",
+                         f"PR_SET_PDEATHSIG ({pdeath}) is not restored")
     addr = ctx.scratch.reserve(_STACK_T.size)
     t.call("sigaltstack", 0, addr)
     sp, flags, _, size = _STACK_T.unpack(ctx.mem.read(addr, _STACK_T.size))  # type: ignore[union-attr]
