@@ -422,10 +422,10 @@ class _FileRegistry:
             if file_id is None:
                 file_id = f"{f.pid}:{f.fd}"
                 try:
-                    _refuse_signal_driven_io(f, ctx)
                     kind = claim(f, ctx)
                     rec = {"id": file_id, "kind": kind.name, "owner": ctx.tree.inner(f.pid),
                            **kind.dump(f, ctx)}
+                    _refuse_signal_driven_io(f, ctx)  # (after the kind's own, more telling refusals)
                 except Unsupported as refusal:
                     blockers.extend(refusal.blockers)
                     continue
