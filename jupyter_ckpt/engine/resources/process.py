@@ -111,8 +111,9 @@ def shared_tables(pids: list[int]) -> list[Blocker]:
     CLONE_FILES or CLONE_FS, not a thread): each would come back with its own, so what one
     opens or changes the other would no longer see."""
     blockers = []
-    for i, pid in enumerate(pids):
-        for other in pids[:i]:
+    live = [pid for pid in pids if not _is_zombie(pid)]  # (exited: no tables to compare)
+    for i, pid in enumerate(live):
+        for other in live[:i]:
             for kind, name, flag in _KCMP_SHARED:
                 try:
                     if syscalls.kcmp(pid, other, kind, 0, 0) == 0:
@@ -122,6 +123,13 @@ def shared_tables(pids: list[int]) -> list[Blocker]:
                 except OSError:
                     continue  # gone meanwhile
     return blockers
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return procfs.read_status(pid)["State"].startswith(("Z", "X"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # gone: nothing to compare either
 
 
 def group_stopped(pids: list[int]) -> list[Blocker]:
