@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import signal
 
-import psutil
 import pytest
 
-from conftest import checkpoint_cycle, pid_alive, run_cli, wait_until
+from conftest import checkpoint_cycle, run_cli, wait_until
+from test_refusals import _ticks, _tree, _verify  # the same ticking-program protocol
 
 # mode of programs/shared_tables.c -> words its one refusal line must hold
 KINDS = {
@@ -21,10 +21,6 @@ KINDS = {
     "sighand": ["process: shared address space", "CLONE_VM"],  # CLONE_SIGHAND needs CLONE_VM
     "mlock_setuid": ["mapping", "mlock"],
 }
-
-
-def _tree(prog) -> list[int]:
-    return [prog.pid] + [c.pid for c in psutil.Process(prog.pid).children(recursive=True)]
 
 
 def _states(prog) -> dict[int, tuple[str, str]]:
@@ -36,10 +32,6 @@ def _states(prog) -> dict[int, tuple[str, str]]:
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
             states[int(tid)] = (status["State"][0], status["TracerPid"])
     return states
-
-
-def _ticks(prog) -> int:
-    return os.stat(f"{prog.status}.tick").st_size
 
 
 def _refused_in_one_line(prog, words: list[str], workdir) -> None:
@@ -58,14 +50,6 @@ def _refused_in_one_line(prog, words: list[str], workdir) -> None:
     assert errors[0] == f"jupyter-ckpt: cannot checkpoint: {lines[0]}", errors[0]
     assert not image.exists()
     assert sorted(os.listdir(workdir)) == before, "dump left something behind"
-
-
-def _verify(prog) -> None:
-    for pid in reversed(_tree(prog)):
-        os.kill(pid, signal.SIGUSR1)
-    wait_until(lambda: any(l.startswith(("PASS", "FAIL")) for l in prog.lines())
-               or not pid_alive(prog.pid), what="the program's verdict")
-    assert [l for l in prog.lines() if l.startswith(("PASS", "FAIL"))] == ["PASS"], prog.log()
 
 
 @pytest.mark.parametrize("mode,words", [pytest.param(m, w, id=m) for m, w in KINDS.items()])
