@@ -18,6 +18,7 @@ from typing import Any
 
 from tornado.websocket import websocket_connect
 
+from jupyter_ckpt.engine.lazy_keeper import descendants
 from unprivileged import NOBODY, become_nobody
 
 TOKEN = "ckpt-test-token"
@@ -142,22 +143,7 @@ class Server:
     def descendants(self) -> set[int]:
         """PIDs of every process below the server (its kernels, and the stand-in parents and
         namespace inits of restored ones)."""
-        children: dict[int, list[int]] = {}
-        for entry in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-        found: set[int] = set()
-        todo = [self.proc.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-        return found
+        return set(descendants([self.proc.pid])) - {self.proc.pid}
 
     def runtime_files(self) -> set[str]:
         runtime = self.runtime_dir
