@@ -26,9 +26,15 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
                                 EngineWorker())
     serverapp.web_app.settings["jupyter_ckpt_service"] = service
     serverapp.web_app.add_handlers(".*$", handlers(serverapp.web_app.settings["base_url"]))
-    # Every kernel this server starts is checkpointable. (A kernelspec naming another
-    # provisioner keeps it; the factory is a singleton that may predate our config.)
-    KernelProvisionerFactory.instance().default_provisioner_name = "ckpt-provisioner"
+    # A kernelspec naming another provisioner keeps it; the factory is a singleton that may
+    # predate our config.
+    if config.every_kernel:
+        KernelProvisionerFactory.instance().default_provisioner_name = "ckpt-provisioner"
+        serverapp.log.info("jupyter-ckpt: every kernel is checkpointable "
+                           "(CheckpointConfig.every_kernel)")
+    else:
+        serverapp.log.info("jupyter-ckpt: only kernelspecs selecting ckpt-provisioner are "
+                           "checkpointable (CheckpointConfig.every_kernel is off)")
     serverapp.log.info("jupyter-ckpt: kernel snapshots in %s", config.store_url or catalog.root)
 
 

@@ -2,6 +2,7 @@
 
     c.CheckpointConfig.store_url = "s3://team-bucket/snapshots"   # shared by every host
     c.CheckpointConfig.snapshot_dir = "/var/lib/jupyter-ckpt"       # this host's scratch
+    c.CheckpointConfig.every_kernel = False   # only kernelspecs that ask for ckpt-provisioner
 
 or on the command line: `jupyter server --CheckpointConfig.store_url=s3://...`. The
 environment (JUPYTER_CKPT_STORE, JUPYTER_CKPT_DIR) gives the defaults, so the CLI and the
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 from traitlets.config import Configurable
 
 from .catalog import default_root
@@ -31,6 +32,15 @@ class CheckpointConfig(Configurable):
         help="This server's own directory: scratch space for images on their way in and out "
              "of the store, and the store itself unless store_url names another. Default: "
              "$JUPYTER_CKPT_DIR, else ckpt/ in the Jupyter data directory.").tag(config=True)
+
+    every_kernel = Bool(
+        True,
+        help="Make every kernel this server starts checkpointable: ckpt-provisioner becomes "
+             "the default for kernelspecs that name no provisioner of their own. False: only "
+             "kernelspecs whose kernel.json selects it (metadata.kernel_provisioner."
+             "provisioner_name = \"ckpt-provisioner\"; `jupyter-ckpt kernelspec install` "
+             "writes one) are checkpointable; other kernels run as without this extension."
+    ).tag(config=True)
 
     @default("store_url")
     def _default_store_url(self) -> str:

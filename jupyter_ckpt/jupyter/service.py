@@ -61,8 +61,12 @@ class CheckpointService:
             raise NotFound(f"no running kernel {kernel_id}")
         km = self.kernels.get_kernel(kernel_id)
         provisioner = km.provisioner
-        if not isinstance(provisioner, CkptProvisioner) or not provisioner.pid:
-            raise Conflict(f"kernel {kernel_id} was not started by the checkpointable provisioner")
+        if not isinstance(provisioner, CkptProvisioner):
+            raise Conflict(f"kernel {kernel_id} is not checkpointable: kernelspec "
+                           f"{km.kernel_name!r} runs it with {type(provisioner).__name__}, not "
+                           "ckpt-provisioner (see CheckpointConfig.every_kernel)")
+        if not provisioner.pid:
+            raise Conflict(f"kernel {kernel_id} has no running process to checkpoint")
         if snapshot_id is not None and (not SnapshotCatalog.valid_id(snapshot_id)
                                         or self.catalog.exists(snapshot_id)):
             raise Conflict("invalid or already used snapshot id")
