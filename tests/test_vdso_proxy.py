@@ -85,10 +85,14 @@ def test_missing_symbol_refused_by_name():
                      "this kernel's does not"]
 
 
-def test_getrandom_state_refused_by_name():
+def test_getrandom_state_of_another_size_refused_by_name():
     here = {"__vdso_getrandom": 0x100}
-    found = vdso.refusals({"__vdso_getrandom": 0x100}, 0x1000, here)
-    assert len(found) == 1 and "__vdso_getrandom" in found[0] and "vgetrandom" in found[0]
+    other = {"state_size": 1, "prot": 0, "flags": 0}
+    assert other != vdso.getrandom_state()
+    found = vdso.refusals({"__vdso_getrandom": 0x100}, 0x1000, here, other)
+    assert len(found) == 1 and found[0].startswith("vdso symbol __vdso_getrandom: this kernel's getrandom state")
+    assert "__vdso_getrandom" in vdso.refusals({"__vdso_getrandom": 0x100}, 0x1000, here)[0]
+    assert vdso.refusals({"__vdso_getrandom": 0x100}, 0x1000, here, vdso.getrandom_state()) == []
 
 
 def test_entry_too_close_to_the_next_refused():
@@ -178,3 +182,21 @@ def test_schema_refuses_a_symbol_outside_the_vdso(cc, programs, workdir):
     memory["vdso_symbols"]["__vdso_time"] = image_vdso["end"] - image_vdso["start"]
     with pytest.raises(schema.Invalid, match="vdso_symbols.*outside the vdso"):
         schema.validate(doc)
+
+
+def test_getrandom_forwarded_with_its_state_parameters(cc, programs, workdir):
+    """getrandom through the proxy (this kernel's vdso with one unused ELF header byte
+    changed, so that it is not this build's: the proxy's jumps are the only new part)."""
+    if vdso.getrandom_state() is None:
+        pytest.skip("this kernel's vdso has no getrandom (Linux before 6.11)")
+    code = bytearray(own_vdso())
+    code[15] ^= 0x5A  # e_ident padding: read by nothing
+    prog = _program_with_vdso(cc, programs, workdir, bytes(code))
+    assert "info getrandom 1" in prog.lines()
+    image = workdir / "image"
+    prog.dump(image)
+    memory = manifest(image)["processes"][0]["memory"]
+    assert memory["vdso_getrandom"] == vdso.getrandom_state()
+    assert [d for d in hostcheck.verdict(manifest(image)) if PROXIED in d.what and not d.fatal]
+    prog.restore(image)
+    prog.verify()

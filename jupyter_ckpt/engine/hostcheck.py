@@ -101,8 +101,9 @@ def _kernel_build(manifest: dict[str, Any]) -> list[Difference]:
         if theirs == sizes and (not recorded or recorded == checksum):
             continue
         if here is None:
-            here = vdso_proxy.dump_symbols(code, os.getpid()) or {}
-        problems = vdso_proxy.refusals(memory.get("vdso_symbols"), theirs.get("[vdso]", 0), here)
+            here = vdso_proxy.symbols(code)
+        problems = vdso_proxy.refusals(memory.get("vdso_symbols"), theirs.get("[vdso]", 0), here,
+                                       memory.get("vdso_getrandom"))
         for problem in problems:
             found.setdefault(problem, Difference(problem, True))
         if not problems:

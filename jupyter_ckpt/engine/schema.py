@@ -344,7 +344,10 @@ VMA = Record({
 MEMORY = Record({"vmas": List(VMA, MAX_VMAS), "pages_blob": BLOB},
                 {"vdso_xxh3_128": HEX128, "zero_bytes": SIZE,
                  # the vdso's exported functions: name -> offset in it (resources/vdso.py)
-                 "vdso_symbols": Map(Str(64), SIZE, 256)})
+                 "vdso_symbols": Map(Str(64), SIZE, 256),
+                 # this kernel's getrandom vdso state parameters (resources/vdso.py)
+                 "vdso_getrandom": Record({"state_size": Int(1, 1 << 30), "prot": Int(0, 7),
+                                           "flags": Int(0, U32)})})
 
 # resources/posix_timers.py: notify 0 signal, 1 none, 2 thread (glibc's SIGEV_THREAD
 # runs as a signal), 4 signal to the thread `tid`; a negative clock is a CPU clock

@@ -7,7 +7,8 @@
  * foreign code does not match this kernel's data page), nor the C library's time functions
  * (they use this kernel's offsets). After the restore it calls every pointer and compares
  * the results with the system calls: they reach this kernel's vdso only through the proxy
- * the restore put where its vdso was. */
+ * the restore put where its vdso was. If its vdso has getrandom, that is called too, the way
+ * the C library does: its state parameters first, then with a state mapped as they say. */
 #include "ckpt_test.h"
 #include <elf.h>
 #include <fcntl.h>
@@ -24,6 +25,8 @@ typedef int (*gettime_fn)(clockid_t, struct timespec *);
 typedef int (*gettimeofday_fn)(struct timeval *, void *);
 typedef time_t (*time_fn)(time_t *);
 typedef long (*getcpu_fn)(unsigned *, unsigned *, void *);
+typedef ssize_t (*getrandom_fn)(void *, size_t, unsigned, void *, size_t);
+struct getrandom_params { uint32_t size_of_opaque_state, mmap_prot, mmap_flags, reserved[13]; };
 
 static const char *names[] = {
     "__vdso_clock_gettime", "clock_gettime", "__vdso_gettimeofday", "gettimeofday",
@@ -31,6 +34,7 @@ static const char *names[] = {
 };
 #define NNAMES (sizeof names / sizeof names[0])
 static void *fn[NNAMES];
+static getrandom_fn vgetrandom;
 
 static size_t vdso_size(uintptr_t base) {
     FILE *maps = fopen("/proc/self/maps", "r");
@@ -96,6 +100,8 @@ int main(int argc, char **argv) {
     if (mprotect((void *)base, size, PROT_READ | PROT_EXEC) != 0) ckpt_fail("mprotect vdso back: %m");
     for (size_t i = 0; i < NNAMES; i++)
         if (!(fn[i] = lookup(base, names[i]))) ckpt_fail("foreign vdso lacks %s", names[i]);
+    vgetrandom = (getrandom_fn)lookup(base, "__vdso_getrandom");
+    ckpt_status("info getrandom %d", vgetrandom != NULL);
     ckpt_ready();
     while (!ckpt_verify_requested) pause();
 
@@ -143,6 +149,16 @@ int main(int argc, char **argv) {
         syscall(SYS_clock_getres, CLOCK_MONOTONIC, &want);
         if (((gettime_fn)fn[i])(CLOCK_MONOTONIC, &res) != 0 || ns(&res) != ns(&want))
             ckpt_fail("%s = %lld ns, the system call says %lld", names[i], ns(&res), ns(&want));
+    }
+    if (vgetrandom) {
+        struct getrandom_params params;
+        if (vgetrandom(NULL, 0, 0, &params, ~0UL) != 0) ckpt_fail("getrandom parameters failed");
+        void *state = mmap(NULL, params.size_of_opaque_state, params.mmap_prot, params.mmap_flags, -1, 0);
+        if (state == MAP_FAILED) ckpt_fail("mapping a getrandom state: %m");
+        unsigned char bytes[64] = {0}, none[64] = {0};
+        ssize_t n = vgetrandom(bytes, sizeof bytes, 0, state, params.size_of_opaque_state);
+        if (n != sizeof bytes || memcmp(bytes, none, sizeof bytes) == 0)
+            ckpt_fail("getrandom through the vdso gave %zd bytes", n);
     }
     ckpt_pass();
 }

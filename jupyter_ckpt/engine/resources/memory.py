@@ -83,9 +83,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     if vdso and ctx.mem:
         code = ctx.mem.read(vdso.start, vdso.size)
         result["vdso_xxh3_128"] = xxhash.xxh3_128_hexdigest(code)
-        symbols = vdso_proxy.dump_symbols(code, ctx.pid)
-        if symbols is not None:
-            result["vdso_symbols"] = symbols
+        result.update(vdso_proxy.dump(code, ctx.pid))
     with_data = _run_bytes(records)
     if ctx.writer is not None and ctx.precopy is not None:
         ctx.precopy.finish(records)  # most pages were copied before the freeze
@@ -313,7 +311,7 @@ def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str
     want = {v["path"]: (v["start"], v["end"]) for v in rec["vmas"] if v["path"] in SPECIAL}
     vdso_start = seed["[vdso]"][0]
     code = mem.read(vdso_start, seed["[vdso]"][1] - vdso_start)
-    proxy = _vdso_proxy(rec, want, seed, code, thread.tid)
+    proxy = _vdso_proxy(rec, want, seed, code)
     lo = min(s for s, _ in seed.values())
     hi = max(e for _, e in seed.values())
     thread.call("munmap", 0, lo)
@@ -339,7 +337,7 @@ def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str
 
 
 def _vdso_proxy(rec: dict[str, Any], want: dict[str, tuple[int, int]],
-                seed: dict[str, tuple[int, int]], code: bytes, pid: int) -> Any:
+                seed: dict[str, tuple[int, int]], code: bytes) -> Any:
     """None when this kernel's vdso block (`seed`, vdso `code`) is the image's (`want`);
     else a function of this vdso's final address giving the proxy's code (resources/vdso.py).
     Refuses an image whose vdso cannot be proxied (the host verdict has refused it already)."""
@@ -349,8 +347,8 @@ def _vdso_proxy(rec: dict[str, Any], want: dict[str, tuple[int, int]],
     if "[vdso]" not in want:
         raise RestoreConflict("the image has no vdso and this kernel's vdso block differs from its own")
     size = want["[vdso]"][1] - want["[vdso]"][0]
-    here = vdso_proxy.dump_symbols(code, pid) or {}
-    problems = vdso_proxy.refusals(rec.get("vdso_symbols"), size, here)
+    here = vdso_proxy.symbols(code)
+    problems = vdso_proxy.refusals(rec.get("vdso_symbols"), size, here, rec.get("vdso_getrandom"))
     if problems:
         raise RestoreConflict(f"this kernel's vdso differs from the checkpointed one: {problems[0]}")
     return lambda base: vdso_proxy.proxy_code(rec["vdso_symbols"], size, here, base)
