@@ -5,9 +5,9 @@ Run before anything is created (it is the first step of every restore) and on re
 alone: an image checked out of a store need not be, which makes it cheap to ask about a
 snapshot made on another machine. Each difference is one line and says whether it stops
 the restore (architecture, page size, CPU features, a kernel build whose vdso cannot be
-proxied, an executable, library or
-open file that is missing or not the same, an owner that is not the caller) or is only
-worth knowing (another host, a reboot since, a listening port taken here).
+proxied, an executable, library or open file that is missing or not the same, an owner that
+is not the caller) or is only worth knowing (another host, a reboot since, another kernel
+build whose vdso is proxied, a listening port taken here).
 """
 from __future__ import annotations
 
