@@ -31,20 +31,16 @@ def _run(*cmd: str, cwd: str | None = None) -> str:
 
 
 def _kernel_package() -> str:
-    """The versioned kernel package the meta-package depends on (apt lists refreshed once
-    when they do not know it)."""
-    for attempt in range(2):
-        try:
-            out = _run("apt-cache", "depends", META_PACKAGE)
-        except RuntimeError:
-            out = ""
-        names = [line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.strip().startswith("Depends:") and "linux-image-" in line]
-        if names:
-            return names[0]
-        if attempt == 0:
-            _run("apt-get", "update")
-    raise RuntimeError(f"apt knows no {META_PACKAGE}")
+    """The versioned kernel package the meta-package depends on."""
+    try:
+        out = _run("apt-cache", "depends", META_PACKAGE)
+    except RuntimeError:
+        out = ""
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.strip().startswith("Depends:") and "linux-image-" in line]
+    if not names:
+        raise RuntimeError(f"apt knows no {META_PACKAGE}")
+    return names[0]
 
 
 def _decompress(vmlinuz: bytes) -> bytes:
@@ -86,6 +82,14 @@ def _vdso64(vmlinux: bytes) -> bytes:
 
 def foreign_vdso() -> Path:
     """Path of another kernel build's vdso64.so (fetched and extracted once)."""
+    try:
+        return _fetch()
+    except RuntimeError:  # apt's lists never fetched on this machine, or older than the archive
+        _run("apt-get", "update")
+        return _fetch()
+
+
+def _fetch() -> Path:
     package = _kernel_package()
     cached = CACHE / f"{package}.vdso64.so"
     if cached.exists():
