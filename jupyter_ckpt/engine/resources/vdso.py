@@ -25,15 +25,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import mmap
 import os
-from typing import Any
+from typing import Any, Callable
 
 from .. import arch, elfsyms, procfs
+from ..inject import RemoteMemory
 
 log = logging.getLogger(__name__)
 
-PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x2, 0x20, 0x100000
+MAP_FIXED_NOREPLACE = 0x100000  # (not in the mmap module)
 
 # getrandom's vdso function keeps per-thread state in memory the program allocates with
 # the parameters (size, protections, flags) its kernel gave once, cached by the C library.
@@ -125,10 +126,10 @@ def proxy_code(image_symbols: dict[str, int], vdso_size: int, here: dict[str, in
     return bytes(code)
 
 
-def install_proxy(call: Any, mem: Any, start: int, code: bytes) -> None:
+def install_proxy(call: Callable[..., int], mem: RemoteMemory, start: int, code: bytes) -> None:
     """Map the proxy `code` at `start` (where the image's vdso was) in the process whose
     syscalls `call` injects, read and execute only, like a vdso."""
-    call("mmap", start, len(code), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-         -1, 0)
+    call("mmap", start, len(code), mmap.PROT_READ | mmap.PROT_WRITE,
+         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
     mem.write(start, code)
-    call("mprotect", start, len(code), PROT_READ | PROT_EXEC)
+    call("mprotect", start, len(code), mmap.PROT_READ | mmap.PROT_EXEC)
