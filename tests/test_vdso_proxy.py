@@ -153,6 +153,8 @@ def test_restore_refuses_a_symbol_this_kernel_lacks(cc, programs, workdir, forei
     fatal = hostcheck.fatal(hostcheck.verdict(manifest(image)))
     assert fatal == [f"vdso symbol {name} missing: the image's vdso exports it, this kernel's does not"
                      for name in lacking]
+    out = run_cli("inspect", image, "--host", check=False)
+    assert out.returncode == 1 and f"refused: vdso symbol {lacking[0]} missing" in out.stdout, out.stdout
     out = run_cli("restore", image, "--detach", check=False)
     assert out.returncode != 0 and f"vdso symbol {lacking[0]} missing" in out.stderr, out.stderr
     assert not pid_alive(prog.pid), "the refused restore created the process"
