@@ -96,6 +96,8 @@ def mutate_manifest(manifest: dict[str, Any], path: tuple, how: str) -> Mutation
         return Mutation(label, not informational and path[-1] != "cmdline")
     if how == "unknown-field":
         target = value if isinstance(value, dict) else parent
+        if key == "vdso_symbols":  # a map of names: a new name is one more symbol, not a field
+            return Mutation(label + " (a map)", False, informational)
         if not isinstance(target, dict):
             return Mutation(label + " (no record)", False, informational)
         target["bogus_field"] = 1
@@ -114,13 +116,13 @@ def _required(path: tuple) -> bool:
     missing in a genuine image)."""
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
-                "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds"}
+                "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols", "vdso_getrandom"}
     key = path[-1]
     if isinstance(key, int):
         return False
     parent = path[-2] if len(path) > 1 else None
     if parent in ("shmem", "ptys", "sysv", "actions", "itimers", "thread_pending", "rlimits",
-                  "blobs", "precopy_rounds"):
+                  "blobs", "precopy_rounds", "vdso_symbols"):
         return False  # a key of a dictionary, not a field
     return key not in optional
 

@@ -4,9 +4,10 @@ Run before anything is created (it is the first step of every restore) and on re
 (`jupyter-ckpt inspect DIR --host`, `jupyter-ckpt snapshots check ID`), from the manifest
 alone: an image checked out of a store need not be, which makes it cheap to ask about a
 snapshot made on another machine. Each difference is one line and says whether it stops
-the restore (architecture, page size, CPU features, kernel build, an executable, library or
-open file that is missing or not the same, an owner that is not the caller) or is only
-worth knowing (another host, a reboot since, a listening port taken here).
+the restore (architecture, page size, CPU features, a kernel build whose vdso cannot be
+proxied, an executable, library or open file that is missing or not the same, an owner that
+is not the caller) or is only worth knowing (another host, a reboot since, another kernel
+build whose vdso is proxied, a listening port taken here).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import xxhash
 
 from . import fileid, procfs
 from .hostinfo import host_facts, incompatibilities
+from .resources import vdso as vdso_proxy
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +75,42 @@ def _host(manifest: dict[str, Any]) -> list[Difference]:
     return found
 
 
-def _own_vdso() -> tuple[dict[str, int], str]:
-    """Sizes of this kernel's vdso block, and the checksum of its vdso code (the same in
-    every process: it is the kernel's, read here from our own mapping)."""
-    sizes, code = {}, ""
+def _own_vdso() -> tuple[dict[str, int], bytes]:
+    """Sizes of this kernel's vdso block, and its vdso code (the same in every process: it
+    is the kernel's, read here from our own mapping)."""
+    sizes, code = {}, b""
     for vma in procfs.read_vmas(os.getpid()):
         if vma.path in _VDSO_BLOCK:
             sizes[vma.path] = vma.end - vma.start
             if vma.path == "[vdso]":
-                code = xxhash.xxh3_128_hexdigest(ctypes.string_at(vma.start, vma.end - vma.start))
+                code = ctypes.string_at(vma.start, vma.end - vma.start)
     return sizes, code
 
 
 def _kernel_build(manifest: dict[str, Any]) -> list[Difference]:
+    """Another kernel build (its vdso differs) is fine when the image's vdso can be proxied
+    to this one (resources/vdso.py), and refused by name when it cannot."""
     sizes, code = _own_vdso()
+    checksum = xxhash.xxh3_128_hexdigest(code)
+    here: dict[str, int] | None = None
+    found: dict[str, Difference] = {}
     for proc in manifest["processes"]:
         memory = proc["memory"]
         theirs = {v["path"]: v["end"] - v["start"] for v in memory["vmas"] if v["path"] in _VDSO_BLOCK}
         recorded = memory.get("vdso_xxh3_128")
-        if theirs != sizes or (recorded and recorded != code):
-            return [Difference(f"this kernel's vdso differs from the image's (another kernel "
-                               f"build: made under {manifest['host']['kernel']})", True)]
-    return []
+        if theirs == sizes and (not recorded or recorded == checksum):
+            continue
+        if here is None:
+            here = vdso_proxy.symbols(code)
+        problems = vdso_proxy.refusals(memory.get("vdso_symbols"), theirs.get("[vdso]", 0), here,
+                                       memory.get("vdso_getrandom"))
+        for problem in problems:
+            found.setdefault(problem, Difference(problem, True))
+        if not problems:
+            what = (f"another kernel build (made under {manifest['host']['kernel']}): vdso proxied "
+                    f"({len(memory['vdso_symbols'])} entry points forwarded to this kernel's)")
+            found.setdefault(what, Difference(what, False))
+    return list(found.values())
 
 
 def _files(manifest: dict[str, Any]) -> list[Difference]:

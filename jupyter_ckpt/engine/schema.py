@@ -342,7 +342,12 @@ VMA = Record({
 })
 
 MEMORY = Record({"vmas": List(VMA, MAX_VMAS), "pages_blob": BLOB},
-                {"vdso_xxh3_128": HEX128, "zero_bytes": SIZE})
+                {"vdso_xxh3_128": HEX128, "zero_bytes": SIZE,
+                 # the vdso's exported functions: name -> offset in it (resources/vdso.py)
+                 "vdso_symbols": Map(Str(64), SIZE, 256),
+                 # this kernel's getrandom vdso state parameters (resources/vdso.py)
+                 "vdso_getrandom": Record({"state_size": Int(1, 1 << 30), "prot": Int(0, 7),
+                                           "flags": Int(0, U32)})})
 
 # resources/posix_timers.py: notify 0 signal, 1 none, 2 thread (glibc's SIGEV_THREAD
 # runs as a signal), 4 signal to the thread `tid`; a negative clock is a CPU clock
@@ -641,6 +646,8 @@ class _Checker:
         blob_size = self.blobs.get(memory["pages_blob"], {}).get("size")
         bases = len(self.m.get("bases", []))
         previous_end = 0
+        if "vdso_symbols" in memory and not any(v["kind"] == "vdso" for v in memory["vmas"]):
+            raise Invalid(_at(where, "vdso_symbols"), "names symbols of a vdso the image does not map")
         for j, v in enumerate(memory["vmas"]):
             at = f"{where}.vmas[{j}]"
             start, end, kind = v["start"], v["end"], v["kind"]
@@ -649,6 +656,10 @@ class _Checker:
             if start < previous_end:
                 raise Invalid(at, "mappings must be in address order and must not overlap")
             previous_end = end
+            if kind == "vdso":
+                for name, offset in memory.get("vdso_symbols", {}).items():
+                    if offset >= end - start:
+                        raise Invalid(_at(_at(where, "vdso_symbols"), name), "lies outside the vdso")
             needs = {"file": ("offset", "file"), "shmem": ("offset", "shmem"),
                      "sysv": ("offset", "shmid")}.get(kind, ())
             for name in needs:

@@ -10,7 +10,7 @@ __all__ = [
     "NAME", "NR", "Regs", "SYSCALL_INSN", "SYSCALL_INSN_LEN", "NT_XSTATE",
     "XSTATE_BUFFER_SIZE", "regs_to_dict", "regs_from_dict", "prepare_syscall",
     "syscall_result", "fix_interrupted_syscall", "instruction_pointer", "set_instruction_pointer",
-    "stack_pointer", "set_stack_pointer", "xstate_features",
+    "stack_pointer", "set_stack_pointer", "xstate_features", "JUMP_LEN", "FILL_INSN", "jump_to",
 ]
 
 NAME = "x86_64"
@@ -35,6 +35,13 @@ NR = {
 # `syscall` is 0f 05; the kernel rewinds ip by its length to restart a syscall.
 SYSCALL_INSN = b"\x0f\x05"
 SYSCALL_INSN_LEN = 2
+
+# An absolute jump that clobbers no register: `jmp qword ptr [rip+0]` followed by the
+# 8-byte target it reads (the vdso proxy's entry points, resources/vdso.py).
+_JMP_RIP_INDIRECT = b"\xff\x25\x00\x00\x00\x00"
+JUMP_LEN = len(_JMP_RIP_INDIRECT) + 8
+# What fills the rest of a code area that nothing may run: int3, a trap
+FILL_INSN = b"\xcc"
 
 NT_XSTATE = 0x202
 # Big enough for every xsave layout the kernel exposes (AVX-512 + AMX tile config: ~2.7 KiB;
@@ -132,6 +139,11 @@ def fix_interrupted_syscall(regs: Regs, restored: bool) -> str | None:
     if err == _ERESTART_RESTARTBLOCK:
         return "restart_syscall"
     return "eintr" if err == _EINTR else None
+
+
+def jump_to(target: int) -> bytes:
+    """JUMP_LEN bytes of code that continue at the absolute address `target`."""
+    return _JMP_RIP_INDIRECT + struct.pack("<Q", target)
 
 
 def xstate_features(xstate: bytes) -> int:

@@ -28,6 +28,7 @@ from ..image import append_run
 from ..inject import RemoteMemory, RemoteThread
 from ..pagemap import PAGE_SIZE
 from . import shmem, sysvshm
+from . import vdso as vdso_proxy
 
 PROT_READ, PROT_WRITE = 1, 2
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x1, 0x2, 0x10, 0x20
@@ -80,7 +81,9 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     result: dict[str, Any] = {"vmas": records}
     vdso = next((v for v in vmas if v.path == "[vdso]"), None)
     if vdso and ctx.mem:
-        result["vdso_xxh3_128"] = xxhash.xxh3_128_hexdigest(ctx.mem.read(vdso.start, vdso.size))
+        code = ctx.mem.read(vdso.start, vdso.size)
+        result["vdso_xxh3_128"] = xxhash.xxh3_128_hexdigest(code)
+        result.update(vdso_proxy.dump(code, ctx.pid))
     with_data = _run_bytes(records)
     if ctx.writer is not None and ctx.precopy is not None:
         ctx.precopy.finish(records)  # most pages were copied before the freeze
@@ -306,20 +309,23 @@ def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str
     had it, and map a scratch area in a hole. Returns the scratch address."""
     seed = _special_block(procfs.read_vmas(thread.tid))
     want = {v["path"]: (v["start"], v["end"]) for v in rec["vmas"] if v["path"] in SPECIAL}
-    if set(want) != set(seed) or any(want[k][1] - want[k][0] != seed[k][1] - seed[k][0] for k in want):
-        raise RestoreConflict("the vdso layout of this kernel differs from the checkpointed one "
-                              f"(image {sorted(want)}, here {sorted(seed)})")
     vdso_start = seed["[vdso]"][0]
     code = mem.read(vdso_start, seed["[vdso]"][1] - vdso_start)
-    if rec.get("vdso_xxh3_128") and xxhash.xxh3_128_hexdigest(code) != rec["vdso_xxh3_128"]:
-        raise RestoreConflict("this kernel's vdso differs from the checkpointed one "
-                              "(different kernel build): cannot restore here")
+    proxy = _vdso_proxy(rec, want, seed, code)
     lo = min(s for s, _ in seed.values())
     hi = max(e for _, e in seed.values())
     thread.call("munmap", 0, lo)
     thread.call("munmap", hi, TASK_SIZE - hi)
     occupied = [(v["start"], v["end"]) for v in rec["vmas"]]
-    if any(_overlaps(seed[k], want[k]) for k in seed) and seed != want:
+    if proxy is not None:  # this kernel's block goes where nothing of the image is
+        if any(_overlaps(span, taken) for span in seed.values() for taken in occupied):
+            to = find_hole(occupied + [(lo, hi)], hi - lo)
+            seed = _move_block(thread, seed, {k: (to + s - lo, to + e - lo) for k, (s, e) in seed.items()})
+        want = seed
+        occupied += list(seed.values())
+        image_vdso = next(v for v in rec["vmas"] if v["kind"] == "vdso")
+        vdso_proxy.install_proxy(thread.call, mem, image_vdso["start"], proxy(seed["[vdso]"][0]))
+    elif any(_overlaps(seed[k], want[k]) for k in seed) and seed != want:
         temp = find_hole(occupied + [(lo, hi)], hi - lo)
         seed = _move_block(thread, seed, {k: (temp + s - lo, temp + e - lo) for k, (s, e) in seed.items()})
     if seed != want:
@@ -328,6 +334,24 @@ def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str
     thread.call("mmap", scratch, scratch_size, PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
     return scratch
+
+
+def _vdso_proxy(rec: dict[str, Any], want: dict[str, tuple[int, int]],
+                seed: dict[str, tuple[int, int]], code: bytes) -> Any:
+    """None when this kernel's vdso block (`seed`, vdso `code`) is the image's (`want`);
+    else a function of this vdso's final address giving the proxy's code (resources/vdso.py).
+    Refuses an image whose vdso cannot be proxied (the host verdict has refused it already)."""
+    if set(want) == set(seed) and all(want[k][1] - want[k][0] == seed[k][1] - seed[k][0] for k in want) \
+            and xxhash.xxh3_128_hexdigest(code) == rec.get("vdso_xxh3_128", xxhash.xxh3_128_hexdigest(code)):
+        return None
+    if "[vdso]" not in want:
+        raise RestoreConflict("the image has no vdso and this kernel's vdso block differs from its own")
+    size = want["[vdso]"][1] - want["[vdso]"][0]
+    here = vdso_proxy.symbols(code)
+    problems = vdso_proxy.refusals(rec.get("vdso_symbols"), size, here, rec.get("vdso_getrandom"))
+    if problems:
+        raise RestoreConflict(f"this kernel's vdso differs from the checkpointed one: {problems[0]}")
+    return lambda base: vdso_proxy.proxy_code(rec["vdso_symbols"], size, here, base)
 
 
 def _move_block(thread: RemoteThread, now: dict[str, tuple[int, int]],
