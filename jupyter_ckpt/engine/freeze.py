@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import psutil
 
@@ -32,6 +33,8 @@ class FrozenTree:
     processes: dict[int, list[int]] = field(default_factory=dict)
     zombies: set[int] = field(default_factory=set)  # exited children not yet reaped: not seized
     _stopped: set[int] = field(default_factory=set)
+    # what a dump changed in the stopped tree and must undo before it runs on (not if killed)
+    on_resume: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def tids(self) -> list[int]:
@@ -39,6 +42,8 @@ class FrozenTree:
 
     def release(self) -> None:
         """Let every thread run again (interrupted syscalls restart as usual)."""
+        while self.on_resume:
+            self.on_resume.pop()()
         for tid in list(self._stopped):
             try:
                 ptrace_ext.detach(tid)
