@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import threading
 
+import psutil
 import pytest
 
-from conftest import PROGRAMS, Program, checkpoint_cycle, manifest, pid_alive, run_cli, wait_until
+from conftest import CLI, PROGRAMS, Program, checkpoint_cycle, manifest, pid_alive, run_cli, wait_until
 from image_mutations import reseal
 from jupyter_ckpt.engine import faults
 from unprivileged import nobody_dir, run_as_nobody
@@ -109,6 +112,24 @@ def test_a_failed_dump_unlocks_the_connections_it_had_locked(programs, workdir, 
     monkeypatch.setenv(faults.ENV, "dump.before-commit")
     failed = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
     assert failed.returncode == 1 and not (workdir / "image").exists(), failed
+    prog.verify()
+
+
+def test_a_dump_killed_midway_unlocks_the_connections_it_had_locked(programs, workdir):
+    """The dumper dies (SIGKILL) while the tree is frozen and its connections locked: the
+    kernel lets the tree run on, and the lock's keeper process takes the lock off."""
+    prog = programs(sys.executable, PROGRAMS / "py_tcp_repair.py", "pair", "4")
+    log = workdir / "dump.log"
+    dumper = subprocess.Popen(CLI + ["--log-file", str(log), "dump", str(prog.pid), str(workdir / "image"),
+                                     "--kill"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=dict(os.environ, **{faults.ENV: "dump.after-memory:hang"}))
+    wait_until(lambda: log.exists() and "phase dump.after-memory" in log.read_text(), what="the dump to hang")
+    keepers = [p for p in psutil.Process(dumper.pid).children() if "-c" in p.cmdline()]
+    assert len(keepers) == 1, keepers
+    dumper.kill()
+    dumper.wait()
+    wait_until(lambda: not keepers[0].is_running() or keepers[0].status() == psutil.STATUS_ZOMBIE,
+               what="the keeper to unlock the connections")
     prog.verify()
 
 

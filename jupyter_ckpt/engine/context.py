@@ -71,7 +71,8 @@ class TreeIndex:
     identities: FileIdentities = field(default_factory=FileIdentities)  # mapped files' facts
     tcp_close: bool = False  # connected TCP sockets may come back reset (dump(tcp_close=True))
     kill: bool = False  # the tree dies once dumped (dump(kill=True))
-    on_resume: list[Callable[[], None]] = field(default_factory=list)  # undone if it runs on
+    on_end: list[Callable[[bool], None]] = field(default_factory=list)  # FrozenTree.on_end
+    tcp_lock: Any = None  # tcp_repair.Lock holding the connections locked for this dump
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);

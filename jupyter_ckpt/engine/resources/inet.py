@@ -105,8 +105,10 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
     rec["options"] += read_options(sock, _BUFFERS)
     if ctx.writer is None:
         return  # only checking: leave the connection alone
-    tcp_repair.lock(sock)
-    ctx.tree.on_resume.append(lambda pid=f.pid, fd=f.fd: _unlock(pid, fd))
+    if ctx.tree.tcp_lock is None:
+        ctx.tree.tcp_lock = tcp_repair.Lock()
+        ctx.tree.on_end.append(ctx.tree.tcp_lock.end)
+    ctx.tree.tcp_lock.add(sock, f.pid)
     try:
         state, send_queue, recv_queue = tcp_repair.save(sock)
     except OSError as err:
@@ -116,15 +118,6 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
     state["recv_blob"] = ctx.add_blob(f"tcp-{f.pid}-{f.fd}-recv", recv_queue)
     rec["tcp"] = state
     rec["state"] = "established"
-
-
-def _unlock(pid: int, fd: int) -> None:
-    """The dumped tree runs on: its connection takes segments and talks again."""
-    try:
-        with tcp_repair.reacquire(pid, fd) as sock:
-            tcp_repair.release(sock)
-    except OSError as err:
-        log.error("pid %d fd %d: TCP connection left in repair mode: %s", pid, fd, err)
 
 
 def _peer_inode(family: int, inode: int) -> int | None:

@@ -8,8 +8,9 @@ back and "connects" without a handshake, so the peer never notices the move.
 Between the dump and the death of the original nothing must change the connection's
 state behind the image's back. The dumped socket gets a socket filter that drops every
 incoming segment (the peer's data is then not acknowledged, so it retransmits it to the
-copy later), and stays in repair mode, in which a dying socket closes silently (no FIN,
-no RST). If the tree runs on after the dump, both are taken off again (`release`).
+copy later), and just before the tree is killed it enters repair mode, in which a dying
+socket closes silently (no FIN, no RST). If the tree runs on after the dump, the filter
+comes off again (`Lock`).
 Needs CAP_NET_ADMIN (in the network namespace's user namespace), at dump and at restore.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ import logging
 import os
 import socket
 import struct
+import subprocess
+import sys
 from typing import Any
 
 from .sockets_common import SO_RCVBUFFORCE, SO_SNDBUFFORCE, apply_options
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
-TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
+TCP_REPAIR_ON, TCP_REPAIR_OFF_NO_WP = 1, -1
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
@@ -56,20 +59,67 @@ def has_filter(sock: socket.socket) -> bool:
     return sock.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER) != 0
 
 
-def lock(sock: socket.socket) -> None:
-    """Drop every segment that arrives for the socket (before TCP sees it, so nothing is
-    acknowledged), then enter repair mode."""
-    program = ctypes.create_string_buffer(_DROP_ALL)
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
-                    struct.pack("=HxxxxxxQ", 1, ctypes.addressof(program)))
-    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+# The keeper: a process of its own holding a copy of each locked socket, so that the lock
+# comes off even if we die mid-dump (SIGKILL). Told "R" (the tree runs on), or seeing us gone
+# while a socket's owner lives, it takes the filter off; told "K" (the tree is about to be
+# killed) it puts the sockets in repair mode, so that they close silently. Self-contained,
+# so that it starts fast.
+_KEEPER = r"""
+import select, signal, socket
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+control = socket.socket(fileno=0)
+held = []
+while True:
+    message, fds, _, _ = socket.recv_fds(control, 1, 2)
+    if message == b"L":
+        held.append((socket.socket(fileno=fds[0]), fds[1]))
+        continue
+    for sock, owner in held:
+        try:
+            if message == b"K":
+                sock.setsockopt(socket.IPPROTO_TCP, %d, %d)
+            elif message == b"R" or not select.select([owner], [], [], 0)[0]:
+                sock.setsockopt(socket.SOL_SOCKET, %d, 0)
+        except OSError:
+            pass
+        sock.close()
+    if message:
+        control.send(b"k")
+    break
+""" % (TCP_REPAIR, TCP_REPAIR_ON, SO_DETACH_FILTER)
 
 
-def release(sock: socket.socket) -> None:
-    """The original runs on: leave repair mode (with a window probe, which prompts the peer
-    to resend what the lock dropped) and accept segments again."""
-    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)
-    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+class Lock:
+    """The connections locked for one dump: each drops every segment that arrives (before
+    TCP sees it, so nothing is acknowledged) until the tree runs on or is killed."""
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.keeper = subprocess.Popen([sys.executable, "-c", _KEEPER], stdin=theirs.fileno(),
+                                           start_new_session=True)
+
+    def add(self, sock: socket.socket, owner: int) -> None:
+        """Lock `sock`, a socket of process `owner` (the keeper gets it first)."""
+        pidfd = os.pidfd_open(owner)
+        try:
+            socket.send_fds(self.control, [b"L"], [sock.fileno(), pidfd])
+        finally:
+            os.close(pidfd)
+        program = ctypes.create_string_buffer(_DROP_ALL)
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                        struct.pack("=HxxxxxxQ", 1, ctypes.addressof(program)))
+
+    def end(self, killed: bool) -> None:
+        """The tree is about to be killed (its sockets then close silently), or to run on
+        (they take segments again; the peer resends what was dropped)."""
+        try:
+            self.control.send(b"K" if killed else b"R")
+            if not self.control.recv(1):
+                log.error("the keeper of the locked TCP connections died: they stay locked")
+        finally:
+            self.control.close()
+            self.keeper.wait()
 
 
 def _ioctl_int(sock: socket.socket, request: int) -> int:
@@ -90,7 +140,19 @@ def _queue_seq(sock: socket.socket, queue: int) -> int:
 
 
 def save(sock: socket.socket) -> tuple[dict[str, Any], bytes, bytes]:
-    """The connection's state (a locked socket), its send queue and its receive queue."""
+    """The connection's state (a locked socket), its send queue and its receive queue, read
+    in repair mode. It leaves repair mode as it was (without a window probe, which the lock
+    would make pointless), so that a dumper that dies cannot leave it there."""
+    reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # repair mode changes it
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+    try:
+        return _read(sock)
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+
+
+def _read(sock: socket.socket) -> tuple[dict[str, Any], bytes, bytes]:
     send_len, unsent, recv_len = (_ioctl_int(sock, SIOCOUTQ), _ioctl_int(sock, SIOCOUTQNSD),
                                   _ioctl_int(sock, SIOCINQ))
     send_queue = _peek(sock, TCP_SEND_QUEUE, send_len)
@@ -177,14 +239,3 @@ def _options(state: dict[str, Any]) -> bytes:
     if state["timestamps"]:
         opts.append((TCPOPT_TIMESTAMP, 0))
     return b"".join(struct.pack("=II", code, value) for code, value in opts)
-
-
-def reacquire(pid: int, fd: int) -> socket.socket:
-    """Our own socket object over fd `fd` of the (still frozen) process `pid`."""
-    from .. import syscalls
-
-    pidfd = os.pidfd_open(pid)
-    try:
-        return socket.socket(fileno=syscalls.pidfd_getfd(pidfd, fd))
-    finally:
-        os.close(pidfd)
