@@ -6,12 +6,11 @@
     data both ways, options, windows), the peer none the wiser. That needs CAP_NET_ADMIN, and,
     when the peer is outside the tree, `dump --kill`: an original that ran on would carry the
     connection on without the copy. Otherwise it is refused by name.
-  - Any other connected TCP socket (connecting or closing) is refused, and so is any
-    connection when the caller asked for them to be reset (dump(tcp_close=True),
-    `--tcp-close`): then it comes back
-    *closed*: a TCP socket whose connection has ended, so the program sees an ordinary
-    disconnect (poll reports POLLHUP, reads return end-of-file, writes fail with EPIPE) and
-    its clients reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
+  - Any other connected TCP socket (connecting or closing) is refused, unless the caller
+    asked for connections to be reset (dump(tcp_close=True), `--tcp-close`): then every
+    connected one, established or not, comes back *closed*: a TCP socket whose connection
+    has ended, so the program sees an ordinary disconnect (poll reports POLLHUP, reads
+    return end-of-file, writes fail with EPIPE) and its clients reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
     and accept the client's reconnection. The image records the state each one had.
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
@@ -20,7 +19,6 @@ Socket options that change behaviour (reuse, keepalive, nodelay, v6only, ...) ar
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import socket
@@ -43,7 +41,6 @@ _OPTIONS = [(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket
             (socket.SOL_SOCKET, socket.SO_RCVLOWAT), (socket.SOL_SOCKET, socket.SO_DONTROUTE)]
 _V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
 _BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
-log = logging.getLogger(__name__)
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
