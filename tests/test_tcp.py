@@ -87,11 +87,12 @@ def _unacknowledged(sock: socket.socket) -> int:
     return struct.unpack("=i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0]
 
 
-@pytest.mark.parametrize("family", ["4", "6"])
-def test_a_connection_within_the_tree_comes_back_exactly(programs, workdir, family):
-    """Both ends in the program, data queued both ways and a large send not all sent: after
-    restore every byte arrives once, in order, and the connection carries more."""
-    prog = programs(sys.executable, PROGRAMS / "py_tcp_repair.py", "pair", family)
+@pytest.mark.parametrize("how", [("4",), ("6",), ("4", "fork")])
+def test_a_connection_within_the_tree_comes_back_exactly(programs, workdir, how):
+    """Both ends in the program (or one in its child), data queued both ways and a large send
+    not all sent: after restore every byte arrives once, in order, and the connection carries
+    more."""
+    prog = programs(sys.executable, PROGRAMS / "py_tcp_repair.py", "pair", *how)
     checkpoint_cycle(prog, workdir / "image")
     connections = [f for f in manifest(workdir / "image")["files"]
                    if f["kind"] == "inet-socket" and f["state"] == "established"]

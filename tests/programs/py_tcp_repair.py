@@ -1,10 +1,11 @@
 """Established TCP connections with data queued in both directions, restored exactly.
 
-`pair FAMILY`: both ends in this process (a listener, a client and the accepted end, over
-loopback). Each end has unread data from the other, and the server has sent a large buffer
-of which part waits in the client's receive queue and the rest, not sent yet, in the
-server's send queue. After restore every byte arrives once and in order, the connection
-carries more, and addresses and options are the same.
+`pair FAMILY [fork]`: both ends in this process (a listener, a client and the accepted end,
+over loopback), or with `fork` the client end in a child. Each end has unread data from the
+other, and the server has sent a large buffer of which part waits in the client's receive
+queue and the rest, not sent yet, in the server's send queue. After restore every byte
+arrives once and in order, the connection carries more, and addresses and options are the
+same.
 
 `outside PORT FAMILY`: the other end is the test's, outside the tree. It sent HELLO (unread
 here); this program sent UNREAD and as much of a large buffer as the test's small receive
@@ -66,21 +67,50 @@ if mode == "pair":
     sent = fill(server, BIG)
     t.check(0 < sent < len(BIG), f"the large buffer went {sent} bytes")
     names = (client.getsockname(), client.getpeername(), server.getsockname(), server.getpeername())
+
+    def client_side(then=lambda: None) -> None:
+        """The client's checks (in the child with `fork`: its exit status says how they went);
+        `then` runs after it has sent "more" and before it expects "answer"."""
+        client.settimeout(20)
+        t.check(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1, "TCP_NODELAY lost")
+        got = recv_exactly(client, 10 + sent)
+        t.check(got[:10] == b"s2c unread", f"the client's queued data is lost: {got[:10]!r}")
+        t.check(got[10:] == BIG[:sent], f"the large buffer came back wrong ({len(got) - 10} of {sent} bytes)")
+        client.sendall(b"more")
+        then()
+        t.check(recv_exactly(client, 6) == b"answer", "server to client broken after restore")
+
+    def server_answers() -> None:
+        t.check(recv_exactly(server, 4) == b"more", "client to server broken after restore")
+        server.sendall(b"answer")
+
+    child = None
+    if args[1:] == ["fork"]:
+        go_read, go_write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            server.close()
+            os.read(go_read, 1)
+            client_side()
+            os._exit(0)
+        client.close()
     t.ready()
     while not t.verify_requested:
         time.sleep(0.01)
-    t.check((client.getsockname(), client.getpeername(), server.getsockname(),
-             server.getpeername()) == names, "addresses changed")
-    t.check(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1, "TCP_NODELAY lost")
-    client.settimeout(20), server.settimeout(20)
+    if child is None:
+        t.check((client.getsockname(), client.getpeername(), server.getsockname(),
+                 server.getpeername()) == names, "addresses changed")
+    else:
+        t.check((server.getsockname(), server.getpeername()) == names[2:], "addresses changed")
+        os.write(go_write, b"x")
+    server.settimeout(20)
     t.check(recv_exactly(server, 10) == b"c2s unread", "the server's queued data is lost")
-    got = recv_exactly(client, 10 + sent)
-    t.check(got[:10] == b"s2c unread", f"the client's queued data is lost: {got[:10]!r}")
-    t.check(got[10:] == BIG[:sent], f"the large buffer came back wrong ({len(got) - 10} of {sent} bytes)")
-    client.sendall(b"more")
-    t.check(recv_exactly(server, 4) == b"more", "client to server broken after restore")
-    server.sendall(b"answer")
-    t.check(recv_exactly(client, 6) == b"answer", "server to client broken after restore")
+    if child is None:
+        client_side(then=server_answers)
+    else:
+        server_answers()
+        _, status = os.waitpid(child, 0)
+        t.check(status == 0, "the client's checks failed (see FAIL above)")
     extra = socket.create_connection(listener.getsockname()[:2])
     accepted, _ = listener.accept()
     extra.sendall(b"new")
