@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _TCP_CLOSE_HELP = ("let connected TCP sockets come back reset, so their peers see a disconnect "
-                   "(default: refuse them)")
+                   "(default: restore established connections exactly, refuse the rest)")
 
 
 def _parser() -> argparse.ArgumentParser:

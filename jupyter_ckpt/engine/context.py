@@ -70,6 +70,9 @@ class TreeIndex:
     root: int = 0  # the tree's root, as we see it
     identities: FileIdentities = field(default_factory=FileIdentities)  # mapped files' facts
     tcp_close: bool = False  # connected TCP sockets may come back reset (dump(tcp_close=True))
+    kill: bool = False  # the tree dies once dumped (dump(kill=True))
+    on_end: list[Callable[[bool], None]] = field(default_factory=list)  # FrozenTree.on_end
+    tcp_lock: Any = None  # tcp_repair.Lock holding the connections locked for this dump
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);

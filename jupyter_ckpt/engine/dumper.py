@@ -87,7 +87,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close)
+            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close, kill)
             if blockers:
                 raise Refused(blockers)
             faults.point("dump.after-memory", log)
@@ -206,12 +206,15 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
              copies: dict[int, PreCopy] | None = None,
-             portable: bool = False, tcp_close: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
+             portable: bool = False, tcp_close: bool = False,
+             kill: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
     index.progress = progress
     index.tcp_close = tcp_close
+    index.kill = kill
+    index.on_end = tree.on_end
     blockers: list[Blocker] = []
     registry = _FileRegistry()
     processes = []

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import psutil
 
@@ -32,6 +33,9 @@ class FrozenTree:
     processes: dict[int, list[int]] = field(default_factory=dict)
     zombies: set[int] = field(default_factory=set)  # exited children not yet reaped: not seized
     _stopped: set[int] = field(default_factory=set)
+    # what a dump changed in the stopped tree: called with False before the tree runs on
+    # (to undo it), with True just before it is killed
+    on_end: list[Callable[[bool], None]] = field(default_factory=list)
 
     @property
     def tids(self) -> list[int]:
@@ -39,6 +43,8 @@ class FrozenTree:
 
     def release(self) -> None:
         """Let every thread run again (interrupted syscalls restart as usual)."""
+        while self.on_end:
+            self.on_end.pop()(False)
         for tid in list(self._stopped):
             try:
                 ptrace_ext.detach(tid)
@@ -48,6 +54,8 @@ class FrozenTree:
 
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL the whole tree and return once every process in it is dead."""
+        while self.on_end:
+            self.on_end.pop()(True)
         for pid in self.processes:
             try:
                 os.kill(pid, 9)

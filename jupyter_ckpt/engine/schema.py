@@ -18,6 +18,7 @@ import base64
 import binascii
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -410,8 +411,16 @@ FILE_KINDS: dict[str, Record] = {
          "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16)}),
     "inet-socket": _FILE.extended(
         {"family": Enum((2, 10)), "type": Enum((1, 2)), "flags": FLAGS, "local": HOSTPORT,
-         "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp"))},
+         "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp", "established"))},
         {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT),
+         # an established connection (tcp_repair.py): sequence numbers (where each queue
+         # ends), queued data, how much of the send queue was not sent yet, negotiated
+         # options, TCP_TIMESTAMP and struct tcp_repair_window
+         "tcp": Record({"send_seq": Int(0, U32), "recv_seq": Int(0, U32), "unsent": SIZE,
+                        "send_blob": BLOB, "recv_blob": BLOB, "mss": Int(0, 0xFFFF),
+                        "sack": Bool(), "timestamps": Bool(),
+                        "wscale": Nullable(Tuple((Int(0, 14), Int(0, 14)))),
+                        "timestamp": Int(0, U32), "window": Tuple((Int(0, U32),) * 5)}),
          # a connection dumped with tcp_close: the state it was in (it comes back reset)
          "was": Enum(("established", "syn-sent", "syn-recv", "fin-wait1", "fin-wait2",
                       "time-wait", "close-wait", "last-ack", "closing"))}),
@@ -560,6 +569,21 @@ class _Checker:
             raise Invalid(_at(where, "path"), "must be an absolute path")
         if kind == "unix-socket":
             self._unix_socket(f, where)
+        if kind == "inet-socket":
+            self._inet_socket(f, where)
+
+    def _inet_socket(self, f: dict[str, Any], where: str) -> None:
+        """An established connection has its peer and saved state, and only it has them."""
+        if (f["state"] == "established") != ("tcp" in f):
+            raise Invalid(_at(where, "tcp"), "an established connection, and only one, has a saved state")
+        if "tcp" not in f:
+            return
+        if f["type"] != socket.SOCK_STREAM or f.get("peer") is None:
+            raise Invalid(_at(where, "peer"), "an established connection is a TCP one with a peer")
+        tcp = f["tcp"]
+        if tcp["unsent"] > self._blob(tcp["send_blob"], _at(where, "tcp.send_blob")):
+            raise Invalid(_at(where, "tcp.unsent"), "more than the send queue holds")
+        self._blob(tcp["recv_blob"], _at(where, "tcp.recv_blob"))
 
     def _unix_socket(self, f: dict[str, Any], where: str) -> None:
         """The references unix.py follows at restore: peers, senders and connections

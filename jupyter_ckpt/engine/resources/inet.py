@@ -2,11 +2,15 @@
 
   - A listening TCP socket comes back listening on the same address and port with the same
     backlog, so new clients can connect. Connections waiting in its accept queue are dropped.
-  - A connected TCP socket (established, connecting or closing) is refused, unless the caller
-    asked for them to be reset (dump(tcp_close=True), `--tcp-close`): then it comes back
-    *closed*: a TCP socket whose connection has ended, so the program sees an ordinary
-    disconnect (poll reports POLLHUP, reads return end-of-file, writes fail with EPIPE) and
-    its clients reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
+  - An established TCP connection comes back exactly (tcp_repair.py: sequence numbers, queued
+    data both ways, options, windows), the peer none the wiser. That needs CAP_NET_ADMIN, and,
+    when the peer is outside the tree, `dump --kill`: an original that ran on would carry the
+    connection on without the copy. Otherwise it is refused by name.
+  - Any other connected TCP socket (connecting or closing) is refused, unless the caller
+    asked for connections to be reset (dump(tcp_close=True), `--tcp-close`): then every
+    connected one, established or not, comes back *closed*: a TCP socket whose connection
+    has ended, so the program sees an ordinary disconnect (poll reports POLLHUP, reads
+    return end-of-file, writes fail with EPIPE) and its clients reconnect. This is what lets ZeroMQ in a restored Jupyter kernel drop stale connections
     and accept the client's reconnection. The image records the state each one had.
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
@@ -23,7 +27,7 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind
+from . import FileKind, tcp_repair
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
 TCP_STATES = {1: "established", 2: "syn-sent", 3: "syn-recv", 4: "fin-wait1", 5: "fin-wait2",
@@ -36,6 +40,7 @@ _OPTIONS = [(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket
             (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), (socket.SOL_SOCKET, socket.SO_PRIORITY),
             (socket.SOL_SOCKET, socket.SO_RCVLOWAT), (socket.SOL_SOCKET, socket.SO_DONTROUTE)]
 _V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+_BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -58,20 +63,70 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             rec["state"] = state
             if state == "listen":
                 rec["backlog"] = _listen_backlog(family, f.st.st_ino)
+            elif state == "established" and not ctx.tree.tcp_close:
+                rec["peer"] = _peer(sock)
+                _dump_connection(f, ctx, sock, rec)
             elif state not in ("close",):
                 rec["peer"] = _peer(sock)
                 if not ctx.tree.tcp_close:
                     peer = ":".join(map(str, rec["peer"] or ["?"]))
                     raise ctx.refuse(f"fd {f.fd}", "TCP connection",
-                                     f"{state} {local[0]}:{local[1]} -> {peer}: a connection cannot be "
-                                     "restored; dump with --tcp-close (tcp_close=True) to have it come "
-                                     "back reset")
+                                     f"{state} {local[0]}:{local[1]} -> {peer}: only an established "
+                                     "connection can be restored; dump with --tcp-close "
+                                     "(tcp_close=True) to have it come back reset")
                 rec["state"] = "disconnected"
                 rec["was"] = state
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
     return rec
+
+
+def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: dict[str, Any]) -> None:
+    """Lock the connection (until the tree dies, or runs on: then it is unlocked) and save it."""
+    what = "established {}:{} -> {}:{}".format(*rec["local"], *(rec["peer"] or ["?", "?"]))
+    reset = "or --tcp-close (tcp_close=True) to have it come back reset"
+    if not tcp_repair.privileged():
+        raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: restoring a connection exactly "
+                         f"needs CAP_NET_ADMIN (TCP_REPAIR); dump as a user who has it, {reset}")
+    if rec["peer"] is None:
+        raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: its peer's address is unknown")
+    if _peer_inode(rec["family"], f.st.st_ino) not in ctx.tree.sockets and not ctx.tree.kill:
+        raise ctx.refuse(f"fd {f.fd}", "TCP connection",
+                         f"{what}: its peer is outside the tree, and an original that runs on after "
+                         f"the dump would carry the connection on without the copy; dump with --kill "
+                         f"to restore it exactly, {reset}")
+    if tcp_repair.has_filter(sock):
+        raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: it has a socket filter "
+                         f"(SO_ATTACH_FILTER), which the dump would have to replace; {reset[3:]}")
+    rec["options"] += read_options(sock, _BUFFERS)
+    if ctx.writer is None:
+        return  # only checking: leave the connection alone
+    if ctx.tree.tcp_lock is None:
+        ctx.tree.tcp_lock = tcp_repair.Lock()
+        ctx.tree.on_end.append(ctx.tree.tcp_lock.end)
+    ctx.tree.tcp_lock.add(sock, f.pid)
+    try:
+        state, send_queue, recv_queue = tcp_repair.save(sock)
+    except OSError as err:
+        raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: cannot read it in repair mode: "
+                         f"{err.strerror}") from None
+    state["send_blob"] = ctx.add_blob(f"tcp-{f.pid}-{f.fd}-send", send_queue)
+    state["recv_blob"] = ctx.add_blob(f"tcp-{f.pid}-{f.fd}-recv", recv_queue)
+    rec["tcp"] = state
+    rec["state"] = "established"
+
+
+def _peer_inode(family: int, inode: int) -> int | None:
+    """Inode of the socket at the other end of a connection on this host, if any: the line
+    of /proc/net/tcp[6] whose addresses are those of `inode`'s line, swapped."""
+    path = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
+    with open(path) as f:
+        lines = [line.split() for line in list(f)[1:]]
+    ours = next(((fields[1], fields[2]) for fields in lines if int(fields[9]) == inode), None)
+    if ours is None:
+        return None
+    return next((int(fields[9]) for fields in lines if (fields[2], fields[1]) == ours), None)
 
 
 def _peer(sock: socket.socket) -> list[Any] | None:
@@ -96,6 +151,8 @@ def _listen_backlog(family: int, inode: int) -> int:
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     if rec["state"] == "disconnected":
         sock = _reset_connection(rec["family"])
+    elif rec["state"] == "established":
+        sock = _connect_repaired(rec, ctx)
     else:
         sock = socket.socket(rec["family"], rec["type"])
         apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) == _V6ONLY])
@@ -114,6 +171,22 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
     return fd
+
+
+def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:
+    what = "tcp {}:{} -> {}:{}".format(*rec["local"], *rec["peer"])
+    state = rec["tcp"]
+    try:
+        return tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
+                                 ctx.image.blob_bytes(state["send_blob"]),
+                                 ctx.image.blob_bytes(state["recv_blob"]), rec["options"])
+    except PermissionError:
+        raise RestoreConflict(f"{what}: restoring an established connection needs CAP_NET_ADMIN "
+                              "(TCP_REPAIR)") from None
+    except OSError as err:
+        hint = " (is the original still running?)" if err.errno in (errno.EADDRINUSE,
+                                                                    errno.EADDRNOTAVAIL) else ""
+        raise RestoreConflict(f"{what}: cannot re-create the connection: {err.strerror}{hint}") from None
 
 
 def _bind(sock: socket.socket, rec: dict[str, Any], address: tuple[str, int]) -> None:
