@@ -2,6 +2,7 @@
 write the image, then let the tree run on (or end it with `kill`)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -115,7 +116,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         writer.abort()
         if frozen:
             tree.release()
-        if err.errno == 28:
+        if err.errno == errno.ENOSPC:
             raise CkptError(f"no space left on the device holding {path}; nothing was written") from None
         raise CkptError(f"dump failed: {err}") from None
     except BaseException:
@@ -342,7 +343,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
     record: dict[str, Any] = {"pid": index.inner(pid)}
     try:
         try:
-            scratch = remote[0].call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)
+            scratch = remote[0].mmap_scratch(SCRATCH_SIZE)
             ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
             try:
                 record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})

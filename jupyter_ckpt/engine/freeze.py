@@ -7,6 +7,7 @@ If anything fails, every thread seized so far is detached and runs on untouched.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -164,9 +165,9 @@ def _seize_one(tree: FrozenTree, tid: int) -> None:
     try:
         ptrace_ext.seize(tid, SEIZE_OPTIONS)
     except ptrace_ext.PtraceError as err:
-        if err.errno == 3:  # ESRCH: exited meanwhile
+        if err.errno == errno.ESRCH:  # exited meanwhile
             return
-        if err.errno == 1:  # EPERM: auto-attached by a fork/clone we traced, or not allowed
+        if err.errno == errno.EPERM:  # auto-attached by a fork/clone we traced, or not allowed
             if not _is_traced_by_us(tid):
                 raise CkptError(f"cannot trace tid {tid}: permission denied "
                                 f"({_why_not_traceable(tid)})") from None

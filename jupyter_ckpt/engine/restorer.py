@@ -9,6 +9,7 @@ the seed is killed: a restore either completes or leaves nothing behind.
 from __future__ import annotations
 
 import array
+import errno
 import logging
 import os
 import resource
@@ -298,7 +299,7 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
 
 def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> RemoteThread:
     if parent.tid not in scratch:
-        scratch[parent.tid] = parent.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+        scratch[parent.tid] = parent.mmap_scratch(4096)
     mem = RemoteMemory(parent.tid)
     try:
         tid_array = scratch[parent.tid]
@@ -310,7 +311,7 @@ def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> Remot
     try:
         parent.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
     except OSError as err:
-        if err.errno == 17:
+        if err.errno == errno.EEXIST:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise
     child = parent.children.pop()  # as we see it (clone3 returned it as the parent sees it)
@@ -376,7 +377,7 @@ def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int, tree_ids: s
             thread = _seize_stopped(child)
     except OSError as err:
         ours.close(), theirs.close(), os.close(r), os.close(w)
-        if err.errno == 17:
+        if err.errno == errno.EEXIST:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise CkptError(f"cannot create a process with pid {pid}: {err.strerror}") from None
     os.close(r)

@@ -201,7 +201,7 @@ def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
     vec_size = -(-count // page) * page
     ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
     try:
-        vec = thread.call("mmap", 0, vec_size, 3, 0x22, -1, 0)
+        vec = thread.mmap_scratch(vec_size)
         try:
             thread.call("mincore", vma.start, vma.size, vec)
             resident = ctx.mem.read(vec, count)
