@@ -13,7 +13,6 @@ from typing import Any
 
 import psutil
 
-from .. import __version__
 from . import faults, guard, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
@@ -26,6 +25,7 @@ from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
 from .resources import claim, memory, posix_timers, process, signals, threads, tty
+from .version import VERSION
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
@@ -232,7 +232,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(),
-        "tool_version": __version__,
+        "tool_version": VERSION,
         "owner_uid": os.getuid(),
         "root_pid": index.inner(tree.root),
         "host": host_facts(),

@@ -113,7 +113,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
         raise RestoreConflict("restoring with the original PIDs here needs CAP_CHECKPOINT_RESTORE; "
                               "without it the tree comes back in a new PID namespace (--pid-ns)")
     load(path, allow_foreign_owner)  # bad images and foreign owners are refused before any helper runs
-    return userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress)
+    return Restored(**userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress))
 
 
 def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,

@@ -16,7 +16,7 @@ from typing import Any
 from .. import syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..libc import check, libc
-from . import FileKind
+from .kind import FileKind
 
 EPOLL_CTL_ADD = 1
 EPOLL_CLOEXEC = 0o2000000

@@ -31,7 +31,7 @@ from .. import procfs, ptrace_ext, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..image import ImageReader, append_run
-from . import FileKind
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 

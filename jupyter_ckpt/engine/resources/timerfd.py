@@ -25,7 +25,7 @@ from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..libc import check, libc
 from ..libc import error as libc_error
-from . import FileKind
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteMemory, RemoteThread
-from . import FileKind
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..libc import libc
 from ..sockdiag import unix_sockets
-from . import FileKind
+from .kind import FileKind
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
 log = logging.getLogger(__name__)
