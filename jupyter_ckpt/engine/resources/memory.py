@@ -290,7 +290,7 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def find_hole(occupied: list[tuple[int, int]], size: int) -> int:
     """Highest free, page-aligned hole of `size` bytes below TASK_SIZE, top-down like mmap."""
-    spans = sorted(occupied)
+    spans = sorted(occupied, key=lambda span: span[1])  # by end: a span inside another is passed over
     ceiling = TASK_SIZE
     for start, end in reversed(spans):
         if end <= ceiling and ceiling - end >= size + PAGE_SIZE:
