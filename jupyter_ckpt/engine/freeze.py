@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -51,7 +52,7 @@ class FrozenTree:
         """SIGKILL the whole tree and return once every process in it is dead."""
         for pid in self.processes:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         # Collect our (tracer's) exit notifications; a leader reports only after its threads.
