@@ -339,7 +339,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
         if code:  # if we die from here on, the thread still resumes as it was
             guard.arm(t, mem, ctx.saved_masks[t.tid], code)
-        ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
+        t.block_signals()
     record: dict[str, Any] = {"pid": index.inner(pid)}
     try:
         try:

@@ -114,6 +114,11 @@ class RemoteThread:
             raise OSError(-result, f"{name} in tid {self.tid}: {os.strerror(-result)}")
         return result
 
+    def block_signals(self) -> None:
+        """Block every signal in the thread (through ptrace): nothing may be delivered while
+        we inject, nor run a handler on registers we set up."""
+        ptrace_ext.set_sigmask(self.tid, (1 << 64) - 1)
+
     def mmap_scratch(self, size: int) -> int:
         """Map `size` bytes of private read-write memory in the tracee, for the arguments of
         the calls that follow; the caller unmaps it again with `munmap`."""

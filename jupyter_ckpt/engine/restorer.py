@@ -264,7 +264,7 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
     leaders = {root: root_seed.thread}
     tree.created.append(root_seed.pid)
     scratch: dict[int, int] = {}
-    signals.block_all(leaders[root])
+    leaders[root].block_signals()
     for proc in procs:
         pid, attrs = proc["pid"], proc["process"]
         if pid != root:
@@ -405,7 +405,7 @@ def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: se
     that parent go on waiting for its release. Returns the seed's thread (our PID for it)."""
     parent = _seize_stopped(namespace.fork_parent(ppid, tree_ids))
     mask = ptrace_ext.get_sigmask(parent.tid)
-    signals.block_all(parent)
+    parent.block_signals()
     seed = _fork_seed(parent, {}, pid)
     parent.restore_live(mask)
     ptrace_ext.detach(parent.tid)
@@ -450,7 +450,7 @@ def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
     mem = RemoteMemory(pid)
     try:
         step("emptying its address space")
-        signals.block_all(leader)
+        leader.block_signals()
         threads.unregister_inherited_rseq(leader)
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
         leader.stack = scratch_addr + SCRATCH_SIZE - 64
@@ -535,7 +535,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for rec, thread in zip(proc["threads"], all_threads):
         step("restoring the thread's state (rseq, robust list, sigaltstack, name, registers)",
              rec["tid"])
-        signals.block_all(thread)
+        thread.block_signals()
         threads.restore(ctx, rec, thread)
     step("re-creating its POSIX timers")
     posix_timers.restore(ctx, proc.get("posix_timers", []),

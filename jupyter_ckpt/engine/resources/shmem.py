@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import xxhash
 
-from .. import procfs, ptrace_ext, syscalls
+from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..image import ImageReader, append_run
@@ -199,7 +199,7 @@ def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
     thread = ctx.leader
     count = vma.size // page
     vec_size = -(-count // page) * page
-    ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
+    thread.block_signals()
     try:
         vec = thread.mmap_scratch(vec_size)
         try:
