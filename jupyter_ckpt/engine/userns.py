@@ -4,11 +4,11 @@ namespace it creates, so the tree comes back in a new user namespace (mapping on
 user's own uid and gid) with a new PID namespace below it, where the original PIDs are free.
 
 A multi-threaded process (a Jupyter server) may not enter a new user namespace, and the
-caller should not be moved into one anyway, so the restore runs in a helper: a fresh
-interpreter that reports progress and the outcome over a pipe, then stays as the restored
-tree's waiter (it exits with the root's exit status). The chain caller -> helper -> stand-in
-parent -> root keeps the caller an ancestor of the tree, which is what Yama's
-ptrace_scope=1 asks of whoever checkpoints it next.
+caller should not be moved into one anyway, so the restore runs in a helper
+(userns_helper.py): a fresh interpreter that reports progress and the outcome over a pipe,
+then stays as the restored tree's waiter (it exits with the root's exit status). The chain
+caller -> helper -> stand-in parent -> root keeps the caller an ancestor of the tree, which
+is what Yama's ptrace_scope=1 asks of whoever checkpoints it next.
 """
 from __future__ import annotations
 
