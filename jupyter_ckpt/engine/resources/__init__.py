@@ -1,8 +1,9 @@
 """The table of file-descriptor kinds. Adding a kind means adding one module and one line here.
 
-Each kind (a FileKind, kind.py) decides whether it claims an open file description, dumps it to a JSON-able record
-(raising Unsupported to refuse by name), and restores the record as a new fd in the restorer,
-which the engine then installs in the restored process. Anything no kind claims is refused.
+Each kind (a FileKind, kind.py) decides whether it claims an open file description, dumps it
+to a JSON-able record (raising Unsupported to refuse by name), and restores the record as a
+new fd in the restorer, which the engine then installs in the restored process. Anything no
+kind claims is refused.
 """
 from __future__ import annotations
 
