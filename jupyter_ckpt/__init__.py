@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .engine.version import VERSION as __version__  # noqa: F401 (the package's version)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

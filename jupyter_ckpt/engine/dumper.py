@@ -2,6 +2,7 @@
 write the image, then let the tree run on (or end it with `kill`)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -12,7 +13,6 @@ from typing import Any
 
 import psutil
 
-from .. import __version__
 from . import faults, guard, incremental, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
@@ -25,6 +25,7 @@ from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
 from .resources import claim, memory, posix_timers, process, signals, threads, tty
+from .version import VERSION
 from . import syscalls
 
 SCRATCH_SIZE = 64 * 1024
@@ -115,7 +116,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         writer.abort()
         if frozen:
             tree.release()
-        if err.errno == 28:
+        if err.errno == errno.ENOSPC:
             raise CkptError(f"no space left on the device holding {path}; nothing was written") from None
         raise CkptError(f"dump failed: {err}") from None
     except BaseException:
@@ -234,7 +235,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(),
-        "tool_version": __version__,
+        "tool_version": VERSION,
         "owner_uid": os.getuid(),
         "root_pid": index.inner(tree.root),
         "host": host_facts(),
@@ -341,11 +342,11 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
         if code:  # if we die from here on, the thread still resumes as it was
             guard.arm(t, mem, ctx.saved_masks[t.tid], code)
-        ptrace_ext.set_sigmask(t.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
+        t.block_signals()
     record: dict[str, Any] = {"pid": index.inner(pid)}
     try:
         try:
-            scratch = remote[0].call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)
+            scratch = remote[0].mmap_scratch(SCRATCH_SIZE)
             ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
             try:
                 record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})

@@ -7,8 +7,10 @@ If anything fails, every thread seized so far is detached and runs on untouched.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -58,7 +60,7 @@ class FrozenTree:
             self.on_end.pop()(True)
         for pid in self.processes:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         # Collect our (tracer's) exit notifications; a leader reports only after its threads.
@@ -172,9 +174,9 @@ def _seize_one(tree: FrozenTree, tid: int) -> None:
     try:
         ptrace_ext.seize(tid, SEIZE_OPTIONS)
     except ptrace_ext.PtraceError as err:
-        if err.errno == 3:  # ESRCH: exited meanwhile
+        if err.errno == errno.ESRCH:  # exited meanwhile
             return
-        if err.errno == 1:  # EPERM: auto-attached by a fork/clone we traced, or not allowed
+        if err.errno == errno.EPERM:  # auto-attached by a fork/clone we traced, or not allowed
             if not _is_traced_by_us(tid):
                 raise CkptError(f"cannot trace tid {tid}: permission denied "
                                 f"({_why_not_traceable(tid)})") from None

@@ -9,12 +9,12 @@ pointed at a `syscall; ret` in its libc whose `ret` leads to libc's rt_sigreturn
 injected calls use that `syscall`, and between them the thread rests at the `ret`; left
 alone at any moment, it returns into the frame and the kernel puts back exactly what it had.
 The frame lies where a signal handler's would, in memory no code of the program uses.
-x86-64 only; without the needed code in the process, the thread is not guarded.
+The frame's layout and the code it needs are the CPU's (arch.signal_frame); without that
+code in the process, the thread is not guarded.
 """
 from __future__ import annotations
 
 import logging
-import struct
 
 from . import arch, ptrace_ext
 from .errors import CkptError
@@ -22,21 +22,6 @@ from .inject import RemoteMemory, RemoteThread
 from .procfs import parse_maps
 
 log = logging.getLogger(__name__)
-
-_SYSCALL_RET = b"\x0f\x05\xc3"  # syscall; ret
-_RT_SIGRETURN_STUB = b"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05"  # mov $15, %rax; syscall
-_RED_ZONE = 128
-_UC_FLAGS = 0x1 | 0x2 | 0x4  # UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
-_SS_INVALID = 3  # an invalid ss_flags: rt_sigreturn then leaves the sigaltstack as it is
-_FP_XSTATE_MAGIC1, _FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
-_SW_RESERVED_AT = 464  # in the legacy FXSAVE area
-_UCONTEXT_AT = 8  # after pretcode
-_SIGCONTEXT_AT = _UCONTEXT_AT + 8 + 8 + 24  # uc_flags, uc_link, uc_stack
-_SIGMASK_AT = _SIGCONTEXT_AT + 256
-_FRAME_SIZE = _SIGMASK_AT + 8 + 128  # then a siginfo
-_SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp",
-                    "rbx", "rdx", "rax", "rcx", "rsp", "rip", "eflags")
-_NR_RESTART_SYSCALL = 219
 
 
 def find_code(mem: RemoteMemory) -> tuple[int, int] | None:
@@ -50,13 +35,13 @@ def find_code(mem: RemoteMemory) -> tuple[int, int] | None:
             code = mem.read(vma.start, vma.size)
         except (OSError, CkptError):
             continue  # unreadable: look in the next one
-        for needle in (_SYSCALL_RET, _RT_SIGRETURN_STUB):
+        for needle in (arch.SYSCALL_RET_INSN, arch.RT_SIGRETURN_STUB):
             at = code.find(needle)
             if at >= 0 and needle not in found:
                 found[needle] = vma.start + at
     if len(found) < 2:
         return None
-    return found[_SYSCALL_RET], found[_RT_SIGRETURN_STUB]
+    return found[arch.SYSCALL_RET_INSN], found[arch.RT_SIGRETURN_STUB]
 
 
 def arm(thread: RemoteThread, mem: RemoteMemory, sigmask: int, code: tuple[int, int]) -> bool:
@@ -68,49 +53,17 @@ def arm(thread: RemoteThread, mem: RemoteMemory, sigmask: int, code: tuple[int, 
         xstate = ptrace_ext.get_xstate(thread.tid)
     except ptrace_ext.PtraceError:
         return False
-    if len(xstate) < 512 + 64:
+    built = arch.signal_frame(arch.resumed_registers(thread.saved), sigmask, xstate, stub)
+    if built is None:
         return False
-    # ptrace leaves XCR0 where a signal frame has its software-reserved bytes: make those
-    xstate_size = len(xstate)
-    (features,) = struct.unpack_from("<Q", xstate, _SW_RESERVED_AT)
-    xstate = bytearray(xstate)
-    struct.pack_into("<IIQI28x", xstate, _SW_RESERVED_AT, _FP_XSTATE_MAGIC1, xstate_size + 4,
-                     features, xstate_size)
-    fpstate = (arch.stack_pointer(thread.saved) - _RED_ZONE - xstate_size - 4) & ~63
-    frame = (fpstate - _FRAME_SIZE) & ~15
-    body = bytearray(_FRAME_SIZE)
-    struct.pack_into("<QQQQi", body, 0, stub, _UC_FLAGS, 0, 0, _SS_INVALID)
-    regs = _resumed(thread.saved)
-    values = arch.regs_to_dict(regs)
-    struct.pack_into("<18Q", body, _SIGCONTEXT_AT, *(values[r] for r in _SIGCONTEXT_REGS))
-    struct.pack_into("<HHHH", body, _SIGCONTEXT_AT + 144, values["cs"], values["gs"], values["fs"],
-                     values["ss"])
-    struct.pack_into("<Q", body, _SIGCONTEXT_AT + 184, fpstate)
-    struct.pack_into("<Q", body, _SIGMASK_AT, sigmask)
+    frame, body = built
     try:
-        mem.write(frame, bytes(body) + bytes(fpstate - frame - _FRAME_SIZE)
-                  + bytes(xstate) + struct.pack("<I", _FP_XSTATE_MAGIC2))
+        mem.write(frame, body)
     except OSError:
         return False  # no room on its stack: unguarded, as before
-    resting = arch.regs_from_dict(arch.regs_to_dict(thread.saved))
-    arch.set_instruction_pointer(resting, syscall_ret + len(arch.SYSCALL_INSN))
-    arch.set_stack_pointer(resting, frame)
-    resting.orig_rax = (1 << 64) - 1  # not in a syscall: nothing for the kernel to restart
-    ptrace_ext.setregs(thread.tid, resting)
+    ptrace_ext.setregs(thread.tid, arch.resting_registers(thread.saved, syscall_ret + len(arch.SYSCALL_INSN),
+                                                          frame))
     thread.set_gadget(syscall_ret)
     thread.stack = frame
     return True
 
-
-def _resumed(saved):
-    """The registers the thread would resume with, its interrupted syscall settled as the
-    kernel would settle it with no handler to run (rt_sigreturn restarts nothing itself)."""
-    regs = arch.regs_from_dict(arch.regs_to_dict(saved))
-    outcome = arch.fix_interrupted_syscall(regs, restored=False)
-    if outcome == "restart":
-        regs.rax = regs.orig_rax
-        arch.set_instruction_pointer(regs, arch.instruction_pointer(regs) - len(arch.SYSCALL_INSN))
-    elif outcome == "restart_syscall":
-        regs.rax = _NR_RESTART_SYSCALL
-        arch.set_instruction_pointer(regs, arch.instruction_pointer(regs) - len(arch.SYSCALL_INSN))
-    return regs

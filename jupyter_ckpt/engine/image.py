@@ -29,6 +29,7 @@ import xxhash
 
 from . import schema
 from .errors import CkptError, ImageError
+from .libc import libc
 
 FORMAT = schema.FORMAT
 VERSION = schema.VERSION
@@ -39,9 +40,6 @@ _CHUNK = 8 << 20
 _WRITEBACK = 32 << 20  # start writeback of a blob being filled every this many bytes
 _SYNC_FILE_RANGE_WRITE = 2
 log = logging.getLogger(__name__)
-_libc = ctypes.CDLL(None, use_errno=True)
-_sync_file_range = _libc.sync_file_range
-_sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 
 
 def b64(data: bytes) -> str:
@@ -115,7 +113,7 @@ class MappedBlob:
         view.release()
         self.done = upto
         if upto - self._started >= _WRITEBACK or upto == self.size:
-            _sync_file_range(self._fd, self._started, upto - self._started,
+            libc.sync_file_range(self._fd, self._started, upto - self._started,
                              _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
             self._started = upto
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 
 from . import arch, ptrace_ext
@@ -112,6 +113,17 @@ class RemoteThread:
         if check and -4096 < result < 0:
             raise OSError(-result, f"{name} in tid {self.tid}: {os.strerror(-result)}")
         return result
+
+    def block_signals(self) -> None:
+        """Block every signal in the thread (through ptrace): nothing may be delivered while
+        we inject, nor run a handler on registers we set up."""
+        ptrace_ext.set_sigmask(self.tid, (1 << 64) - 1)
+
+    def mmap_scratch(self, size: int) -> int:
+        """Map `size` bytes of private read-write memory in the tracee, for the arguments of
+        the calls that follow; the caller unmaps it again with `munmap`."""
+        return self.call("mmap", 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
 
     def _resume_until_syscall_stop(self, name: str) -> None:
         ptrace_ext.resume_to_syscall(self.tid)

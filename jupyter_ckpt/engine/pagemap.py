@@ -6,9 +6,11 @@ sparse region costs one call, not 16384 pagemap entries.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from .errors import CkptError
+from .libc import libc
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -31,9 +33,6 @@ class _Region(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_ioctl = _libc.ioctl
-_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 
 
 class PageScanner:
@@ -62,10 +61,10 @@ class PageScanner:
                        category_anyof_mask=anyof, return_mask=anyof | required)
         runs: list[tuple[int, int]] = []
         while arg.start < end:
-            n = _ioctl(self.fd, _PAGEMAP_SCAN, ctypes.byref(arg))
+            n = libc.ioctl(self.fd, _PAGEMAP_SCAN, ctypes.byref(arg))
             if n < 0:
                 err = ctypes.get_errno()
-                if err == 25:  # ENOTTY
+                if err == errno.ENOTTY:
                     raise CkptError("this kernel lacks PAGEMAP_SCAN (Linux >= 6.7 is required)")
                 raise OSError(err, f"PAGEMAP_SCAN: {os.strerror(err)}")
             for region in self.vec[:n]:

@@ -24,12 +24,12 @@ import time
 
 from . import syscalls
 from .errors import CkptError
+from .libc import libc
 
 log = logging.getLogger(__name__)
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_SLAVE = 0x2, 0x4, 0x8, 0x4000, 0x80000
-_libc = ctypes.CDLL(None, use_errno=True)
 _WALL = 0x40000000  # waitpid: any child or tracee, thread or process
 _REAP_TIMEOUT = 10.0
 
@@ -51,7 +51,7 @@ class PidNamespace:
             self._home = -1
         else:
             self._home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-            _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+            _call(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
         self._root = root
         self._go_r = self._go_w = -1
         self.init_pid = self.stand_in_pid = self.waiter_pid = 0
@@ -113,7 +113,7 @@ class PidNamespace:
     def leave(self) -> None:
         """Our next children are born in our own namespace again."""
         if self._home >= 0:
-            _call(_libc.setns(self._home, CLONE_NEWPID), "setns(CLONE_NEWPID)")
+            _call(libc.setns(self._home, CLONE_NEWPID), "setns(CLONE_NEWPID)")
             os.close(self._home)
             self._home = -1
 
@@ -186,9 +186,9 @@ def _own_proc() -> str:
     mounts back, and mount there a /proc of the PID namespace we are init of. Returns why
     that failed, or "". (No proc is mounted unless the copy is certain not to pass it on.)"""
     try:
-        _call(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        _call(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
-        _call(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+        _call(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _call(libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
+        _call(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
               "mount -t proc proc /proc")
     except CkptError as err:
         return str(err)
@@ -236,7 +236,7 @@ def _stand_in(go_r: int, go_w: int, alive_w: int, mounts: int, joined_w: int, ro
     try:
         if mounts >= 0:
             try:
-                _call(_libc.setns(mounts, CLONE_NEWNS), "setns(CLONE_NEWNS)")
+                _call(libc.setns(mounts, CLONE_NEWNS), "setns(CLONE_NEWNS)")
             except CkptError as err:
                 os.write(joined_w, str(err).encode())
             os.close(mounts)

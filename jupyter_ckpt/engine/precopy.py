@@ -118,7 +118,7 @@ def _userfaultfd_in(pid: int) -> int:
             raise Unavailable(str(err)) from None
         finally:
             mem.close()
-        ptrace_ext.set_sigmask(pid, (1 << 64) - 1)
+        thread.block_signals()
         try:
             try:
                 fd = uffd.open_in(thread, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY)

@@ -9,6 +9,7 @@ the seed is killed: a restore either completes or leaves nothing behind.
 from __future__ import annotations
 
 import array
+import errno
 import logging
 import os
 import resource
@@ -112,7 +113,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
         raise RestoreConflict("restoring with the original PIDs here needs CAP_CHECKPOINT_RESTORE; "
                               "without it the tree comes back in a new PID namespace (--pid-ns)")
     load(path, allow_foreign_owner)  # bad images and foreign owners are refused before any helper runs
-    return userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress)
+    return Restored(**userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress))
 
 
 def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
@@ -263,7 +264,7 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
     leaders = {root: root_seed.thread}
     tree.created.append(root_seed.pid)
     scratch: dict[int, int] = {}
-    signals.block_all(leaders[root])
+    leaders[root].block_signals()
     for proc in procs:
         pid, attrs = proc["pid"], proc["process"]
         if pid != root:
@@ -298,7 +299,7 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
 
 def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> RemoteThread:
     if parent.tid not in scratch:
-        scratch[parent.tid] = parent.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+        scratch[parent.tid] = parent.mmap_scratch(4096)
     mem = RemoteMemory(parent.tid)
     try:
         tid_array = scratch[parent.tid]
@@ -310,7 +311,7 @@ def _fork_seed(parent: RemoteThread, scratch: dict[int, int], pid: int) -> Remot
     try:
         parent.call("clone3", args, syscalls.CLONE_ARGS_SIZE)
     except OSError as err:
-        if err.errno == 17:
+        if err.errno == errno.EEXIST:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise
     child = parent.children.pop()  # as we see it (clone3 returned it as the parent sees it)
@@ -376,7 +377,7 @@ def _spawn_seed(pid: int, namespace: PidNamespace | None, ppid: int, tree_ids: s
             thread = _seize_stopped(child)
     except OSError as err:
         ours.close(), theirs.close(), os.close(r), os.close(w)
-        if err.errno == 17:
+        if err.errno == errno.EEXIST:
             raise RestoreConflict(f"pid {pid} is in use on this host") from None
         raise CkptError(f"cannot create a process with pid {pid}: {err.strerror}") from None
     os.close(r)
@@ -404,7 +405,7 @@ def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: se
     that parent go on waiting for its release. Returns the seed's thread (our PID for it)."""
     parent = _seize_stopped(namespace.fork_parent(ppid, tree_ids))
     mask = ptrace_ext.get_sigmask(parent.tid)
-    signals.block_all(parent)
+    parent.block_signals()
     seed = _fork_seed(parent, {}, pid)
     parent.restore_live(mask)
     ptrace_ext.detach(parent.tid)
@@ -449,7 +450,7 @@ def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
     mem = RemoteMemory(pid)
     try:
         step("emptying its address space")
-        signals.block_all(leader)
+        leader.block_signals()
         threads.unregister_inherited_rseq(leader)
         scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
         leader.stack = scratch_addr + SCRATCH_SIZE - 64
@@ -534,7 +535,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for rec, thread in zip(proc["threads"], all_threads):
         step("restoring the thread's state (rseq, robust list, sigaltstack, name, registers)",
              rec["tid"])
-        signals.block_all(thread)
+        thread.block_signals()
         threads.restore(ctx, rec, thread)
     step("re-creating its POSIX timers")
     posix_timers.restore(ctx, proc.get("posix_timers", []),

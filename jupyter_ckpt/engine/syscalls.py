@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import signal
 import struct
 
 from . import arch
+from .libc import check as _check
+from .libc import libc as _libc
+from .libc import syscall_holding_gil as _syscall_gil
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-# clone3 must not release the GIL: the child is a copy of this interpreter and must own it.
-_syscall_gil = ctypes.PyDLL(None, use_errno=True).syscall
-_syscall_gil.restype = ctypes.c_long
-
-
-def _check(result: int, what: str) -> int:
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def syscall(name: str, *args: int) -> int:
@@ -48,7 +41,7 @@ def clone_args(flags: int, exit_signal: int, set_tid_addr: int) -> bytes:
 def fork_with_pid(pid: int) -> int:
     """fork() this process so that the child gets exactly `pid`. Returns 0 in the child."""
     tid_array = (ctypes.c_int32 * 1)(pid)
-    args = _CloneArgs(exit_signal=17, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
+    args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
     result = _syscall_gil(ctypes.c_long(arch.NR["clone3"]), ctypes.byref(args),
                           ctypes.c_size_t(ctypes.sizeof(args)))
     return _check(result, f"clone3(set_tid={pid})")
@@ -81,7 +74,7 @@ def _vm_transfer(name: str, pid: int, local_addr: int, remote: list[tuple[int, i
                      ctypes.c_ulong(1), riov, ctypes.c_ulong(len(chunk)), ctypes.c_ulong(0))
         if n < 0:
             err = ctypes.get_errno()
-            if done == 0 and i == 0 and err not in (14,):  # EFAULT: report a short count
+            if done == 0 and i == 0 and err != errno.EFAULT:  # EFAULT: report a short count
                 raise OSError(err, f"{name}({pid}): {os.strerror(err)}")
             return done
         done += n
@@ -116,7 +109,7 @@ def vm_write_pairs(pid: int, local_base: int, runs: list[tuple[int, int, int]]) 
                      ctypes.c_ulong(len(chunk)), riov, ctypes.c_ulong(len(chunk)), ctypes.c_ulong(0))
         if n < 0:
             err = ctypes.get_errno()
-            if err == 14 and done:  # EFAULT after progress: report how far it got
+            if err == errno.EFAULT and done:  # EFAULT after progress: report how far it got
                 return done
             raise OSError(err, f"process_vm_writev({pid}): {os.strerror(err)}")
         if n == 0:

@@ -12,6 +12,7 @@ import struct
 
 from . import syscalls
 from .inject import RemoteThread
+from .libc import libc
 
 UFFD_API = 0xAA
 UFFD_USER_MODE_ONLY = 1
@@ -28,8 +29,6 @@ UFFD_EVENT_PAGEFAULT, UFFD_EVENT_FORK, UFFD_EVENT_REMAP = 0x12, 0x13, 0x14
 UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP = 0x15, 0x16
 MSG_SIZE = 32
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 
 
 def open_in(thread: RemoteThread, flags: int) -> int:
@@ -64,7 +63,7 @@ class _Range(ctypes.Structure):
 
 def _ioctl(fd: int, request: int, arg: ctypes.Structure) -> int:
     """0, or the errno (ctypes drops the GIL in the call)."""
-    if _libc.ioctl(fd, request, ctypes.byref(arg)) == 0:
+    if libc.ioctl(fd, request, ctypes.byref(arg)) == 0:
         return 0
     return ctypes.get_errno()
 

@@ -10,10 +10,16 @@ __all__ = [
     "NAME", "NR", "Regs", "SYSCALL_INSN", "SYSCALL_INSN_LEN", "NT_XSTATE",
     "XSTATE_BUFFER_SIZE", "regs_to_dict", "regs_from_dict", "prepare_syscall",
     "syscall_result", "fix_interrupted_syscall", "instruction_pointer", "set_instruction_pointer",
-    "stack_pointer", "set_stack_pointer", "xstate_features", "JUMP_LEN", "FILL_INSN", "jump_to",
+    "stack_pointer", "set_stack_pointer", "xstate_features", "TASK_SIZE",
+    "SYSCALL_RET_INSN", "RT_SIGRETURN_STUB", "resumed_registers", "resting_registers",
+    "signal_frame", "JUMP_LEN", "FILL_INSN", "jump_to",
 ]
 
 NAME = "x86_64"
+
+# One past the highest user address (4-level page tables; the kernel maps nothing above it
+# for a process that did not ask for 5-level addresses).
+TASK_SIZE = 0x7FFFFFFFF000
 
 # Syscall numbers used by the engine (asm/unistd_64.h).
 NR = {
@@ -54,6 +60,7 @@ _ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 _ERESTARTSYS, _ERESTARTNOINTR, _ERESTARTNOHAND, _ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 _EINTR = 4
 _NR_RESTART_SYSCALL = 219
+_NR_RT_SIGRETURN = 15
 _NR_POLL, _NR_EPOLL_WAIT, _NR_EPOLL_PWAIT, _NR_EPOLL_PWAIT2 = 7, 232, 281, 441
 
 
@@ -150,5 +157,72 @@ def xstate_features(xstate: bytes) -> int:
     """The XSAVE feature mask (XCR0) the kernel recorded in the software-reserved bytes."""
     if len(xstate) < 512 + 64:
         return 0
-    magic, _extended_size, xfeatures = struct.unpack_from("<IIQ", xstate, 464)
-    return xfeatures if magic == 0x46505853 else 0
+    magic, _extended_size, xfeatures = struct.unpack_from("<IIQ", xstate, _SW_RESERVED_AT)
+    return xfeatures if magic == _FP_XSTATE_MAGIC1 else 0
+
+
+# A signal frame of our own (guard.py): the code it needs in libc, and its layout
+# (struct rt_sigframe of arch/x86/include/asm/sigframe.h).
+SYSCALL_RET_INSN = SYSCALL_INSN + b"\xc3"  # syscall; ret
+RT_SIGRETURN_STUB = b"\x48\xc7\xc0" + struct.pack("<I", _NR_RT_SIGRETURN) + SYSCALL_INSN  # mov $15, %rax; syscall
+_RED_ZONE = 128
+_UC_FLAGS = 0x1 | 0x2 | 0x4  # UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+_SS_INVALID = 3  # an invalid ss_flags: rt_sigreturn then leaves the sigaltstack as it is
+_FP_XSTATE_MAGIC1, _FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+_SW_RESERVED_AT = 464  # in the legacy FXSAVE area
+_UCONTEXT_AT = 8  # after pretcode
+_SIGCONTEXT_AT = _UCONTEXT_AT + 8 + 8 + 24  # uc_flags, uc_link, uc_stack
+_SIGMASK_AT = _SIGCONTEXT_AT + 256
+_FRAME_SIZE = _SIGMASK_AT + 8 + 128  # then a siginfo
+_SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp",
+                    "rbx", "rdx", "rax", "rcx", "rsp", "rip", "eflags")
+
+
+def resumed_registers(saved: Regs) -> Regs:
+    """The registers a thread stopped with `saved` would resume with, its interrupted syscall
+    settled as the kernel would settle it with no handler to run (rt_sigreturn restarts
+    nothing itself)."""
+    regs = _copy(saved)
+    outcome = fix_interrupted_syscall(regs, restored=False)
+    if outcome == "restart":
+        regs.rax = regs.orig_rax
+        regs.rip -= SYSCALL_INSN_LEN
+    elif outcome == "restart_syscall":
+        regs.rax = _NR_RESTART_SYSCALL
+        regs.rip -= SYSCALL_INSN_LEN
+    return regs
+
+
+def resting_registers(saved: Regs, ip: int, sp: int) -> Regs:
+    """`saved` moved to `ip` and `sp`, outside any syscall (nothing for the kernel to restart)."""
+    regs = _copy(saved)
+    regs.rip, regs.rsp = ip, sp
+    regs.orig_rax = (1 << 64) - 1
+    return regs
+
+
+def signal_frame(regs: Regs, sigmask: int, xstate: bytes, restorer: int) -> tuple[int, bytes] | None:
+    """A signal frame below the red zone of the stack `regs` use, as the kernel would build it
+    for a handler returning to `restorer` (the rt_sigreturn stub): its address, and the bytes
+    to write there. rt_sigreturn from it resumes `regs` with `sigmask` and the FPU state
+    `xstate` (as PTRACE_GETREGSET NT_XSTATE gives it). None when `xstate` is too short."""
+    if len(xstate) < 512 + 64:
+        return None
+    # ptrace leaves XCR0 where a signal frame has its software-reserved bytes: make those
+    xstate_size = len(xstate)
+    (features,) = struct.unpack_from("<Q", xstate, _SW_RESERVED_AT)
+    fpu = bytearray(xstate)
+    struct.pack_into("<IIQI28x", fpu, _SW_RESERVED_AT, _FP_XSTATE_MAGIC1, xstate_size + 4,
+                     features, xstate_size)
+    fpstate = (regs.rsp - _RED_ZONE - xstate_size - 4) & ~63
+    frame = (fpstate - _FRAME_SIZE) & ~15
+    body = bytearray(_FRAME_SIZE)
+    struct.pack_into("<QQQQi", body, 0, restorer, _UC_FLAGS, 0, 0, _SS_INVALID)
+    values = regs_to_dict(regs)
+    struct.pack_into("<18Q", body, _SIGCONTEXT_AT, *(values[r] for r in _SIGCONTEXT_REGS))
+    struct.pack_into("<HHHH", body, _SIGCONTEXT_AT + 144, values["cs"], values["gs"], values["fs"],
+                     values["ss"])
+    struct.pack_into("<Q", body, _SIGCONTEXT_AT + 184, fpstate)
+    struct.pack_into("<Q", body, _SIGMASK_AT, sigmask)
+    return frame, (bytes(body) + bytes(fpstate - frame - _FRAME_SIZE) + bytes(fpu)
+                   + struct.pack("<I", _FP_XSTATE_MAGIC2))

@@ -1,34 +1,21 @@
 """The table of file-descriptor kinds. Adding a kind means adding one module and one line here.
 
-Each kind decides whether it claims an open file description, dumps it to a JSON-able record
-(raising Unsupported to refuse by name), and restores the record as a new fd in the restorer,
-which the engine then installs in the restored process. Anything no kind claims is refused.
+Each kind (a FileKind, kind.py) decides whether it claims an open file description, dumps it
+to a JSON-able record (raising Unsupported to refuse by name), and restores the record as a
+new fd in the restorer, which the engine then installs in the restored process. Anything no
+kind claims is refused.
 """
 from __future__ import annotations
 
 import os
 import socket
 import stat
-from dataclasses import dataclass
-from typing import Any, Callable
 
-from ..context import DumpContext, OpenFile, RestoreContext
+from ..context import DumpContext, OpenFile
 from ..errors import Unsupported
-
-
-@dataclass(frozen=True)
-class FileKind:
-    name: str
-    claims: Callable[[OpenFile, DumpContext], bool]
-    dump: Callable[[OpenFile, DumpContext], dict[str, Any]]
-    restore: Callable[[dict[str, Any], RestoreContext], int]
-    # Runs inside the restored process once every fd is at its number (e.g. epoll_ctl);
-    # gets the record and one fd number of this description in the restored process.
-    after_install: Callable[[dict[str, Any], RestoreContext, int], None] | None = None
-
-
-from . import (devices, epoll, eventfd, files, inet, inotify, pidfd, pipes, shmem,  # noqa: E402
-               signalfd, stdio, timerfd, tty, unix)
+from . import (devices, epoll, eventfd, files, inet, inotify, pidfd, pipes, shmem, signalfd, stdio,
+               timerfd, tty, unix)
+from .kind import FileKind
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree

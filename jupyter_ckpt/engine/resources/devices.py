@@ -8,7 +8,7 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind
+from .kind import FileKind
 
 _ALLOWED = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
             (1, 8): "/dev/random", (1, 9): "/dev/urandom"}

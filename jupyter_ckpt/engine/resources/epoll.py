@@ -9,14 +9,14 @@ no longer names the registered file (closed or replaced since) is refused by nam
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 import struct
 from typing import Any
 
 from .. import syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from ..libc import check, libc
+from .kind import FileKind
 
 EPOLL_CTL_ADD = 1
 EPOLL_CLOEXEC = 0o2000000
@@ -24,7 +24,6 @@ _TFD = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)")
 _EVENT = struct.Struct("<IQ")  # struct epoll_event is packed on x86_64
 _SLOT = struct.Struct("<III")  # struct kcmp_epoll_slot
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -54,11 +53,7 @@ def _still_registered_file(pid: int, epfd: int, tfd: int) -> bool:
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    fd = _libc.epoll_create1(EPOLL_CLOEXEC)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"epoll_create1: {os.strerror(err)}")
-    return ctx.keep(fd)
+    return ctx.keep(check(libc.epoll_create1(EPOLL_CLOEXEC), "epoll_create1"))
 
 
 def _register_targets(rec: dict[str, Any], ctx: RestoreContext, epfd: int) -> None:

@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from .kind import FileKind
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:

@@ -20,7 +20,8 @@ from typing import Any
 from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind, shmem
+from . import shmem
+from .kind import FileKind
 
 _LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock

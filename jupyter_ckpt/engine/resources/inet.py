@@ -27,7 +27,8 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind, tcp_repair
+from . import tcp_repair
+from .kind import FileKind
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
 TCP_STATES = {1: "established", 2: "syn-sent", 3: "syn-recv", 4: "fin-wait1", 5: "fin-wait2",

@@ -22,7 +22,7 @@ from typing import Any
 from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind
+from .kind import FileKind
 
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 _IN_MASK_ADD = 0x20000000  # only meaningful when adding; never part of a saved mask

@@ -16,12 +16,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import xxhash
 
 from .. import fileid, incremental, lazy, procfs, syscalls, uffd, zeropages
+from ..arch import TASK_SIZE
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, ImageError, RestoreConflict
 from ..image import append_run
@@ -30,11 +32,10 @@ from ..pagemap import PAGE_SIZE
 from . import shmem, sysvshm
 from . import vdso as vdso_proxy
 
-PROT_READ, PROT_WRITE = 1, 2
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x1, 0x2, 0x10, 0x20
+MAP_FIXED = 0x10
 MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x100, 0x4000, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
-TASK_SIZE = 0x7FFFFFFFF000
+PR_SET_VMA, PR_SET_VMA_ANON_NAME = 0x53564D41, 0
 MMAP_MIN = 0x10000
 
 SPECIAL = ("[vvar]", "[vvar_vclock]", "[vdso]")
@@ -292,7 +293,7 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def find_hole(occupied: list[tuple[int, int]], size: int) -> int:
     """Highest free, page-aligned hole of `size` bytes below TASK_SIZE, top-down like mmap."""
-    spans = sorted(occupied)
+    spans = sorted(occupied, key=lambda span: span[1])  # by end: a span inside another is passed over
     ceiling = TASK_SIZE
     for start, end in reversed(spans):
         if end <= ceiling and ceiling - end >= size + PAGE_SIZE:
@@ -403,7 +404,7 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
             call("madvise", v["start"], length, _MADVISE[flag])
         if v["path"].startswith("[anon:"):
             name = ctx.scratch.cstring(v["path"][len("[anon:"):-1])
-            call("prctl", 0x53564D41, 0, v["start"], length, name)  # PR_SET_VMA_ANON_NAME
+            call("prctl", PR_SET_VMA, PR_SET_VMA_ANON_NAME, v["start"], length, name)
             ctx.scratch.reset()
 
 

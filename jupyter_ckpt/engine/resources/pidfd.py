@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from .kind import FileKind
 
 _PIDFD_THREAD = os.O_EXCL
 

@@ -21,7 +21,7 @@ from typing import Any
 from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import FileKind
+from .kind import FileKind
 
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 SPLICE_F_NONBLOCK = 2

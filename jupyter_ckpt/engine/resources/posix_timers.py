@@ -22,6 +22,7 @@ from typing import Any
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteThread
+from ..ptrace_ext import SIGINFO_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ _CPUCLOCK_PERTHREAD = 4  # in a CPU clock made for a pid: ~pid << 3 | per-thread
 _ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value (timespecs)
 _TIMESPEC = struct.Struct("<qq")
 _SIGEVENT_SIZE = 64  # sigev_value, sigev_signo, sigev_notify, then a union (the target tid)
-_SIGINFO_SIZE = 128
 _SIGINFO_TIMER = struct.Struct("<iii4xi")  # si_signo, si_errno, si_code, si_timerid
 _ENTRY = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\nnotify: (signal|none|thread)/(pid|tid)\.(\d+)\n"
                     r"ClockID: (-?\d+)")
@@ -162,7 +162,7 @@ def _arm_overdue(ctx: RestoreContext, rec: dict[str, Any], threads: dict[int, Re
     call("timer_settime", rec["id"], TIMER_ABSTIME, ctx.scratch.put(spec), 0)
     taker = threads[rec["tid"]] if rec["notify"] & SIGEV_THREAD_ID else ctx.leader
     sigset = ctx.scratch.put(struct.pack("<Q", 1 << (rec["signal"] - 1)))
-    info = ctx.scratch.reserve(_SIGINFO_SIZE)
+    info = ctx.scratch.reserve(SIGINFO_SIZE)
     timeout = ctx.scratch.put(_TIMESPEC.pack(1, 0))
     try:
         taker.call("rt_sigtimedwait", sigset, info, timeout, 8)

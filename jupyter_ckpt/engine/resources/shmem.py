@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import xxhash
 
-from .. import procfs, ptrace_ext, syscalls
+from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..image import ImageReader, append_run
-from . import FileKind
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,9 @@ def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
     thread = ctx.leader
     count = vma.size // page
     vec_size = -(-count // page) * page
-    ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)  # nothing may be delivered mid-injection
+    thread.block_signals()
     try:
-        vec = thread.call("mmap", 0, vec_size, 3, 0x22, -1, 0)
+        vec = thread.mmap_scratch(vec_size)
         try:
             thread.call("mincore", vma.start, vma.size, vec)
             resident = ctx.mem.read(vec, count)

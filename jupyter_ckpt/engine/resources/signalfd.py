@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from .kind import FileKind
 
 SFD_CLOEXEC, SFD_NONBLOCK = 0o2000000, 0o4000
 

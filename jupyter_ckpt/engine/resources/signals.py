@@ -91,7 +91,3 @@ def queue_pending(ctx: RestoreContext, rec: dict[str, Any], by_tid: dict[int, Re
         sig = struct.unpack_from("<i", raw)[0]
         ctx.leader.call("rt_sigqueueinfo", ctx.ns_pid, sig, ctx.scratch.put(raw))
 
-
-def block_all(thread: RemoteThread) -> None:
-    ptrace_ext.set_sigmask(thread.tid, (1 << 64) - 1)
-

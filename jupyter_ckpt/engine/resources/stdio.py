@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from .kind import FileKind
 from .tty import pty_index
 
 _TTY_MAJORS = {4, 5} | set(range(136, 144))

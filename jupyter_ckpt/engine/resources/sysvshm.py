@@ -13,13 +13,11 @@ from typing import Any
 
 from ..context import DumpContext, RestoreContext
 from ..errors import RestoreConflict
+from ..libc import libc
 from .shmem import read_data
 
 IPC_CREAT, IPC_EXCL, IPC_RMID, IPC_STAT = 0o1000, 0o2000, 0, 2
 SHM_DEST, SHM_RDONLY, SHM_EXEC = 0o1000, 0o10000, 0o100000
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.shmat.restype = ctypes.c_void_p
-_libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
 
 
 def _segment_facts(shmid: int) -> dict[str, int] | None:
@@ -63,20 +61,20 @@ def _ensure(ctx: RestoreContext, seg: dict[str, Any]) -> bool:
     with open("/proc/sys/kernel/shm_next_id", "w") as f:
         f.write(str(seg["shmid"]))
     flags = IPC_CREAT | IPC_EXCL | (seg["mode"] & 0o777)
-    shmid = _libc.shmget(seg["key"], seg["size"], flags)
+    shmid = libc.shmget(seg["key"], seg["size"], flags)
     if shmid != seg["shmid"]:
         err = ctypes.get_errno()
         raise RestoreConflict(f"cannot re-create SysV shm segment {seg['shmid']} (key {seg['key']:#x}): "
                               f"{os.strerror(err) if shmid < 0 else f'got id {shmid}'}")
     if seg["data"]:
-        addr = _libc.shmat(shmid, None, 0)
+        addr = libc.shmat(shmid, None, 0)
         blob = ctx.image.map_blob(seg["blob"])
         assert blob is not None
         with memoryview(blob) as view:
             for offset, length, stored in seg["data"]:
                 ctypes.memmove(addr + offset, bytes(view[stored:stored + length]), length)
         blob.close()
-        _libc.shmdt(ctypes.c_void_p(addr))
+        libc.shmdt(ctypes.c_void_p(addr))
     return True
 
 
@@ -84,7 +82,7 @@ def finish(manifest: dict[str, Any]) -> None:
     """Segments that were marked for removal are marked again, now that all have attached."""
     for seg in manifest.get("sysv", {}).values():
         if seg["mode"] & SHM_DEST:
-            _libc.shmctl(seg["shmid"], IPC_RMID, None)
+            libc.shmctl(seg["shmid"], IPC_RMID, None)
 
 
 def attach_flags(prot: int) -> int:

@@ -23,7 +23,9 @@ from typing import Any
 
 from .. import procfs
 from ..context import DumpContext, OpenFile, RestoreContext
-from . import FileKind
+from ..libc import check, libc
+from ..libc import error as libc_error
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ _ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value (seconds, nanoseco
 _NS = 1_000_000_000
 _TRIES = 10  # re-arm attempts before a timer is deemed to fire faster than we can read it
 _PAIR = re.compile(r"\((\d+),\s*(\d+)\)")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -51,9 +52,8 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     ours = ctx.dup_of(f.fd)
     spec = ctypes.create_string_buffer(_ITIMERSPEC.size)
     for _ in range(_TRIES):
-        if _libc.timerfd_gettime(ours, spec) < 0:  # re-arms a periodic timer that fired
-            err = ctypes.get_errno()
-            raise OSError(err, f"timerfd_gettime: {os.strerror(err)}")
+        if libc.timerfd_gettime(ours, spec) < 0:  # re-arms a periodic timer that fired
+            raise libc_error("timerfd_gettime")
         with open(f"/proc/self/fdinfo/{ours}") as fdinfo:
             info = procfs.parse_fdinfo(fdinfo.read())
         value, interval = _pair(info, "it_value"), _pair(info, "it_interval")
@@ -74,10 +74,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     flags = TFD_CLOEXEC | (TFD_NONBLOCK if rec["flags"] & os.O_NONBLOCK else 0)
-    fd = _libc.timerfd_create(rec["clockid"], flags)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"timerfd_create: {os.strerror(err)}")
+    fd = check(libc.timerfd_create(rec["clockid"], flags), "timerfd_create")
     ctx.keep(fd)
     if any(rec["value"]):
         settime = rec["settime_flags"]
@@ -88,9 +85,7 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
         else:
             expiry = rec["value"][0] * _NS + rec["value"][1]
         spec = _ITIMERSPEC.pack(*rec["interval"], *divmod(expiry, _NS))
-        if _libc.timerfd_settime(fd, settime, spec, None) < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
+        check(libc.timerfd_settime(fd, settime, spec, None), "timerfd_settime")
     if rec["ticks"]:  # after settime, which starts the count afresh
         fcntl.ioctl(fd, TFD_IOC_SET_TICKS, struct.pack("<Q", rec["ticks"]))
     return fd

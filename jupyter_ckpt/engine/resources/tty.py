@@ -29,7 +29,7 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteMemory, RemoteThread
-from . import FileKind
+from .kind import FileKind
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _slave_path(shared: dict[Any, Any], manifest: dict[str, Any], own_fds: list[
 def _in_terminal(thread: RemoteThread, path: str, request: int, value: int | None) -> None:
     """In `thread`: open `path` (never acquiring it by accident), ioctl `request` with `value`
     passed by pointer (or 0 when None), close it again."""
-    page = thread.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+    page = thread.mmap_scratch(4096)
     try:
         mem = RemoteMemory(thread.tid)
         try:

@@ -45,8 +45,9 @@ from typing import Any
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
+from ..libc import libc
 from ..sockdiag import unix_sockets
-from . import FileKind
+from .kind import FileKind
 from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ _PEEK_BUFFER = 1 << 20
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 CLONE_FS = 0x200
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -462,7 +462,7 @@ def _bind_from(sock: socket.socket, address: str | bytes, directory: str | None)
 
     def bind_there() -> None:
         try:
-            if _libc.unshare(CLONE_FS) != 0:
+            if libc.unshare(CLONE_FS) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_FS)")
             os.chdir(directory)
             sock.bind(address)
