@@ -1,9 +1,11 @@
 """Private memory a child still shares copy-on-write with its parent (written before the
 fork, by neither since) comes back shared, saved once; the processes check it themselves
 (same page frames in /proc/self/pagemap) and their content (programs/cow_shared.c)."""
+import sys
+
 import pytest
 
-from conftest import checkpoint_cycle, manifest, run_cli
+from conftest import PROGRAMS, checkpoint_cycle, manifest, run_cli
 from image_mutations import reseal
 
 MIB = 1 << 20
@@ -89,3 +91,8 @@ def test_a_crafted_shared_run_is_refused_by_name(cc, programs, workdir, change, 
     out = run_cli("restore", image, "--detach", check=False)
     assert out.returncode == 1 and refusal in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_forked_pool_shares_its_parents_data_again(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_cow_pool.py")
+    checkpoint_cycle(prog, workdir / "image")
