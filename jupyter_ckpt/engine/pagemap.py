@@ -12,6 +12,7 @@ which does not pin (read()).
 from __future__ import annotations
 
 import array
+import bisect
 import ctypes
 import os
 
@@ -31,6 +32,7 @@ _FRAMES_PER_READ = 1 << 16
 # The top byte of each entry: bit 7 present, bit 5 a file page (or shared memory), bit 0
 # mapped by this process only. An anonymous page present and not exclusive is shared.
 _SHARED_ANON = bytes(int(b & 0xA1 == 0x80) for b in range(256))
+_SPAN = 64 << 20  # runs within this much address space share one read of pagemap
 
 _PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg)
 _VEC_LEN = 4096
@@ -57,6 +59,12 @@ class PageScanner:
         self.fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         self.vec = (_Region * _VEC_LEN)()
         self.mem = -1  # /proc/PID/mem, once needed
+        self.sharing: list[tuple[int, int]] | None = None  # where shared pages can be (None: anywhere)
+
+    def sharing_within(self, areas: list[tuple[int, int]]) -> None:
+        """Only the sorted (from, to) `areas` can hold pages mapped by other processes too
+        (smaps counts them per mapping): split_shared reads no pagemap for runs elsewhere."""
+        self.sharing = areas
 
     def close(self) -> None:
         os.close(self.fd)
@@ -97,18 +105,37 @@ class PageScanner:
 
     def split_shared(self, runs: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
         """`runs` cut into (address, length, shared) pieces: `shared` where the anonymous
-        pages are mapped by other processes too (copy-on-write after a fork)."""
+        pages are mapped by other processes too (copy-on-write after a fork). Runs close
+        together in address order share one read of pagemap."""
         out: list[tuple[int, int, bool]] = []
-        for addr, length in runs:
-            marks = self._entries(addr, addr + length)[7::8].translate(_SHARED_ANON)
-            pos = 0
-            while pos < len(marks):
-                shared = marks[pos] == 1
-                end = marks.find(b"\0" if shared else b"\1", pos)
-                end = len(marks) if end < 0 else end
-                out.append((addr + pos * PAGE_SIZE, (end - pos) * PAGE_SIZE, shared))
-                pos = end
+        i = 0
+        while i < len(runs):
+            lo = hi = runs[i][0]
+            j = i
+            while j < len(runs) and runs[j][0] >= hi and (j == i or runs[j][0] + runs[j][1] - lo <= _SPAN):
+                hi = runs[j][0] + runs[j][1]
+                j += 1
+            marks = self._entries(lo, hi)[7::8].translate(_SHARED_ANON) if self._may_share(lo, hi) else b""
+            if b"\1" not in marks:
+                out += [(addr, length, False) for addr, length in runs[i:j]]
+            else:
+                for addr, length in runs[i:j]:
+                    pos = (addr - lo) // PAGE_SIZE
+                    stop = pos + length // PAGE_SIZE
+                    while pos < stop:
+                        shared = marks[pos] == 1
+                        end = marks.find(b"\0" if shared else b"\1", pos, stop)
+                        end = stop if end < 0 else end
+                        out.append((lo + pos * PAGE_SIZE, (end - pos) * PAGE_SIZE, shared))
+                        pos = end
+            i = j
         return out
+
+    def _may_share(self, start: int, end: int) -> bool:
+        if self.sharing is None:
+            return True
+        i = bisect.bisect_right(self.sharing, (start, float("inf"))) - 1
+        return any(lo < end and start < hi for lo, hi in self.sharing[max(i, 0):i + 2])
 
     def read(self, local: int, addr: int, length: int) -> int:
         """Copy [addr, addr+length) of the process to our address `local` like

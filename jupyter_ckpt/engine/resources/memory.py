@@ -83,6 +83,8 @@ def _attach_prot(vmas: list[dict[str, Any]], first: dict[str, Any]) -> int:
 
 def dump(ctx: DumpContext) -> dict[str, Any]:
     vmas = [v for v in procfs.read_vmas(ctx.pid) if v.path != "[vsyscall]"]
+    if ctx.scanner is not None:
+        ctx.scanner.sharing_within([(v.start, v.end) for v in vmas if v.shared_kb])
     parent = _Parent.of(ctx)
     try:
         records = [_dump_vma(ctx, vma, parent) for vma in vmas]
@@ -149,7 +151,7 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma, parent: "_Parent | None") -> di
         if ctx.scanner is not None:
             runs = ctx.scanner.data_runs(vma.start, vma.end, anonymous_only=(kind == "file"))
             rec["pages"] = [[addr, length] for addr, length in runs]
-        if kind in ("anon", "file") and not vma.shared and parent is not None and runs:
+        if kind in ("anon", "file") and not vma.shared and vma.shared_kb and parent is not None and runs:
             shared = parent.shared_runs(ctx.scanner, vma, runs, _lineage(kind, vma.path, vma.offset - vma.start))
             if shared:
                 rec["cow"] = [[addr, length] for addr, length in shared]
