@@ -116,7 +116,8 @@ def _required(path: tuple) -> bool:
     missing in a genuine image)."""
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
-                "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols", "vdso_getrandom"}
+                "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols",
+                "vdso_getrandom", "cow"}
     key = path[-1]
     if isinstance(key, int):
         return False

@@ -25,7 +25,7 @@ import struct
 import threading
 from typing import Any, Iterable
 
-from . import guard, ptrace_ext, syscalls, uffd, zeropages
+from . import guard, ptrace_ext, uffd, zeropages
 from .errors import CkptError
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
@@ -190,7 +190,7 @@ class PreCopy:
             done = 0
             while done < length:
                 take = min(length - done, _CHUNK)
-                n = syscalls.vm_read(self.pid, self._base, [(addr + done, take)])
+                n = self.scanner.read(self._base, addr + done, take)  # (keeps shared pages shared)
                 n -= n % PAGE_SIZE
                 if n == 0 and not first and self._frozen:
                     n = self._read_forced(addr + done)  # PROT_NONE with data: via /proc/PID/mem

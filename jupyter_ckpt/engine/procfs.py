@@ -19,6 +19,7 @@ class Vma:
     path: str
     vmflags: set[str] = field(default_factory=set)
     swap_kb: int = 0  # how much of it is swapped out (smaps' Swap:)
+    shared_kb: int = 0  # its pages mapped by other processes too (smaps' Shared_Clean/Dirty:)
 
     @property
     def size(self) -> int:
@@ -66,6 +67,8 @@ def read_vmas(pid: int) -> list[Vma]:
             vmas[-1].vmflags = set(line.split()[1:])
         elif line.startswith("Swap:"):
             vmas[-1].swap_kb = int(line.split()[1])
+        elif line.startswith(("Shared_Clean:", "Shared_Dirty:")):
+            vmas[-1].shared_kb += int(line.split()[1])
     return vmas
 
 

@@ -140,6 +140,9 @@ def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = 
     shmem.check(image)  # a /dev/shm name holding other content is refused before anything is made
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
     tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
+    # Pages a child shares with its parent come back shared: the parent's are restored before
+    # the child is forked. Lazily they cannot (the page server fills each process on its own).
+    tree.sharing = memory.plan_sharing(procs, share=not lazy)
     try:
         namespace = PidNamespace(root, entered=in_user_ns) if pid_ns else None
     except BaseException:
@@ -245,6 +248,7 @@ class _Tree:
         self.created: list[int] = []
         self.outer_pids: dict[int, int] = {}  # each process's PID as it sees it -> ours
         self.lazy: PageServer | None = None
+        self.sharing: dict[int, memory.Inheritance] = {}  # pid -> what it shares with its parent
 
     def close(self) -> None:
         for fd in self.own_fds:
@@ -275,6 +279,8 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
             if attrs.get("ctty") is not None:  # before its children fork: they inherit it
                 tty.take_controlling_terminal(leaders[pid], attrs["ctty"], tree.shared,
                                               tree.image.manifest, tree.own_fds)
+        if tree.sharing[pid].early:  # memory its children share, before they fork
+            _restore_early(tree, proc, leaders[pid], root_seed)
     for proc in procs:  # group leaders first, then the members joining them
         if proc["process"]["pgid"] == proc["pid"] and proc["process"]["sid"] != proc["pid"]:
             leaders[proc["pid"]].call("setpgid", 0, 0)
@@ -293,6 +299,9 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
             tree.created.append(seed.tid)
             tree.outer_pids[zombie["pid"]] = seed.tid
             _make_zombie(seed, zombie["exit_code"])
+    for proc in procs:  # a process restored early keeps no trace of forking its children
+        if tree.sharing[proc["pid"]].scratch and leaders[proc["pid"]].tid in scratch:
+            leaders[proc["pid"]].call("munmap", scratch[leaders[proc["pid"]].tid], 4096)
     tree.outer_pids.update((pid, thread.tid) for pid, thread in leaders.items())
     return leaders
 
@@ -412,6 +421,51 @@ def _seed_from_parent(namespace: PidNamespace, pid: int, ppid: int, tree_ids: se
     return seed
 
 
+def _restore_early(tree: _Tree, proc: dict[str, Any], leader: RemoteThread, seed: "_Seed") -> None:
+    """Prepare the process's address space and restore the areas whose pages its children
+    share, so that forking them leaves those pages shared copy-on-write. Files it maps
+    there come in over the fd channel every seed inherited, and are closed again."""
+    step = _Step(proc["pid"])
+    step("restoring the memory its children share")
+    inheritance = tree.sharing[proc["pid"]]
+    mem = RemoteMemory(leader.tid)
+    try:
+        inheritance.scratch = _prepare(leader, mem, proc, inheritance)
+        ctx = _context(tree, proc, leader, mem, inheritance.scratch)
+        paths = memory.early_files(proc["memory"], inheritance)
+        mapped = memory.files_to_map(proc["memory"])
+        ours = [ctx.keep(memory.open_mapped_file(path, mapped[path], False, ctx.image)) for path in paths]
+        theirs = _send_fds(ctx, seed.sock, seed.child_sock_fd, 0, ours) if ours else []
+        memory.restore_early(ctx, proc["memory"], inheritance, dict(zip(paths, theirs)))
+        for fd in theirs:
+            leader.call("close", fd)
+    except (RestoreConflict, ImageError, faults.InjectedFault):
+        raise
+    except (OSError, ptrace_ext.PtraceError, CkptError) as err:
+        raise step.failed(err) from None
+    finally:
+        mem.close()
+
+
+def _prepare(leader: RemoteThread, mem: RemoteMemory, proc: dict[str, Any],
+             inheritance: memory.Inheritance) -> int:
+    """Empty the seed's address space (but for what it inherits); returns its scratch area."""
+    leader.block_signals()
+    threads.unregister_inherited_rseq(leader)
+    scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE,
+                                                inheritance.kept)
+    leader.stack = scratch_addr + SCRATCH_SIZE - 64
+    return scratch_addr
+
+
+def _context(tree: _Tree, proc: dict[str, Any], leader: RemoteThread, mem: RemoteMemory,
+             scratch_addr: int) -> RestoreContext:
+    return RestoreContext(leader.tid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
+                          tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
+                          rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
+                          progress=tree.progress, lazy=tree.lazy, outer_pids=tree.outer_pids)
+
+
 class _Step:
     """What the restore of one process is doing, so that a failure says where it was
     (`pid 123: thread 125: restoring the thread's state: Invalid argument`)."""
@@ -446,19 +500,14 @@ def _restore_process(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
 
 def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
                            leader: RemoteThread, step: _Step) -> list[RemoteThread]:
-    pid = leader.tid  # as we see it; proc["pid"] is how the process sees itself
-    mem = RemoteMemory(pid)
+    mem = RemoteMemory(leader.tid)  # (leader.tid: its pid as we see it; proc["pid"]: as it does)
     try:
-        step("emptying its address space")
-        leader.block_signals()
-        threads.unregister_inherited_rseq(leader)
-        scratch_addr = memory.prepare_address_space(leader, mem, proc["memory"], SCRATCH_SIZE)
-        leader.stack = scratch_addr + SCRATCH_SIZE - 64
-        ctx = RestoreContext(pid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
-                             tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
-                             rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
-                             progress=tree.progress, lazy=tree.lazy, outer_pids=tree.outer_pids)
-        return _rebuild(ctx, tree, proc, seed, step)
+        inheritance = tree.sharing[proc["pid"]]
+        scratch_addr = inheritance.scratch  # prepared already when its children share its memory
+        if not scratch_addr:
+            step("emptying its address space")
+            scratch_addr = _prepare(leader, mem, proc, inheritance)
+        return _rebuild(_context(tree, proc, leader, mem, scratch_addr), tree, proc, seed, step)
     finally:
         mem.close()
 
@@ -506,7 +555,7 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
 
     ctx.progress("memory", 0, sum(run[1] for v in proc["memory"]["vmas"] for run in v["pages"]))
     step("mapping its memory and writing its pages")
-    memory.restore(ctx, proc["memory"], map_fds, shmem_fds)
+    memory.restore(ctx, proc["memory"], map_fds, shmem_fds, tree.sharing[proc["pid"]])
     faults.point("restore.after-memory", log)
     step("putting its file descriptors at their numbers")
     call("close", channel)

@@ -15,6 +15,7 @@ store and tools can use it too. docs/image-format.md describes the same fields i
 from __future__ import annotations
 
 import base64
+import bisect
 import binascii
 import os
 import re
@@ -340,6 +341,8 @@ VMA = Record({
 }, {
     "offset": SIZE, "file": FILE_FACTS, "shmem": SHMEM_KEY,
     "shmid": Int(0, (1 << 31) - 1),
+    # resources/memory.py: pages still shared copy-on-write with the parent (its content)
+    "cow": List(Tuple((ADDR, SIZE)), MAX_RUNS),
 })
 
 MEMORY = Record({"vmas": List(VMA, MAX_VMAS), "pages_blob": BLOB},
@@ -663,6 +666,40 @@ class _Checker:
                     if target not in fds:
                         raise Invalid(f"files[{f['id']}].targets", f"fd {target} is not open in {pid}")
         self._memory(p["memory"], f"{where}.memory")
+        self._cow(p, f"{where}.memory")
+
+    def _cow(self, p: dict[str, Any], where: str) -> None:
+        """Pages shared with the parent are its content: the parent must be restored with
+        the same private memory there (anonymous, or the same file at the same offset), and
+        the process must save no page of its own there."""
+        parent = next((q for q in self.m["processes"] if q["pid"] == p["process"]["ppid"]), None)
+        for j, v in enumerate(p["memory"]["vmas"]):
+            at = f"{where}.vmas[{j}].cow"
+            if not v.get("cow"):
+                continue
+            if v["kind"] not in ("anon", "file") or v["shared"] or parent is None:
+                raise Invalid(at, "only private memory of a process whose parent is in the "
+                              "image can share pages with it")
+            areas = [(a["start"], a["end"]) for a in parent["memory"]["vmas"]
+                     if a["kind"] == v["kind"] and not a["shared"] and (v["kind"] == "anon" or (
+                         a["path"] == v["path"] and a.get("offset", -1) - a["start"] == v["offset"] - v["start"]))]
+            area_starts = [lo for lo, _ in areas]
+            own = sorted((run[0], run[0] + run[1]) for run in v["pages"])
+            own_starts = [lo for lo, _ in own]
+            previous_end = v["start"]
+            for k, (address, length) in enumerate(v.get("cow", [])):
+                end = address + length
+                if address % self.page or length % self.page or not length \
+                        or address < previous_end or end > v["end"]:
+                    raise Invalid(f"{at}[{k}]", "is not a page-aligned run inside its mapping, "
+                                  "after the previous one")
+                previous_end = end
+                i = bisect.bisect_right(area_starts, address) - 1
+                if i < 0 or end > areas[i][1]:
+                    raise Invalid(f"{at}[{k}]", "is not inside the same private memory of the parent")
+                i = bisect.bisect_left(own_starts, end) - 1  # the last own run starting before its end
+                if i >= 0 and own[i][1] > address:
+                    raise Invalid(f"{at}[{k}]", "overlaps pages the process saved itself")
 
     def _memory(self, memory: dict[str, Any], where: str) -> None:
         limit = USER_ADDRESS_LIMIT.get(self.machine, U64)

@@ -2,23 +2,30 @@
 
 Dump: mappings come from /proc/PID/smaps; PAGEMAP_SCAN finds pages with data (present or
 swapped, never the shared zero page; for private file mappings only copy-on-write pages), and
-process_vm_readv copies them in large batches straight into a mapped image blob. Pages of
-private anonymous memory found to hold only zeros are then left out (zeropages.py).
+process_vm_readv copies them in large batches straight into a mapped image blob (pages shared
+with another process through /proc/PID/mem, which leaves them shared: pagemap.py). Pages of
+private anonymous memory found to hold only zeros are then left out (zeropages.py), and so
+are those a child still shares with its parent since a fork: they are saved with the parent.
 
 Restore (in the seed process, driven by injected syscalls): drop everything the seed inherited
 except the vdso block, move that block to where the image had it, then map every area at its
 address (files from fds the engine sent over), write the saved pages with process_vm_writev
 (or, in a lazy restore, register large private anonymous areas with a userfaultfd for
 lazy.py to fill while the process runs) and set the final protections and madvise flags.
+A parent restores the areas whose pages its children share before they are forked from it,
+and they keep what they inherit (plan_sharing).
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
+import mmap
 import os
 from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import xxhash
 
@@ -28,7 +35,7 @@ from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, ImageError, RestoreConflict
 from ..image import append_run
 from ..inject import RemoteMemory, RemoteThread
-from ..pagemap import PAGE_SIZE
+from ..pagemap import PAGE_SIZE, PageScanner
 from . import shmem, sysvshm
 from . import vdso as vdso_proxy
 
@@ -78,7 +85,14 @@ def _attach_prot(vmas: list[dict[str, Any]], first: dict[str, Any]) -> int:
 
 def dump(ctx: DumpContext) -> dict[str, Any]:
     vmas = [v for v in procfs.read_vmas(ctx.pid) if v.path != "[vsyscall]"]
-    records = [_dump_vma(ctx, vma) for vma in vmas]
+    if ctx.scanner is not None:
+        ctx.scanner.sharing_within([(v.start, v.end) for v in vmas if v.shared_kb])
+    parent = _Parent.of(ctx)
+    try:
+        records = [_dump_vma(ctx, vma, parent) for vma in vmas]
+    finally:
+        if parent is not None:
+            parent.close()
     result: dict[str, Any] = {"vmas": records}
     vdso = next((v for v in vmas if v.path == "[vdso]"), None)
     if vdso and ctx.mem:
@@ -99,7 +113,7 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
     return result
 
 
-def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
+def _dump_vma(ctx: DumpContext, vma: procfs.Vma, parent: "_Parent | None") -> dict[str, Any]:
     where = f"{vma.start:#x}-{vma.end:#x}"
     kind = _kind(vma, ctx.tree.tmpfs_devices())
     if kind == "unsupported":
@@ -141,7 +155,91 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma) -> dict[str, Any]:
         if ctx.scanner is not None:
             runs = ctx.scanner.data_runs(vma.start, vma.end, anonymous_only=(kind == "file"))
             rec["pages"] = [[addr, length] for addr, length in runs]
+        if kind in ("anon", "file") and not vma.shared and vma.shared_kb and parent is not None and runs:
+            shared = parent.shared_runs(ctx.scanner, vma, runs, _lineage(kind, vma.path, vma.offset - vma.start))
+            if shared:
+                rec["cow"] = [[addr, length] for addr, length in shared]
+                rec["pages"] = [[addr, length] for addr, length in _subtract(runs, shared)]
     return rec
+
+
+def _lineage(kind: str, path: str, delta: int) -> tuple[str, int] | None:
+    """What a child's private mapping must be in its parent too, for their shared pages to
+    come back shared by inheritance: anonymous memory (None), or a private mapping of the
+    same file with the same file offset at each address (`delta`: offset minus start)."""
+    return (path, delta) if kind == "file" else None
+
+
+class _Parent:
+    """The parent of a process being dumped, when it is in the tree: pages of private
+    memory the two still share copy-on-write (the same page frame at the same address, left
+    so by a fork) are saved once, with the parent, and restored shared."""
+
+    def __init__(self, pid: int, tmpfs_devices: set[tuple[int, int]]):
+        self.scanner = PageScanner(pid)
+        self.areas = [(v.start, v.end, _lineage(kind, v.path, v.offset - v.start))
+                      for v in procfs.read_vmas(pid) if not v.shared
+                      for kind in [_kind(v, tmpfs_devices)] if kind in ("anon", "file")]
+        self.starts = [start for start, _, _ in self.areas]
+
+    @classmethod
+    def of(cls, ctx: DumpContext) -> "_Parent | None":
+        if ctx.scanner is None or ctx.writer is None:
+            return None
+        ppid = int(procfs.read_stat(ctx.pid)[4])
+        if ppid not in ctx.tree.pids or ppid in ctx.tree.zombies:
+            return None
+        return cls(ppid, ctx.tree.tmpfs_devices())
+
+    def shared_runs(self, scanner: PageScanner, vma: procfs.Vma, runs: list[tuple[int, int]],
+                    lineage: tuple[str, int] | None) -> list[tuple[int, int]]:
+        """The parts of `runs` (pages with data in `vma`) on the same frames as the parent's
+        pages, where the parent has a private mapping of the same `lineage` (_lineage)."""
+        i = max(bisect.bisect_right(self.starts, vma.start) - 1, 0)
+        areas = []
+        while i < len(self.areas) and self.areas[i][0] < vma.end:
+            if self.areas[i][1] > vma.start and self.areas[i][2] == lineage:
+                areas.append(self.areas[i])
+            i += 1
+        shared: list[tuple[int, int]] = []
+        for addr, length in runs:
+            for start, end, _ in areas:
+                lo, hi = max(addr, start), min(addr + length, end)
+                if lo < hi:
+                    shared += scanner.same_frames(self.scanner, lo, hi)
+        return sorted(shared)
+
+    def close(self) -> None:
+        self.scanner.close()
+
+
+def _subtract(runs: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(address, length) `runs` without the sorted (address, length) `holes`."""
+    out: list[tuple[int, int]] = []
+    for addr, length in runs:
+        for lo, hi in _gaps([(a, a + n) for a, n in holes], addr, addr + length):
+            out.append((lo, hi - lo))
+    return out
+
+
+def _gaps(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The non-empty (from, to) parts of [start, end) outside the sorted (from, to) `spans`."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    for lo, hi in spans:
+        if hi <= pos or lo >= end:
+            continue
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < end:
+        out.append((pos, end))
+    return out
+
+
+def _clip(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The sorted (from, to) `spans` cut to [start, end)."""
+    return [(max(lo, start), min(hi, end)) for lo, hi in spans if lo < end and hi > start]
 
 
 def _dev(text: str) -> tuple[int, int]:
@@ -172,11 +270,8 @@ def _copy_pages(ctx: DumpContext, records: list[dict[str, Any]]) -> str:
     with ctx.writer.fill_blob(name, total) as blob:
         for chunk, size in _chunked(pieces, _COPY_CHUNK):
             at = blob.done
-            view = memoryview(blob.mapping)[at:at + size]
-            try:
-                _read_runs(ctx.pid, blob.address + at, [(a, n) for a, n, _ in chunk], view)
-            finally:
-                view.release()
+            assert ctx.scanner is not None
+            _read_runs(ctx.scanner, blob.address + at, [(a, n) for a, n, _ in chunk])
             source = at
             for addr, length, rec in chunk:
                 parts = zeropages.split(blob.mapping, source, source + length) \
@@ -218,33 +313,31 @@ def _chunked(runs: list[tuple[int, int, Any]], limit: int):
         yield group, size
 
 
-def _read_runs(pid: int, base: int, runs: list[tuple[int, int]], blob: Any) -> None:
-    """Fast path process_vm_readv; areas it cannot read (PROT_NONE) via /proc/PID/mem."""
+def _read_runs(scanner: PageScanner, base: int, runs: list[tuple[int, int]]) -> None:
+    """Fast path process_vm_readv; via /proc/PID/mem the pages shared with another process
+    (which process_vm_readv would unshare, see pagemap.py) and the areas it cannot read
+    (PROT_NONE)."""
+    pieces = scanner.split_shared(runs)
     done_bytes, i = 0, 0
-    mem_fd = -1
-    try:
-        while i < len(runs):
-            n = syscalls.vm_read(pid, base + done_bytes, runs[i:])
-            # advance over fully copied runs
-            while i < len(runs) and n >= runs[i][1]:
-                n -= runs[i][1]
-                done_bytes += runs[i][1]
-                i += 1
-            if i == len(runs):
-                break
-            addr, length = runs[i]
-            if mem_fd < 0:
-                mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            view = memoryview(blob)[done_bytes:done_bytes + length]
-            got = os.preadv(mem_fd, [view], addr)
-            view.release()
-            if got != length:
-                raise CkptError(f"pid {pid}: cannot read memory at {addr:#x} ({length} bytes)")
-            done_bytes += length
+    while i < len(pieces):
+        batch = 0
+        while i + batch < len(pieces) and not pieces[i + batch][2]:
+            batch += 1
+        n = syscalls.vm_read(scanner.pid, base + done_bytes,
+                             [(a, length) for a, length, _ in pieces[i:i + batch]]) if batch else 0
+        # advance over fully copied runs
+        while batch and n >= pieces[i][1]:
+            n -= pieces[i][1]
+            done_bytes += pieces[i][1]
             i += 1
-    finally:
-        if mem_fd >= 0:
-            os.close(mem_fd)
+            batch -= 1
+        if i == len(pieces):
+            break
+        addr, length, _ = pieces[i]  # shared, or where process_vm_readv stopped
+        if scanner.read_shared(base + done_bytes, addr, length) != length:
+            raise CkptError(f"pid {scanner.pid}: cannot read memory at {addr:#x} ({length} bytes)")
+        done_bytes += length
+        i += 1
 
 
 # ---------------------------------------------------------------- restore
@@ -305,9 +398,10 @@ def find_hole(occupied: list[tuple[int, int]], size: int) -> int:
 
 
 def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str, Any],
-                          scratch_size: int) -> int:
-    """Empty the seed's address space but for its vdso block, put that block where the image
-    had it, and map a scratch area in a hole. Returns the scratch address."""
+                          scratch_size: int, keep: Iterable[tuple[int, int]] = ()) -> int:
+    """Empty the seed's address space but for its vdso block and the (from, to) ranges
+    `keep` (memory inherited from its parent, see Inheritance), put that block where the
+    image had it, and map a scratch area in a hole. Returns the scratch address."""
     seed = _special_block(procfs.read_vmas(thread.tid))
     want = {v["path"]: (v["start"], v["end"]) for v in rec["vmas"] if v["path"] in SPECIAL}
     vdso_start = seed["[vdso]"][0]
@@ -315,8 +409,8 @@ def prepare_address_space(thread: RemoteThread, mem: RemoteMemory, rec: dict[str
     proxy = _vdso_proxy(rec, want, seed, code)
     lo = min(s for s, _ in seed.values())
     hi = max(e for _, e in seed.values())
-    thread.call("munmap", 0, lo)
-    thread.call("munmap", hi, TASK_SIZE - hi)
+    for start, end in _gaps(sorted([(lo, hi), *keep]), 0, TASK_SIZE):
+        thread.call("munmap", start, end - start)
     occupied = [(v["start"], v["end"]) for v in rec["vmas"]]
     if proxy is not None:  # this kernel's block goes where nothing of the image is
         if any(_overlaps(span, taken) for span in seed.values() for taken in occupied):
@@ -368,19 +462,117 @@ def _move_block(thread: RemoteThread, now: dict[str, tuple[int, int]],
     return to
 
 
-def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
-            shmem_fds: dict[str, int]) -> None:
-    """Map every area and fill in its pages. `file_fds`: path -> fd in the restored process;
-    `shmem_fds`: shared memory object key -> fd in the restored process."""
+@dataclass
+class Inheritance:
+    """How a process's pages shared copy-on-write with its parent (`cow` runs) come back.
+    Shared: the parent maps and fills the areas holding them before its children are
+    forked (`early`: their start addresses), and each child keeps the `kept` (from, to)
+    ranges it inherits, writing only its own pages there. Or, where that cannot be (a lazy
+    restore), `copy`: they are written as private copies of the saved pages of the parent
+    (or of its parent, where the parent shared them in turn)."""
+    copy: bool = False
+    ancestors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (pid, memory), parent first
+    kept: list[tuple[int, int]] = field(default_factory=list)
+    early: set[int] = field(default_factory=set)
+    scratch: int = 0  # the scratch area the early restore made (the address space is prepared)
+
+
+def plan_sharing(procs: list[dict[str, Any]], share: bool) -> dict[int, Inheritance]:
+    """What every process of the tree inherits, or lends to its children (by pid).
+    `share`: whether shared pages may come back shared (else they come back as copies)."""
+    by_pid = {p["pid"]: p for p in procs}
+    plans = {pid: Inheritance() for pid in by_pid}
+    for p in procs:
+        parent = by_pid.get(p["process"]["ppid"])
+        with_cow = [v for v in p["memory"]["vmas"] if v.get("cow")]
+        if parent is None or not with_cow:
+            continue
+        plan = plans[p["pid"]]
+        if not share:
+            plan.copy = True
+            while parent is not None:
+                plan.ancestors.append((parent["pid"], parent["memory"]))
+                with_cow = any(v.get("cow") for v in parent["memory"]["vmas"])
+                parent = by_pid.get(parent["process"]["ppid"]) if with_cow else None
+            continue
+        areas = [v for v in parent["memory"]["vmas"] if v["kind"] in ("anon", "file") and not v["shared"]]
+        for v in with_cow:
+            for area in areas:
+                if area["start"] < v["end"] and v["start"] < area["end"] and same_lineage(v, area):
+                    plan.kept.append((max(v["start"], area["start"]), min(v["end"], area["end"])))
+                    plans[parent["pid"]].early.add(area["start"])
+        plan.kept.sort()
+    return plans
+
+
+def same_lineage(v: dict[str, Any], area: dict[str, Any]) -> bool:
+    """Whether a child's private mapping `v` may inherit the parent's `area` (_lineage)."""
+    return v["kind"] == area["kind"] and (v["kind"] == "anon" or (
+        v["path"] == area["path"] and v["offset"] - v["start"] == area["offset"] - area["start"]))
+
+
+def early_files(rec: dict[str, Any], inheritance: Inheritance) -> list[str]:
+    """Files restore_early maps (their fds must be in the process by then)."""
+    return sorted({v["path"] for v in rec["vmas"] if v["start"] in inheritance.early and v["kind"] == "file"})
+
+
+def restore_early(ctx: RestoreContext, rec: dict[str, Any], inheritance: Inheritance,
+                  file_fds: dict[str, int]) -> None:
+    """Map and fill the areas whose pages children of the process share, before they are
+    forked from it, so that they inherit those pages (restore() then passes them over).
+    `file_fds`: path -> fd in the process, for early_files."""
+    vmas = [v for v in rec["vmas"] if v["start"] in inheritance.early]
+    for v in vmas:
+        _map_private(ctx, v, inheritance, file_fds.get(v["path"], -1))
+    _write_pages(ctx, rec, vmas, inheritance)
+
+
+def _writable(v: dict[str, Any], inheritance: Inheritance) -> bool:
+    """Whether the restore writes pages into the area (mapped writable until it is done)."""
+    return bool(v["pages"] or (inheritance.copy and v.get("cow")))
+
+
+def _map_flags(v: dict[str, Any]) -> int:
+    flags = (MAP_SHARED if v["shared"] else MAP_PRIVATE) | MAP_FIXED
+    return flags | (MAP_GROWSDOWN if v["growsdown"] else 0) | (MAP_NORESERVE if v["noreserve"] else 0)
+
+
+def _map_private(ctx: RestoreContext, v: dict[str, Any], inheritance: Inheritance, fd: int) -> None:
+    """Map a private anonymous area (or one of the file `fd`), but for the parts kept from
+    the parent: there, only the protection is set and the pages not shared with the parent
+    are dropped (they read as zeros or the file's content, or get the process's own content
+    written next)."""
     call = ctx.leader.call
+    prot = v["prot"] | (PROT_READ | PROT_WRITE if _writable(v, inheritance) else 0)
+    kept = _clip(inheritance.kept, v["start"], v["end"])
+    for lo, hi in _gaps(kept, v["start"], v["end"]):
+        if v["kind"] == "file":
+            call("mmap", lo, hi - lo, prot, _map_flags(v), fd, v["offset"] + lo - v["start"])
+        else:
+            call("mmap", lo, hi - lo, prot, _map_flags(v) | MAP_ANONYMOUS, -1, 0)
+    shared = [(addr, addr + length) for addr, length in v.get("cow", [])]
+    for lo, hi in kept:
+        call("mprotect", lo, hi - lo, prot)
+        for start, end in _gaps(shared, lo, hi):
+            call("madvise", start, end - start, mmap.MADV_DONTNEED)
+
+
+def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
+            shmem_fds: dict[str, int], inheritance: Inheritance | None = None) -> None:
+    """Map every area and fill in its pages. `file_fds`: path -> fd in the restored process;
+    `shmem_fds`: shared memory object key -> fd in the restored process; `inheritance`: its
+    pages shared with its parent or children (plan_sharing)."""
+    call = ctx.leader.call
+    inheritance = inheritance or Inheritance()
     for v in rec["vmas"]:
-        if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
+        if v["kind"] in ("vdso", "vvar", "vvar_vclock") or v["start"] in inheritance.early:
             continue
         length = v["end"] - v["start"]
-        flags = (MAP_SHARED if v["shared"] else MAP_PRIVATE) | MAP_FIXED
-        flags |= (MAP_GROWSDOWN if v["growsdown"] else 0) | (MAP_NORESERVE if v["noreserve"] else 0)
-        prot = v["prot"] | (PROT_READ | PROT_WRITE if v["pages"] else 0)
-        if v["kind"] == "file":
+        flags = _map_flags(v)
+        prot = v["prot"] | (PROT_READ | PROT_WRITE if _writable(v, inheritance) else 0)
+        if v["kind"] == "file" and not v["shared"]:
+            _map_private(ctx, v, inheritance, file_fds[v["path"]])
+        elif v["kind"] == "file":
             call("mmap", v["start"], length, prot, flags, file_fds[v["path"]], v["offset"])
         elif v["kind"] == "shmem":
             call("mmap", v["start"], length, prot, flags, shmem_fds[v["shmem"]], v["offset"])
@@ -389,16 +581,17 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], file_fds: dict[str, int],
             if v["offset"] == 0:  # one attach maps the whole segment; later parts follow
                 call("shmat", v["shmid"], v["start"], sysvshm.attach_flags(_attach_prot(rec["vmas"], v)))
         else:
-            call("mmap", v["start"], length, prot, flags | MAP_ANONYMOUS, -1, 0)
+            _map_private(ctx, v, inheritance, -1)
     on_demand = _lazy_vmas(rec) if ctx.lazy is not None else []
-    _write_pages(ctx, rec, [v for v in rec["vmas"] if not any(v is w for w in on_demand)])
+    _write_pages(ctx, rec, [v for v in rec["vmas"] if not any(v is w for w in on_demand)
+                            and v["start"] not in inheritance.early], inheritance)
     if on_demand:
-        _serve_lazily(ctx, rec, on_demand)
+        _serve_lazily(ctx, rec, on_demand, inheritance)
     for v in rec["vmas"]:
         if v["kind"] in ("vdso", "vvar", "vvar_vclock"):
             continue
         length = v["end"] - v["start"]
-        if (v["pages"] and v["prot"] != PROT_READ | PROT_WRITE) or v["kind"] == "sysv":
+        if (_writable(v, inheritance) and v["prot"] != PROT_READ | PROT_WRITE) or v["kind"] == "sysv":
             call("mprotect", v["start"], length, v["prot"])
         for flag in v["madvise"]:
             call("madvise", v["start"], length, _MADVISE[flag])
@@ -455,25 +648,26 @@ def _split_evenly(runs: list[tuple[int, int, int]], share: int) -> list[list[tup
     return groups
 
 
-def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]) -> None:
+def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]],
+                 inheritance: Inheritance) -> None:
     for v in vmas:
         if v["pages"] and (v["shared"] or v["kind"] not in _PRIVATE_PAGES):
             # the content of a shared mapping lives in its file or object: writing saved pages
             # there would write them into that file (schema.validate refuses this already)
             raise ImageError(f"pid {ctx.pid}: the image holds pages for the shared or special "
                              f"mapping {v['start']:#x}-{v['end']:#x} {v['path']}")
-    runs = [tuple(run[:3]) for v in vmas for run in v["pages"]]
-    if not runs:
+    sources = list(_runs_by_source(ctx, rec, vmas, inheritance))
+    if not sources:
         return
     # Huge-page advice first (restore() repeats it, harmlessly): pages faulted in by the
     # writes below then come as the same kind of pages the process had, and 2 MiB at a time
     # instead of 512 separate 4 KiB faults.
     for v in vmas:
         for flag in ("hg", "nh"):
-            if v["pages"] and flag in v["madvise"]:
+            if _writable(v, inheritance) and flag in v["madvise"]:
                 ctx.leader.call("madvise", v["start"], v["end"] - v["start"], _MADVISE[flag])
     written = 0
-    for image, name, source_runs in _runs_by_source(ctx, rec, vmas):
+    for image, name, source_runs in sources:
         blob = image.map_blob(name) if name else None
         if blob is None:
             raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
@@ -483,22 +677,62 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, 
         finally:
             del anchor
             blob.close()
-    total = sum(n for _, n, _ in runs)
+    total = sum(n for _, _, runs in sources for _, n, _ in runs)
     if written != total:
         raise CkptError(f"pid {ctx.pid}: wrote {written} of {total} bytes of memory")
 
 
-def _runs_by_source(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]):
+def _runs_by_source(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]],
+                    inheritance: Inheritance):
     """(image, blob name, runs) for each blob the pages of `vmas` come from: this image's
-    blob, or (incremental images) a base image's."""
-    by_source: dict[int, list[tuple[int, int, int]]] = {}
+    blob, or (incremental images) a base image's; with `inheritance.copy`, the parent's
+    too, for the pages shared with it."""
+    by_source: dict[tuple[int, int, str], list[tuple[int, int, int]]] = {}
     for v in vmas:
         for run in v["pages"]:
-            by_source.setdefault(run[3] if len(run) == 4 else -1, []).append(tuple(run[:3]))
-    for source, source_runs in by_source.items():
+            key = (run[3] if len(run) == 4 else -1, ctx.ns_pid, rec["pages_blob"])
+            by_source.setdefault(key, []).append(tuple(run[:3]))
+        if inheritance.copy and v.get("cow"):
+            for pid, memory, run in _ancestor_runs(inheritance.ancestors, v["cow"]):
+                key = (run[3] if len(run) == 4 else -1, pid, memory["pages_blob"])
+                by_source.setdefault(key, []).append(tuple(run[:3]))
+    for (source, pid, blob), source_runs in by_source.items():
         image = ctx.image if source < 0 else ctx.image.bases[source]
-        name = rec["pages_blob"] if source < 0 else incremental.pages_blob_of(image, ctx.ns_pid)
+        name = blob if source < 0 else incremental.pages_blob_of(image, pid)
         yield image, name, source_runs
+
+
+def _ancestor_runs(ancestors: list[tuple[int, dict[str, Any]]], cow: list[list[int]]):
+    """(pid, memory record, run) for the saved runs of the `ancestors` (parent first) that
+    hold the content of the `cow` runs: the parent's own pages there, or where it shared
+    them with its parent in turn, that one's. Where none saved a page, it was all zeros:
+    nothing to write."""
+    wanted = [(a, a + n) for a, n in cow]
+    for pid, memory in ancestors:
+        starts = [lo for lo, _ in wanted]
+        further: list[tuple[int, int]] = []
+        for v in memory["vmas"]:
+            for run in v["pages"]:
+                for lo, hi in _clip_sorted(wanted, starts, run[0], run[0] + run[1]):
+                    yield pid, memory, [lo, hi - lo, run[2] + lo - run[0], *run[3:]]
+            for addr, length in v.get("cow", []):
+                further += _clip_sorted(wanted, starts, addr, addr + length)
+        wanted = sorted(further)
+        if not wanted:
+            return
+
+
+def _clip_sorted(spans: list[tuple[int, int]], starts: list[int], start: int,
+                 end: int) -> list[tuple[int, int]]:
+    """_clip over disjoint sorted `spans` whose starts are `starts` (found by bisection)."""
+    i = max(bisect.bisect_right(starts, start) - 1, 0)
+    out = []
+    while i < len(spans) and spans[i][0] < end:
+        lo, hi = max(spans[i][0], start), min(spans[i][1], end)
+        if lo < hi:
+            out.append((lo, hi))
+        i += 1
+    return out
 
 
 # Lazy restore (lazy.py): areas of private anonymous memory with at least this much data are
@@ -510,10 +744,11 @@ def _lazy_vmas(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """Areas to fill on demand: private anonymous memory with enough data. Not areas wiped
     on fork (a child must see them empty, while lazily it would get the pending content)."""
     return [v for v in rec["vmas"] if v["kind"] == "anon" and not v["shared"] and "wf" not in v["madvise"]
-            and sum(run[1] for run in v["pages"]) >= LAZY_MIN_BYTES]
+            and sum(run[1] for run in v["pages"] + v.get("cow", [])) >= LAZY_MIN_BYTES]
 
 
-def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]]) -> None:
+def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]],
+                  inheritance: Inheritance) -> None:
     """Register `vmas` for missing-page faults with a userfaultfd made in the process, and
     hand it with the content they lack to the page server."""
     try:
@@ -533,7 +768,7 @@ def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str,
                 raise CkptError(f"lazy restore: pid {ctx.pid} {v['start']:#x}-{v['end']:#x}: "
                                 f"cannot register with userfaultfd: {err.strerror}") from None
         runs = []
-        for image, name, source_runs in _runs_by_source(ctx, rec, vmas):
+        for image, name, source_runs in _runs_by_source(ctx, rec, vmas, inheritance):
             base = ctx.lazy.blob_address(image, name) if name else None
             if base is None:
                 raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
