@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -88,6 +89,8 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
             manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close)
+            for copy in copies.values():
+                writer.adopted_checksum(copy.blob_name, copy.checksum())
             if blockers:
                 raise Refused(blockers)
             faults.point("dump.after-memory", log)
@@ -158,19 +161,41 @@ def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, Pr
     copies: dict[int, PreCopy] = {}
     try:
         for pid in _tree_pids(root):
-            progress("pre-copying", 0, 0)
             if process.seccomp_modes(pid, [pid]):
                 continue  # entered since we looked: refused once frozen, nothing injected here
             try:
-                copy = PreCopy(pid, writer.blob_path(""))
+                copies[pid] = PreCopy(pid, writer.blob_path(""))
             except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
                 continue  # this one is copied entirely while frozen
-            copies[pid] = copy
-            copy.run()
+        progress("pre-copying", 0, 0)
+        _run_together(list(copies.values()))
     except BaseException:
         _close_all(copies)
         raise
     return copies
+
+
+_PRECOPY_THREADS = 8
+
+
+def _run_together(copies: list[PreCopy]) -> None:
+    """Pre-copy every process of the tree at once, so that all finish their last round at
+    about the moment the tree is frozen as one. (One after another, the first would run on,
+    and write, for as long as the others take, and all that would be copied while frozen.)
+    If one fails, the others stop at their next piece."""
+    if len(copies) <= 1:
+        for copy in copies:
+            copy.run()
+        return
+    with ThreadPoolExecutor(min(len(copies), _PRECOPY_THREADS), thread_name_prefix="ckpt-precopy") as pool:
+        running = [pool.submit(copy.run) for copy in copies]
+        try:
+            for future in running:
+                future.result()
+        except BaseException:
+            for copy in copies:
+                copy.cancelled = True
+            raise
 
 
 def _close_all(copies: dict[int, PreCopy]) -> None:
