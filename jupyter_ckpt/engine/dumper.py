@@ -67,6 +67,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
     _refuse_before_touching(pid)
+    host = host_facts()  # (now: reading /proc/cpuinfo takes milliseconds the freeze need not)
     writer = ImageWriter(path)
     copies: dict[int, PreCopy] = {}
     try:
@@ -88,7 +89,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close)
+            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close, host)
             for copy in copies.values():
                 writer.adopted_checksum(copy.blob_name, copy.checksum())
             if blockers:
@@ -231,7 +232,8 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
              copies: dict[int, PreCopy] | None = None,
-             portable: bool = False, tcp_close: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
+             portable: bool = False, tcp_close: bool = False,
+             host: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
@@ -259,7 +261,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         "tool_version": __version__,
         "owner_uid": os.getuid(),
         "root_pid": index.inner(tree.root),
-        "host": host_facts(),
+        "host": host or host_facts(),
         "processes": processes,
         "zombies": zombies,
         "files": registry.records,
