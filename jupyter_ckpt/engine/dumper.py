@@ -11,10 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-import psutil
-
 from .. import __version__
-from . import faults, guard, incremental, ptrace_ext
+from . import faults, guard, incremental, procfs, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
@@ -133,10 +131,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
 
 
 def _tree_pids(root: int) -> list[int]:
-    try:
-        return [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []  # freeze() reports it
+    return procfs.tree_pids(root)  # [] if it is gone: freeze() reports it
 
 
 def _refuse_before_touching(root: int) -> None:
@@ -166,7 +161,7 @@ def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, Pr
                 continue  # entered since we looked: refused once frozen, nothing injected here
             try:
                 copies[pid] = PreCopy(pid, writer.blob_path(""))
-            except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
+            except (Unavailable, FileNotFoundError, ProcessLookupError):
                 continue  # this one is copied entirely while frozen
         progress("pre-copying", 0, 0)
         _run_together(list(copies.values()))

@@ -12,8 +12,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import psutil
-
 from . import procfs, ptrace_ext
 from .errors import Blocker, CkptError, Refused
 
@@ -78,8 +76,10 @@ def _alive(pid: int) -> bool:
 
 
 def _tree_pids(root: int) -> list[int]:
-    proc = psutil.Process(root)
-    return [root] + [child.pid for child in proc.children(recursive=True)]
+    pids = procfs.tree_pids(root)
+    if not pids:
+        raise CkptError(f"pid {root} exited during the freeze")
+    return pids
 
 
 def _tids(pid: int) -> list[int]:
@@ -108,12 +108,11 @@ def check_root(root: int) -> None:
     if root == os.getpid():
         raise CkptError("refusing to checkpoint the checkpointing process itself")
     try:
-        psutil.Process(root)
         _check_root(root)
-        if root in (parent.pid for parent in psutil.Process().parents()):
+        if root in procfs.ancestors(os.getpid()):
             raise CkptError(f"pid {root} is an ancestor of this checkpointing process: a tree "
                             "cannot be checkpointed from inside itself")
-    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+    except (FileNotFoundError, ProcessLookupError):
         raise CkptError(f"no process with pid {root}") from None
 
 
@@ -138,10 +137,7 @@ def _check_root(root: int) -> None:
 
 def _freeze_until_stable(tree: FrozenTree) -> None:
     while True:
-        try:
-            pids = _tree_pids(tree.root)
-        except psutil.NoSuchProcess:
-            raise CkptError(f"pid {tree.root} exited during the freeze") from None
+        pids = _tree_pids(tree.root)
         new: list[int] = []
         for pid in pids:
             if pid != tree.root and not _alive(pid):
