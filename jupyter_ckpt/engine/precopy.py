@@ -216,12 +216,15 @@ class PreCopy:
                 copied += self._store(i % 2, filled, first, keep_zeros)
         return copied
 
-    def _fill(self, slot: int, addr: int, length: int) -> list[tuple[int, int, int]]:
-        """Read [addr, addr+length) into buffer `slot`: (address, buffer offset, bytes)
-        segments of what could be read."""
+    def _fill(self, slot: int, addr: int, length: int) -> list[tuple[int, int, int, bytes]]:
+        """Read [addr, addr+length) into buffer `slot`: (address, buffer offset, bytes,
+        page entries) segments of what could be read. The page entries are read just
+        before the pages: a page replaced in between then shows another frame at the
+        freeze, and is copied again."""
         if self.cancelled:
             raise CkptError(f"pid {self.pid}: pre-copy cancelled")
-        segments: list[tuple[int, int, int]] = []
+        segments: list[tuple[int, int, int, bytes]] = []
+        frames = self._frames(addr, length)
         done = at = 0
         while done < length:
             n = syscalls.vm_read(self.pid, self._bases[slot] + at, [(addr + done, length - done)])
@@ -231,17 +234,16 @@ class PreCopy:
             if n == 0:
                 done += PAGE_SIZE  # not readable while running: copied when frozen
                 continue
-            segments.append((addr + done, at, n))
+            segments.append((addr + done, at, n, frames[done // PAGE_SIZE * 8:(done + n) // PAGE_SIZE * 8]))
             done += n
             at += n
         return segments
 
-    def _store(self, slot: int, segments: list[tuple[int, int, int]], first: bool,
+    def _store(self, slot: int, segments: list[tuple[int, int, int, bytes]], first: bool,
                keep_zeros: bool) -> int:
         """Append the segments read into buffer `slot` to the blob and record them."""
         buf = self._bufs[slot]
-        for start, at, n in segments:
-            frames = self._frames(start, n)
+        for start, at, n, frames in segments:
             pieces = [(at, at + n, False)] if keep_zeros else zeropages.split(buf, at, at + n)
             for lo, hi, zero in pieces:
                 offset = ZERO if zero else self.size
@@ -249,7 +251,7 @@ class PreCopy:
                     self._append(memoryview(buf)[lo:hi])
                 entries = frames[(lo - at) // PAGE_SIZE * 8:(hi - at) // PAGE_SIZE * 8]
                 self._record(start + lo - at, hi - lo, offset, entries, first)
-        return sum(n for _, _, n in segments)
+        return sum(n for _, _, n, _ in segments)
 
     def _append(self, data: memoryview) -> None:
         """Write `data` at the end of the blob, checksum it while it is in cache, and start
