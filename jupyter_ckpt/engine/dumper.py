@@ -7,7 +7,7 @@ import logging
 import os
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Any
 
@@ -186,8 +186,10 @@ def _run_together(copies: list[PreCopy]) -> None:
     with ThreadPoolExecutor(min(len(copies), _PRECOPY_THREADS), thread_name_prefix="ckpt-precopy") as pool:
         running = [pool.submit(copy.run) for copy in copies]
         try:
+            wait(running, return_when=FIRST_EXCEPTION)
             for future in running:
-                future.result()
+                if future.done() and future.exception() is not None:
+                    raise future.exception()
         except BaseException:
             for copy in copies:
                 copy.cancelled = True
