@@ -139,12 +139,16 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
     while True:
         pids = _tree_pids(tree.root)
         new: list[int] = []
+        zombies: set[int] = set()
         for pid in pids:
             if pid != tree.root and not _alive(pid):
                 if os.path.exists(f"/proc/{pid}"):  # (not reaped since we listed it)
-                    tree.zombies.add(pid)  # its parent, seized before it, cannot reap it now
+                    zombies.add(pid)
                 continue
             new += [tid for tid in _tids(pid) if tid not in tree._stopped]
+        # Kept from the last pass only: it finds every parent stopped, so none can reap a
+        # zombie any more (one seen in an earlier pass may have been reaped since).
+        tree.zombies = zombies
         if not new:
             break
         _seize_all(tree, new)
