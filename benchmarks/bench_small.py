@@ -7,8 +7,8 @@ memory is not what dominates (start-up, imports, /proc scans).
 
 Every round starts benchmarks/memhog.c holding SIZE bytes, times `jupyter-ckpt dump PID DIR
 --kill` and `jupyter-ckpt restore DIR --detach` as a user would run them (a new interpreter
-each, its bytecode cached as in an installed package; one warm-up round is not counted), and has the restored memhog re-checksum its memory (it must say PASS). In the same
-round it times the bare interpreter start (`python -c pass`, site included), the floor no
+each, its bytecode cached as in an installed package; one warm-up round is not counted), and
+has the restored memhog re-checksum its memory (it must say PASS). In the same round it times the bare interpreter start (`python -c pass`, site included), the floor no
 Python command can go below. With --engine (repeatable) each source tree's command line is
 timed in turn within every round. Run as root; needs gcc.
 """

@@ -11,8 +11,9 @@ Copies go to one blob; a page copied again later supersedes its earlier copy (th
 map points at the newest one). The blob only grows, so it is checksummed as it is written
 and its writeback starts as it goes: commit neither reads it again nor waits long for the
 disk. While the process runs, a reader thread copies the next piece of memory while the
-previous one is checked for zeros and written. A page found all zero is recorded as such and not written
-(zeropages.py): that check, too, is done mostly while the process runs. Registration is
+previous one is checked for zeros and written. A page found all zero is recorded as such
+and not written (zeropages.py): that check, too, is done mostly while the process runs.
+Registration is
 undone before the process runs freely again, and on any failure, so the process is left as
 it was.
 """
