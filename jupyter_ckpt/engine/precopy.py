@@ -13,9 +13,8 @@ and its writeback starts as it goes: commit neither reads it again nor waits lon
 disk. While the process runs, a reader thread copies the next piece of memory while the
 previous one is checked for zeros and written. A page found all zero is recorded as such
 and not written (zeropages.py): that check, too, is done mostly while the process runs.
-Registration is
-undone before the process runs freely again, and on any failure, so the process is left as
-it was.
+Registration is undone before the process runs freely again, and on any failure, so the
+process is left as it was.
 """
 from __future__ import annotations
 
