@@ -333,7 +333,7 @@ def cycle(memhog: str, size: int, directory: str, engine: str | None, precopy: s
     """memhog -> dump --kill -> restore -> the restored memhog re-checks its memory."""
     r: dict = {}
     status = os.path.join(directory, f".bench-status-{os.getpid()}-{time.monotonic_ns()}")
-    hog = subprocess.Popen([memhog, status, str(size)] + (["thp"] if args.thp else []),
+    hog = subprocess.Popen([memhog, status, str(size), "thp" if args.thp else "nothp", str(args.workers)],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     image = os.path.join(directory, f"bench-image-{hog.pid}-{time.monotonic_ns()}")
@@ -440,11 +440,12 @@ def median_phases(rounds: list[dict], key: str, order: list) -> list[tuple[str, 
     return [(lb, statistics.median(r[key].get(lb, 0.0) for r in rounds)) for lb in labels]
 
 
-def report(size: int, directory: str, fstype: str, rounds: list[dict]) -> str:
+def report(size: int, directory: str, fstype: str, rounds: list[dict], workers: int = 0) -> str:
     """Wall times: best and median of the rounds; CPU: best. Throughput and ratios use the
     best wall times (on a shared machine, noise only ever adds time)."""
     fresh, warm = best(rounds, "memcpy_fresh"), best(rounds, "memcpy_warm")
-    lines = [f"\n== {human(size)} via {directory} ({fstype}), {len(rounds)} round(s); CPU pressure "
+    workers = f" in {workers} worker processes" if workers else ""
+    lines = [f"\n== {human(size)}{workers} via {directory} ({fstype}), {len(rounds)} round(s); CPU pressure "
              f"(PSI avg10) at round starts {min(r['cpu_pressure'] for r in rounds):.0f}"
              f"-{max(r['cpu_pressure'] for r in rounds):.0f}% ==",
              f"{'operation':<30}{'best s':>8}{'median':>8}{'cpu s':>7}{'GiB/s':>7}"
@@ -537,6 +538,9 @@ def main() -> int:
                    help="skip the extra dump without --kill (measures the freeze of a process "
                         "that runs on, whose image is committed after it is released)")
     p.add_argument("--thp", action="store_true", help="subject uses MADV_HUGEPAGE")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="the subject is a tree: a parent and N worker processes holding SIZE/N "
+                        "each (the freeze of a whole tree)")
     p.add_argument("--drop-caches", action="store_true",
                    help="drop the page cache between dump and restore (cold restore; root)")
     p.add_argument("--profile", action="store_true", help="print cProfile tops of dump and restore")
@@ -598,7 +602,7 @@ def main() -> int:
                             for lb, e in r["engines"].items():
                                 print(f"---- {lb} dump profile\n" + e["dump_profile"])
                                 print(f"---- {lb} restore profile\n" + e["restore_profile"], flush=True)
-                    print(report(size, directory, fs_type(os.path.realpath(directory)), rounds),
+                    print(report(size, directory, fs_type(os.path.realpath(directory)), rounds, args.workers),
                           flush=True)
                     results.append({"size": size, "dir": directory, "rounds": rounds})
             finally:

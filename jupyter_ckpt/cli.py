@@ -336,12 +336,12 @@ def _setup_logging(verbose: int, log_file: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose, args.log_file)
-    from .engine import CkptError, check, dump, summarize
-    from .engine.summary import render
-    from .store import StoreError
+    from .engine.errors import CkptError  # (each command imports only what it uses)
 
     try:
         if args.command == "dump":
+            from .engine import dump
+
             bar = _ProgressBar()
             try:
                 stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "snapshots":
             return _snapshots(args)
         elif args.command == "check":
+            from .engine import check
+
             blockers = check(args.pid, tcp_close=args.tcp_close)
             for b in blockers:
                 print(b)
@@ -372,18 +374,30 @@ def main(argv: list[str] | None = None) -> int:
 
             return _print_verdict(ImageReader(args.dir, verify_blobs=False).manifest)
         elif args.command == "inspect":
+            from .engine import summarize
+            from .engine.summary import render
+
             summary = summarize(args.dir)
             print(json.dumps(summary, indent=1) if args.json else render(summary))
-    except (CkptError, StoreError) as err:
+    except Exception as err:
+        if not isinstance(err, (CkptError, *_store_errors())):
+            if isinstance(err, OSError):
+                print(f"jupyter-ckpt: {err.strerror or err}{': ' + err.filename if err.filename else ''}",
+                      file=sys.stderr)
+                return 1
+            raise
         print(f"jupyter-ckpt: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    except OSError as err:
-        print(f"jupyter-ckpt: {err.strerror or err}{': ' + err.filename if err.filename else ''}",
-              file=sys.stderr)
-        return 1
     return 0
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """The store's error class if a command loaded the store (dump and restore do not: its
+    imports cost more than a small dump itself)."""
+    store = sys.modules.get(f"{__package__}.store")
+    return (store.StoreError,) if store is not None else ()
 
 
 if __name__ == "__main__":

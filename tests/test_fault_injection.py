@@ -121,6 +121,32 @@ def test_a_dump_that_fails_at_any_point_leaves_its_target_unharmed(cc, programs,
     prog.verify()
 
 
+def test_a_tree_whose_precopy_fails_in_one_thread_is_left_unharmed(cc, programs, workdir, monkeypatch):
+    """The processes of a tree are pre-copied at once, each in a thread of its own: when
+    one fails, the others stop and every process runs on, untracked."""
+    from jupyter_ckpt import engine
+
+    prog = programs(cc("forked_tree"))
+    tree = [prog.pid] + [p.pid for p in psutil.Process(prog.pid).children(recursive=True)
+                         if p.status() != psutil.STATUS_ZOMBIE]
+    assert len(tree) > 2, "the subject should be a tree"
+    image = workdir / "image"
+    point = "dump.during-precopy"
+    result = _run("dump", prog.pid, image, env={faults.ENV: point})
+    _assert_one_line_failure(result, "fault injected at", point)
+    _assert_no_image(image)
+    for pid in tree:
+        _assert_unharmed(pid)
+
+    monkeypatch.setenv(faults.ENV, point)
+    with pytest.raises(CkptError, match=f"fault injected at {point}"):
+        engine.dump(prog.pid, str(image))
+    _assert_no_image(image)
+    for pid in tree:
+        _assert_unharmed(pid)
+    prog.verify()
+
+
 @pytest.mark.parametrize("pid_ns", [False, True], ids=["same-pids", "pid-ns"])
 def test_a_restore_that_fails_at_any_point_leaves_nothing(cc, programs, workdir, pid_ns):
     prog = programs(cc("busy_threads"))

@@ -8,7 +8,6 @@ fds of the event kinds (eventfd, timerfd, signalfd, epoll), a process tree (fork
 shared memory, pipes, a zombie) and a multi-threaded CPython program."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

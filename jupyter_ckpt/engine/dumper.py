@@ -8,12 +8,11 @@ import logging
 import os
 import struct
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Any
 
-import psutil
-
-from . import faults, guard, incremental, ptrace_ext
+from . import faults, guard, incremental, procfs, ptrace_ext
 from .context import DumpContext, OpenFile, Progress, TreeIndex, list_open_files, no_progress, ns_pids
 from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
@@ -67,6 +66,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
     _refuse_before_touching(pid)
+    host = host_facts()  # (now: reading /proc/cpuinfo takes milliseconds the freeze need not)
     writer = ImageWriter(path)
     copies: dict[int, PreCopy] = {}
     try:
@@ -88,7 +88,10 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         progress("collecting", 0, 0)
         rounds = {str(p): c.rounds for p, c in copies.items()}
         try:
-            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close, kill)
+            manifest, blockers = _collect(tree, writer, progress, copies, portable, tcp_close, kill,
+                                          host)
+            for copy in copies.values():
+                writer.adopted_checksum(copy.blob_name, copy.checksum())
             if blockers:
                 raise Refused(blockers)
             faults.point("dump.after-memory", log)
@@ -130,10 +133,7 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
 
 
 def _tree_pids(root: int) -> list[int]:
-    try:
-        return [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []  # freeze() reports it
+    return procfs.tree_pids(root)  # [] if it is gone: freeze() reports it
 
 
 def _refuse_before_touching(root: int) -> None:
@@ -159,19 +159,43 @@ def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, Pr
     copies: dict[int, PreCopy] = {}
     try:
         for pid in _tree_pids(root):
-            progress("pre-copying", 0, 0)
             if process.seccomp_modes(pid, [pid]):
                 continue  # entered since we looked: refused once frozen, nothing injected here
             try:
-                copy = PreCopy(pid, writer.blob_path(""))
-            except (Unavailable, psutil.Error, FileNotFoundError, ProcessLookupError):
+                copies[pid] = PreCopy(pid, writer.blob_path(""))
+            except (Unavailable, FileNotFoundError, ProcessLookupError):
                 continue  # this one is copied entirely while frozen
-            copies[pid] = copy
-            copy.run()
+        progress("pre-copying", 0, 0)
+        _run_together(list(copies.values()))
     except BaseException:
         _close_all(copies)
         raise
     return copies
+
+
+_PRECOPY_THREADS = 8
+
+
+def _run_together(copies: list[PreCopy]) -> None:
+    """Pre-copy every process of the tree at once, so that all finish their last round at
+    about the moment the tree is frozen as one. (One after another, the first would run on,
+    and write, for as long as the others take, and all that would be copied while frozen.)
+    If one fails, the others stop at their next piece."""
+    if len(copies) <= 1:
+        for copy in copies:
+            copy.run()
+        return
+    with ThreadPoolExecutor(min(len(copies), _PRECOPY_THREADS), thread_name_prefix="ckpt-precopy") as pool:
+        running = [pool.submit(copy.run) for copy in copies]
+        try:
+            wait(running, return_when=FIRST_EXCEPTION)
+            for future in running:
+                if future.done() and future.exception() is not None:
+                    raise future.exception()
+        except BaseException:
+            for copy in copies:
+                copy.cancelled = True
+            raise
 
 
 def _close_all(copies: dict[int, PreCopy]) -> None:
@@ -208,7 +232,8 @@ def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]
 def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = no_progress,
              copies: dict[int, PreCopy] | None = None,
              portable: bool = False, tcp_close: bool = False,
-             kill: bool = False) -> tuple[dict[str, Any], list[Blocker]]:
+             kill: bool = False, host: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any], list[Blocker]]:
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
@@ -238,7 +263,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         "tool_version": VERSION,
         "owner_uid": os.getuid(),
         "root_pid": index.inner(tree.root),
-        "host": host_facts(),
+        "host": host or host_facts(),
         "processes": processes,
         "zombies": zombies,
         "files": registry.records,

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import psutil
-
 from . import procfs, ptrace_ext
 from .errors import Blocker, CkptError, Refused
 
@@ -88,8 +86,10 @@ def _alive(pid: int) -> bool:
 
 
 def _tree_pids(root: int) -> list[int]:
-    proc = psutil.Process(root)
-    return [root] + [child.pid for child in proc.children(recursive=True)]
+    pids = procfs.tree_pids(root)
+    if not pids:
+        raise CkptError(f"pid {root} exited during the freeze")
+    return pids
 
 
 def _tids(pid: int) -> list[int]:
@@ -118,12 +118,11 @@ def check_root(root: int) -> None:
     if root == os.getpid():
         raise CkptError("refusing to checkpoint the checkpointing process itself")
     try:
-        psutil.Process(root)
         _check_root(root)
-        if root in (parent.pid for parent in psutil.Process().parents()):
+        if root in procfs.ancestors(os.getpid()):
             raise CkptError(f"pid {root} is an ancestor of this checkpointing process: a tree "
                             "cannot be checkpointed from inside itself")
-    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+    except (FileNotFoundError, ProcessLookupError):
         raise CkptError(f"no process with pid {root}") from None
 
 
@@ -148,34 +147,58 @@ def _check_root(root: int) -> None:
 
 def _freeze_until_stable(tree: FrozenTree) -> None:
     while True:
-        found_new = False
-        try:
-            pids = _tree_pids(tree.root)
-        except psutil.NoSuchProcess:
-            raise CkptError(f"pid {tree.root} exited during the freeze") from None
+        pids = _tree_pids(tree.root)
+        new: list[int] = []
+        zombies: set[int] = set()
         for pid in pids:
             if pid != tree.root and not _alive(pid):
                 if os.path.exists(f"/proc/{pid}"):  # (not reaped since we listed it)
-                    tree.zombies.add(pid)  # its parent, seized before it, cannot reap it now
+                    zombies.add(pid)
                 continue
-            for tid in _tids(pid):
-                if tid in tree._stopped:
-                    continue
-                found_new = True
-                _seize_one(tree, tid)
-        if not found_new:
+            new += [tid for tid in _tids(pid) if tid not in tree._stopped]
+        # Kept from the last pass only: it finds every parent stopped, so none can reap a
+        # zombie any more (one seen in an earlier pass may have been reaped since).
+        tree.zombies = zombies
+        if not new:
             break
+        _seize_all(tree, new)
     for pid in _tree_pids(tree.root):  # parents before their children
         if pid not in tree.zombies:
             tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
 
 
-def _seize_one(tree: FrozenTree, tid: int) -> None:
+def _seize_all(tree: FrozenTree, tids: list[int]) -> None:
+    """Seize and interrupt every thread first, then collect their stops: the whole tree
+    stops at about one moment, and the waits for each thread to get a CPU and stop overlap
+    instead of adding up. A thread seized is waited for even when a later one fails, so
+    that release() finds it stopped and can let it go."""
+    interrupted: list[int] = []
+    failure: BaseException | None = None
+    try:
+        for tid in tids:
+            if _seize_one(tid):
+                interrupted.append(tid)
+    except BaseException as err:
+        failure = err
+    for tid in interrupted:
+        if tid in tree._stopped:
+            continue  # a new thread of one waited for before: collected with it
+        try:
+            _wait_for_interrupt_stop(tree, tid)
+        except BaseException as err:
+            failure = failure or err
+    if failure is not None:
+        raise failure
+
+
+def _seize_one(tid: int) -> bool:
+    """Seize and interrupt `tid`; whether a stop of it is to be waited for (not if it has
+    exited meanwhile)."""
     try:
         ptrace_ext.seize(tid, SEIZE_OPTIONS)
     except ptrace_ext.PtraceError as err:
         if err.errno == errno.ESRCH:  # exited meanwhile
-            return
+            return False
         if err.errno == errno.EPERM:  # auto-attached by a fork/clone we traced, or not allowed
             if not _is_traced_by_us(tid):
                 raise CkptError(f"cannot trace tid {tid}: permission denied "
@@ -184,7 +207,7 @@ def _seize_one(tree: FrozenTree, tid: int) -> None:
             raise CkptError(f"cannot seize tid {tid}: {err}") from None
     else:
         ptrace_ext.interrupt(tid)
-    _wait_for_interrupt_stop(tree, tid)
+    return True
 
 
 def _why_not_traceable(tid: int) -> str:

@@ -161,6 +161,7 @@ class ImageWriter:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.blobs: dict[str, dict[str, Any]] = {}
         self._adopted: list[str] = []
+        self._checksums: dict[str, str] = {}  # of adopted blobs, taken as they were written
 
     def add_blob(self, name: str, data: bytes | memoryview) -> str:
         with open(os.path.join(self.tmp, name), "wb") as f:
@@ -181,6 +182,7 @@ class ImageWriter:
         self.blobs.pop(name, None)
         if name in self._adopted:
             self._adopted.remove(name)
+        self._checksums.pop(name, None)
         os.unlink(self.blob_path(name))
         self.add_blob(name, data)
 
@@ -190,9 +192,14 @@ class ImageWriter:
         self._adopted.append(name)
         self.blobs[name] = {"size": os.path.getsize(self.blob_path(name)), "xxh3_128": None}
 
+    def adopted_checksum(self, name: str, xxh3_128: str) -> None:
+        """The checksum of an adopted blob, taken by its writer as it wrote it: commit then
+        need not read the blob again."""
+        self._checksums[name] = xxh3_128
+
     def commit(self, manifest: dict[str, Any]) -> None:
         for name in self._adopted:
-            self.blobs[name]["xxh3_128"] = _hash_file(self.blob_path(name))
+            self.blobs[name]["xxh3_128"] = self._checksums.get(name) or _hash_file(self.blob_path(name))
         manifest = {"format": FORMAT, "version": VERSION, **manifest, "blobs": self.blobs}
         manifest["manifest_xxh3_128"] = manifest_checksum(manifest)
         with open(os.path.join(self.tmp, MANIFEST), "w") as f:

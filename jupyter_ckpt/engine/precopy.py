@@ -8,25 +8,33 @@ stall), and PAGEMAP_SCAN with PM_SCAN_WP_MATCHING returns exactly the pages writ
 the last scan while protecting them again. Rounds repeat while the dirty set shrinks.
 
 Copies go to one blob; a page copied again later supersedes its earlier copy (the final
-map points at the newest one). A page found all zero is recorded as such and not written
-(zeropages.py): that check, too, is done mostly while the process runs. Registration is
-undone before the process runs freely again, and on any failure, so the process is left as
-it was.
+map points at the newest one). The blob only grows, so it is checksummed as it is written
+and its writeback starts as it goes: commit neither reads it again nor waits long for the
+disk. While the process runs, a reader thread copies the next piece of memory while the
+previous one is checked for zeros and written. A page found all zero is recorded as such
+and not written (zeropages.py): that check, too, is done mostly while the process runs.
+Registration is undone before the process runs freely again, and on any failure, so the
+process is left as it was.
 """
 from __future__ import annotations
 
 import bisect
 import ctypes
+import errno
 import fcntl
 import logging
 import mmap
 import os
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
-from . import guard, ptrace_ext, uffd, zeropages
+import xxhash
+
+from . import faults, guard, libc, ptrace_ext, uffd, zeropages
 from .errors import CkptError
+from .image import _SYNC_FILE_RANGE_WRITE, _WRITEBACK
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
 from .procfs import Vma, read_vmas
@@ -39,7 +47,7 @@ PAGE_IS_WRITTEN = 1 << 1
 PM_SCAN_WP_MATCHING = 1
 _MAX_ROUNDS = 4
 _PFN_MASK = (1 << 55) - 1
-_CHUNK = 8 << 20
+_CHUNK = 4 << 20  # per read; two such buffers: one being read into, one being written out
 ZERO = -1  # the "blob offset" of a page found all zero: nothing of it is stored
 
 
@@ -161,13 +169,21 @@ class PreCopy:
         self._ahead: list[tuple[int, int, bytes]] = []  # (start, end, entries) read while frozen
         self._ahead_thread: threading.Thread | None = None
         self.scanner = PageScanner(pid)
-        self._buf = mmap.mmap(-1, _CHUNK)  # an mmap: zeropages compares it in place
-        self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
+        self._bufs = [mmap.mmap(-1, _CHUNK) for _ in range(2)]  # mmaps: zeropages compares in place
+        self._bases = [ctypes.addressof(ctypes.c_char.from_buffer(b)) for b in self._bufs]
+        self._digest = xxhash.xxh3_128()  # of the blob's bytes [0, size)
+        self._written_back = 0  # bytes of the blob handed to writeback
+        self.cancelled = False  # set from another thread: stop copying at the next piece
+
+    def checksum(self) -> str:
+        """xxh3-128 of the blob as written so far (the image's checksum of it)."""
+        return self._digest.hexdigest()
 
     def run(self) -> None:
         """Copy everything, then what was written meanwhile, while that keeps shrinking."""
         self.tracker.register(read_vmas(self.pid))
         self.rounds.append(self._copy(self._scan(written_only=False), first=True))
+        faults.point("dump.during-precopy", log)
         while len(self.rounds) < _MAX_ROUNDS:
             copied = self._copy(self._scan(written_only=True), first=False)
             self.rounds.append(copied)
@@ -184,32 +200,76 @@ class PreCopy:
 
     def _copy(self, runs: list[tuple[int, int]], first: bool, keep_zeros: bool = False) -> int:
         """Append copies of `runs`; returns the bytes copied (unreadable pages are skipped).
-        All-zero pages are recorded as ZERO and not written, unless `keep_zeros`."""
+        All-zero pages are recorded as ZERO and not written, unless `keep_zeros`.
+        While the process runs, the next piece is read in a thread while one is stored."""
+        pieces = [(addr + done, min(length - done, _CHUNK))
+                  for addr, length in runs for done in range(0, length, _CHUNK)]
+        if self._frozen or len(pieces) < 2:
+            return sum(self._store(0, self._fill(0, a, n), first, keep_zeros) for a, n in pieces)
         copied = 0
-        for addr, length in runs:
-            done = 0
-            while done < length:
-                take = min(length - done, _CHUNK)
-                n = self.scanner.read(self._base, addr + done, take)  # (keeps shared pages shared)
-                n -= n % PAGE_SIZE
-                if n == 0 and not first and self._frozen:
-                    n = self._read_forced(addr + done)  # PROT_NONE with data: via /proc/PID/mem
-                if n == 0:
-                    done += PAGE_SIZE  # not readable while running: copied when frozen
-                    continue
-                start = addr + done
-                frames = self._frames(start, n)
-                pieces = [(0, n, False)] if keep_zeros else zeropages.split(self._buf, 0, n)
-                for lo, hi, zero in pieces:
-                    offset = ZERO if zero else self.size
-                    if not zero:
-                        os.pwrite(self.blob, memoryview(self._buf)[lo:hi], self.size)
-                        self.size += hi - lo
-                    entries = frames[lo // PAGE_SIZE * 8:hi // PAGE_SIZE * 8]
-                    self._record(start + lo, hi - lo, offset, entries, first)
-                copied += n
-                done += n
+        with ThreadPoolExecutor(1, thread_name_prefix="ckpt-read") as reader:
+            ahead = reader.submit(self._fill, 0, *pieces[0])
+            for i in range(len(pieces)):
+                filled = ahead.result()
+                if i + 1 < len(pieces):
+                    ahead = reader.submit(self._fill, (i + 1) % 2, *pieces[i + 1])
+                copied += self._store(i % 2, filled, first, keep_zeros)
         return copied
+
+    def _fill(self, slot: int, addr: int, length: int) -> list[tuple[int, int, int, bytes]]:
+        """Read [addr, addr+length) into buffer `slot`: (address, buffer offset, bytes,
+        page entries) segments of what could be read. The page entries are read just
+        before the pages: a page replaced in between then shows another frame at the
+        freeze, and is copied again."""
+        if self.cancelled:
+            raise CkptError(f"pid {self.pid}: pre-copy cancelled")
+        segments: list[tuple[int, int, int, bytes]] = []
+        frames = self._frames(addr, length)
+        done = at = 0
+        while done < length:
+            # (through the scanner: it keeps pages shared with another process shared)
+            n = self.scanner.read(self._bases[slot] + at, addr + done, length - done)
+            n -= n % PAGE_SIZE
+            if n == 0 and self._frozen:
+                n = self._read_forced(addr + done, slot, at)  # PROT_NONE with data: via /proc/PID/mem
+            if n == 0:
+                done += PAGE_SIZE  # not readable while running: copied when frozen
+                continue
+            segments.append((addr + done, at, n, frames[done // PAGE_SIZE * 8:(done + n) // PAGE_SIZE * 8]))
+            done += n
+            at += n
+        return segments
+
+    def _store(self, slot: int, segments: list[tuple[int, int, int, bytes]], first: bool,
+               keep_zeros: bool) -> int:
+        """Append the segments read into buffer `slot` to the blob and record them."""
+        buf = self._bufs[slot]
+        for start, at, n, frames in segments:
+            pieces = [(at, at + n, False)] if keep_zeros else zeropages.split(buf, at, at + n)
+            for lo, hi, zero in pieces:
+                offset = ZERO if zero else self.size
+                if not zero:
+                    self._append(memoryview(buf)[lo:hi])
+                entries = frames[(lo - at) // PAGE_SIZE * 8:(hi - at) // PAGE_SIZE * 8]
+                self._record(start + lo - at, hi - lo, offset, entries, first)
+        return sum(n for _, _, n, _ in segments)
+
+    def _append(self, data: memoryview) -> None:
+        """Write `data` at the end of the blob, checksum it while it is in cache, and start
+        its writeback every few MiB."""
+        done = 0
+        while done < len(data):
+            n = os.pwrite(self.blob, data[done:], self.size + done)
+            if n == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += n
+        self._digest.update(data)
+        data.release()
+        self.size += done
+        if self.size - self._written_back >= _WRITEBACK:
+            libc.sync_file_range(self.blob, self._written_back, self.size - self._written_back,
+                             _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
+            self._written_back = self.size
 
     def _record(self, start: int, length: int, offset: int, frames: bytes, first: bool) -> None:
         """Note where the copy of [start, start+length) is (or ZERO), and the page entries
@@ -303,10 +363,10 @@ class PreCopy:
         i = bisect.bisect_right(self.first, [addr, float("inf")]) - 1
         return self.first[i][0]
 
-    def _read_forced(self, addr: int) -> int:
+    def _read_forced(self, addr: int, slot: int, at: int) -> int:
         fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            got = os.preadv(fd, [memoryview(self._buf)[:PAGE_SIZE]], addr)
+            got = os.preadv(fd, [memoryview(self._bufs[slot])[at:at + PAGE_SIZE]], addr)
         finally:
             os.close(fd)
         if got != PAGE_SIZE:

@@ -159,3 +159,39 @@ def readlink(path: str) -> str:
 def has_capability(cap: int) -> bool:
     """Whether this process holds capability number `cap` (effective set)."""
     return bool(int(read_status(os.getpid())["CapEff"], 16) >> cap & 1)
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and every process below it, parents before their children, in one pass over
+    /proc (no per-process lookups); [] if `root` is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    if not os.path.exists(f"/proc/{root}"):
+        return []
+    pids = [root]
+    i = 0
+    while i < len(pids):
+        pids += sorted(children.get(pids[i], []))
+        i += 1
+    return pids
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent of `pid`, its parent, and so on up to the first process."""
+    chain = []
+    try:
+        parent = int(read_stat(pid)[4])
+        while parent > 0 and parent not in chain:
+            chain.append(parent)
+            parent = int(read_stat(parent)[4])
+    except FileNotFoundError:
+        pass  # an ancestor exited meanwhile: the chain above it is no longer ours
+    return chain
