@@ -32,9 +32,10 @@ from typing import Any, Iterable
 
 import xxhash
 
-from . import faults, guard, libc, ptrace_ext, uffd, zeropages
+from . import faults, guard, ptrace_ext, uffd, zeropages
 from .errors import CkptError
 from .image import _SYNC_FILE_RANGE_WRITE, _WRITEBACK
+from .libc import libc
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
 from .procfs import Vma, read_vmas
