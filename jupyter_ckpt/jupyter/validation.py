@@ -17,6 +17,9 @@ _SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}\Z")  # as SnapshotCatalog.new_id makes 
 LABEL_MAX = 200
 PATH_MAX = 4096  # PATH_MAX of Linux: no notebook path is longer
 EXECUTION_COUNT_MAX = 2**53  # what a JSON number holds exactly (JavaScript's clients)
+NOTEBOOK_MAX = 64 * 1024 * 1024  # bytes of a notebook stored with a snapshot (as JSON)
+# nbformat 4.5's cell ids
+_CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
 
 
 class BadRequest(ValueError):
@@ -64,6 +67,36 @@ def execution_count(value: Any, field: str = "execution_count") -> int | None:
         raise BadRequest(field, f"must be an integer or null, not {type(value).__name__}")
     if not 0 <= value <= EXECUTION_COUNT_MAX:
         raise BadRequest(field, f"{value} is out of range 0..{EXECUTION_COUNT_MAX}")
+    return value
+
+
+def cell_id(value: Any, field: str = "cell_id") -> str:
+    if not isinstance(value, str) or not _CELL_ID.match(value):
+        raise BadRequest(field, f"{_shown(value)} is not a cell id (1 to 64 letters, digits, "
+                                "'-' or '_', as nbformat 4.5 makes them)")
+    return value
+
+
+def notebook(value: Any, field: str = "notebook") -> dict[str, Any] | None:
+    """A notebook (nbformat 4, as JupyterLab's model serializes it) to store with a
+    snapshot, checked against nbformat's schema, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(field, f"must be a notebook (a JSON object), not {type(value).__name__}")
+    size = len(json.dumps(value))
+    if size > NOTEBOOK_MAX:
+        raise BadRequest(field, f"is {size} bytes as JSON; at most {NOTEBOOK_MAX} are stored")
+    import nbformat
+
+    if value.get("nbformat") != 4:
+        raise BadRequest(field, "is not an nbformat 4 notebook (its nbformat is "
+                                f"{_shown(value.get('nbformat'))})")
+    try:
+        nbformat.validate(value, version=4)
+    except nbformat.ValidationError as err:
+        why = " ".join(str(err.message).split())
+        raise BadRequest(field, f"is not a valid nbformat 4 notebook: {why[:120]}") from None
     return value
 
 
