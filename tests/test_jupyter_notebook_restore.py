@@ -81,7 +81,11 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
     count = started["content"]["execution_count"]
 
-    model = checkpoint(server, kernel_id, {"running_cell_id": "cell-waiting"})
+    # the client says which of its cells each pending request runs: the snapshot names the one
+    # the kernel runs now
+    model = checkpoint(server, kernel_id, {"pending_cells": [
+        {"msg_id": "queued-after-it", "cell_id": "cell-next"},
+        {"msg_id": request, "cell_id": "cell-waiting"}]})
     assert model["running_cell"] == {"execution_count": count, "msg_id": request,
                                      "cell_id": "cell-waiting"}, server.log()
     assert model["execution_count"] == count and model["parent"] is None

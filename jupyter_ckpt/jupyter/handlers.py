@@ -88,10 +88,10 @@ class KernelSnapshotsHandler(_Base):
             body = check.json_object(self.request.body, {
                 "label": check.label, "id": check.optional(check.snapshot_id),
                 "execution_count": check.execution_count, "notebook": check.notebook,
-                "running_cell_id": check.optional(check.cell_id)})
+                "pending_cells": check.pending_cells})
             return await self.service.checkpoint(self.service.kernel_id(kernel_id), body["label"],
                                                  body["id"], body["execution_count"],
-                                                 body["notebook"], body["running_cell_id"])
+                                                 body["notebook"], body["pending_cells"])
 
         await self.respond(201, call)
 

@@ -58,10 +58,10 @@ class CheckpointService:
     async def checkpoint(self, kernel_id: str, label: str = "", snapshot_id: str | None = None,
                          execution_count: int | None = None,
                          notebook: dict[str, Any] | None = None,
-                         running_cell_id: str | None = None) -> dict[str, Any]:
+                         pending_cells: dict[str, str] | None = None) -> dict[str, Any]:
         """Snapshot a kernel. `notebook` (nbformat JSON, the client's live model) is stored
-        with it; `running_cell_id` is the id of the cell the client sees running, recorded
-        with the running cell when the kernel is indeed running one."""
+        with it; `pending_cells` maps the msg_id of each execute_request the client waits on
+        to its cell's id, so that the snapshot names the cell of the one running now."""
         if kernel_id not in self.kernels:
             raise NotFound(f"no running kernel {kernel_id}")
         km = self.kernels.get_kernel(kernel_id)
@@ -84,7 +84,7 @@ class CheckpointService:
             "kernel_id": kernel_id, "kernel_name": km.kernel_name,
             "notebook_path": await self._notebook_path(kernel_id),
             "execution_count": execution_count,
-            "running_cell": _running_cell(provisioner.running_cell, running_cell_id),
+            "running_cell": _running_cell(provisioner.running_cell, pending_cells or {}),
             "parent": provisioner.restored_from,
             "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
@@ -239,12 +239,14 @@ class CheckpointService:
             await asyncio.get_running_loop().run_in_executor(None, kill_restored, request.restored)
 
 
-def _running_cell(running: dict[str, Any] | None, cell_id: str | None) -> dict[str, Any] | None:
+def _running_cell(running: dict[str, Any] | None,
+                  pending_cells: dict[str, str]) -> dict[str, Any] | None:
     """What a snapshot records of the cell the kernel ran when it was taken (its output
-    after a restore has that execute_request as parent), with the client's id of that cell."""
+    after a restore has that execute_request as parent), with the client's id of that cell
+    (None when the client did not send it: the request came from elsewhere)."""
     if running is None:
         return None
-    return {**running, "cell_id": cell_id}
+    return {**running, "cell_id": pending_cells.get(running["msg_id"])}
 
 
 def _port_free(ip: str, port: int) -> bool:
