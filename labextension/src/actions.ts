@@ -241,13 +241,13 @@ export class CkptActions {
       snapshot.running_cell && !choice.interrupt
         ? ` (${runningMark(snapshot).replace('taken during', 'resuming')})`
         : '';
-    const withCells = cells ? ' with its cells and outputs' : '';
+    const withCells = cells ? ' with cells and outputs' : '';
     Notification.update({
       id,
       type: 'success',
       message:
-        `Restored "${label}"${count}${withCells} into ${name} in ` +
-        `${formatDuration(Date.now() - started)}${resumed}`,
+        `Restored "${label}"${resumed}${count}${withCells} into ${name} in ` +
+        `${formatDuration(Date.now() - started)}`,
       autoClose: 5000,
       progress: undefined
     });
