@@ -8,7 +8,9 @@
 // and outputs come back as they were (the later cell is gone), the panel says which
 // snapshot the kernel came from, the resumed cell's output appears in that cell once it
 // ends, the kernel becomes idle and x is 1 again; Undo Cell Operation (Z) brings the cells
-// from before the restore back. Screenshots of the dialog and the panel go to docs/.
+// from before the restore back. Restored again "kernel only" with "interrupt", the cells stay
+// and the resumed cell shows its KeyboardInterrupt. Screenshots of the dialog and the panel
+// go to the folder of $SCREENSHOT (docs/).
 
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -282,6 +284,33 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   await run(2, 'print("now, x =", x)');
   await outputs(2).filter({ hasText: 'now, x = 1' }).waitFor({ timeout: SLOW });
   assert.equal(await cells().nth(2).locator('.jp-InputPrompt').innerText(), '[3]:');
+});
+
+test('kernel only, interrupting the resumed cell: the cells stay, the interrupt shows in that cell', { timeout: 300_000 }, async () => {
+  const outputs = index => cells().nth(index).locator('.jp-OutputArea-output');
+  rmSync(join(NOTEBOOK_DIR, GATE), { force: true }); // the resumed cell would wait forever
+  const before = await kernelId();
+  const [snapshot] = await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`);
+  const row = page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${snapshot.id}"]`);
+  await row.locator('.jp-CkptSnapshot-restore').click();
+  const dialog = page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
+  await dialog.waitFor();
+  assert.ok(await dialog.locator('input[type="radio"][value="kernel"]').isChecked(), 'kernel only by default');
+  await dialog.locator('.jp-CkptRestoreOptions-interrupt').check();
+  await dialog.locator('.jp-Dialog-button', { hasText: 'Restore' }).click();
+
+  // the kernel is a new one, the cells are as they were (the last cell's output stays), and
+  // the interrupted cell shows its KeyboardInterrupt; then the kernel is idle
+  await until(async () => {
+    const id = await kernelId();
+    return id && id !== before;
+  }, 'the notebook to use the restored kernel');
+  await outputs(1).filter({ hasText: 'KeyboardInterrupt' }).waitFor({ timeout: SLOW });
+  await waitIdle();
+  await outputs(2).filter({ hasText: 'now, x = 1' }).waitFor();
+  assert.equal(await cells().count(), 3);
+  await run(0, 'print("x is", x)');
+  await outputs(0).filter({ hasText: 'x is 1' }).waitFor({ timeout: SLOW });
 });
 
 test('no errors in the browser console from the extension', () => {
