@@ -121,6 +121,23 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     ks.close()
 
 
+def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(tmp_path / "never")), "silent": False,
+        "store_history": True, "user_expressions": {}, "allow_stdin": False,
+        "stop_on_error": True})
+    wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]["msg_id"] \
+        == request
+    status, _ = server.request("POST", f"api/kernels/{kernel_id}/restart")
+    assert status == 200, server.log()
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
+        "kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+    ks.close()
+
+
 def notebook_json() -> dict:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", execution_count=1),

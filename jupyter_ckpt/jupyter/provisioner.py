@@ -195,7 +195,9 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         return await KernelProvisionerBase.pre_launch(self, cmd=km.format_kernel_cmd(), **kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        if self._adopt is None:
+        if self._adopt is None:  # a new kernel (or a restart): no cell, no snapshot behind it
+            self.running_cell = None
+            self.restored_from = None
             info = await super().launch_kernel(cmd, **kwargs)
         else:
             restored, self._adopt = self._adopt, None
