@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from jupyter_server_harness import KernelSocket, Server
+from unprivileged import NOBODY
 
 # a cell that runs until the test lets it finish, then prints what it computed
 WAITING_CELL = """
@@ -164,6 +165,12 @@ def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     assert len(stored) == 1
     listing = server.request("GET", "api/ckpt/snapshots?notebook_path=demo.ipynb")[1]
     assert listing and all("print(x)" not in str(entry) for entry in listing)
+
+    # a notebook another user put there is not handed out (a client would show it)
+    os.chown(stored[0], NOBODY, NOBODY)
+    status, answer = server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")
+    assert status == 422 and f"belongs to uid {NOBODY}" in answer["message"], answer
+    os.chown(stored[0], os.getuid(), os.getgid())
 
     assert server.request("DELETE", f"api/ckpt/snapshots/{with_nb['id']}")[0] == 204
     assert not stored[0].exists(), "deleting a snapshot deletes its notebook"

@@ -117,9 +117,12 @@ class SnapshotCatalog:
         return _model(info)
 
     def notebook(self, snapshot_id: str) -> dict[str, Any]:
-        """The notebook stored with a snapshot (UnknownSnapshot when it has none)."""
-        if not self._info(snapshot_id).metadata.get("has_notebook"):
+        """The notebook stored with a snapshot (UnknownSnapshot when it has none), only if
+        it is the user's own (see _check_owner): a client puts it into a notebook."""
+        info = self._info(snapshot_id)
+        if not info.metadata.get("has_notebook"):
             raise UnknownSnapshot(snapshot_id)
+        self._check_owner(info, _notebook_key(snapshot_id))
         try:
             return json.loads(self.store.backend.get(_notebook_key(snapshot_id)))
         except (NotFound, ValueError):
@@ -179,8 +182,9 @@ class SnapshotCatalog:
             raise
         return image
 
-    def _check_owner(self, info: SnapshotInfo) -> None:
-        """Refuse a snapshot whose record or chunk list another user owns, as the engine
+    def _check_owner(self, info: SnapshotInfo, *more: str) -> None:
+        """Refuse a snapshot whose record or chunk list (or `more` of its objects, such as
+        its notebook) another user owns, as the engine
         refuses an image directory another user owns: the checkout we hand the engine is
         always ours, so this is where a snapshot planted by someone else is caught. (The
         image manifest's owner uid, checked by the engine too, is only what its writer
@@ -189,7 +193,7 @@ class SnapshotCatalog:
         if not isinstance(self.store.backend, LocalBackend):
             return
         store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
-        for key in (f"snapshots/{info.id}.json", info.chunks_object):
+        for key in (f"snapshots/{info.id}.json", info.chunks_object, *more):
             try:
                 uid = os.stat(os.path.join(store_root, key)).st_uid
             except FileNotFoundError:  # deleted meanwhile

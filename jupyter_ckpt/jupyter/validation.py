@@ -11,6 +11,8 @@ import re
 import unicodedata
 from typing import Any, Callable, Mapping
 
+import nbformat
+
 # as jupyter_client's MultiKernelManager.new_kernel_id makes them: str(uuid.uuid4())
 _KERNEL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}\Z")  # as SnapshotCatalog.new_id makes them
@@ -108,8 +110,6 @@ def notebook(value: Any, field: str = "notebook") -> dict[str, Any] | None:
     size = len(json.dumps(value))
     if size > NOTEBOOK_MAX:
         raise BadRequest(field, f"is {size} bytes as JSON; at most {NOTEBOOK_MAX} are stored")
-    import nbformat
-
     if value.get("nbformat") != 4:
         raise BadRequest(field, "is not an nbformat 4 notebook (its nbformat is "
                                 f"{_shown(value.get('nbformat'))})")
