@@ -184,12 +184,12 @@ class SnapshotCatalog:
 
     def _check_owner(self, info: SnapshotInfo, *more: str) -> None:
         """Refuse a snapshot whose record or chunk list (or `more` of its objects, such as
-        its notebook) another user owns, as the engine
-        refuses an image directory another user owns: the checkout we hand the engine is
-        always ours, so this is where a snapshot planted by someone else is caught. (The
-        image manifest's owner uid, checked by the engine too, is only what its writer
-        claimed.) In an object store, whoever may write the bucket may write snapshots: the
-        bucket's access control is what this check is on a shared directory."""
+        its notebook) another user owns, as the engine refuses an image directory another
+        user owns: the checkout we hand the engine is always ours, so this is where a
+        snapshot planted by someone else is caught. (The image manifest's owner uid, checked
+        by the engine too, is only what its writer claimed.) In an object store, whoever may
+        write the bucket may write snapshots: the bucket's access control is what this check
+        is on a shared directory."""
         if not isinstance(self.store.backend, LocalBackend):
             return
         store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
