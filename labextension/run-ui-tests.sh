@@ -12,7 +12,8 @@
 #   5. stops JupyterLab and its kernels and removes the temporary folder.
 #
 # Environment: SCREENSHOT=path (default docs/screenshot-lab.png; empty: none),
-# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots).
+# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots), UI_TESTS=file runs
+# one browser test file of ui-tests/ instead of all.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -199,4 +200,4 @@ say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
 LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
 STORE_DIR="$TMP/snapshots" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
-    node --test --test-concurrency=1 ui-tests/
+    node --test --test-concurrency=1 "${UI_TESTS:-ui-tests/}"

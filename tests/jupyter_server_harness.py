@@ -212,6 +212,31 @@ class KernelSocket:
                 idle = True
         return reply["status"], "".join(out), reply.get("execution_count")
 
+    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+        """Send one message on `channel` without waiting for anything; its msg_id."""
+        msg_id = uuid.uuid4().hex
+        message = json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session,
+                       "username": "test", "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": channel, "buffers": [],
+            "content": content})
+
+        async def write() -> None:  # tornado writes on the running loop
+            await self.ws.write_message(message)
+
+        self.loop.run_until_complete(write())
+        return msg_id
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        """The next message from the kernel (TimeoutError after `timeout` seconds)."""
+        async def read() -> dict[str, Any]:
+            raw = await self.ws.read_message()
+            if raw is None:
+                raise ConnectionError("kernel websocket closed")
+            return json.loads(raw)
+
+        return self.loop.run_until_complete(asyncio.wait_for(read(), timeout))
+
     def wait_for_output(self, timeout: float = 60) -> None:
         """A restored kernel's IOPub needs a moment until the server's subscription is
         through: output (and the idle status that ends an execution) published before is

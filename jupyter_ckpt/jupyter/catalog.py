@@ -1,8 +1,11 @@
 """Where a user's kernel snapshots live, with what a notebook needs to know about them.
 
 A snapshot is an engine image plus a metadata record (id, label, kernel, notebook path,
-times, execution count, and the kernel's connection info, kept private because it holds
-the kernel's signing key). Both are kept in one SnapshotStore per user (<root>/store, or
+times, execution count, the cell running when it was taken, the snapshot its kernel was
+restored from, and the kernel's connection info, kept private because it holds the kernel's
+signing key), and, when the client sent it, the notebook's cells and outputs as they were
+(nbformat JSON, a separate object `notebooks/<id>.json` beside the record, so that listing
+snapshots does not read notebooks). Both are kept in one SnapshotStore per user (<root>/store, or
 any store URL such as s3://bucket/prefix, shared by the servers of several hosts), so
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
@@ -14,6 +17,7 @@ RAM), and is removed as soon as the engine is done with it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,12 +29,13 @@ from typing import Any, Callable, Mapping
 from jupyter_core.paths import jupyter_data_dir
 
 from ..engine import ImageError
-from ..store import CorruptData, LocalBackend, NotFound, SnapshotInfo, SnapshotStore, open_store
+from ..store import (AlreadyExists, CorruptData, LocalBackend, NotFound, SnapshotInfo,
+                     SnapshotStore, open_store)
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
                  "size_bytes", "stored_bytes", "execution_count", "freeze_ms", "bytes_logical",
-                 "host")
+                 "host", "running_cell", "has_notebook", "parent")
 _STORE_LABEL_MAX = 1000  # the store's own limit; the full label stays in the metadata
 
 
@@ -86,20 +91,42 @@ class SnapshotCatalog:
     # ------------------------------------------------------------------ snapshots
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
             dump: Callable[[str], Mapping[str, Any]],
-            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[int, int], None] | None = None,
+            notebook: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
         returns metadata only known afterwards; the image is then ingested into the store
-        with all the metadata and the scratch removed, whatever happened. Blocking: call it
-        off the event loop. Raises the store's AlreadyExists if the id got taken meanwhile."""
+        with all the metadata and the scratch removed, whatever happened; `notebook` (nbformat
+        JSON) is stored beside it. Blocking: call it off the event loop. Raises the store's
+        AlreadyExists if the id got taken meanwhile."""
+        if notebook is not None:  # first, and only if the id is ours: a record never lacks it
+            self.store.backend.put(_notebook_key(snapshot_id), json.dumps(notebook).encode(),
+                                   exclusive=True)
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
-            meta = {**metadata, **dump(image), "id": snapshot_id}
+            meta = {**metadata, **dump(image), "id": snapshot_id,
+                    "has_notebook": notebook is not None}
             info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
                                         snapshot_id=snapshot_id, progress=progress)
+        except BaseException as err:
+            if notebook is not None and not isinstance(err, AlreadyExists):
+                self.store.backend.delete(_notebook_key(snapshot_id))
+            raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return _model(info)
+
+    def notebook(self, snapshot_id: str) -> dict[str, Any]:
+        """The notebook stored with a snapshot (UnknownSnapshot when it has none), only if
+        it is the user's own (see _check_owner): a client puts it into a notebook."""
+        info = self._info(snapshot_id)
+        if not info.metadata.get("has_notebook"):
+            raise UnknownSnapshot(snapshot_id)
+        self._check_owner(info, _notebook_key(snapshot_id))
+        try:
+            return json.loads(self.store.backend.get(_notebook_key(snapshot_id)))
+        except (NotFound, ValueError):
+            raise UnknownSnapshot(snapshot_id) from None
 
     def _info(self, snapshot_id: str) -> SnapshotInfo:
         """The store's record of a kernel snapshot (one this catalog added: the store may
@@ -133,6 +160,7 @@ class SnapshotCatalog:
             self.store.delete(snapshot_id, timeout=0)
         except NotFound:
             raise UnknownSnapshot(snapshot_id) from None
+        self.store.backend.delete(_notebook_key(snapshot_id))
 
     def checkout(self, snapshot_id: str) -> str:
         """Write the snapshot's image into a fresh scratch directory and return its path;
@@ -154,17 +182,18 @@ class SnapshotCatalog:
             raise
         return image
 
-    def _check_owner(self, info: SnapshotInfo) -> None:
-        """Refuse a snapshot whose record or chunk list another user owns, as the engine
-        refuses an image directory another user owns: the checkout we hand the engine is
-        always ours, so this is where a snapshot planted by someone else is caught. (The
-        image manifest's owner uid, checked by the engine too, is only what its writer
-        claimed.) In an object store, whoever may write the bucket may write snapshots: the
-        bucket's access control is what this check is on a shared directory."""
+    def _check_owner(self, info: SnapshotInfo, *more: str) -> None:
+        """Refuse a snapshot whose record or chunk list (or `more` of its objects, such as
+        its notebook) another user owns, as the engine refuses an image directory another
+        user owns: the checkout we hand the engine is always ours, so this is where a
+        snapshot planted by someone else is caught. (The image manifest's owner uid, checked
+        by the engine too, is only what its writer claimed.) In an object store, whoever may
+        write the bucket may write snapshots: the bucket's access control is what this check
+        is on a shared directory."""
         if not isinstance(self.store.backend, LocalBackend):
             return
         store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
-        for key in (f"snapshots/{info.id}.json", info.chunks_object):
+        for key in (f"snapshots/{info.id}.json", info.chunks_object, *more):
             try:
                 uid = os.stat(os.path.join(store_root, key)).st_uid
             except FileNotFoundError:  # deleted meanwhile
@@ -172,6 +201,10 @@ class SnapshotCatalog:
             if uid != os.getuid():
                 raise ImageError(f"snapshot {info.id} belongs to uid {uid}, not to you "
                                  f"(uid {os.getuid()})")
+
+
+def _notebook_key(snapshot_id: str) -> str:
+    return f"notebooks/{snapshot_id}.json"
 
 
 def _is_kernel_snapshot(info: SnapshotInfo) -> bool:

@@ -87,11 +87,23 @@ class KernelSnapshotsHandler(_Base):
         async def call():
             body = check.json_object(self.request.body, {
                 "label": check.label, "id": check.optional(check.snapshot_id),
-                "execution_count": check.execution_count})
+                "execution_count": check.execution_count, "notebook": check.notebook,
+                "pending_cells": check.pending_cells})
             return await self.service.checkpoint(self.service.kernel_id(kernel_id), body["label"],
-                                                 body["id"], body["execution_count"])
+                                                 body["id"], body["execution_count"],
+                                                 body["notebook"], body["pending_cells"])
 
         await self.respond(201, call)
+
+
+class KernelHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        async def call():
+            return self.service.kernel(self.service.kernel_id(kernel_id))
+
+        await self.respond(200, call)
 
 
 class SnapshotsHandler(_Base):
@@ -128,6 +140,16 @@ class SnapshotHandler(_Base):
         await self.respond(204, call)
 
 
+class SnapshotNotebookHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def get(self, snapshot_id: str) -> None:
+        async def call():
+            return self.service.notebook(check.snapshot_id(snapshot_id))
+
+        await self.respond(200, call)
+
+
 class RestoreHandler(_Base):
     @web.authenticated
     @authorized
@@ -157,8 +179,10 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
     api = join(base_url, "api", "ckpt")
     return [
         (join(api, "kernels", _KERNEL_ID, "snapshots"), KernelSnapshotsHandler),
+        (join(api, "kernels", _KERNEL_ID), KernelHandler),
         (join(api, "snapshots") + "/?", SnapshotsHandler),
         (join(api, "snapshots", _SNAPSHOT_ID), SnapshotHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
+        (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),
         (join(api, "operations"), OperationsHandler),
     ]

@@ -37,6 +37,7 @@ class RestoreRequest:
     rebind_ports: bool
     worker: EngineWorker
     execution_count: int | None = None
+    running_cell: dict[str, Any] | None = None  # the cell the snapshot was taken during
     port_map: dict[int, int] | None = None
     restored: engine.Restored | None = None  # set once the engine made the process
 
@@ -141,6 +142,9 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     _adopt: engine.Restored | None = None
     _kernel_busy = False
     execution_count: int | None = None
+    # the cell the kernel runs now: {"execution_count", "msg_id"} of its execute_request
+    running_cell: dict[str, Any] | None = None
+    restored_from: str | None = None  # the snapshot this kernel was restored from
 
     @contextlib.contextmanager
     def engine_working(self) -> Iterator[None]:
@@ -184,11 +188,16 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.connection_info = km.get_connection_info()
         self._adopt = restored
         self.execution_count = request.execution_count
+        # a snapshot taken during a cell resumes it: the kernel runs it until it ends
+        self.running_cell = request.running_cell
+        self.restored_from = request.snapshot_id
         kwargs.pop("extra_arguments", None)
         return await KernelProvisionerBase.pre_launch(self, cmd=km.format_kernel_cmd(), **kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        if self._adopt is None:
+        if self._adopt is None:  # a new kernel (or a restart): no cell, no snapshot behind it
+            self.running_cell = None
+            self.restored_from = None
             info = await super().launch_kernel(cmd, **kwargs)
         else:
             restored, self._adopt = self._adopt, None
@@ -234,6 +243,37 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             return False
         return True
 
+    async def connect_while_resuming(self, timeout: float = 5.0) -> bool:
+        """Let clients connect to a restored kernel that resumed a cell. Jupyter Server holds
+        each new websocket until the kernel answers a kernel_info_request on its shell, which
+        a kernel running a cell answers only when the cell ends: the notebook would show
+        "Connecting" until then and miss the cell's output. The kernel's control channel
+        answers meanwhile (ipykernel's runs on a thread of its own): its reply is what the
+        server waits for, which it keeps per kernel (`_kernel_info_future`, Jupyter Server's
+        own cache of that reply). False, with a warning, when the control channel is silent."""
+        client = self.parent.client(session=self._private_session())
+        client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
+        deadline = time.monotonic() + timeout
+        try:
+            msg = client.session.msg("kernel_info_request", {})
+            client.control_channel.send(msg)
+            while True:
+                reply = await client.get_control_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                    break
+        except queue.Empty:
+            self.log.warning("jupyter-ckpt: restored kernel %s resumes a cell and does not answer "
+                             "on its control channel: notebooks connect when the cell ends",
+                             self.kernel_id)
+            return False
+        finally:
+            client.stop_channels()
+        known: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        known.set_result(reply["content"])
+        self.parent._kernel_info_future = known
+        self.parent.execution_state = "busy"  # as the server would have seen it
+        return True
+
     def _kernel_env(self) -> dict[str, str]:
         """How the kernel's %checkpoint magic reaches this server."""
         env = {"JUPYTER_CKPT_KERNEL_ID": self.kernel_id or ""}
@@ -249,7 +289,8 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         return env
 
     def _watch_execution_count(self) -> None:
-        """Follow the kernel's IOPub for the execution count snapshots should record."""
+        """Follow the kernel's IOPub for what snapshots should record: the execution count,
+        and the cell running now (from its execute_input to the idle status of its request)."""
         import zmq
         from zmq.eventloop.zmqstream import ZMQStream
 
@@ -267,9 +308,16 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
                                  self.kernel_id, error)
                 return
             kind = msg["header"]["msg_type"]
+            parent = (msg.get("parent_header") or {}).get("msg_id")
             if kind == "status":
                 self._kernel_busy = msg["content"].get("execution_state") == "busy"
-            elif kind in ("execute_input", "execute_result") and "execution_count" in msg["content"]:
+                if not self._kernel_busy and self.running_cell is not None \
+                        and self.running_cell["msg_id"] == parent:
+                    self.running_cell = None
+            elif kind == "execute_input" and parent:
+                self.running_cell = {"execution_count": msg["content"].get("execution_count"),
+                                     "msg_id": parent}
+            if kind in ("execute_input", "execute_result") and "execution_count" in msg["content"]:
                 self.execution_count = msg["content"]["execution_count"]
 
         stream.on_recv(on_message)

@@ -56,7 +56,12 @@ class CheckpointService:
 
     # ------------------------------------------------------------------ checkpoint
     async def checkpoint(self, kernel_id: str, label: str = "", snapshot_id: str | None = None,
-                         execution_count: int | None = None) -> dict[str, Any]:
+                         execution_count: int | None = None,
+                         notebook: dict[str, Any] | None = None,
+                         pending_cells: dict[str, str] | None = None) -> dict[str, Any]:
+        """Snapshot a kernel. `notebook` (nbformat JSON, the client's live model) is stored
+        with it; `pending_cells` maps the msg_id of each execute_request the client waits on
+        to its cell's id, so that the snapshot names the cell of the one running now."""
         if kernel_id not in self.kernels:
             raise NotFound(f"no running kernel {kernel_id}")
         km = self.kernels.get_kernel(kernel_id)
@@ -83,6 +88,8 @@ class CheckpointService:
             "kernel_id": kernel_id, "kernel_name": km.kernel_name,
             "notebook_path": await self._notebook_path(kernel_id),
             "execution_count": execution_count,
+            "running_cell": _running_cell(provisioner.running_cell, pending_cells or {}),
+            "parent": provisioner.restored_from,
             "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
         }
@@ -99,7 +106,7 @@ class CheckpointService:
             def storing(done: int, total: int) -> None:
                 op.report("storing", done, total)
 
-            return self.catalog.add(snapshot_id, meta, dump, progress=storing)
+            return self.catalog.add(snapshot_id, meta, dump, progress=storing, notebook=notebook)
 
         try:
             with provisioner.engine_working():
@@ -133,6 +140,24 @@ class CheckpointService:
             return public(self.catalog.get(snapshot_id))
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
+
+    def notebook(self, snapshot_id: str) -> dict[str, Any]:
+        """The notebook's cells and outputs as they were when the snapshot was taken."""
+        try:
+            return self.catalog.notebook(snapshot_id)
+        except UnknownSnapshot:
+            raise NotFound(f"no notebook stored with snapshot {snapshot_id}") from None
+
+    def kernel(self, kernel_id: str) -> dict[str, Any]:
+        """What the server knows of a running kernel's past: the snapshot it was restored
+        from (None for a kernel started afresh) and the cell it runs now."""
+        if kernel_id not in self.kernels:
+            raise NotFound(f"no running kernel {kernel_id}")
+        provisioner = self.kernels.get_kernel(kernel_id).provisioner
+        if not isinstance(provisioner, CkptProvisioner):
+            return {"kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+        return {"kernel_id": kernel_id, "restored_from": provisioner.restored_from,
+                "running_cell": provisioner.running_cell}
 
     def delete(self, snapshot_id: str) -> None:
         try:
@@ -184,7 +209,8 @@ class CheckpointService:
             # parent with its PID, in a new PID namespace, keeps ipykernel from exiting
             pid_ns=True if fork or meta.get("server_pid") != os.getpid() else None,
             rebind_ports=fork or not all(_port_free(meta["connection"]["ip"], p) for p in ports),
-            worker=self.worker, execution_count=meta.get("execution_count"))
+            worker=self.worker, execution_count=meta.get("execution_count"),
+            running_cell=meta.get("running_cell"))
         PENDING_RESTORES[target] = request
         try:
             await self.kernels.start_kernel(kernel_id=target, kernel_name=meta["kernel_name"])
@@ -200,6 +226,8 @@ class CheckpointService:
         finally:
             PENDING_RESTORES.pop(target, None)
         km = self.kernels.get_kernel(target)
+        if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.running_cell:
+            await km.provisioner.connect_while_resuming()
         if isinstance(km.provisioner, CkptProvisioner) and km.kernel_spec.language == "python":
             await km.provisioner.tell_kernel_where()
         return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
@@ -213,6 +241,16 @@ class CheckpointService:
             await self.kernels.shutdown_kernel(kernel_id, now=True)
         elif request.restored is not None:
             await asyncio.get_running_loop().run_in_executor(None, kill_restored, request.restored)
+
+
+def _running_cell(running: dict[str, Any] | None,
+                  pending_cells: dict[str, str]) -> dict[str, Any] | None:
+    """What a snapshot records of the cell the kernel ran when it was taken (its output
+    after a restore has that execute_request as parent), with the client's id of that cell
+    (None when the client did not send it: the request came from elsewhere)."""
+    if running is None:
+        return None
+    return {**running, "cell_id": pending_cells.get(running["msg_id"])}
 
 
 def _port_free(ip: str, port: int) -> bool:

@@ -11,12 +11,19 @@ import re
 import unicodedata
 from typing import Any, Callable, Mapping
 
+import nbformat
+
 # as jupyter_client's MultiKernelManager.new_kernel_id makes them: str(uuid.uuid4())
 _KERNEL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}\Z")  # as SnapshotCatalog.new_id makes them
 LABEL_MAX = 200
 PATH_MAX = 4096  # PATH_MAX of Linux: no notebook path is longer
 EXECUTION_COUNT_MAX = 2**53  # what a JSON number holds exactly (JavaScript's clients)
+PENDING_CELLS_MAX = 10_000  # cells a client waits on at once
+MSG_ID_MAX = 200
+NOTEBOOK_MAX = 64 * 1024 * 1024  # bytes of a notebook stored with a snapshot (as JSON)
+# nbformat 4.5's cell ids
+_CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
 
 
 class BadRequest(ValueError):
@@ -64,6 +71,53 @@ def execution_count(value: Any, field: str = "execution_count") -> int | None:
         raise BadRequest(field, f"must be an integer or null, not {type(value).__name__}")
     if not 0 <= value <= EXECUTION_COUNT_MAX:
         raise BadRequest(field, f"{value} is out of range 0..{EXECUTION_COUNT_MAX}")
+    return value
+
+
+def cell_id(value: Any, field: str = "cell_id") -> str:
+    if not isinstance(value, str) or not _CELL_ID.match(value):
+        raise BadRequest(field, f"{_shown(value)} is not a cell id (1 to 64 letters, digits, "
+                                "'-' or '_', as nbformat 4.5 makes them)")
+    return value
+
+
+def pending_cells(value: Any, field: str = "pending_cells") -> dict[str, str]:
+    """The cells a client waits on: [{"msg_id": its execute_request's, "cell_id"}, ...],
+    as a map msg_id -> cell id (empty for null)."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise BadRequest(field, f"must be a list, not {type(value).__name__}")
+    if len(value) > PENDING_CELLS_MAX:
+        raise BadRequest(field, f"has {len(value)} items; at most {PENDING_CELLS_MAX} are allowed")
+    cells = {}
+    for index, item in enumerate(value):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict) or set(item) != {"msg_id", "cell_id"}:
+            raise BadRequest(where, 'must be an object with just "msg_id" and "cell_id"')
+        cells[_text(item["msg_id"], f"{where}.msg_id", MSG_ID_MAX)] = \
+            cell_id(item["cell_id"], f"{where}.cell_id")
+    return cells
+
+
+def notebook(value: Any, field: str = "notebook") -> dict[str, Any] | None:
+    """A notebook (nbformat 4, as JupyterLab's model serializes it) to store with a
+    snapshot, checked against nbformat's schema, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(field, f"must be a notebook (a JSON object), not {type(value).__name__}")
+    size = len(json.dumps(value))
+    if size > NOTEBOOK_MAX:
+        raise BadRequest(field, f"is {size} bytes as JSON; at most {NOTEBOOK_MAX} are stored")
+    if value.get("nbformat") != 4:
+        raise BadRequest(field, "is not an nbformat 4 notebook (its nbformat is "
+                                f"{_shown(value.get('nbformat'))})")
+    try:
+        nbformat.validate(value, version=4)
+    except nbformat.ValidationError as err:
+        why = " ".join(str(err.message).split())
+        raise BadRequest(field, f"is not a valid nbformat 4 notebook: {why[:120]}") from None
     return value
 
 

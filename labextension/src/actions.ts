@@ -18,6 +18,14 @@ import {
   recordSnapshot,
   rememberedSnapshots
 } from './metadata';
+import {
+  IRestoreChoice,
+  askRestore,
+  checkpointExtras,
+  replaceCells,
+  routeResumedOutput,
+  runningMark
+} from './notebookRestore';
 import { OperationWatcher } from './progress';
 
 export class CkptActions {
@@ -86,7 +94,7 @@ export class CkptActions {
     );
     const started = Date.now();
     try {
-      const snapshot = await this.client.checkpoint(kernelId, label);
+      const snapshot = await this.client.checkpoint(kernelId, label, checkpointExtras(panel));
       watcher.stop();
       CkptActions.remember(panel, snapshot);
       const paused =
@@ -139,24 +147,34 @@ export class CkptActions {
     const name = PathExt.basename(panel.context.path);
     const label = Private.short(snapshot.label || `snapshot of ${formatTime(snapshot.created)}`);
     this._lastError = '';
+    let choice: IRestoreChoice = { withNotebook: false, interrupt: false };
     if (confirm) {
       const busy = panel.sessionContext.session?.kernel?.status === 'busy';
-      const answer = await showDialog({
-        title: 'Restore kernel snapshot',
-        body:
-          `Restore "${label}" (${formatTime(snapshot.created)}, ` +
+      const answer = await askRestore(
+        snapshot,
+        `Restore "${label}" (${formatTime(snapshot.created)}, ` +
           `${formatBytes(snapshot.size_bytes)}) into ${name}? ` +
           'The notebook switches to the restored kernel; its current kernel is shut down.' +
           (busy
             ? ' A cell is still running in the current kernel: it is stopped, and its ' +
               'further output is lost.'
-            : ''),
-        buttons: [
-          Dialog.cancelButton(),
-          Dialog.warnButton({ label: 'Restore', ariaLabel: 'Restore snapshot' })
-        ]
-      });
-      if (!answer.button.accept) {
+            : '')
+      );
+      if (answer === null) {
+        return null;
+      }
+      choice = answer;
+    }
+    let cells: Record<string, unknown> | null = null;
+    if (choice.withNotebook) {
+      try {
+        cells = await this.client.getSnapshotNotebook(snapshot.id);
+      } catch (error) {
+        Notification.error(
+          `The notebook of "${label}" cannot be read, nothing was restored: ` +
+            Private.message(error),
+          { autoClose: false }
+        );
         return null;
       }
     }
@@ -185,6 +203,12 @@ export class CkptActions {
       return null;
     }
     watcher.stop();
+    if (cells) {
+      replaceCells(panel, cells);
+    }
+    if (snapshot.running_cell) {
+      routeResumedOutput(panel, snapshot.running_cell);
+    }
     try {
       const session = panel.sessionContext.session;
       if (session?.kernel?.id === kernelId) {
@@ -192,6 +216,9 @@ export class CkptActions {
         await session.kernel.reconnect();
       } else {
         await panel.sessionContext.changeKernel({ id: kernelId });
+      }
+      if (choice.interrupt && snapshot.running_cell) {
+        await panel.sessionContext.session?.kernel?.interrupt();
       }
     } catch (error) {
       Notification.update({
@@ -210,10 +237,17 @@ export class CkptActions {
       snapshot.execution_count === null || snapshot.execution_count === undefined
         ? ''
         : ` at execution count ${snapshot.execution_count}`;
+    const resumed =
+      snapshot.running_cell && !choice.interrupt
+        ? ` (${runningMark(snapshot).replace('taken during', 'resuming')})`
+        : '';
+    const withCells = cells ? ' with cells and outputs' : '';
     Notification.update({
       id,
       type: 'success',
-      message: `Restored "${label}"${count} into ${name} in ${formatDuration(Date.now() - started)}`,
+      message:
+        `Restored "${label}"${resumed}${count}${withCells} into ${name} in ` +
+        `${formatDuration(Date.now() - started)}`,
       autoClose: 5000,
       progress: undefined
     });

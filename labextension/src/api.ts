@@ -21,7 +21,37 @@ export interface ISnapshot {
   execution_count: number | null;
   /** How long the kernel was frozen while it was saved, in milliseconds. */
   freeze_ms: number | null;
+  /** The cell the kernel was running when the snapshot was taken (it resumes on restore). */
+  running_cell?: IRunningCell | null;
+  /** Whether the notebook's cells and outputs were stored with the snapshot. */
+  has_notebook?: boolean;
+  /** The snapshot the kernel had been restored from, if any. */
+  parent?: string | null;
   [key: string]: unknown;
+}
+
+/** A cell that a kernel runs: its execution count, the msg_id of its execute_request (the
+ * parent of its output) and, when a notebook sent it, the cell's id. */
+export interface IRunningCell {
+  execution_count: number | null;
+  msg_id: string;
+  cell_id?: string | null;
+}
+
+/** What the server knows of a running kernel's past. */
+export interface IKernelOrigin {
+  kernel_id: string;
+  /** The snapshot the kernel was restored from; null for a kernel started afresh. */
+  restored_from: string | null;
+  running_cell: IRunningCell | null;
+}
+
+/** What a checkpoint request may carry besides the label. */
+export interface ICheckpointExtras {
+  /** The notebook (nbformat 4 JSON) to store with the snapshot. */
+  notebook?: unknown;
+  /** The execute requests the notebook waits on, with their cells. */
+  pending_cells?: { msg_id: string; cell_id: string }[];
 }
 
 /** A checkpoint or restore that the server is working on. */
@@ -66,10 +96,10 @@ export class CkptClient {
   readonly serverSettings: ServerConnection.ISettings;
 
   /** Checkpoint a running kernel; resolves once the snapshot is written. */
-  checkpoint(kernelId: string, label = ''): Promise<ISnapshot> {
+  checkpoint(kernelId: string, label = '', extras: ICheckpointExtras = {}): Promise<ISnapshot> {
     return this._request<ISnapshot>(
       ['kernels', kernelId, 'snapshots'],
-      { method: 'POST', body: JSON.stringify({ label }) },
+      { method: 'POST', body: JSON.stringify({ label, ...extras }) },
       [201, 200]
     );
   }
@@ -98,6 +128,20 @@ export class CkptClient {
       { method: 'POST', body: JSON.stringify(body) },
       [200]
     );
+  }
+
+  /** The notebook (nbformat 4 JSON) stored with a snapshot; 404 when it has none. */
+  getSnapshotNotebook(snapshotId: string): Promise<Record<string, unknown>> {
+    return this._request<Record<string, unknown>>(
+      ['snapshots', snapshotId, 'notebook'],
+      { method: 'GET' },
+      [200]
+    );
+  }
+
+  /** Which snapshot a running kernel was restored from, and the cell it runs. */
+  getKernelOrigin(kernelId: string): Promise<IKernelOrigin> {
+    return this._request<IKernelOrigin>(['kernels', kernelId], { method: 'GET' }, [200]);
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {

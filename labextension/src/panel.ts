@@ -25,6 +25,7 @@ import {
 } from './format';
 import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
 import { snapshotIcon } from './icons';
+import { KernelOrigin, snapshotMarks } from './notebookRestore';
 
 export class SnapshotsPanel extends Widget {
   constructor(options: SnapshotsPanel.IOptions) {
@@ -92,6 +93,7 @@ export class SnapshotsPanel extends Widget {
     node.append(
       header,
       this._notebookNode,
+      this._origin.node,
       form,
       this._statusNode,
       this._listNode,
@@ -180,6 +182,12 @@ export class SnapshotsPanel extends Widget {
       this._renderList(
         snapshots.length ? '' : 'No snapshots of this notebook yet: snapshot its kernel.'
       );
+      await this._origin.update(
+        client,
+        notebook.sessionContext.session?.kernel?.id ?? null,
+        available,
+        this._listNode
+      );
     } catch (error) {
       if (generation !== this._generation) {
         return;
@@ -264,6 +272,7 @@ export class SnapshotsPanel extends Widget {
 
   private _onKernelChanged(): void {
     this._renderHeader();
+    void this.refresh(true); // which snapshot the new kernel came from
   }
 
   private _onNotebookDisposed(): void {
@@ -370,6 +379,9 @@ export class SnapshotsPanel extends Widget {
       freeze.title = 'How long the kernel was frozen while it was saved';
       meta.append(freeze);
     }
+
+    meta.append(...snapshotMarks(snapshot));
+    item.classList.toggle('jp-mod-current', this._origin.snapshotId === snapshot.id);
 
     const failure = this._failedRestores.get(snapshot.id);
     const failed = document.createElement('div');
@@ -509,6 +521,7 @@ export class SnapshotsPanel extends Widget {
   private readonly _listNode: HTMLUListElement;
   private readonly _totalNode: HTMLDivElement;
   private readonly _failedRestores = new Map<string, string>();
+  private readonly _origin = new KernelOrigin();
   private _notebook: NotebookPanel | null = null;
   private _snapshots: ListedSnapshot[] = [];
   private _generation = 0;

@@ -288,3 +288,33 @@ describe('formatting', () => {
     expect(formatAge('not a time', now)).toBe('');
   });
 });
+
+describe('CkptClient: a notebook and its kernel', () => {
+  it('sends the notebook and the cells it waits on with a checkpoint', async () => {
+    const { client, seen } = fakeClient(() => json(201, SNAPSHOT));
+    const notebook = { nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [] };
+    const pending = [{ msg_id: 'm-1', cell_id: 'c-1' }];
+    await client.checkpoint(KERNEL, 'x', { notebook, pending_cells: pending });
+    expect(JSON.parse(seen[0].body)).toEqual({ label: 'x', notebook, pending_cells: pending });
+  });
+
+  it('gets the notebook stored with a snapshot, and the origin of a kernel', async () => {
+    const notebook = { nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [] };
+    const origin = { kernel_id: KERNEL, restored_from: SNAP, running_cell: null };
+    const { client, seen } = fakeClient(request =>
+      json(200, request.url.includes('/notebook') ? notebook : origin)
+    );
+    expect(await client.getSnapshotNotebook(SNAP)).toEqual(notebook);
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/snapshots/${SNAP}/notebook`);
+    expect(await client.getKernelOrigin(KERNEL)).toEqual(origin);
+    expect(route(seen[1].url)).toBe(`${BASE}api/ckpt/kernels/${KERNEL}`);
+  });
+
+  it('reports a snapshot without a notebook as a 404 with the server message', async () => {
+    const message = `no notebook stored with snapshot ${SNAP}`;
+    const { client } = fakeClient(() => json(404, { message, reason: 'NotFound' }));
+    const error = await client.getSnapshotNotebook(SNAP).catch(e => e);
+    expect(error.status).toBe(404);
+    expect(error.message).toBe(message);
+  });
+});

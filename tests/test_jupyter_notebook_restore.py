@@ -1,0 +1,178 @@
+"""What a notebook needs around a restore, against a real Jupyter Server and real kernels:
+a snapshot taken while a cell runs says which cell, and that cell resumes in the restored
+kernel with its output addressed to the original request (so the notebook can put it in
+that cell); the notebook's cells and outputs are stored with a snapshot; and the server says
+which snapshot a kernel was restored from."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from jupyter_server_harness import KernelSocket, Server
+from unprivileged import NOBODY
+
+# a cell that runs until the test lets it finish, then prints what it computed
+WAITING_CELL = """
+import os, time
+started = 'running'
+while not os.path.exists({gate!r}):
+    time.sleep(0.02)
+print('finished', 6 * 7)
+"""
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path, tmp_path / "ckpt").start()
+    yield srv
+    srv.stop()
+
+
+def wait_for(ks: KernelSocket, match, timeout: float = 60) -> dict:
+    """The first message from the kernel for which `match(msg)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no such message from the kernel")
+        msg = ks.receive(left)
+        if match(msg):
+            return msg
+
+
+def parent_of(msg: dict) -> str | None:
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def subscribed(ks: KernelSocket, timeout: float = 60) -> None:
+    """Wait until the server's IOPub subscription to a (restored) kernel is through: the
+    kernel answers a kernel_info_request on its control channel (its shell is busy) with an
+    IOPub status that reaches us."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request = ks.send("control", "kernel_info_request", {})
+        try:
+            wait_for(ks, lambda m: m["channel"] == "iopub" and parent_of(m) == request, 3)
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError("the restored kernel's IOPub never reached us")
+
+
+def checkpoint(server: Server, kernel_id: str, body: dict) -> dict:
+    status, model = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", body)
+    assert status == 201, f"{model}\n{server.log()}"
+    return model
+
+
+def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tmp_path):
+    gate = tmp_path / "gate"
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1")[0] == "ok"
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
+        "kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    count = started["content"]["execution_count"]
+
+    # the client says which of its cells each pending request runs: the snapshot names the one
+    # the kernel runs now
+    model = checkpoint(server, kernel_id, {"pending_cells": [
+        {"msg_id": "queued-after-it", "cell_id": "cell-next"},
+        {"msg_id": request, "cell_id": "cell-waiting"}]})
+    assert model["running_cell"] == {"execution_count": count, "msg_id": request,
+                                     "cell_id": "cell-waiting"}, server.log()
+    assert model["execution_count"] == count and model["parent"] is None
+    assert server.request("GET", f"api/ckpt/snapshots/{model['id']}")[1]["running_cell"] == \
+        model["running_cell"]
+
+    assert server.request("DELETE", f"api/kernels/{kernel_id}")[0] == 204
+    ks.close()
+    status, result = server.request("POST", f"api/ckpt/snapshots/{model['id']}/restore", {})
+    assert status == 200 and result["kernel_id"] == kernel_id, f"{result}\n{server.log()}"
+    state = server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]
+    assert state["restored_from"] == model["id"]
+    assert state["running_cell"]["msg_id"] == request, "the restored kernel runs the cell"
+
+    # the cell resumes where it was: let it finish, and its output comes addressed to the
+    # request made before the snapshot (JupyterLab matches it to the cell by that msg_id)
+    ks = KernelSocket(server, kernel_id)
+    subscribed(ks)
+    gate.touch()
+    out = wait_for(ks, lambda m: m["msg_type"] == "stream" and parent_of(m) == request)
+    assert out["content"]["text"] == "finished 42\n"
+    wait_for(ks, lambda m: m["msg_type"] == "status" and parent_of(m) == request
+             and m["content"]["execution_state"] == "idle")
+    deadline = time.monotonic() + 10
+    while server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"] is not None:
+        assert time.monotonic() < deadline, "the server still thinks the cell runs"
+        time.sleep(0.05)
+    assert ks.execute("print(x, started)")[1].split() == ["1", "running"]
+
+    # an idle snapshot of the restored kernel: no running cell, and it knows its parent
+    later = checkpoint(server, kernel_id, {})
+    assert later["running_cell"] is None and later["parent"] == model["id"]
+    ks.close()
+
+
+def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(tmp_path / "never")), "silent": False,
+        "store_history": True, "user_expressions": {}, "allow_stdin": False,
+        "stop_on_error": True})
+    wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]["msg_id"] \
+        == request
+    status, _ = server.request("POST", f"api/kernels/{kernel_id}/restart")
+    assert status == 200, server.log()
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
+        "kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+    ks.close()
+
+
+def notebook_json() -> dict:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", execution_count=1),
+                nbformat.v4.new_code_cell("print(x)", execution_count=2,
+                                          outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+                nbformat.v4.new_markdown_cell("# notes")]
+    return nbformat.from_dict(nb)
+
+
+def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1")[0] == "ok"
+    notebook = notebook_json()
+    with_nb = checkpoint(server, kernel_id, {"label": "with cells", "notebook": notebook})
+    without = checkpoint(server, kernel_id, {"label": "kernel only"})
+    assert with_nb["has_notebook"] is True and without["has_notebook"] is False
+    assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook") == (200, notebook)
+    status, answer = server.request("GET", f"api/ckpt/snapshots/{without['id']}/notebook")
+    assert status == 404 and without["id"] in answer["message"]
+    # beside the record, not in the listing (which the panel polls)
+    stored = [p for p in Path(tmp_path / "ckpt").rglob(f"{with_nb['id']}.json")
+              if p.parent.name == "notebooks"]
+    assert len(stored) == 1
+    listing = server.request("GET", "api/ckpt/snapshots?notebook_path=demo.ipynb")[1]
+    assert listing and all("print(x)" not in str(entry) for entry in listing)
+
+    # a notebook another user put there is not handed out (a client would show it)
+    os.chown(stored[0], NOBODY, NOBODY)
+    status, answer = server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")
+    assert status == 422 and f"belongs to uid {NOBODY}" in answer["message"], answer
+    os.chown(stored[0], os.getuid(), os.getgid())
+
+    assert server.request("DELETE", f"api/ckpt/snapshots/{with_nb['id']}")[0] == 204
+    assert not stored[0].exists(), "deleting a snapshot deletes its notebook"
+    assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 404
+    ks.close()
