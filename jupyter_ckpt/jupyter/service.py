@@ -196,7 +196,7 @@ class CheckpointService:
         finally:
             PENDING_RESTORES.pop(target, None)
         km = self.kernels.get_kernel(target)
-        if isinstance(km.provisioner, CkptProvisioner) and km.kernel_spec.language == "python":
+        if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.runs_ipykernel:
             await km.provisioner.tell_kernel_where()
         return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
 
