@@ -157,7 +157,8 @@ class CheckpointService:
         in /operations, and never blocks the event loop)."""
         def work(op):
             op.report("checking out", 0, 0)
-            return self.catalog.checkout(snapshot_id)
+            return self.catalog.checkout(
+                snapshot_id, progress=lambda done, total: op.report("checking out", done, total))
 
         try:
             return await self.worker.run("restore", kernel_id, snapshot_id, work)
