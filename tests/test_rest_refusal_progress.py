@@ -61,6 +61,8 @@ def test_a_refused_checkpoint_says_what_to_do(server):
     assert refusal["detail"] in body["message"] and f"fd {ring}: io_uring" in refusal["detail"]
     assert refusal["advice"] == body["advice"]
     assert server.request("GET", "api/ckpt/snapshots")[1] == []
+    status, out, _ = ks.execute("%checkpoint")  # the magic says what to do too
+    assert status == "error" and "liburing" in out and f"fd {ring}: io_uring" in out, out
     # the kernel ran on; doing what the advice says makes the snapshot possible
     status, out, _ = ks.execute(f"import os; os.close({ring}); print('closed')")
     assert status == "ok" and out.strip() == "closed", out
