@@ -18,7 +18,8 @@ import {
   recordSnapshot,
   rememberedSnapshots
 } from './metadata';
-import { OperationWatcher } from './progress';
+import { OperationWatcher, showCheckpointProgress, wasCancelled } from './progress';
+import { showRefusal } from './advice';
 
 export class CkptActions {
   constructor(options: CkptActions.IOptions) {
@@ -82,7 +83,7 @@ export class CkptActions {
     const watcher = new OperationWatcher(
       this.client,
       op => op.kind === 'checkpoint' && op.kernel_id === kernelId,
-      op => Private.showProgress(id, 'Taking a snapshot', op)
+      op => showCheckpointProgress(this.client, id, op)
     );
     const started = Date.now();
     try {
@@ -115,6 +116,20 @@ export class CkptActions {
       return snapshot;
     } catch (error) {
       watcher.stop();
+      if (wasCancelled(error)) {
+        Notification.update({
+          id,
+          type: 'info',
+          message: `Snapshot cancelled: the kernel of ${name} runs on unchanged.`,
+          autoClose: 5000,
+          progress: undefined,
+          actions: []
+        });
+        return null;
+      }
+      if (showRefusal(id, name, error)) {
+        return null;
+      }
       Notification.update({
         id,
         type: 'error',
