@@ -13,7 +13,8 @@
 #   5. stops JupyterLab and its kernels and removes the temporary folder.
 #
 # Environment: SCREENSHOT=path (default docs/screenshot-lab.png; empty: none),
-# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots).
+# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots), UI_TESTS=files runs
+# only those browser tests (default: every file in ui-tests/).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -209,4 +210,4 @@ say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
 LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
 STORE_DIR="$TMP/snapshots" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
-    node --test --test-concurrency=1 ui-tests/
+    node --test --test-concurrency=1 ${UI_TESTS:-ui-tests/}
