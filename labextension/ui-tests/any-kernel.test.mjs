@@ -137,6 +137,12 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  // their kernels (the restored R one too) would only weigh on the tests that follow
+  for (const session of await api('GET', 'api/sessions')) {
+    if ([R_NOTEBOOK, PY_NOTEBOOK].includes(session.path)) {
+      await api('DELETE', `api/sessions/${session.id}`);
+    }
+  }
 });
 
 test('an R kernel is snapshotted and restored from the button and the panel', { timeout: 600_000 }, async () => {
