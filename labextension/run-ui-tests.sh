@@ -5,6 +5,7 @@
 #   2. unit tests of the REST API wrapper (vitest);
 #   3. builds the extension (tsc + jupyter labextension build) into jupyter_ckpt/labextension,
 #      then the project's wheel, installed (no deps) into a temporary prefix;
+#      R and IRkernel (apt-get; the kernelspec goes into the temporary data directory);
 #   4. starts JupyterLab with that installed extension and server extension (base URL
 #      /lab-test/, a token, every Jupyter directory in a temporary folder), runs the browser test
 #      (ui-tests/lab.test.mjs: node's test runner driving /usr/bin/chromium with
@@ -12,8 +13,8 @@
 #   5. stops JupyterLab and its kernels and removes the temporary folder.
 #
 # Environment: SCREENSHOT=path (default docs/screenshot-lab.png; empty: none),
-# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots), UI_TESTS=file runs
-# one browser test file of ui-tests/ instead of all.
+# KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots), UI_TESTS=files runs
+# only those browser tests (default: every file in ui-tests/).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +37,11 @@ fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "==> apt-get install nodejs npm"
     apt_install nodejs npm
+fi
+# R and IRkernel: the browser test also snapshots an R kernel
+if ! dpkg-query -W -f='${Status}' r-cran-irkernel 2>/dev/null | grep -q 'install ok installed'; then
+    say "==> apt-get install r-base-core r-cran-irkernel"
+    apt_install --no-install-recommends r-base-core r-cran-irkernel
 fi
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
@@ -146,6 +152,10 @@ with zipfile.ZipFile(wheel) as archive:
 EOF
 [ -f "$TMP/prefix/share/jupyter/labextensions/jupyter-ckpt/package.json" ] || {
     say "error: the wheel does not install share/jupyter/labextensions/jupyter-ckpt"; exit 1; }
+# IRkernel's kernelspec ("ir"), registered as its documentation says, where this Lab looks
+JUPYTER_DATA_DIR="$TMP/data" PATH="$VENV/bin:$PATH" \
+    R --vanilla --quiet -e 'IRkernel::installspec(user = TRUE)' >"$TMP/irkernel.log" 2>&1 || {
+    cat "$TMP/irkernel.log" >&2; exit 1; }
 # No news prompt or update check (they would ask for the network and cover the page).
 mkdir -p "$TMP/settings/@jupyterlab/apputils-extension"
 printf '{"fetchNews": "false", "checkForUpdates": false}\n' \
@@ -200,4 +210,4 @@ say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
 LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
 STORE_DIR="$TMP/snapshots" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
-    node --test --test-concurrency=1 "${UI_TESTS:-ui-tests/}"
+    node --test --test-concurrency=1 ${UI_TESTS:-ui-tests/}

@@ -150,11 +150,11 @@ class Server:
         runtime = self.runtime_dir
         return set(os.listdir(runtime)) if runtime.exists() else set()
 
-    def start_notebook_kernel(self, path: str = "demo.ipynb") -> str:
+    def start_notebook_kernel(self, path: str = "demo.ipynb", kernel: str = "python3") -> str:
         # with a name, as JupyterLab sends it (the kernel's JPY_SESSION_NAME is then absolute)
         status, session = self.request("POST", "api/sessions", {
             "path": path, "name": os.path.basename(path), "type": "notebook",
-            "kernel": {"name": "python3"}})
+            "kernel": {"name": kernel}})
         assert status == 201, session
         return session["kernel"]["id"]
 
@@ -199,7 +199,7 @@ class KernelSocket:
             if raw is None:
                 raise ConnectionError("kernel websocket closed")
             msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            if (msg.get("parent_header") or {}).get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
             if kind == "stream" and msg["content"]["name"] == "stdout":
@@ -237,14 +237,15 @@ class KernelSocket:
 
         return self.loop.run_until_complete(asyncio.wait_for(read(), timeout))
 
-    def wait_for_output(self, timeout: float = 60) -> None:
+    def wait_for_output(self, timeout: float = 60, code: str = "print('alive')") -> None:
         """A restored kernel's IOPub needs a moment until the server's subscription is
         through: output (and the idle status that ends an execution) published before is
-        lost, so each attempt gets a few seconds."""
+        lost, so each attempt gets a few seconds. `code` prints "alive" in the kernel's
+        language."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if "alive" in self.execute("print('alive')", timeout=5)[1]:
+                if "alive" in self.execute(code, timeout=5)[1]:
                     return
             except TimeoutError:
                 pass

@@ -39,11 +39,21 @@ def clone_args(flags: int, exit_signal: int, set_tid_addr: int) -> bytes:
 
 
 def fork_with_pid(pid: int) -> int:
-    """fork() this process so that the child gets exactly `pid`. Returns 0 in the child."""
+    """fork() this process so that the child gets exactly `pid`. Returns 0 in the child.
+
+    Around the clone, what os.fork() does for the interpreter: without PyOS_AfterFork_Child
+    the child keeps the GIL's state of the moment, and if another thread of ours (a Jupyter
+    server has several) had just asked for the GIL, the child's only thread hands it over
+    to nobody and waits forever."""
     tid_array = (ctypes.c_int32 * 1)(pid)
     args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
+    ctypes.pythonapi.PyOS_BeforeFork()
     result = _syscall_gil(ctypes.c_long(arch.NR["clone3"]), ctypes.byref(args),
                           ctypes.c_size_t(ctypes.sizeof(args)))
+    if result == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+    else:
+        ctypes.pythonapi.PyOS_AfterFork_Parent()
     return _check(result, f"clone3(set_tid={pid})")
 
 

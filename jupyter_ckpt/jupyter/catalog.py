@@ -162,17 +162,19 @@ class SnapshotCatalog:
             raise UnknownSnapshot(snapshot_id) from None
         self.store.backend.delete(_notebook_key(snapshot_id))
 
-    def checkout(self, snapshot_id: str) -> str:
+    def checkout(self, snapshot_id: str,
+                 progress: Callable[[int, int], None] | None = None) -> str:
         """Write the snapshot's image into a fresh scratch directory and return its path;
         the caller hands it to the engine and then calls `release`. Blocking: call it off
-        the event loop. Only the user's own snapshots are checked out (see _check_owner)."""
+        the event loop. Only the user's own snapshots are checked out (see _check_owner).
+        `progress(done, total)` follows the bytes written."""
         info = self._info(snapshot_id)
         scratch = self._new_scratch("restore")
         image = os.path.join(scratch, "image")
         try:
             try:
                 self._check_owner(info)
-                self.store.checkout(snapshot_id, image)
+                self.store.checkout(snapshot_id, image, progress=progress)
             except NotFound:  # deleted meanwhile
                 raise UnknownSnapshot(snapshot_id) from None
             except CorruptData as err:

@@ -14,8 +14,10 @@ from tornado import web
 
 from .. import engine
 from . import validation as check
+from .advice import refusals
 from .service import CheckpointService, Conflict, NotFound
 from .validation import BadRequest
+from .worker import Cancelled, NotCancellable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ _SNAPSHOT_ID = r"(?P<snapshot_id>[^/]+)"
 _STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
     (BadRequest, 400),
     (NotFound, 404),
-    ((Conflict, engine.Refused, engine.RestoreConflict), 409),
+    ((Conflict, Cancelled, NotCancellable, engine.Refused, engine.Unsupported,
+      engine.RestoreConflict), 409),
     (engine.ImageError, 422),
     (engine.CkptError, 500),
 )
@@ -47,11 +50,16 @@ class _Base(APIHandler):
         status and message of the error it raised."""
         try:
             result = await call()
-        except (BadRequest, NotFound, Conflict, engine.CkptError) as err:
+        except (BadRequest, NotFound, Conflict, Cancelled, NotCancellable, engine.CkptError) as err:
             code = next(code for kind, code in _STATUS if isinstance(err, kind))
             model: dict[str, Any] = {"message": str(err), "reason": type(err).__name__}
             if isinstance(err, BadRequest):
                 model["field"] = err.field
+            if isinstance(err, (engine.Refused, engine.Unsupported)):
+                # what the user can do, beside the technical line (advice.py)
+                model["refusals"] = refusals(err.blockers)
+                model["kind"] = model["refusals"][0]["kind"]
+                model["advice"] = model["refusals"][0]["advice"]
             log.warning("jupyter-ckpt: %s %s: %d %s", self.request.method,
                              self.request.path[:200], code, model["message"])
             self._write(code, model)
@@ -173,6 +181,21 @@ class OperationsHandler(_Base):
         await self.respond(200, call)
 
 
+class OperationHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def delete(self, operation_id: str) -> None:
+        """Cancel a running checkpoint: 202 with the operation; its POST then answers 409
+        (reason Cancelled) once the engine rolled back."""
+        async def call():
+            op = self.service.worker.cancel(check.operation_id(operation_id))
+            if op is None:
+                raise NotFound(f"no running operation {operation_id}")
+            return op
+
+        await self.respond(202, call)
+
+
 def handlers(base_url: str) -> list[tuple[str, type]]:
     from jupyter_server.utils import url_path_join as join
 
@@ -185,4 +208,5 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),
         (join(api, "operations"), OperationsHandler),
+        (join(api, "operations", r"(?P<operation_id>[^/]+)"), OperationHandler),
     ]

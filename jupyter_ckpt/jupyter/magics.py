@@ -125,8 +125,11 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
             data = response.read()
     except urllib.error.HTTPError as err:
         try:
-            message = json.loads(err.read()).get("message", err.reason)
-        except ValueError:
+            answer = json.loads(err.read())
+            message = answer.get("message", err.reason)
+            if answer.get("advice"):  # a refusal: what to do about it first
+                message = f"{answer['advice']}\n({message})"
+        except (ValueError, AttributeError):
             message = err.reason
         raise CheckpointUnavailable(f"{err.code}: {message}") from None
     return json.loads(data) if data else None

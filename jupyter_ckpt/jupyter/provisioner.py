@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def _namespace_init(pid: int) -> list[int]:
 
 
 PENDING_RESTORES: dict[str, RestoreRequest] = {}
+# how a kernelspec's argv names ipykernel: `python -m ipykernel_launcher` (or ipykernel)
+_IPYKERNEL_MODULE = re.compile(r"ipykernel(_launcher)?(\.py)?\Z")
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 
 
@@ -159,10 +162,18 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             return None
         return await super().poll()
 
+    @property
+    def runs_ipykernel(self) -> bool:
+        """Whether the kernel is ipykernel, which loads our IPython extension (magics, the
+        answer to tell_kernel_where). Other kernels, Python ones too (xeus-python), have
+        neither: they are checkpointed from the button, the panel and REST."""
+        return any(_IPYKERNEL_MODULE.match(os.path.basename(arg))
+                   for arg in self.kernel_spec.argv[:3])
+
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         request = PENDING_RESTORES.pop(self.kernel_id, None)
         if request is None:
-            if self.kernel_spec.language == "python":
+            if self.runs_ipykernel:
                 kwargs["extra_arguments"] = list(kwargs.get("extra_arguments") or []) + ["--ext=jupyter_ckpt"]
             kwargs = await super().pre_launch(**kwargs)
             kwargs["env"] = {**kwargs.get("env", os.environ), **self._kernel_env()}

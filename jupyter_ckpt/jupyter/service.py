@@ -186,7 +186,8 @@ class CheckpointService:
         in /operations, and never blocks the event loop)."""
         def work(op):
             op.report("checking out", 0, 0)
-            return self.catalog.checkout(snapshot_id)
+            return self.catalog.checkout(
+                snapshot_id, progress=lambda done, total: op.report("checking out", done, total))
 
         try:
             return await self.worker.run("restore", kernel_id, snapshot_id, work)
@@ -228,7 +229,7 @@ class CheckpointService:
         km = self.kernels.get_kernel(target)
         if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.running_cell:
             await km.provisioner.connect_while_resuming()
-        if isinstance(km.provisioner, CkptProvisioner) and km.kernel_spec.language == "python":
+        if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.runs_ipykernel:
             await km.provisioner.tell_kernel_where()
         return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
 

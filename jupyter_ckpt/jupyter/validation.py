@@ -16,6 +16,7 @@ import nbformat
 # as jupyter_client's MultiKernelManager.new_kernel_id makes them: str(uuid.uuid4())
 _KERNEL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}\Z")  # as SnapshotCatalog.new_id makes them
+_OPERATION_ID = re.compile(r"[1-9][0-9]{0,17}\Z")  # as EngineWorker numbers them
 LABEL_MAX = 200
 PATH_MAX = 4096  # PATH_MAX of Linux: no notebook path is longer
 EXECUTION_COUNT_MAX = 2**53  # what a JSON number holds exactly (JavaScript's clients)
@@ -55,6 +56,13 @@ def kernel_id(value: Any, field: str = "kernel_id") -> str:
 def snapshot_id(value: Any, field: str = "snapshot_id") -> str:
     if not isinstance(value, str) or not _SNAPSHOT_ID.match(value):
         raise BadRequest(field, f"{_shown(value)} is not a snapshot id (32 lowercase hex digits)")
+    return value
+
+
+def operation_id(value: Any, field: str = "operation_id") -> str:
+    if not isinstance(value, str) or not _OPERATION_ID.match(value):
+        raise BadRequest(field, f"{_shown(value)} is not an operation id (a positive decimal "
+                                "number, as GET operations lists them)")
     return value
 
 

@@ -26,7 +26,8 @@ import {
   routeResumedOutput,
   runningMark
 } from './notebookRestore';
-import { OperationWatcher } from './progress';
+import { OperationWatcher, showCheckpointProgress, wasCancelled } from './progress';
+import { showRefusal } from './advice';
 
 export class CkptActions {
   constructor(options: CkptActions.IOptions) {
@@ -90,7 +91,7 @@ export class CkptActions {
     const watcher = new OperationWatcher(
       this.client,
       op => op.kind === 'checkpoint' && op.kernel_id === kernelId,
-      op => Private.showProgress(id, 'Taking a snapshot', op)
+      op => showCheckpointProgress(this.client, id, op)
     );
     const started = Date.now();
     try {
@@ -123,6 +124,20 @@ export class CkptActions {
       return snapshot;
     } catch (error) {
       watcher.stop();
+      if (wasCancelled(error)) {
+        Notification.update({
+          id,
+          type: 'info',
+          message: `Snapshot cancelled: the kernel of ${name} runs on unchanged.`,
+          autoClose: 5000,
+          progress: undefined,
+          actions: []
+        });
+        return null;
+      }
+      if (showRefusal(id, name, error)) {
+        return null;
+      }
       Notification.update({
         id,
         type: 'error',

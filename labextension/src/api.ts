@@ -64,6 +64,29 @@ export interface IOperation {
   bytes_done: number;
   bytes_total: number;
   started: string;
+  /** Whether DELETE operations/<id> may cancel it (checkpoints). */
+  cancellable?: boolean;
+  cancelled?: boolean;
+}
+
+/** One thing that blocks a snapshot, as the server names it, with what the user can do. */
+export interface IRefusal {
+  pid: number;
+  where: string;
+  kind: string;
+  why: string;
+  /** The engine's technical line. */
+  detail: string;
+  advice: string;
+}
+
+/** The JSON body of a failed API call (refusals: see advice.py on the server). */
+export interface IErrorBody {
+  message?: string;
+  reason?: string;
+  kind?: string;
+  advice?: string;
+  refusals?: IRefusal[];
 }
 
 /** What a restore answers: the kernel now running the snapshot. */
@@ -79,7 +102,8 @@ export interface IRestoreResult {
 export class CkptApiError extends Error {
   constructor(
     message: string,
-    readonly status: number
+    readonly status: number,
+    readonly body: IErrorBody = {}
   ) {
     super(message);
     this.name = 'CkptApiError';
@@ -148,6 +172,11 @@ export class CkptClient {
     await this._request<null>(['snapshots', snapshotId], { method: 'DELETE' }, [204, 200]);
   }
 
+  /** Cancel a running checkpoint: its pending request then fails (reason Cancelled). */
+  async cancelOperation(operationId: string): Promise<void> {
+    await this._request<IOperation>(['operations', operationId], { method: 'DELETE' }, [202]);
+  }
+
   /** Checkpoints and restores in progress on the server. */
   listOperations(): Promise<IOperation[]> {
     return this._request<IOperation[]>(['operations'], { method: 'GET' }, [200]);
@@ -183,7 +212,11 @@ export class CkptClient {
     }
     const text = await response.text();
     if (!expected.includes(response.status)) {
-      throw new CkptApiError(Private.errorMessage(response, text), response.status);
+      throw new CkptApiError(
+        Private.errorMessage(response, text),
+        response.status,
+        Private.errorBody(text)
+      );
     }
     if (text === '') {
       return null as T;
@@ -207,6 +240,16 @@ export namespace CkptClient {
 }
 
 namespace Private {
+  /** The server's JSON error body, or nothing. */
+  export function errorBody(text: string): IErrorBody {
+    try {
+      const data = JSON.parse(text);
+      return data && typeof data === 'object' && !Array.isArray(data) ? data : {};
+    } catch {
+      return {};
+    }
+  }
+
   /** The server's {"message": ...} if it sent one, else the HTTP status. */
   export function errorMessage(response: Response, text: string): string {
     try {

@@ -2,7 +2,10 @@
 // work is done, so while it is pending we poll GET /api/ckpt/operations for the matching
 // operation and report its phase and byte counts.
 
-import { CkptClient, IOperation } from './api';
+import { Notification } from '@jupyterlab/apputils';
+
+import { CkptApiError, CkptClient, IOperation } from './api';
+import { formatBytes } from './format';
 
 export class OperationWatcher {
   /**
@@ -48,4 +51,51 @@ export class OperationWatcher {
 
   private _stopped = false;
   private _timer: ReturnType<typeof setTimeout> | null = null;
+}
+
+/**
+ * Show a running checkpoint's progress in notification `id`, with a Cancel action while the
+ * server says it can be cancelled (the kernel then runs on unchanged, nothing is stored).
+ */
+export function showCheckpointProgress(client: CkptClient, id: string, op: IOperation): void {
+  const done = op.bytes_done || 0;
+  const total = op.bytes_total || 0;
+  let message = `Taking a snapshot… ${formatBytes(done)}`;
+  if (total > 0) {
+    message += ` of ${formatBytes(total)}`;
+  }
+  if (done === 0 && op.phase) {
+    message = `Taking a snapshot… (${op.phase})`;
+  }
+  if (op.cancelled) {
+    message = 'Cancelling the snapshot…';
+  }
+  Notification.update({
+    id,
+    message,
+    type: 'in-progress',
+    autoClose: false,
+    progress: total > 0 ? Math.min(1, done / total) : undefined,
+    actions:
+      op.cancellable && !op.cancelled
+        ? [
+            {
+              label: 'Cancel',
+              caption: 'Stop taking this snapshot; the kernel runs on unchanged',
+              callback: event => {
+                event.preventDefault(); // keep the notification: it reports the outcome
+                Notification.update({ id, message: 'Cancelling the snapshot…', actions: [] });
+                void client.cancelOperation(op.id).catch(() => {
+                  // finished meanwhile: the pending request reports the outcome
+                });
+              }
+            }
+          ]
+        : []
+  });
+}
+
+/** Whether a failed checkpoint request failed because it was cancelled. */
+export function wasCancelled(error: unknown): boolean {
+  return error instanceof CkptApiError && error.body.reason === 'Cancelled';
 }

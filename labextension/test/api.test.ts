@@ -115,6 +115,37 @@ describe('CkptClient', () => {
     expect(error.message).toBe(message);
   });
 
+  it('keeps the kind, advice and blockers of a refusal with the error', async () => {
+    const refusal = {
+      pid: 4242,
+      where: 'fd 9',
+      kind: 'io_uring',
+      why: 'anon_inode:[io_uring]: this kind of file is not supported',
+      detail: 'pid 4242 fd 9: io_uring: anon_inode:[io_uring]: this kind of file is not supported',
+      advice: 'Close the ring.'
+    };
+    const body = {
+      message: `cannot checkpoint: ${refusal.detail}`,
+      reason: 'Refused',
+      kind: 'io_uring',
+      advice: 'Close the ring.',
+      refusals: [refusal]
+    };
+    const { client } = fakeClient(() => json(409, body, 'Conflict'));
+    const error = await client.checkpoint(KERNEL).catch(e => e);
+    expect(error.message).toBe(body.message);
+    expect(error.body).toEqual(body);
+    const { client: plain } = fakeClient(() => new Response('oops', { status: 500 }));
+    expect((await plain.checkpoint(KERNEL).catch(e => e)).body).toEqual({});
+  });
+
+  it('cancels an operation with DELETE operations/<id>', async () => {
+    const { client, seen } = fakeClient(() => json(202, { id: '7', cancelled: true }));
+    await client.cancelOperation('7');
+    expect(seen[0].method).toBe('DELETE');
+    expect(route(seen[0].url)).toBe(`${BASE}api/ckpt/operations/7`);
+  });
+
   it('lists all snapshots, or those of one notebook with its path encoded', async () => {
     const { client, seen } = fakeClient(() => json(200, [SNAPSHOT]));
     expect(await client.listSnapshots()).toEqual([SNAPSHOT]);
