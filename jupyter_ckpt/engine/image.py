@@ -261,15 +261,8 @@ class ImageReader:
         self._dir = _open_image_dir(path)
         try:
             self.owner = os.fstat(self._dir).st_uid
-            manifest = self._read_manifest()
-            try:
-                schema.validate(manifest)
-            except schema.Invalid as err:
-                raise ImageError(f"image {path} is invalid: {err}") from None
-            if manifest["manifest_xxh3_128"] != manifest_checksum(manifest):
-                raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
-            self.manifest: dict[str, Any] = manifest
-            self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
+            self.manifest: dict[str, Any] = check_manifest(self._read_manifest(), path)
+            self.blobs: dict[str, dict[str, Any]] = self.manifest["blobs"]
             if verify_blobs:
                 self.verify()
             self.bases = self._open_bases(verify_blobs)
@@ -382,6 +375,42 @@ class ImageReader:
             return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
         finally:
             os.close(fd)
+
+    def page_source(self, name: str, background: bool = True) -> MappedPages | None:
+        """Blob `name` for the page writer or the lazy page server (None if it is empty);
+        `background` does not matter here: a mapped file is all there."""
+        blob = self.map_blob(name)
+        return MappedPages(blob) if blob is not None else None
+
+
+class MappedPages:
+    """A blob of memory pages as the lazy page server reads it (engine.lazy.PageSource): a
+    copy-on-write mapping of the image file, all there from the start."""
+
+    def __init__(self, blob: mmap.mmap):
+        self._blob = blob
+        self._anchor: Any = ctypes.c_char.from_buffer(blob)
+        self.address = ctypes.addressof(self._anchor)
+        self.size = len(blob)
+
+    def ensure(self, ranges: list[tuple[int, int]]) -> None:
+        pass
+
+    def close(self) -> None:
+        self._anchor = None
+        self._blob.close()
+
+
+def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """`manifest` if it passes the schema and its own checksum (ImageError otherwise): what
+    every reader of an image, from a directory or from a snapshot store, checks first."""
+    try:
+        schema.validate(manifest)
+    except schema.Invalid as err:
+        raise ImageError(f"image {where} is invalid: {err}") from None
+    if manifest["manifest_xxh3_128"] != manifest_checksum(manifest):
+        raise ImageError(f"{where}: {MANIFEST} checksum mismatch (corrupt or edited)")
+    return manifest
 
 
 def _open_image_dir(path: str) -> int:

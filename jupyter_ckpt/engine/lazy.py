@@ -3,7 +3,9 @@ written. Each such area is registered (missing-page mode) with a userfaultfd mad
 process (uffd.open_in); one page-server thread here then
 
   - serves every missing-page fault: from the image's blob (UFFDIO_COPY) while the page's
-    snapshot content is still pending, else as a zero page (UFFDIO_ZEROPAGE: a page the image
+    snapshot content is still pending (a blob is reached through a PageSource: a mapping of
+    an image file, or a buffer that a snapshot store fills from its chunks, on demand and in
+    the background, and that refuses a chunk that does not match its name), else as a zero page (UFFDIO_ZEROPAGE: a page the image
     left out, or one the process discarded since);
   - pushes all pending pages in the background, a few MiB per UFFDIO_COPY, faults first;
   - follows the address space: MADV_DONTNEED/MADV_FREE (REMOVE) and munmap (UNMAP) drop what
@@ -23,9 +25,7 @@ The thread is not a daemon: the interpreter does not exit while pages are pendin
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno
-import mmap
 import os
 import array
 import select
@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import procfs, uffd
 from .lazy_keeper import descendants as _descendants, kill_trees as _kill_trees
@@ -63,6 +63,21 @@ class LazyStats:
     zero_pages: int  # faults served with a zero page
     bytes_background: int  # bytes copied in by the background pass
     processes: int  # address spaces served (the restored ones, and children forked meanwhile)
+
+
+class PageSource(Protocol):
+    """Where the content of one blob of memory pages is, for the page server: mapped at
+    `address` in this process, `size` bytes. `ensure(ranges)` returns once the blob's bytes
+    in every [lo, hi) range are there (at once for a mapped file), or raises CkptError
+    naming what could not be read; the content is then never wrong, only missing. `close`
+    unmaps it."""
+
+    address: int
+    size: int
+
+    def ensure(self, ranges: list[tuple[int, int]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Pending:
@@ -137,7 +152,8 @@ class PageServer:
         self._new: list[_Space] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._blobs: dict[tuple[str, str], tuple[mmap.mmap, Any]] = {}
+        self._blobs: dict[tuple[int, str], PageSource] = {}
+        self._by_address: list[tuple[int, int, PageSource]] = []  # sorted (address, end, source)
         self._thread: threading.Thread | None = None
         self._sealed = False
         self._stop = False
@@ -162,14 +178,25 @@ class PageServer:
     # ---- the restorer's side
 
     def blob_address(self, image: Any, name: str) -> int:
-        """Address of our mapping of an image's blob (kept until the server ends)."""
-        key = (image.path, name)
+        """Address of our mapping of an image's blob (kept until the server ends): the
+        image's page_source (see PageSource)."""
+        key = (id(image), name)
         if key not in self._blobs:
-            blob = image.map_blob(name)
-            if blob is None:
+            source = image.page_source(name)
+            if source is None:
                 raise CkptError(f"memory pages missing from {image.path}")
-            self._blobs[key] = (blob, ctypes.c_char.from_buffer(blob))
-        return ctypes.addressof(self._blobs[key][1])
+            self._blobs[key] = source
+            bisect.insort(self._by_address, (source.address, source.address + source.size,
+                                             source), key=lambda e: e[0])
+        return self._blobs[key].address
+
+    def _ensure(self, src: int, length: int) -> None:
+        """The source content at [src, src + length) is in (see PageSource.ensure)."""
+        i = bisect.bisect_right(self._by_address, src, key=lambda e: e[0]) - 1
+        if i < 0 or src + length > self._by_address[i][1]:
+            raise CkptError(f"lazy restore: no page source holds {src:#x}+{length:#x}")
+        address, _, source = self._by_address[i]
+        source.ensure([(src - address, src - address + length)])
 
     def add(self, pid: int, fd: int, runs: list[tuple[int, int, int]]) -> None:
         """Serve `fd` (a registered userfaultfd of `pid`, now ours) with the (address, length,
@@ -315,12 +342,11 @@ class PageServer:
         if self._keeper is not None:
             self._keeper.wait()
             self._keeper = None
-        blobs = list(self._blobs.values())
+        sources = list(self._blobs.values())
         self._blobs.clear()
-        while blobs:
-            blob, anchor = blobs.pop()
-            del anchor
-            blob.close()
+        self._by_address.clear()
+        for source in sources:
+            source.close()
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:
@@ -490,6 +516,7 @@ class PageServer:
                 pos += PAGE_SIZE
                 continue
             length = min(hi, interval[1], pos + cap) - pos
+            self._ensure(interval[2] + pos - interval[0], length)
             copied, err = uffd.copy(space.fd, pos, interval[2] + pos - interval[0], length)
             if copied:
                 space.pending.remove(pos, pos + copied)

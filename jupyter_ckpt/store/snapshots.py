@@ -34,7 +34,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
@@ -44,6 +44,9 @@ from .backend import Backend, LocalBackend
 from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
 from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
                      StoreError)
+
+if TYPE_CHECKING:
+    from .reading import StoreImage
 
 STORE_FORMAT = "jupyter-ckpt-store"
 STORE_VERSION = 1
@@ -497,6 +500,13 @@ class SnapshotStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return info
+
+    def open_image(self, snapshot_id: str) -> "StoreImage":
+        """The snapshot as the engine's restore reads an image, straight from the chunks
+        (reading.py): no image directory is written. Close it once the restore returned."""
+        from .reading import StoreImage
+
+        return StoreImage(self, snapshot_id)
 
     def verify(self, snapshot_id: str) -> SnapshotInfo:
         """Read and check every chunk of a snapshot without writing anything; CorruptData
