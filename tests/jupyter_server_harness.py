@@ -62,14 +62,15 @@ def free_port() -> int:
 class Server:
     def __init__(self, workdir: Path, ckpt_dir: Path, as_nobody: bool = False,
                  env: dict[str, str] | None = None, hostname: str | None = None,
-                 runtime_dir: Path | None = None):
+                 runtime_dir: Path | None = None, args: list[str] | None = None):
         """`as_nobody`: the server runs as an unprivileged user (see unprivileged.py).
         `hostname`: it runs in a UTS namespace of its own with that host name, as on
         another machine; `env` adds to its environment; `runtime_dir` defaults to
-        workdir/runtime."""
+        workdir/runtime; `args` are more command-line options (configuration)."""
         self.workdir, self.ckpt_dir = workdir, ckpt_dir
         self.as_nobody = as_nobody
         self.extra_env, self.hostname = env or {}, hostname
+        self.args = args or []
         self.runtime_dir = runtime_dir or workdir / "runtime"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{BASE}"
@@ -95,7 +96,7 @@ class Server:
         self.proc = subprocess.Popen(
             host + [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1",
              f"--IdentityProvider.token={TOKEN}", f"--ServerApp.base_url={BASE}",
-             f"--ServerApp.root_dir={self.workdir}", "--allow-root", "--no-browser"],
+             f"--ServerApp.root_dir={self.workdir}", "--allow-root", "--no-browser", *self.args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
             preexec_fn=become_nobody if self.as_nobody else None)
         deadline = time.monotonic() + 60

@@ -7,10 +7,12 @@ any store URL such as s3://bucket/prefix, shared by the servers of several hosts
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
 
-The engine reads and writes plain image directories, so an image passes through a scratch
-directory (<root>/tmp) on the way in and out: the dump lands there and is ingested, a
-restore gets a checkout there. Scratch is on the store's filesystem, not in /tmp (often
-RAM), and is removed as soon as the engine is done with it.
+The engine writes plain image directories, so a checkpoint passes through a scratch
+directory (<root>/tmp): the dump lands there and is ingested. A restore reads the snapshot
+straight from the store (`open_image`), or, where the engine needs a directory (a restore
+in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch. Scratch
+is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
+is done with it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from jupyter_core.paths import jupyter_data_dir
 
 from ..engine import ImageError
 from ..store import CorruptData, LocalBackend, NotFound, SnapshotInfo, SnapshotStore, open_store
+from ..store.reading import StoreImage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
@@ -153,6 +156,19 @@ class SnapshotCatalog:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         return image
+
+    def open_image(self, snapshot_id: str) -> StoreImage:
+        """The snapshot, opened for the engine to restore straight from the store (no
+        scratch); the caller closes it once the restore returned. Blocking: call it off the
+        event loop. Only the user's own snapshots (see _check_owner)."""
+        info = self._info(snapshot_id)
+        self._check_owner(info)
+        try:
+            return self.store.open_image(snapshot_id)
+        except NotFound:  # deleted meanwhile
+            raise UnknownSnapshot(snapshot_id) from None
+        except CorruptData as err:
+            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
 
     def _check_owner(self, info: SnapshotInfo) -> None:
         """Refuse a snapshot whose record or chunk list another user owns, as the engine

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 from traitlets.config import Configurable
 
 from .catalog import default_root
@@ -31,6 +31,12 @@ class CheckpointConfig(Configurable):
         help="This server's own directory: scratch space for images on their way in and out "
              "of the store, and the store itself unless store_url names another. Default: "
              "$JUPYTER_CKPT_DIR, else ckpt/ in the Jupyter data directory.").tag(config=True)
+
+    lazy_restore = Bool(
+        True, help="Restore kernels lazily: the kernel runs (and answers its first cell) while "
+                   "its memory streams in from the store, on demand and in the background. Only "
+                   "where the server may (CAP_SYS_PTRACE); elsewhere, and when off, a restore "
+                   "reads all memory first, still straight from the store.").tag(config=True)
 
     @default("store_url")
     def _default_store_url(self) -> str:
