@@ -114,6 +114,8 @@ class MappedBlob:
         self._digest.update(view[self.done:upto])
         view.release()
         self.done = upto
+        if not self._writer.durable:
+            return
         if upto - self._started >= _WRITEBACK or upto == self.size:
             _sync_file_range(self._fd, self._started, upto - self._started,
                              _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
@@ -146,10 +148,12 @@ class MappedBlob:
 
 
 class ImageWriter:
-    """Builds an image in a temporary sibling directory; `commit` makes it appear atomically."""
+    """Builds an image in a temporary sibling directory; `commit` makes it appear atomically,
+    on disk first unless not `durable` (an image to be read once right away and removed)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, durable: bool = True):
         self.path = os.path.abspath(path)
+        self.durable = durable
         if os.path.lexists(self.path):
             raise CkptError(f"{path} already exists; choose a new image directory")
         parent = os.path.dirname(self.path)
@@ -200,8 +204,9 @@ class ImageWriter:
         with open(os.path.join(self.tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.flush()
-            os.fsync(f.fileno())
-        for name in self.blobs:
+            if self.durable:
+                os.fsync(f.fileno())
+        for name in self.blobs if self.durable else ():
             fd = os.open(os.path.join(self.tmp, name), os.O_RDONLY)
             os.fsync(fd)
             os.close(fd)
