@@ -403,6 +403,20 @@ def test_corruption_is_detected(images, url, tmp_path):
         store.put_image(tmp_path / "nowhere")
 
 
+def test_put_consuming_a_scratch_image(images, tmp_path):
+    """A scratch image's blobs are removed as soon as they are stored (before the store's
+    flush could write them to disk); the snapshot is whole."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for p in images["a1"].iterdir():
+        (scratch / p.name).write_bytes(p.read_bytes())
+    store = open_store(str(tmp_path / "store"))
+    info = store.put_image(scratch, consume=True)
+    assert [p.name for p in scratch.iterdir()] == ["manifest.json"]
+    store.checkout(info.id, tmp_path / "out")
+    assert same_image(images["a1"], tmp_path / "out")
+
+
 @pytest.mark.parametrize("lazy", [False, True], ids=["direct", "lazy"])
 def test_restore_straight_from_the_store(url, tmp_path, lazy):
     """No image directory on the way back: restore reads the chunks (lazily: on demand and

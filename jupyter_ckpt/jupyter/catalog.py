@@ -99,7 +99,8 @@ class SnapshotCatalog:
             image = os.path.join(scratch, "image")
             meta = {**metadata, **dump(image), "id": snapshot_id}
             info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
-                                        snapshot_id=snapshot_id, progress=progress)
+                                        snapshot_id=snapshot_id, progress=progress,
+                                        consume=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return _model(info)

@@ -294,11 +294,13 @@ class SnapshotStore:
 
     def put_image(self, image_dir: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                   *, label: str = "", snapshot_id: str | None = None,
-                  progress: Progress | None = None) -> SnapshotInfo:
+                  progress: Progress | None = None, consume: bool = False) -> SnapshotInfo:
         """Ingest the engine image in `image_dir` as a new snapshot. `metadata` is any JSON
         object (kernel_id, notebook_path, ...). Blob contents are checked against the
         image's checksums while they are read; a damaged image is refused (BadImage).
-        `progress(done, total)` is called as blob bytes are consumed."""
+        `progress(done, total)` is called as blob bytes are consumed. With `consume` (a
+        scratch image, not written durably) each blob file is removed once read, before the
+        store flushes: its pages, still only in the page cache, are then never written."""
         image_dir = os.fspath(image_dir)
         meta = dict(metadata or {})
         if not all(isinstance(k, str) for k in meta):
@@ -341,6 +343,8 @@ class SnapshotStore:
                         os.close(fd)
                     if digest.hexdigest() != meta_b["xxh3_128"]:
                         raise BadImage(f"{image_dir}: blob {name} checksum mismatch (corrupt)")
+                    if consume:
+                        os.unlink(os.path.join(image_dir, name))
                     zero_bytes += meta_b["size"] - sum(e[1] for e in entries)
                     blobs[name] = {"size": meta_b["size"], "xxh3_128": meta_b["xxh3_128"],
                                    "chunks": entries}
