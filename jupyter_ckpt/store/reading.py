@@ -255,7 +255,8 @@ class ChunkPages:
             with self._cond:
                 if self._closed:
                     return
-                self._buffer[off:off + length] = data
+                # (ctypes lets the GIL go while it copies: the page server must not wait)
+                ctypes.memmove(self.address + off, data, length)
                 self._state[i] = _IN
                 self._left -= 1
                 self._cond.notify_all()
