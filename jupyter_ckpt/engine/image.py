@@ -381,9 +381,8 @@ class ImageReader:
         finally:
             os.close(fd)
 
-    def page_source(self, name: str, background: bool = True) -> MappedPages | None:
-        """Blob `name` for the page writer or the lazy page server (None if it is empty);
-        `background` does not matter here: a mapped file is all there."""
+    def page_source(self, name: str) -> MappedPages | None:
+        """Blob `name` for the page writer or the lazy page server (None if it is empty)."""
         blob = self.map_blob(name)
         return MappedPages(blob) if blob is not None else None
 
@@ -399,6 +398,12 @@ class MappedPages:
         self.size = len(blob)
 
     def ensure(self, ranges: list[tuple[int, int]]) -> None:
+        pass
+
+    def available(self, lo: int, hi: int) -> int:
+        return hi - lo
+
+    def prefetch(self) -> None:
         pass
 
     def close(self) -> None:

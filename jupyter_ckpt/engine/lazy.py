@@ -69,13 +69,19 @@ class PageSource(Protocol):
     """Where the content of one blob of memory pages is, for the page server: mapped at
     `address` in this process, `size` bytes. `ensure(ranges)` returns once the blob's bytes
     in every [lo, hi) range are there (at once for a mapped file), or raises CkptError
-    naming what could not be read; the content is then never wrong, only missing. `close`
-    unmaps it."""
+    naming what could not be read; the content is then never wrong, only missing.
+    `available(lo, hi)` says without waiting how many bytes from lo on are there already.
+    `prefetch` asks it to bring everything in, in the background (called once the restore is
+    complete, so that it does not compete with the restore). `close` unmaps it."""
 
     address: int
     size: int
 
     def ensure(self, ranges: list[tuple[int, int]]) -> None: ...
+
+    def available(self, lo: int, hi: int) -> int: ...
+
+    def prefetch(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -190,12 +196,15 @@ class PageServer:
                                              source), key=lambda e: e[0])
         return self._blobs[key].address
 
-    def _ensure(self, src: int, length: int) -> None:
-        """The source content at [src, src + length) is in (see PageSource.ensure)."""
+    def _source(self, src: int, length: int) -> tuple[int, PageSource]:
         i = bisect.bisect_right(self._by_address, src, key=lambda e: e[0]) - 1
         if i < 0 or src + length > self._by_address[i][1]:
             raise CkptError(f"lazy restore: no page source holds {src:#x}+{length:#x}")
-        address, _, source = self._by_address[i]
+        return self._by_address[i][0], self._by_address[i][2]
+
+    def _ensure(self, src: int, length: int) -> None:
+        """The source content at [src, src + length) is in (see PageSource.ensure)."""
+        address, source = self._source(src, length)
         source.ensure([(src - address, src - address + length)])
 
     def add(self, pid: int, fd: int, runs: list[tuple[int, int, int]]) -> None:
@@ -228,6 +237,8 @@ class PageServer:
 
     def seal(self) -> None:
         """The restore is complete: no more processes come; end once every page is in."""
+        for source in list(self._blobs.values()):
+            source.prefetch()
         self._sealed = True
         self._poke()
         if self._thread is None:
@@ -502,8 +513,15 @@ class PageServer:
             raise CkptError(f"{space.name}: zero page at {addr:#x}: {os.strerror(err)}")
 
     def _push(self, space: _Space) -> bool:
-        start, end, _ = space.pending.iv[0]
-        return self._fill(space, start, min(end, start + _CHUNK), demand=False)
+        """Copy in what is pending first, as far as its source has it already (a fault
+        must not wait behind a source that is still reading). False: try again shortly."""
+        start, end, src = space.pending.iv[0]
+        length = min(end, start + _CHUNK) - start
+        address, source = self._source(src, length)
+        ready = source.available(src - address, src - address + length)
+        if not ready:
+            return False
+        return self._fill(space, start, start + ready, demand=False)
 
     def _fill(self, space: _Space, lo: int, hi: int, demand: bool) -> bool:
         """Copy the pending content of [lo, hi) in. False if the address space is changing

@@ -111,13 +111,12 @@ class StoreImage:
             raise
         return blob
 
-    def page_source(self, name: str, background: bool = True) -> "ChunkPages | None":
+    def page_source(self, name: str) -> "ChunkPages | None":
         """Blob `name` for the page writer or the lazy page server (engine.lazy.PageSource):
-        chunks come in as `ensure` asks for them and, with `background`, on worker threads
-        from the start."""
+        chunks come in as `ensure` asks for them, and all of them once `prefetch` is called."""
         if not self.blobs[name]["size"]:
             return None
-        return ChunkPages(self, name, self._chunks[name], background)
+        return ChunkPages(self, name, self._chunks[name])
 
     def close(self) -> None:
         self._release()
@@ -169,11 +168,11 @@ def _check_chunk_list(where: str, name: str, blob: dict[str, Any]) -> None:
 
 class ChunkPages:
     """One blob of memory pages in an anonymous buffer, filled from its chunks: by `ensure`
-    (the chunks it needs, fetched by the caller or waited for) and, with `background`, by
+    (the chunks it needs, fetched by the caller or waited for) and, after `prefetch`, by
     threads of its own in blob order. A chunk that cannot be read stops the background work and
     makes every later `ensure` raise ImageError naming it."""
 
-    def __init__(self, image: StoreImage, name: str, blob: dict[str, Any], background: bool):
+    def __init__(self, image: StoreImage, name: str, blob: dict[str, Any]):
         self.size = blob["size"]
         self._image, self._name = image, name
         self._chunks = [(e[0], e[1], e[2]) for e in blob["chunks"]]
@@ -189,12 +188,20 @@ class ChunkPages:
         self.address = ctypes.addressof(self._anchor)
         image.hold()
         self._holding = True
+        self._prefetching = False
         if not self._left:
             self._let_go()
-        elif background:  # threads of their own: the pool stays free for what `ensure` asks
-            for n in range(image.store.workers):
-                threading.Thread(target=self._background, daemon=True,
-                                 name=f"ckpt-store-prefetch-{n}").start()
+
+    def prefetch(self) -> None:
+        """Bring every chunk in, on threads of their own (the pool stays free for what
+        `ensure` asks)."""
+        with self._cond:
+            if self._prefetching or not self._left or self._closed:
+                return
+            self._prefetching = True
+        for n in range(self._image.store.workers):
+            threading.Thread(target=self._background, daemon=True,
+                             name=f"ckpt-store-prefetch-{n}").start()
 
     @property
     def complete(self) -> bool:
@@ -230,6 +237,19 @@ class ChunkPages:
                     break
                 self._cond.wait()
             self._raise_if_failed()
+
+    def available(self, lo: int, hi: int) -> int:
+        """How many bytes from `lo` on (up to `hi`) are in already: complete chunks, and the
+        zero ranges between them (never stored, zero in the buffer)."""
+        i = bisect.bisect_right(self._starts, lo) - 1
+        if i < 0 or self._chunks[i][0] + self._chunks[i][1] <= lo:
+            i += 1  # lo is in a zero range (or before the first chunk)
+        with self._cond:
+            while i < len(self._chunks) and self._chunks[i][0] < hi:
+                if self._state[i] != _IN:
+                    return max(0, self._chunks[i][0] - lo)
+                i += 1
+        return hi - lo
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

@@ -449,7 +449,7 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, 
     written = 0
     for image, name, source_runs in _runs_by_source(ctx, rec, vmas):
         # (a page source: an image file's mapping, or a store's chunks, fetched as ensured)
-        blob = image.page_source(name, background=False) if name else None
+        blob = image.page_source(name) if name else None
         if blob is None:
             raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
         try:  # each run from its own place in the blob (pre-copied pages are not in run order)
