@@ -406,6 +406,9 @@ class MappedPages:
     def prefetch(self) -> None:
         pass
 
+    def release(self, lo: int, hi: int) -> None:
+        pass  # the page cache keeps the file's pages as it sees fit
+
     def close(self) -> None:
         self._anchor = None
         self._blob.close()

@@ -72,7 +72,8 @@ class PageSource(Protocol):
     naming what could not be read; the content is then never wrong, only missing.
     `available(lo, hi)` says without waiting how many bytes from lo on are there already.
     `prefetch` asks it to bring everything in, in the background (called once the restore is
-    complete, so that it does not compete with the restore). `close` unmaps it."""
+    complete, so that it does not compete with the restore). `release(lo, hi)`: that range
+    is in the process and wanted nowhere else (its memory may go). `close` unmaps it."""
 
     address: int
     size: int
@@ -82,6 +83,8 @@ class PageSource(Protocol):
     def available(self, lo: int, hi: int) -> int: ...
 
     def prefetch(self) -> None: ...
+
+    def release(self, lo: int, hi: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -538,6 +541,10 @@ class PageServer:
             copied, err = uffd.copy(space.fd, pos, interval[2] + pos - interval[0], length)
             if copied:
                 space.pending.remove(pos, pos + copied)
+                if self._stats["spaces"] == 1:  # no other address space can still want it
+                    address, source = self._source(interval[2] + pos - interval[0], copied)
+                    source.release(interval[2] + pos - interval[0] - address,
+                                   interval[2] + pos - interval[0] - address + copied)
                 self._stats["demand" if demand else "background"] += \
                     copied // PAGE_SIZE if demand else copied
                 pos += copied

@@ -251,6 +251,15 @@ class ChunkPages:
                 i += 1
         return hi - lo
 
+    def release(self, lo: int, hi: int) -> None:
+        """[lo, hi) was copied where it belongs and is wanted nowhere else: give its memory
+        back, so that a lazy restore does not hold the kernel's memory twice."""
+        lo = -(-lo // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = hi // mmap.PAGESIZE * mmap.PAGESIZE
+        with self._cond:
+            if hi > lo and not self._closed:
+                self._buffer.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise ImageError(str(self._error))
