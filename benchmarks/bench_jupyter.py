@@ -120,6 +120,9 @@ def one_size(size: int, root: Path, eager: bool) -> dict:
             ks.wait_for_output()
             result["rest_ckpt_s"], model = ckpt_post(server, kernel_id)
             result["rest_freeze_ms"] = model["freeze_ms"]
+            ks.close()  # (a long checkpoint may outlast the websocket: a fresh one)
+            ks = KernelSocket(server, kernel_id)
+            ks.wait_for_output()
             ks.execute("small = list(range(1000))")
             result["rest_ckpt2_s"], model = ckpt_post(server, kernel_id)
             ks.close()
