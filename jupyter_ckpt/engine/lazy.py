@@ -3,10 +3,10 @@ written. Each such area is registered (missing-page mode) with a userfaultfd mad
 process (uffd.open_in); one page-server thread here then
 
   - serves every missing-page fault: from the image's blob (UFFDIO_COPY) while the page's
-    snapshot content is still pending (a blob is reached through a PageSource: a mapping of
-    an image file, or a buffer that a snapshot store fills from its chunks, on demand and in
-    the background, and that refuses a chunk that does not match its name), else as a zero page (UFFDIO_ZEROPAGE: a page the image
-    left out, or one the process discarded since);
+    snapshot content is still pending, else as a zero page (UFFDIO_ZEROPAGE: a page the
+    image left out, or one the process discarded since). A blob is reached through a
+    PageSource: a mapping of an image file, or a buffer that a snapshot store fills from its
+    chunks, on demand and in the background, refusing a chunk that does not match its name;
   - pushes all pending pages in the background, a few MiB per UFFDIO_COPY, faults first;
   - follows the address space: MADV_DONTNEED/MADV_FREE (REMOVE) and munmap (UNMAP) drop what
     was pending there, mremap (REMAP) moves it, and fork (FORK) gives the child a userfaultfd
