@@ -51,6 +51,7 @@ class StoreImage:
         self.bases: list[Any] = []
         self._refs = 1
         self._refs_lock = threading.Lock()
+        self._closed = False
         self._lock = store.backend.lock(LOCK, shared=True)
         self.pool = ThreadPoolExecutor(store.workers, thread_name_prefix="ckpt-store-read")
         try:
@@ -119,7 +120,10 @@ class StoreImage:
         return ChunkPages(self, name, self._chunks[name])
 
     def close(self) -> None:
-        self._release()
+        with self._refs_lock:
+            closed, self._closed = self._closed, True
+        if not closed:
+            self._release()
 
     # --- chunks
 
@@ -202,10 +206,6 @@ class ChunkPages:
         for n in range(self._image.store.workers):
             threading.Thread(target=self._background, daemon=True,
                              name=f"ckpt-store-prefetch-{n}").start()
-
-    @property
-    def complete(self) -> bool:
-        return not self._left
 
     def ensure(self, ranges: list[tuple[int, int]]) -> None:
         ours: list[int] = []
