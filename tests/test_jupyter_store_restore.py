@@ -6,7 +6,7 @@ whose content does not match its name is refused by name: the kernel is killed b
 can compute with a wrong page, or, restoring eagerly, never starts."""
 from __future__ import annotations
 
-import time
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,9 +47,18 @@ def kernel_with_state(server: Server) -> tuple[str, dict]:
     return kernel_id, model
 
 
-def scratch(tmp_path: Path) -> list[str]:
+def no_scratch(tmp_path: Path) -> Path:
+    """Make the server's scratch directory unusable (a file in its place): a restore that
+    still works wrote no image there."""
     root = tmp_path / "ckpt" / "tmp"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    shutil.rmtree(root)
+    root.write_text("a restore must not need scratch space")
+    return root
+
+
+def scratch_again(root: Path) -> None:
+    root.unlink()
+    root.mkdir(mode=0o700)
 
 
 def test_lazy_restore_from_the_store_answers_first_then_streams_the_rest(url, tmp_path):
@@ -58,10 +67,10 @@ def test_lazy_restore_from_the_store_answers_first_then_streams_the_rest(url, tm
         "JUPYTER_CKPT_STORE": url, lazy.PAUSE_ENV: str(held)}).start()
     try:
         kernel_id, model = kernel_with_state(server)
+        blocked = no_scratch(tmp_path)
         result = restore(server, model["id"])
         assert result["kernel_id"] == kernel_id
         assert result["restore"]["lazy"] and result["restore"]["status"] == "ready", result
-        assert not [n for n in scratch(tmp_path) if ".restore." in n], "a scratch image was written"
         ks = KernelSocket(server, kernel_id)
         ks.wait_for_output()  # the first cell, answered while memory is held back
         assert status_of(server, kernel_id)["status"] == "ready"
@@ -75,6 +84,7 @@ def test_lazy_restore_from_the_store_answers_first_then_streams_the_rest(url, tm
         assert status == "ok", out
         assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
         ks.close()
+        scratch_again(blocked)
         # the restored kernel checkpoints again, into the store, sharing its chunks
         again = checkpoint(server, kernel_id)
         assert again["stored_bytes"] < model["stored_bytes"] / 4, (again, model)
@@ -118,5 +128,24 @@ def test_corrupt_chunk_is_refused_by_name(tmp_path, lazy_restore):
         assert final["status"] == "failed" and f"chunk {name}" in final["message"], final
         assert "is damaged" in final["message"], final
         assert "killed pid(s)" in final["message"]
+    finally:
+        server.stop()
+
+
+def test_eager_restore_from_the_store_has_all_memory_in_when_it_answers(tmp_path):
+    server = Server(tmp_path, tmp_path / "ckpt",
+                    args=["--CheckpointConfig.lazy_restore=False"]).start()
+    try:
+        kernel_id, model = kernel_with_state(server)
+        no_scratch(tmp_path)
+        result = restore(server, model["id"])
+        assert not result["restore"]["lazy"], result
+        assert result["restore"]["status"] == "all memory in", result
+        ks = KernelSocket(server, kernel_id)
+        ks.wait_for_output()
+        status, out, _ = ks.execute(CHECK)
+        assert status == "ok", out
+        assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+        ks.close()
     finally:
         server.stop()
