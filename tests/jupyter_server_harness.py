@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tornado.websocket import websocket_connect
 
@@ -62,15 +62,15 @@ def free_port() -> int:
 class Server:
     def __init__(self, workdir: Path, ckpt_dir: Path, as_nobody: bool = False,
                  env: dict[str, str] | None = None, hostname: str | None = None,
-                 runtime_dir: Path | None = None, args: tuple[str, ...] = ()):
+                 runtime_dir: Path | None = None, args: Sequence[str] = ()):
         """`as_nobody`: the server runs as an unprivileged user (see unprivileged.py).
         `hostname`: it runs in a UTS namespace of its own with that host name, as on
         another machine; `env` adds to its environment; `runtime_dir` defaults to
         workdir/runtime; `args` are more command-line options of the server."""
         self.workdir, self.ckpt_dir = workdir, ckpt_dir
-        self.args = args
         self.as_nobody = as_nobody
         self.extra_env, self.hostname = env or {}, hostname
+        self.args = list(args)
         self.runtime_dir = runtime_dir or workdir / "runtime"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{BASE}"

@@ -190,3 +190,26 @@ def test_lazy_restore_of_an_incremental_image_in_a_new_pid_namespace(cc, program
     prog.pid = int(out.stdout.split()[-1])
     assert verdict(prog) == ["PASS"], prog.lines()
     assert "pages on demand" in out.stderr
+
+
+def test_python_program_forking_while_memory_comes_in_from_a_store(programs, workdir, paused):
+    """The same from a snapshot store: pages come from chunks, and the buffer's memory is
+    given back only while no forked child can still want it."""
+    from jupyter_ckpt import engine
+    from jupyter_ckpt.store import open_store
+
+    prog = programs(sys.executable, PROGRAMS / "py_lazy.py", timeout=120)
+    image = workdir / "image"
+    prog.dump(image, kill=True)
+    store = open_store(str(workdir / "store"))
+    info = store.put_image(image, consume=True)
+    go(prog)
+    opened = store.open_image(info.id)
+    try:
+        restored = engine.restore(opened, lazy=True)
+    finally:
+        opened.close()
+    assert verdict(prog, timeout=120) == ["PASS"], (prog.lines(), prog.log())
+    stats = restored.wait_pages(timeout=120)
+    assert stats is not None and stats.pages_on_demand > 0 and stats.processes >= 2, stats
+    assert restored.wait() == 0

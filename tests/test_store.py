@@ -403,6 +403,89 @@ def test_corruption_is_detected(images, url, tmp_path):
         store.put_image(tmp_path / "nowhere")
 
 
+def test_put_consuming_a_scratch_image(images, tmp_path):
+    """A scratch image's blobs are removed as soon as they are stored (before the store's
+    flush could write them to disk); the snapshot is whole."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for p in images["a1"].iterdir():
+        (scratch / p.name).write_bytes(p.read_bytes())
+    store = open_store(str(tmp_path / "store"))
+    info = store.put_image(scratch, consume=True)
+    assert [p.name for p in scratch.iterdir()] == ["manifest.json"]
+    store.checkout(info.id, tmp_path / "out")
+    assert same_image(images["a1"], tmp_path / "out")
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["direct", "lazy"])
+def test_restore_straight_from_the_store(url, tmp_path, lazy):
+    """No image directory on the way back: restore reads the chunks (lazily: on demand and
+    in the background, while the process runs), and the program finds all its memory."""
+    from jupyter_ckpt import engine
+
+    prog = start_program(tmp_path, mib=16)
+    try:
+        image = tmp_path / "image"
+        prog.dump(image, kill=True)
+        store = open_store(url)
+        info = store.put_image(image)
+        for p in image.iterdir():
+            p.unlink()
+        image.rmdir()
+        opened = store.open_image(info.id)
+        try:
+            restored = engine.restore(opened, lazy=lazy)
+        finally:
+            opened.close()
+        assert restored.pid == prog.pid
+        prog.verify()  # (lazily: faults bring in what it reads, the rest comes meanwhile)
+        stats = restored.wait_pages(timeout=120)
+        assert (stats is not None and stats.bytes_background + stats.pages_on_demand > 0) == lazy
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "scratch left"
+        store.delete(info.id, timeout=10)  # the store's lock is no longer held
+    finally:
+        prog.kill()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["direct", "lazy"])
+def test_corrupt_chunk_refused_by_name_when_restoring_from_the_store(url, tmp_path, lazy,
+                                                                     monkeypatch):
+    """A chunk whose content does not match its name: a direct restore is refused before the
+    process runs; a lazy one kills the process before it can read a wrong page."""
+    from jupyter_ckpt import engine
+    from jupyter_ckpt.engine import lazy as lazy_pages
+
+    monkeypatch.setenv(lazy_pages.PAUSE_ENV, "600")  # lazily, only what the program reads
+    prog = start_program(tmp_path, mib=16)
+    try:
+        image = tmp_path / "image"
+        prog.dump(image, kill=True)
+        store = open_store(url)
+        info = store.put_image(image)
+        key, _ = max(chunk_keys(store), key=lambda k: k[1])  # noise: in the lazy areas
+        name = key.rsplit("/", 1)[-1]
+        data = bytearray(store.backend.get(key))
+        data[len(data) // 2] ^= 0xFF
+        store.backend.put(key, bytes(data))
+        opened = store.open_image(info.id)
+        try:
+            if not lazy:
+                with pytest.raises(engine.ImageError, match=f"chunk {name} is corrupt"):
+                    engine.restore(opened)
+                assert not os.path.exists(f"/proc/{prog.pid}"), "a refused restore left a process"
+                return
+            restored = engine.restore(opened, lazy=True)
+        finally:
+            opened.close()
+        os.kill(prog.pid, signal.SIGUSR1)  # it reads everything: the bad chunk's pages too
+        with pytest.raises(engine.CkptError, match=f"killed pid\\(s\\) {prog.pid}.*chunk {name} is corrupt"):
+            restored.wait_pages(timeout=120)
+        assert os.waitpid(restored.pid, 0)[1] & 0x7F == signal.SIGKILL
+        assert not any(l.startswith(("PASS", "FAIL")) for l in prog.lines()), prog.lines()
+    finally:
+        prog.kill()
+
+
 BAD_IDS = ["", ".", "..", "../x", "a/b", "/etc/passwd", ".hidden", "a.b", "-x", "a b",
            "a\x00b", "x" * 101, "é", "a\n", None, 5, b"abc"]
 

@@ -3,7 +3,9 @@
     check(pid)            -> list of Blockers (empty: the tree can be dumped)
     dump(pid, dir, ...)   -> stats of the image written to dir
     restore(dir, ...)     -> Restored(pid) running the same process again
-                             (lazy=True: Restored.wait_pages() -> LazyStats once memory is in)
+                             (lazy=True: Restored.wait_pages() -> LazyStats once memory is in;
+                             dir may be an image already open, e.g. a snapshot store's)
+    capabilities()        -> whether restore() may take an open image, and restore lazily
     summarize(dir)        -> what an image holds
 
 Names are imported on first use, so that e.g. the image format (engine.image) can be used
@@ -16,6 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "check": "dumper", "dump": "dumper", "restore": "restorer", "Restored": "restorer",
+    "capabilities": "restorer",
     "LazyStats": "lazy",
     "summarize": "summary", "Blocker": "errors", "CkptError": "errors", "ImageError": "errors",
     "Refused": "errors", "RestoreConflict": "errors", "Unsupported": "errors",

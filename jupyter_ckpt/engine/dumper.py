@@ -49,7 +49,7 @@ def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
          precopy: bool = True, parent: str | None = None, portable: bool = False,
-         tcp_close: bool = False) -> dict[str, Any]:
+         tcp_close: bool = False, durable: bool = True) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
@@ -61,13 +61,15 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     A `portable` image also carries a copy of every executable and library it maps
     (fileid.py), used at restore where the host's file is missing or another build.
     Connected TCP sockets are refused unless `tcp_close`: then they come back reset.
+    Without `durable` nothing is forced to disk: for an image read once right away (a
+    snapshot store ingests it) and then removed, its blobs need never leave the page cache.
     """
     check_root(pid)
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
     _refuse_before_touching(pid)
     host = host_facts()  # (now: reading /proc/cpuinfo takes milliseconds the freeze need not)
-    writer = ImageWriter(path)
+    writer = ImageWriter(path, durable=durable)
     copies: dict[int, PreCopy] = {}
     try:
         if precopy:

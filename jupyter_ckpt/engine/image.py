@@ -112,6 +112,8 @@ class MappedBlob:
         self._digest.update(view[self.done:upto])
         view.release()
         self.done = upto
+        if not self._writer.durable:
+            return
         if upto - self._started >= _WRITEBACK or upto == self.size:
             libc.sync_file_range(self._fd, self._started, upto - self._started,
                              _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
@@ -144,10 +146,12 @@ class MappedBlob:
 
 
 class ImageWriter:
-    """Builds an image in a temporary sibling directory; `commit` makes it appear atomically."""
+    """Builds an image in a temporary sibling directory; `commit` makes it appear atomically,
+    on disk first unless not `durable` (an image to be read once right away and removed)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, durable: bool = True):
         self.path = os.path.abspath(path)
+        self.durable = durable
         if os.path.lexists(self.path):
             raise CkptError(f"{path} already exists; choose a new image directory")
         parent = os.path.dirname(self.path)
@@ -205,8 +209,9 @@ class ImageWriter:
         with open(os.path.join(self.tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.flush()
-            os.fsync(f.fileno())
-        for name in self.blobs:
+            if self.durable:
+                os.fsync(f.fileno())
+        for name in self.blobs if self.durable else ():
             fd = os.open(os.path.join(self.tmp, name), os.O_RDONLY)
             os.fsync(fd)
             os.close(fd)
@@ -266,15 +271,8 @@ class ImageReader:
         self._dir = _open_image_dir(path)
         try:
             self.owner = os.fstat(self._dir).st_uid
-            manifest = self._read_manifest()
-            try:
-                schema.validate(manifest)
-            except schema.Invalid as err:
-                raise ImageError(f"image {path} is invalid: {err}") from None
-            if manifest["manifest_xxh3_128"] != manifest_checksum(manifest):
-                raise ImageError(f"{path}: {MANIFEST} checksum mismatch (corrupt or edited)")
-            self.manifest: dict[str, Any] = manifest
-            self.blobs: dict[str, dict[str, Any]] = manifest["blobs"]
+            self.manifest: dict[str, Any] = check_manifest(self._read_manifest(), path)
+            self.blobs: dict[str, dict[str, Any]] = self.manifest["blobs"]
             if verify_blobs:
                 self.verify()
             self.bases = self._open_bases(verify_blobs)
@@ -387,6 +385,50 @@ class ImageReader:
             return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
         finally:
             os.close(fd)
+
+    def page_source(self, name: str) -> MappedPages | None:
+        """Blob `name` for the page writer or the lazy page server (None if it is empty)."""
+        blob = self.map_blob(name)
+        return MappedPages(blob) if blob is not None else None
+
+
+class MappedPages:
+    """A blob of memory pages as the lazy page server reads it (engine.lazy.PageSource): a
+    copy-on-write mapping of the image file, all there from the start."""
+
+    def __init__(self, blob: mmap.mmap):
+        self._blob = blob
+        self._anchor: Any = ctypes.c_char.from_buffer(blob)
+        self.address = ctypes.addressof(self._anchor)
+        self.size = len(blob)
+
+    def ensure(self, ranges: list[tuple[int, int]]) -> None:
+        pass
+
+    def available(self, lo: int, hi: int) -> int:
+        return hi - lo
+
+    def prefetch(self) -> None:
+        pass
+
+    def release(self, lo: int, hi: int) -> None:
+        pass  # the page cache keeps the file's pages as it sees fit
+
+    def close(self) -> None:
+        self._anchor = None
+        self._blob.close()
+
+
+def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """`manifest` if it passes the schema and its own checksum (ImageError otherwise): what
+    every reader of an image, from a directory or from a snapshot store, checks first."""
+    try:
+        schema.validate(manifest)
+    except schema.Invalid as err:
+        raise ImageError(f"image {where} is invalid: {err}") from None
+    if manifest["manifest_xxh3_128"] != manifest_checksum(manifest):
+        raise ImageError(f"{where}: {MANIFEST} checksum mismatch (corrupt or edited)")
+    return manifest
 
 
 def _open_image_dir(path: str) -> int:

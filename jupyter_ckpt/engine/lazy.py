@@ -3,8 +3,10 @@ written. Each such area is registered (missing-page mode) with a userfaultfd mad
 process (uffd.open_in); one page-server thread here then
 
   - serves every missing-page fault: from the image's blob (UFFDIO_COPY) while the page's
-    snapshot content is still pending, else as a zero page (UFFDIO_ZEROPAGE: a page the image
-    left out, or one the process discarded since);
+    snapshot content is still pending, else as a zero page (UFFDIO_ZEROPAGE: a page the
+    image left out, or one the process discarded since). A blob is reached through a
+    PageSource: a mapping of an image file, or a buffer that a snapshot store fills from its
+    chunks, on demand and in the background, refusing a chunk that does not match its name;
   - pushes all pending pages in the background, a few MiB per UFFDIO_COPY, faults first;
   - follows the address space: MADV_DONTNEED/MADV_FREE (REMOVE) and munmap (UNMAP) drop what
     was pending there, mremap (REMAP) moves it, and fork (FORK) gives the child a userfaultfd
@@ -23,9 +25,7 @@ The thread is not a daemon: the interpreter does not exit while pages are pendin
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno
-import mmap
 import os
 import array
 import select
@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import procfs, uffd
 from .lazy_keeper import descendants as _descendants, kill_trees as _kill_trees
@@ -63,6 +63,30 @@ class LazyStats:
     zero_pages: int  # faults served with a zero page
     bytes_background: int  # bytes copied in by the background pass
     processes: int  # address spaces served (the restored ones, and children forked meanwhile)
+
+
+class PageSource(Protocol):
+    """Where the content of one blob of memory pages is, for the page server: mapped at
+    `address` in this process, `size` bytes. `ensure(ranges)` returns once the blob's bytes
+    in every [lo, hi) range are there (at once for a mapped file), or raises CkptError
+    naming what could not be read; the content is then never wrong, only missing.
+    `available(lo, hi)` says without waiting how many bytes from lo on are there already.
+    `prefetch` asks it to bring everything in, in the background (called once the restore is
+    complete, so that it does not compete with the restore). `release(lo, hi)`: that range
+    is in the process and wanted nowhere else (its memory may go). `close` unmaps it."""
+
+    address: int
+    size: int
+
+    def ensure(self, ranges: list[tuple[int, int]]) -> None: ...
+
+    def available(self, lo: int, hi: int) -> int: ...
+
+    def prefetch(self) -> None: ...
+
+    def release(self, lo: int, hi: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Pending:
@@ -137,7 +161,8 @@ class PageServer:
         self._new: list[_Space] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._blobs: dict[tuple[str, str], tuple[mmap.mmap, Any]] = {}
+        self._blobs: dict[tuple[int, str], PageSource] = {}
+        self._by_address: list[tuple[int, int, PageSource]] = []  # sorted (address, end, source)
         self._thread: threading.Thread | None = None
         self._sealed = False
         self._stop = False
@@ -162,14 +187,28 @@ class PageServer:
     # ---- the restorer's side
 
     def blob_address(self, image: Any, name: str) -> int:
-        """Address of our mapping of an image's blob (kept until the server ends)."""
-        key = (image.path, name)
+        """Address of our mapping of an image's blob (kept until the server ends): the
+        image's page_source (see PageSource)."""
+        key = (id(image), name)
         if key not in self._blobs:
-            blob = image.map_blob(name)
-            if blob is None:
+            source = image.page_source(name)
+            if source is None:
                 raise CkptError(f"memory pages missing from {image.path}")
-            self._blobs[key] = (blob, ctypes.c_char.from_buffer(blob))
-        return ctypes.addressof(self._blobs[key][1])
+            self._blobs[key] = source
+            bisect.insort(self._by_address, (source.address, source.address + source.size,
+                                             source), key=lambda e: e[0])
+        return self._blobs[key].address
+
+    def _source(self, src: int, length: int) -> tuple[int, PageSource]:
+        i = bisect.bisect_right(self._by_address, src, key=lambda e: e[0]) - 1
+        if i < 0 or src + length > self._by_address[i][1]:
+            raise CkptError(f"lazy restore: no page source holds {src:#x}+{length:#x}")
+        return self._by_address[i][0], self._by_address[i][2]
+
+    def _ensure(self, src: int, length: int) -> None:
+        """The source content at [src, src + length) is in (see PageSource.ensure)."""
+        address, source = self._source(src, length)
+        source.ensure([(src - address, src - address + length)])
 
     def add(self, pid: int, fd: int, runs: list[tuple[int, int, int]]) -> None:
         """Serve `fd` (a registered userfaultfd of `pid`, now ours) with the (address, length,
@@ -201,6 +240,8 @@ class PageServer:
 
     def seal(self) -> None:
         """The restore is complete: no more processes come; end once every page is in."""
+        for source in list(self._blobs.values()):
+            source.prefetch()
         self._sealed = True
         self._poke()
         if self._thread is None:
@@ -315,12 +356,11 @@ class PageServer:
         if self._keeper is not None:
             self._keeper.wait()
             self._keeper = None
-        blobs = list(self._blobs.values())
+        sources = list(self._blobs.values())
         self._blobs.clear()
-        while blobs:
-            blob, anchor = blobs.pop()
-            del anchor
-            blob.close()
+        self._by_address.clear()
+        for source in sources:
+            source.close()
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:
@@ -476,8 +516,15 @@ class PageServer:
             raise CkptError(f"{space.name}: zero page at {addr:#x}: {os.strerror(err)}")
 
     def _push(self, space: _Space) -> bool:
-        start, end, _ = space.pending.iv[0]
-        return self._fill(space, start, min(end, start + _CHUNK), demand=False)
+        """Copy in what is pending first, as far as its source has it already (a fault
+        must not wait behind a source that is still reading). False: try again shortly."""
+        start, end, src = space.pending.iv[0]
+        length = min(end, start + _CHUNK) - start
+        address, source = self._source(src, length)
+        ready = source.available(src - address, src - address + length)
+        if not ready:
+            return False
+        return self._fill(space, start, start + ready, demand=False)
 
     def _fill(self, space: _Space, lo: int, hi: int, demand: bool) -> bool:
         """Copy the pending content of [lo, hi) in. False if the address space is changing
@@ -490,9 +537,14 @@ class PageServer:
                 pos += PAGE_SIZE
                 continue
             length = min(hi, interval[1], pos + cap) - pos
+            self._ensure(interval[2] + pos - interval[0], length)
             copied, err = uffd.copy(space.fd, pos, interval[2] + pos - interval[0], length)
             if copied:
                 space.pending.remove(pos, pos + copied)
+                if self._stats["spaces"] == 1:  # no other address space can still want it
+                    address, source = self._source(interval[2] + pos - interval[0], copied)
+                    source.release(interval[2] + pos - interval[0] - address,
+                                   interval[2] + pos - interval[0] - address + copied)
                 self._stats["demand" if demand else "background"] += \
                     copied // PAGE_SIZE if demand else copied
                 pos += copied

@@ -67,14 +67,16 @@ class Restored:
         return self.pages.wait(timeout) if self.pages is not None else None
 
 
-def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
-    """Open and fully verify an image, and check it may and can be restored here."""
-    image = ImageReader(path)
+def load(path: "str | ImageReader", allow_foreign_owner: bool = False) -> ImageReader:
+    """Open and fully verify an image, and check it may and can be restored here. `path` may
+    also be an image already open: anything that reads like an ImageReader (a snapshot
+    store's, which checks each chunk as it is read), its manifest already checked."""
+    image = ImageReader(path) if isinstance(path, str) else path
     owner = image.manifest["owner_uid"]
     if owner != os.getuid() or image.owner != os.getuid():
         if os.getuid() != 0 or not allow_foreign_owner:
             foreign = owner if owner != os.getuid() else image.owner  # the one that is not us
-            raise ImageError(f"{path} belongs to uid {foreign}, not to you (uid {os.getuid()}); "
+            raise ImageError(f"{image.path} belongs to uid {foreign}, not to you (uid {os.getuid()}); "
                              "root may restore it with --allow-foreign-owner")
     problems = hostcheck.fatal(hostcheck.verdict(image.manifest, allow_foreign_owner))
     if problems:
@@ -82,7 +84,14 @@ def load(path: str, allow_foreign_owner: bool = False) -> ImageReader:
     return image
 
 
-def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
+def capabilities() -> dict[str, bool]:
+    """What restore() can do for this process: take an image already open ("direct", not
+    only a directory: restoring in a helper process needs a path) and restore lazily."""
+    direct = userns.may_choose_pids()
+    return {"direct": direct, "lazy": direct and procfs.has_capability(_CAP_SYS_PTRACE)}
+
+
+def restore(path: "str | ImageReader", stdio: str = "inherit", allow_foreign_owner: bool = False,
             pid_ns: bool | None = None, rebind_listeners: bool = False,
             progress: Progress = no_progress, lazy: bool = False) -> Restored:
     """Bring the tree back. Its root becomes a child of the calling process (like the original
@@ -96,7 +105,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     With `lazy`, the processes run before their large private anonymous memory is in: it is
     copied in on demand and in the background by a thread of ours (lazy.py) until
     Restored.wait_pages() returns; the interpreter does not exit before that. Needs
-    CAP_SYS_PTRACE; refused without it.
+    CAP_SYS_PTRACE; refused without it. `path` may be an image already open (see load).
 
     A caller that may not choose PIDs (no CAP_CHECKPOINT_RESTORE) gets the tree in a new
     user and PID namespace, restored by a helper process that is then the root's waiter
@@ -109,6 +118,8 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
         _check_lazy_allowed()
         raise RestoreConflict("lazy restore is not available in a user namespace (restoring "
                               "without CAP_CHECKPOINT_RESTORE); restore without --lazy")
+    if not isinstance(path, str):
+        raise RestoreConflict("restoring without CAP_CHECKPOINT_RESTORE needs an image directory")
     if pid_ns is False:
         raise RestoreConflict("restoring with the original PIDs here needs CAP_CHECKPOINT_RESTORE; "
                               "without it the tree comes back in a new PID namespace (--pid-ns)")
@@ -116,7 +127,7 @@ def restore(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False
     return Restored(**userns.restore_in_helper(path, stdio, allow_foreign_owner, rebind_listeners, progress))
 
 
-def restore_here(path: str, stdio: str = "inherit", allow_foreign_owner: bool = False,
+def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreign_owner: bool = False,
                  pid_ns: bool | None = None, rebind_listeners: bool = False,
                  progress: Progress = no_progress, in_user_ns: bool = False,
                  lazy: bool = False) -> Restored:

@@ -23,7 +23,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     config = CheckpointConfig(parent=serverapp)
     catalog = SnapshotCatalog(config.snapshot_dir, config.store_url)
     service = CheckpointService(serverapp.kernel_manager, serverapp.session_manager, catalog,
-                                EngineWorker())
+                                EngineWorker(), lazy_restore=config.lazy_restore)
     serverapp.web_app.settings["jupyter_ckpt_service"] = service
     serverapp.web_app.add_handlers(".*$", handlers(serverapp.web_app.settings["base_url"]))
     # A kernelspec naming another provisioner keeps it; the factory is a singleton that may

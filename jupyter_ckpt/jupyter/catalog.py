@@ -10,10 +10,12 @@ any store URL such as s3://bucket/prefix, shared by the servers of several hosts
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
 
-The engine reads and writes plain image directories, so an image passes through a scratch
-directory (<root>/tmp) on the way in and out: the dump lands there and is ingested, a
-restore gets a checkout there. Scratch is on the store's filesystem, not in /tmp (often
-RAM), and is removed as soon as the engine is done with it.
+The engine writes plain image directories, so a checkpoint passes through a scratch
+directory (<root>/tmp): the dump lands there and is ingested. A restore reads the snapshot
+straight from the store (`open_image`), or, where the engine needs a directory (a restore
+in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch. Scratch
+is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
+is done with it.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from jupyter_core.paths import jupyter_data_dir
 from ..engine import ImageError
 from ..store import (AlreadyExists, CorruptData, LocalBackend, NotFound, SnapshotInfo,
                      SnapshotStore, open_store)
+from ..store.reading import StoreImage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
@@ -107,7 +110,8 @@ class SnapshotCatalog:
             meta = {**metadata, **dump(image), "id": snapshot_id,
                     "has_notebook": notebook is not None}
             info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
-                                        snapshot_id=snapshot_id, progress=progress)
+                                        snapshot_id=snapshot_id, progress=progress,
+                                        consume=True)
         except BaseException as err:
             if notebook is not None and not isinstance(err, AlreadyExists):
                 self.store.backend.delete(_notebook_key(snapshot_id))
@@ -183,6 +187,19 @@ class SnapshotCatalog:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         return image
+
+    def open_image(self, snapshot_id: str) -> StoreImage:
+        """The snapshot, opened for the engine to restore straight from the store (no
+        scratch); the caller closes it once the restore returned. Blocking: call it off the
+        event loop. Only the user's own snapshots (see _check_owner)."""
+        info = self._info(snapshot_id)
+        self._check_owner(info)
+        try:
+            return self.store.open_image(snapshot_id)
+        except NotFound:  # deleted meanwhile
+            raise UnknownSnapshot(snapshot_id) from None
+        except CorruptData as err:
+            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
 
     def _check_owner(self, info: SnapshotInfo, *more: str) -> None:
         """Refuse a snapshot whose record or chunk list (or `more` of its objects, such as

@@ -42,6 +42,12 @@ class CheckpointConfig(Configurable):
              "writes one) are checkpointable; other kernels run as without this extension."
     ).tag(config=True)
 
+    lazy_restore = Bool(
+        True, help="Restore kernels lazily: the kernel runs (and answers its first cell) while "
+                   "its memory streams in from the store, on demand and in the background. Only "
+                   "where the server may (CAP_SYS_PTRACE); elsewhere, and when off, a restore "
+                   "reads all memory first, still straight from the store.").tag(config=True)
+
     @default("store_url")
     def _default_store_url(self) -> str:
         return os.environ.get("JUPYTER_CKPT_STORE", "")

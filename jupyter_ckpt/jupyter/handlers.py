@@ -171,6 +171,19 @@ class RestoreHandler(_Base):
         await self.respond(200, call)
 
 
+class RestoreStatusHandler(_Base):
+    """How far the latest restore of a kernel is: "ready" once it answers, "all memory in"
+    once a lazy restore's memory is all there (see service.RestoreStatus)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        async def call():
+            return self.service.restore_status(self.service.kernel_id(kernel_id))
+
+        await self.respond(200, call)
+
+
 class OperationsHandler(_Base):
     @web.authenticated
     @authorized
@@ -203,6 +216,7 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
     return [
         (join(api, "kernels", _KERNEL_ID, "snapshots"), KernelSnapshotsHandler),
         (join(api, "kernels", _KERNEL_ID), KernelHandler),
+        (join(api, "kernels", _KERNEL_ID, "restore"), RestoreStatusHandler),
         (join(api, "snapshots") + "/?", SnapshotsHandler),
         (join(api, "snapshots", _SNAPSHOT_ID), SnapshotHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),

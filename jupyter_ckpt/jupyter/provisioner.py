@@ -32,13 +32,14 @@ class RestoreRequest:
     """Set by the service before it asks the kernel manager to start `kernel_id`."""
 
     snapshot_id: str
-    image: str
+    image: Any  # an image directory, or a snapshot opened in the store (catalog.open_image)
     connection: dict[str, Any]
     pid_ns: bool | None
     rebind_ports: bool
     worker: EngineWorker
     execution_count: int | None = None
     running_cell: dict[str, Any] | None = None  # the cell the snapshot was taken during
+    lazy: bool = False  # the kernel runs while its memory streams in (Restored.pages)
     port_map: dict[int, int] | None = None
     restored: engine.Restored | None = None  # set once the engine made the process
 
@@ -183,7 +184,8 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def _pre_launch_restore(self, request: RestoreRequest, **kwargs: Any) -> dict[str, Any]:
         def work(op):
             return engine.restore(request.image, pid_ns=request.pid_ns,
-                                  rebind_listeners=request.rebind_ports, progress=op.report)
+                                  rebind_listeners=request.rebind_ports, progress=op.report,
+                                  lazy=request.lazy)
 
         restored = await request.worker.run("restore", self.kernel_id, request.snapshot_id, work)
         request.restored = restored  # from here on, a failure must end it (the service does)

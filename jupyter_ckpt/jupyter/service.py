@@ -2,8 +2,13 @@
 snapshots, and bring a snapshot back as a kernel registered with the server.
 
 A checkpoint is an engine dump followed by storing the image in the user's snapshot store
-(the catalog), both on the engine thread, never on the event loop. A restore checks the
-snapshot out into a scratch image first, so a snapshot that cannot be read costs nothing.
+(the catalog), both on the engine thread, never on the event loop. A restore opens the
+snapshot in the store first (its manifest checked), so a snapshot that cannot be read costs
+nothing, and the engine then reads memory straight from the store's chunks: lazily where
+allowed (CheckpointConfig.lazy_restore, CAP_SYS_PTRACE), the kernel answering while the rest
+streams in. Each restore's status ("ready", then "all memory in", or "failed") is kept for
+GET /api/ckpt/kernels/ID/restore. A checkpoint of a kernel whose memory is still streaming
+in waits for it.
 
 A restore goes through the kernel manager's ordinary start_kernel() with the provisioner in
 adopt mode, so sessions, activity tracking, culling and restarts treat the kernel like any
@@ -19,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
@@ -39,13 +45,48 @@ class Conflict(Exception):
     pass
 
 
+@dataclass
+class RestoreStatus:
+    """How far a restore is: "restoring", "ready" (the kernel answered; lazily, its memory
+    still streaming in), "all memory in", or "failed" (lazily: serving memory failed and
+    the kernel was killed)."""
+
+    kernel_id: str
+    snapshot_id: str
+    lazy: bool
+    started: float = field(default_factory=time.monotonic)
+    status: str = "restoring"
+    message: str = ""
+    seconds_to_ready: float | None = None
+    seconds_to_all_in: float | None = None
+    memory_in: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ready(self) -> None:
+        self.seconds_to_ready = round(time.monotonic() - self.started, 3)
+        if self.status == "restoring":  # (not when memory failed, or was all in, already)
+            self.status = "ready"
+
+    def all_in(self, error: str = "") -> None:
+        self.status, self.message = ("failed", error) if error else ("all memory in", "")
+        self.seconds_to_all_in = round(time.monotonic() - self.started, 3)
+        self.memory_in.set()
+
+    def model(self) -> dict[str, Any]:
+        return {"kernel_id": self.kernel_id, "snapshot_id": self.snapshot_id, "lazy": self.lazy,
+                "status": self.status, "message": self.message,
+                "seconds_to_ready": self.seconds_to_ready,
+                "seconds_to_all_in": self.seconds_to_all_in}
+
+
 class CheckpointService:
     def __init__(self, kernel_manager: Any, session_manager: Any, catalog: SnapshotCatalog,
-                 worker: EngineWorker):
+                 worker: EngineWorker, lazy_restore: bool = True):
         self.kernels = kernel_manager
         self.sessions = session_manager
         self.catalog = catalog
         self.worker = worker
+        self.lazy_restore = lazy_restore
+        self.restores: dict[str, RestoreStatus] = {}  # by kernel id, the latest restore's
 
     def kernel_id(self, value: object, field: str = "kernel_id") -> str:
         """`value` if it names a running kernel or is an id such as the server gives its
@@ -75,6 +116,9 @@ class CheckpointService:
         if snapshot_id is not None and (not SnapshotCatalog.valid_id(snapshot_id)
                                         or self.catalog.exists(snapshot_id)):
             raise Conflict("invalid or already used snapshot id")
+        restoring = self.restores.get(kernel_id)
+        if restoring is not None:  # memory still streaming in cannot be dumped (userfaultfd)
+            await restoring.memory_in.wait()
         snapshot_id = snapshot_id or SnapshotCatalog.new_id()
         if execution_count is None:
             execution_count = provisioner.execution_count
@@ -97,7 +141,8 @@ class CheckpointService:
 
         def work(op):
             def dump(image: str) -> dict[str, Any]:
-                stats = engine.dump(pid, image, progress=op.report, tcp_close=True)  # ZeroMQ reconnects
+                # (ZeroMQ reconnects; the store makes the snapshot durable, not this scratch)
+                stats = engine.dump(pid, image, progress=op.report, tcp_close=True, durable=False)
                 return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "freeze_ms": stats.get("freeze_ms"),
                         "bytes_logical": stats.get("bytes_logical"),
@@ -174,17 +219,30 @@ class CheckpointService:
             meta = self.catalog.get(snapshot_id)
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
-        # the image first: a snapshot that cannot be checked out costs no running kernel
-        image = await self._checkout(snapshot_id, kernel_id or meta["kernel_id"])
+        started = time.monotonic()
+        can = engine.capabilities()
+        # the image first: a snapshot that cannot be read costs no running kernel
+        image = await self._open(snapshot_id, kernel_id or meta["kernel_id"], can["direct"])
         try:
-            return await self._restore(snapshot_id, meta, image, kernel_id)
+            return await self._restore(snapshot_id, meta, image, kernel_id,
+                                       self.lazy_restore and can["lazy"], started)
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, self.catalog.release, image)
+            await asyncio.get_running_loop().run_in_executor(None, self._release, image)
 
-    async def _checkout(self, snapshot_id: str, kernel_id: str) -> str:
-        """The snapshot as an image directory, written on the engine thread (so it shows
-        in /operations, and never blocks the event loop)."""
+    def _release(self, image: Any) -> None:
+        if isinstance(image, str):
+            self.catalog.release(image)
+        else:
+            image.close()  # (a lazy restore's page server keeps what it still reads)
+
+    async def _open(self, snapshot_id: str, kernel_id: str, direct: bool) -> Any:
+        """The snapshot opened in the store for the engine to read (`direct`), else checked
+        out into a scratch image directory; on the engine thread (so it shows in
+        /operations, and never blocks the event loop)."""
         def work(op):
+            if direct:
+                op.report("opening", 0, 0)
+                return self.catalog.open_image(snapshot_id)
             op.report("checking out", 0, 0)
             return self.catalog.checkout(
                 snapshot_id, progress=lambda done, total: op.report("checking out", done, total))
@@ -194,8 +252,23 @@ class CheckpointService:
         except UnknownSnapshot:  # deleted meanwhile
             raise NotFound(f"no snapshot {snapshot_id}") from None
 
-    async def _restore(self, snapshot_id: str, meta: dict[str, Any], image: str,
-                       kernel_id: str | None) -> dict[str, Any]:
+    def restore_status(self, kernel_id: str) -> dict[str, Any]:
+        status = self.restores.get(kernel_id)
+        if status is None:
+            raise NotFound(f"no restore of kernel {kernel_id} since the server started")
+        return status.model()
+
+    async def _watch_memory(self, status: RestoreStatus, restored: engine.Restored) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, restored.wait_pages)
+        except engine.CkptError as err:
+            log.error("jupyter-ckpt: kernel %s: %s", status.kernel_id, err)
+            status.all_in(str(err))
+        else:
+            status.all_in()
+
+    async def _restore(self, snapshot_id: str, meta: dict[str, Any], image: Any,
+                       kernel_id: str | None, lazy: bool, started: float) -> dict[str, Any]:
         if kernel_id is not None and kernel_id in self.kernels:
             await self.kernels.shutdown_kernel(kernel_id, now=True)
         target = kernel_id or meta["kernel_id"]
@@ -211,7 +284,8 @@ class CheckpointService:
             pid_ns=True if fork or meta.get("server_pid") != os.getpid() else None,
             rebind_ports=fork or not all(_port_free(meta["connection"]["ip"], p) for p in ports),
             worker=self.worker, execution_count=meta.get("execution_count"),
-            running_cell=meta.get("running_cell"))
+            running_cell=meta.get("running_cell"), lazy=lazy)
+        status = RestoreStatus(target, snapshot_id, lazy, started)
         PENDING_RESTORES[target] = request
         try:
             await self.kernels.start_kernel(kernel_id=target, kernel_name=meta["kernel_name"])
@@ -226,12 +300,20 @@ class CheckpointService:
                                    f"{type(err).__name__}: {err}") from err
         finally:
             PENDING_RESTORES.pop(target, None)
+        self.restores[target] = status
+        restored = request.restored
+        if restored is not None and restored.pages is not None:
+            asyncio.ensure_future(self._watch_memory(status, restored))
         km = self.kernels.get_kernel(target)
         if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.running_cell:
             await km.provisioner.connect_while_resuming()
         if isinstance(km.provisioner, CkptProvisioner) and km.provisioner.runs_ipykernel:
-            await km.provisioner.tell_kernel_where()
-        return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id}
+            await km.provisioner.tell_kernel_where()  # the kernel answers: it is ready
+        status.ready()
+        if restored is None or restored.pages is None:
+            status.all_in()
+        return {"kernel_id": target, "fork": fork, "snapshot_id": snapshot_id,
+                "restore": status.model()}
 
     async def _abandon(self, kernel_id: str, request: RestoreRequest) -> None:
         """After a failed start: end the restored kernel, whether or not the kernel manager

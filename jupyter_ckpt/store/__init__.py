@@ -5,6 +5,8 @@
     store.list(kernel_id=kid)            -> [SnapshotInfo, ...] newest first
     store.get(id) / store.manifest(id)   -> SnapshotInfo / the engine image manifest
     store.checkout(id, new_dir)          -> an engine image directory for restore
+    store.open_image(id)                 -> the snapshot for engine.restore, read straight
+                                            from its chunks (lazily too; reading.py)
     store.verify(id)                     -> reads and checks every chunk
     store.delete(id)                     -> bytes freed (chunks no other snapshot uses)
     store.gc()                           -> bytes freed (leftovers of interrupted work)

@@ -34,7 +34,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
@@ -44,6 +44,9 @@ from .backend import Backend, LocalBackend
 from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
 from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
                      StoreError)
+
+if TYPE_CHECKING:
+    from .reading import StoreImage
 
 STORE_FORMAT = "jupyter-ckpt-store"
 STORE_VERSION = 1
@@ -291,11 +294,13 @@ class SnapshotStore:
 
     def put_image(self, image_dir: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                   *, label: str = "", snapshot_id: str | None = None,
-                  progress: Progress | None = None) -> SnapshotInfo:
+                  progress: Progress | None = None, consume: bool = False) -> SnapshotInfo:
         """Ingest the engine image in `image_dir` as a new snapshot. `metadata` is any JSON
         object (kernel_id, notebook_path, ...). Blob contents are checked against the
         image's checksums while they are read; a damaged image is refused (BadImage).
-        `progress(done, total)` is called as blob bytes are consumed."""
+        `progress(done, total)` is called as blob bytes are consumed. With `consume` (a
+        scratch image, not written durably) each blob file is removed once read, before the
+        store flushes: its pages, still only in the page cache, are then never written."""
         image_dir = os.fspath(image_dir)
         meta = dict(metadata or {})
         if not all(isinstance(k, str) for k in meta):
@@ -338,6 +343,8 @@ class SnapshotStore:
                         os.close(fd)
                     if digest.hexdigest() != meta_b["xxh3_128"]:
                         raise BadImage(f"{image_dir}: blob {name} checksum mismatch (corrupt)")
+                    if consume:
+                        os.unlink(os.path.join(image_dir, name))
                     zero_bytes += meta_b["size"] - sum(e[1] for e in entries)
                     blobs[name] = {"size": meta_b["size"], "xxh3_128": meta_b["xxh3_128"],
                                    "chunks": entries}
@@ -497,6 +504,13 @@ class SnapshotStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return info
+
+    def open_image(self, snapshot_id: str) -> "StoreImage":
+        """The snapshot as the engine's restore reads an image, straight from the chunks
+        (reading.py): no image directory is written. Close it once the restore returned."""
+        from .reading import StoreImage
+
+        return StoreImage(self, snapshot_id)
 
     def verify(self, snapshot_id: str) -> SnapshotInfo:
         """Read and check every chunk of a snapshot without writing anything; CorruptData

@@ -18,7 +18,6 @@ and they keep what they inherit (plan_sharing).
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno
 import mmap
 import os
@@ -668,14 +667,14 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, 
                 ctx.leader.call("madvise", v["start"], v["end"] - v["start"], _MADVISE[flag])
     written = 0
     for image, name, source_runs in sources:
-        blob = image.map_blob(name) if name else None
+        # (a page source: an image file's mapping, or a store's chunks, fetched as ensured)
+        blob = image.page_source(name) if name else None
         if blob is None:
             raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
-        anchor = ctypes.c_char.from_buffer(blob)
         try:  # each run from its own place in the blob (pre-copied pages are not in run order)
-            written += _write_in_parallel(ctx.pid, ctypes.addressof(anchor), source_runs)
+            blob.ensure([(offset, offset + length) for _, length, offset in source_runs])
+            written += _write_in_parallel(ctx.pid, blob.address, source_runs)
         finally:
-            del anchor
             blob.close()
     total = sum(n for _, _, runs in sources for _, n, _ in runs)
     if written != total:
