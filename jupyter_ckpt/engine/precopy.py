@@ -134,6 +134,8 @@ def _userfaultfd_in(pid: int) -> int:
                     fd = uffd.open_in_own_thread(thread, mem, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY)
                 except OSError as err:
                     raise Unavailable(f"userfaultfd: {err.strerror}") from None
+                except faults.InjectedFault:
+                    raise
                 except CkptError as err:
                     raise Unavailable(str(err)) from None
             finally:
