@@ -23,8 +23,8 @@ def _states(pid: int) -> dict[str, tuple[str, str]]:
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile (as pre-copy's temporary thread does)
         states[tid] = (status["State"], status["TracerPid"])
     return states
 
