@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 ENV = "JUPYTER_CKPT_FAULT"
 DUMP_POINTS = (
+    "dump.precopy-userfaultfd",  # the pre-copy userfaultfd exists in the target, not yet ours
     "dump.during-precopy",  # in a pre-copy thread, after a process's first round
     "dump.after-precopy",  # memory copied while the tree ran, write tracking still on
     "dump.after-freeze",  # every thread seized and stopped

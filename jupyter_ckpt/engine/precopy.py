@@ -106,9 +106,11 @@ class DirtyTracker:
 
 
 def _userfaultfd_in(pid: int) -> int:
-    """A userfaultfd for `pid`'s address space: made by it (injected), handed to us."""
+    """A userfaultfd for `pid`'s address space: made by it (injected), handed to us. It never
+    enters the process's fd table (uffd.open_in_own_thread): a dump killed at any moment
+    leaves none there. That needs a guarded thread (guard.py) and Linux >= 6.9."""
     try:
-        ptrace_ext.seize(pid, ptrace_ext.O_TRACESYSGOOD)
+        ptrace_ext.seize(pid, ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE)
     except ptrace_ext.PtraceError as err:
         raise Unavailable(f"cannot trace pid {pid}: {err}") from None
     try:
@@ -118,23 +120,28 @@ def _userfaultfd_in(pid: int) -> int:
             raise Unavailable(f"pid {pid}: {stop.describe()}")
         mem = RemoteMemory(pid)
         try:
-            thread = RemoteThread(pid, syscall_gadget(mem))
-            mask = ptrace_ext.get_sigmask(pid)
-            code = guard.find_code(mem)
-            if code:  # (it runs on as it was if we die while injecting)
-                guard.arm(thread, mem, mask, code)
-        except CkptError as err:
-            raise Unavailable(str(err)) from None
+            try:
+                thread = RemoteThread(pid, syscall_gadget(mem))
+                mask = ptrace_ext.get_sigmask(pid)
+                code = guard.find_code(mem)
+                if not code or not guard.arm(thread, mem, mask, code):
+                    raise Unavailable(f"pid {pid}: its thread cannot be guarded while we inject")
+            except CkptError as err:
+                raise Unavailable(str(err)) from None
+            thread.block_signals()
+            try:
+                try:
+                    fd = uffd.open_in_own_thread(thread, mem, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY)
+                except OSError as err:
+                    raise Unavailable(f"userfaultfd: {err.strerror}") from None
+                except faults.InjectedFault:
+                    raise
+                except CkptError as err:
+                    raise Unavailable(str(err)) from None
+            finally:
+                thread.restore_live(mask)
         finally:
             mem.close()
-        thread.block_signals()
-        try:
-            try:
-                fd = uffd.open_in(thread, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY)
-            except OSError as err:
-                raise Unavailable(f"userfaultfd: {err.strerror}") from None
-        finally:
-            thread.restore_live(mask)
         return fd
     finally:
         ptrace_ext.detach(pid)

@@ -1,18 +1,30 @@
 """userfaultfd: made inside a target process (by an injected syscall, so it is bound to that
 process's address space) and handed to us with pidfd_getfd; and the ioctls we use on it.
 Pre-copy tracks writes with one (precopy.py); lazy restore serves missing pages with one
-(lazy.py)."""
+(lazy.py).
+
+A live process must never keep one of ours, even if we are killed between making it and
+closing it there (every later dump would refuse the process): pre-copy makes it in a
+temporary thread of the process that has a private copy of its fd table, and whose only
+code is an exit loop (open_in_own_thread). Released at any moment, that thread exits, and
+its table and the userfaultfd go with it. POSIX locks belong to the table they were taken
+in, so closing the copies there drops none of the process's."""
 from __future__ import annotations
 
 import ctypes
 import errno
 import fcntl
+import logging
+import mmap
 import os
 import struct
 
-from . import syscalls
-from .inject import RemoteThread
+from . import arch, faults, ptrace_ext, syscalls
+from .errors import CkptError
+from .inject import RemoteMemory, RemoteThread
 from .libc import libc
+
+log = logging.getLogger(__name__)
 
 UFFD_API = 0xAA
 UFFD_USER_MODE_ONLY = 1
@@ -28,7 +40,12 @@ UFFDIO_REGISTER_MODE_MISSING, UFFDIO_REGISTER_MODE_WP = 1, 2
 UFFD_EVENT_PAGEFAULT, UFFD_EVENT_FORK, UFFD_EVENT_REMAP = 0x12, 0x13, 0x14
 UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP = 0x15, 0x16
 MSG_SIZE = 32
-
+# linux/sched.h: a thread of the process with everything shared but its fd table
+_CLONE_VM, _CLONE_FS, _CLONE_SIGHAND, _CLONE_THREAD, _CLONE_SYSVSEM = \
+    0x100, 0x200, 0x800, 0x10000, 0x40000
+_OWN_TABLE_THREAD = _CLONE_VM | _CLONE_FS | _CLONE_SIGHAND | _CLONE_THREAD | _CLONE_SYSVSEM
+_PIDFD_THREAD = os.O_EXCL  # linux/pidfd.h: a pidfd of that thread, not of its process (6.9)
+_EXIT_LOOP_SYSCALL = 14  # offset in arch.FORK_OR_EXIT of the `syscall` that loops on exit
 
 
 def open_in(thread: RemoteThread, flags: int) -> int:
@@ -45,6 +62,69 @@ def open_in(thread: RemoteThread, flags: int) -> int:
             os.close(pidfd)
     finally:
         thread.call("close", remote_fd)
+
+
+def open_in_own_thread(thread: RemoteThread, mem: RemoteMemory, flags: int) -> int:
+    """Like open_in, but the userfaultfd never enters the process's fd table: it is made in a
+    temporary thread cloned without CLONE_FILES, and ends with that thread. `thread` must be
+    guarded (guard.arm), its signals blocked, and seized with O_TRACECLONE. If we die once the
+    code page is mapped, only that page (never run by the program) stays. Raises OSError."""
+    page = thread.call("mmap", 0, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_EXEC,
+                       mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    ended = True
+    try:
+        mem.write(page, arch.FORK_OR_EXIT)  # (through /proc/PID/mem: read-only pages too)
+        # The thread returns from clone into its guard frame; the new one, with the result
+        # 0, loops on exit(0) from its first instruction on.
+        guarded = thread.gadget
+        thread.set_gadget(page)
+        try:
+            made = thread.call("clone", _OWN_TABLE_THREAD, 0, 0, 0, 0)
+        finally:
+            thread.set_gadget(guarded)
+        if not thread.children:
+            raise CkptError(f"tid {thread.tid}: injected clone returned {made} but no new thread")
+        tid = thread.children.pop()  # (its tid in our pid namespace)
+        ended = False
+        try:
+            stop = ptrace_ext.wait(tid)
+            if not stop.stopped:
+                raise CkptError(f"the thread cloned in tid {thread.tid}: {stop.describe()}")
+            fd = _take(RemoteThread(tid, page + _EXIT_LOOP_SYSCALL), flags)
+        finally:
+            ended = _end(tid)
+        return fd
+    finally:
+        if ended:  # (else it may still run that code: leave the page)
+            thread.call("munmap", page, mmap.PAGESIZE, check=False)
+
+
+def _take(own: RemoteThread, flags: int) -> int:
+    """userfaultfd(flags) made in `own`, whose fd table is its own, duplicated into us."""
+    remote_fd = own.call("userfaultfd", flags, check=False)
+    if remote_fd < 0:
+        raise OSError(-remote_fd, os.strerror(-remote_fd))
+    faults.point("dump.precopy-userfaultfd", log)
+    pidfd = os.pidfd_open(own.tid, _PIDFD_THREAD)
+    try:
+        return syscalls.pidfd_getfd(pidfd, remote_fd)
+    finally:
+        os.close(pidfd)
+
+
+def _end(tid: int) -> bool:
+    """Let the temporary thread run into its exit loop; True once it has exited."""
+    try:
+        ptrace_ext.cont(tid)
+        while True:
+            stop = ptrace_ext.wait(tid)
+            if not stop.stopped:
+                return True
+            # (every signal is blocked in it: only a group stop or the like stops it)
+            ptrace_ext.cont(tid)
+    except (ptrace_ext.PtraceError, ChildProcessError) as err:
+        log.debug("tid %d: %s", tid, err)
+        return False
 
 
 class _Copy(ctypes.Structure):

@@ -12,7 +12,7 @@ __all__ = [
     "syscall_result", "fix_interrupted_syscall", "instruction_pointer", "set_instruction_pointer",
     "stack_pointer", "set_stack_pointer", "xstate_features", "TASK_SIZE",
     "SYSCALL_RET_INSN", "RT_SIGRETURN_STUB", "resumed_registers", "resting_registers",
-    "signal_frame", "JUMP_LEN", "FILL_INSN", "jump_to",
+    "signal_frame", "JUMP_LEN", "FILL_INSN", "jump_to", "FORK_OR_EXIT",
 ]
 
 NAME = "x86_64"
@@ -24,7 +24,7 @@ TASK_SIZE = 0x7FFFFFFFF000
 # Syscall numbers used by the engine (asm/unistd_64.h).
 NR = {
     "read": 0, "write": 1, "close": 3, "lseek": 8, "mmap": 9, "mprotect": 10,
-    "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
+    "munmap": 11, "clone": 56, "exit": 60, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
     "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29, "shmat": 30, "shmctl": 31, "dup": 32, "getitimer": 36, "setitimer": 38,
     "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117, "capset": 126,
@@ -46,6 +46,11 @@ SYSCALL_INSN_LEN = 2
 # 8-byte target it reads (the vdso proxy's entry points, resources/vdso.py).
 _JMP_RIP_INDIRECT = b"\xff\x25\x00\x00\x00\x00"
 JUMP_LEN = len(_JMP_RIP_INDIRECT) + 8
+# A `syscall` after which a thread with a result of 0 (the child of a clone) loops on
+# exit(0) and any other thread returns (`ret`): `syscall; test %rax,%rax; jnz 1f;
+# 0: xor %edi,%edi; mov $60,%eax; syscall; jmp 0b; 1: ret`.
+FORK_OR_EXIT = SYSCALL_INSN + b"\x48\x85\xc0\x75\x0b" + b"\x31\xff\xb8\x3c\x00\x00\x00" \
+    + SYSCALL_INSN + b"\xeb\xf5\xc3"
 # What fills the rest of a code area that nothing may run: int3, a trap
 FILL_INSN = b"\xcc"
 
