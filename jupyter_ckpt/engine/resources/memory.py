@@ -24,7 +24,7 @@ import os
 from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import xxhash
 
@@ -666,19 +666,38 @@ def _write_pages(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, 
             if _writable(v, inheritance) and flag in v["madvise"]:
                 ctx.leader.call("madvise", v["start"], v["end"] - v["start"], _MADVISE[flag])
     written = 0
+    total = sum(n for _, _, runs in sources for _, n, _ in runs)
     for image, name, source_runs in sources:
         # (a page source: an image file's mapping, or a store's chunks, fetched as ensured)
         blob = image.page_source(name) if name else None
         if blob is None:
             raise CkptError(f"pid {ctx.ns_pid}: memory pages missing from {image.path}")
         try:  # each run from its own place in the blob (pre-copied pages are not in run order)
-            blob.ensure([(offset, offset + length) for _, length, offset in source_runs])
-            written += _write_in_parallel(ctx.pid, blob.address, source_runs)
+            for part in _slices(source_runs, _PROGRESS_STEP):  # (fetched, written, reported)
+                blob.ensure([(offset, offset + length) for _, length, offset in part])
+                written += _write_in_parallel(ctx.pid, blob.address, part)
+                ctx.progress("memory", written, total)
         finally:
             blob.close()
-    total = sum(n for _, _, runs in sources for _, n, _ in runs)
     if written != total:
         raise CkptError(f"pid {ctx.pid}: wrote {written} of {total} bytes of memory")
+
+
+_PROGRESS_STEP = 64 << 20  # bytes of pages fetched and written between progress reports
+
+
+def _slices(runs: list[tuple[int, int, int]], size: int) -> Iterator[list[tuple[int, int, int]]]:
+    """`runs` (address, length, offset) in consecutive groups of about `size` bytes each."""
+    group: list[tuple[int, int, int]] = []
+    held = 0
+    for run in runs:
+        group.append(run)
+        held += run[1]
+        if held >= size:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
 
 
 def _runs_by_source(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str, Any]],
