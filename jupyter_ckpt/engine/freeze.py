@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import procfs, ptrace_ext
+from . import procfs, ptrace_ext, syscalls
 from .errors import Blocker, CkptError, Refused
 
 log = logging.getLogger(__name__)
@@ -145,26 +145,57 @@ def _check_root(root: int) -> None:
         raise CkptError(f"pid {root} has exited (a zombie waiting for its parent)")
 
 
+VFORK_WAIT = 5.0  # seconds the freeze waits for a vfork() child of the tree to exec or _exit
+
+
 def _freeze_until_stable(tree: FrozenTree) -> None:
+    vforked_since: float | None = None
     while True:
         pids = _tree_pids(tree.root)
         new: list[int] = []
         zombies: set[int] = set()
+        vforked: list[int] = []
         for pid in pids:
             if pid != tree.root and not _alive(pid):
                 if os.path.exists(f"/proc/{pid}"):  # (not reaped since we listed it)
                     zombies.add(pid)
                 continue
+            if pid != tree.root and _in_vfork(pid):
+                vforked.append(pid)  # seized in a later pass, once it has called exec or _exit
+                continue
             new += [tid for tid in _tids(pid) if tid not in tree._stopped]
         # Kept from the last pass only: it finds every parent stopped, so none can reap a
         # zombie any more (one seen in an earlier pass may have been reaped since).
         tree.zombies = zombies
-        if not new:
+        if new:
+            _seize_all(tree, new)
+            continue
+        if not vforked:
             break
-        _seize_all(tree, new)
+        vforked_since = vforked_since or time.monotonic()
+        if time.monotonic() - vforked_since > VFORK_WAIT:
+            raise Refused([Blocker(pid, "process", "vfork",
+                                   "shares its parent's memory: a vfork() child that has not "
+                                   "called exec or _exit yet (checkpoint once it has), or a "
+                                   "clone(CLONE_VM) child") for pid in vforked])
+        time.sleep(0.001)
     for pid in _tree_pids(tree.root):  # parents before their children
         if pid not in tree.zombies:
             tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
+
+
+def _in_vfork(pid: int) -> bool:
+    """Whether `pid` shares its parent's memory: a vfork() child that has not called exec or
+    _exit yet (or a clone(CLONE_VM) child, refused by the dump anyway). Its parent may wait
+    in the kernel until it has, where no ptrace stop reaches it: seized in the same pass,
+    the child would be held stopped while we wait for its parent to stop, and neither ever
+    would. (Whether the parent already sleeps there cannot be read reliably: it may still be
+    on its way.) Sharing only ever ends, so a child found not sharing stays so."""
+    try:
+        parent = int(procfs.read_stat(pid)[4])
+        return bool(parent) and syscalls.kcmp(pid, parent, syscalls.KCMP_VM, 0, 0) == 0
+    except OSError:
+        return False  # gone meanwhile
 
 
 def _seize_all(tree: FrozenTree, tids: list[int]) -> None:

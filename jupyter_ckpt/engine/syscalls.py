@@ -148,6 +148,7 @@ def tee(fd_in: int, fd_out: int, length: int, flags: int) -> int:
 
 
 KCMP_FILE = 0
+KCMP_VM = 1  # linux/kcmp.h: do two tasks share one address space?
 KCMP_EPOLL_TFD = 7
 
 

@@ -21,7 +21,6 @@ PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 35, 14, 38
 _MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
               "start_stack", "arg_start", "arg_end", "env_start", "env_end")
 _MM_MAP = struct.Struct("<11QQII")
-KCMP_VM = 1  # linux/kcmp.h: do two tasks share one address space?
 # linux/kcmp.h: tables a clone() without CLONE_THREAD may share, which restore makes apart
 _KCMP_SHARED = ((2, "shared file descriptor table", "CLONE_FILES"),  # KCMP_FILES
                 (3, "shared fs info (cwd, umask)", "CLONE_FS"))  # KCMP_FS
@@ -157,7 +156,7 @@ def shared_address_spaces(pids: list[int]) -> list[Blocker]:
     for pid in pids:
         try:
             parent = int(procfs.read_stat(pid)[4])
-            if not parent or syscalls.kcmp(pid, parent, KCMP_VM, 0, 0) != 0:
+            if not parent or syscalls.kcmp(pid, parent, syscalls.KCMP_VM, 0, 0) != 0:
                 continue
             with open(f"/proc/{parent}/wchan") as f:
                 waiting = f.read() == "kernel_clone"
