@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 
 from jupyter_core.paths import jupyter_data_dir
 
-from ..engine import ImageError
+from ..engine import ImageError, schema
+from ..engine.hostcheck import Difference, verdict
 from ..store import (AlreadyExists, CorruptData, LocalBackend, NotFound, SnapshotInfo,
                      SnapshotStore, open_store)
 from ..store.reading import StoreImage
@@ -165,6 +166,23 @@ class SnapshotCatalog:
         except NotFound:
             raise UnknownSnapshot(snapshot_id) from None
         self.store.backend.delete(_notebook_key(snapshot_id))
+
+    def host_verdict(self, snapshot_id: str) -> list[Difference]:
+        """What differs between this host and the one a snapshot was made on, from its
+        image manifest alone (nothing is checked out). Blocking: call it off the event
+        loop."""
+        self._info(snapshot_id)
+        try:
+            manifest = self.store.manifest(snapshot_id)
+        except NotFound:  # deleted meanwhile
+            raise UnknownSnapshot(snapshot_id) from None
+        except (CorruptData, ValueError) as err:
+            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
+        try:
+            schema.validate(manifest)
+        except schema.Invalid as err:
+            raise ImageError(f"snapshot {snapshot_id} holds an invalid image: {err}") from None
+        return verdict(manifest)
 
     def checkout(self, snapshot_id: str,
                  progress: Callable[[int, int], None] | None = None) -> str:

@@ -158,6 +158,32 @@ class SnapshotNotebookHandler(_Base):
         await self.respond(200, call)
 
 
+class SnapshotCheckHandler(_Base):
+    """The host verdict: can this server restore the snapshot, and what differs from the
+    host it was made on (one line each, `fatal` when it stops the restore)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, snapshot_id: str) -> None:
+        async def call():
+            return await self.service.check(check.snapshot_id(snapshot_id))
+
+        await self.respond(200, call)
+
+
+class HostHandler(_Base):
+    """This server's host name and kernel release, as snapshots record the host they were
+    made on."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        async def call():
+            return self.service.host()
+
+        await self.respond(200, call)
+
+
 class RestoreHandler(_Base):
     @web.authenticated
     @authorized
@@ -221,6 +247,8 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "snapshots", _SNAPSHOT_ID), SnapshotHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),
+        (join(api, "snapshots", _SNAPSHOT_ID, "check"), SnapshotCheckHandler),
+        (join(api, "host"), HostHandler),
         (join(api, "operations"), OperationsHandler),
         (join(api, "operations", r"(?P<operation_id>[^/]+)"), OperationHandler),
     ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import platform
 import socket
 import time
 import uuid
@@ -185,6 +186,27 @@ class CheckpointService:
             return public(self.catalog.get(snapshot_id))
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
+
+    async def check(self, snapshot_id: str) -> dict[str, Any]:
+        """The host verdict of a snapshot (engine/hostcheck.py): whether it can be restored
+        on this host, and one line per difference with this host, fatal ones first. On the
+        engine thread: it reads the store and /proc, which must not block the event loop."""
+        def work(op):
+            op.report("checking", 0, 0)
+            return self.catalog.host_verdict(snapshot_id)
+
+        try:
+            differences = await self.worker.run("check", None, snapshot_id, work)
+        except UnknownSnapshot:
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+        return {"restorable": not any(d.fatal for d in differences),
+                "lines": [{"text": d.what, "fatal": d.fatal} for d in differences]}
+
+    @staticmethod
+    def host() -> dict[str, Any]:
+        """This server's host, as snapshots record theirs (metadata `host`): a client
+        tells the snapshots made elsewhere by it."""
+        return {"hostname": platform.node(), "kernel": platform.release()}
 
     def notebook(self, snapshot_id: str) -> dict[str, Any]:
         """The notebook's cells and outputs as they were when the snapshot was taken."""

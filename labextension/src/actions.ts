@@ -11,6 +11,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { CkptClient, IOperation, ISnapshot } from './api';
 import { formatBytes, formatDuration, formatTime } from './format';
+import { fetchVerdict } from './hostVerdict';
 import {
   ISnapshotEntry,
   METADATA_KEY,
@@ -173,7 +174,8 @@ export class CkptActions {
           (busy
             ? ' A cell is still running in the current kernel: it is stopped, and its ' +
               'further output is lost.'
-            : '')
+            : ''),
+        await fetchVerdict(this.client, snapshot)
       );
       if (answer === null) {
         return null;

@@ -24,6 +24,7 @@ import {
   totalStored
 } from './format';
 import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
+import { hostMarks, serverHostname } from './hostVerdict';
 import { snapshotIcon } from './icons';
 import { KernelOrigin, snapshotMarks } from './notebookRestore';
 
@@ -155,6 +156,7 @@ export class SnapshotsPanel extends Widget {
     try {
       const client = this._actions.client;
       const available = await client.listSnapshots(notebook.context.path);
+      this._hostname = await serverHostname(client);
       // the notebook's own record of its snapshots, once its file is loaded
       await notebook.context.ready.catch(() => undefined);
       if (generation !== this._generation) {
@@ -380,7 +382,7 @@ export class SnapshotsPanel extends Widget {
       meta.append(freeze);
     }
 
-    meta.append(...snapshotMarks(snapshot));
+    meta.append(...snapshotMarks(snapshot), ...hostMarks(snapshot, this._hostname));
     item.classList.toggle('jp-mod-current', this._origin.snapshotId === snapshot.id);
 
     const failure = this._failedRestores.get(snapshot.id);
@@ -523,6 +525,7 @@ export class SnapshotsPanel extends Widget {
   private readonly _failedRestores = new Map<string, string>();
   private readonly _origin = new KernelOrigin();
   private _notebook: NotebookPanel | null = null;
+  private _hostname: string | null = null;
   private _snapshots: ListedSnapshot[] = [];
   private _generation = 0;
   private _stale = true;
