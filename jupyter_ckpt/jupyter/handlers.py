@@ -148,6 +148,20 @@ class SnapshotHandler(_Base):
         await self.respond(204, call)
 
 
+class UndeleteHandler(_Base):
+    """Take a deleted snapshot back out of the trash (404 once it is purged)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, snapshot_id: str) -> None:
+        async def call():
+            snapshot = check.snapshot_id(snapshot_id)
+            check.json_object(self.request.body, {})
+            return self.service.undelete(snapshot)
+
+        await self.respond(200, call)
+
+
 class SnapshotNotebookHandler(_Base):
     @web.authenticated
     @authorized
@@ -248,6 +262,7 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "check"), SnapshotCheckHandler),
+        (join(api, "snapshots", _SNAPSHOT_ID, "undelete"), UndeleteHandler),
         (join(api, "host"), HostHandler),
         (join(api, "operations"), OperationsHandler),
         (join(api, "operations", r"(?P<operation_id>[^/]+)"), OperationHandler),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
-from ..store import AlreadyExists, LockTimeout
+from ..store import AlreadyExists
 from . import validation
 from .catalog import SnapshotCatalog, UnknownSnapshot, public
 from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest, kill_restored
@@ -81,12 +81,14 @@ class RestoreStatus:
 
 class CheckpointService:
     def __init__(self, kernel_manager: Any, session_manager: Any, catalog: SnapshotCatalog,
-                 worker: EngineWorker, lazy_restore: bool = True):
+                 worker: EngineWorker, lazy_restore: bool = True,
+                 trash_seconds: float = 600):
         self.kernels = kernel_manager
         self.sessions = session_manager
         self.catalog = catalog
         self.worker = worker
         self.lazy_restore = lazy_restore
+        self.trash_seconds = trash_seconds  # how long a deleted snapshot can be undeleted
         self.restores: dict[str, RestoreStatus] = {}  # by kernel id, the latest restore's
 
     def kernel_id(self, value: object, field: str = "kernel_id") -> str:
@@ -227,13 +229,30 @@ class CheckpointService:
                 "running_cell": provisioner.running_cell}
 
     def delete(self, snapshot_id: str) -> None:
+        """Move a snapshot to the trash: `undelete` takes it back until it is purged."""
         try:
-            self.catalog.delete(snapshot_id)
+            self.catalog.trash(snapshot_id)
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
-        except LockTimeout:
-            raise Conflict("snapshots are being stored or restored; delete again when they "
-                           "are done") from None
+
+    def undelete(self, snapshot_id: str) -> dict[str, Any]:
+        try:
+            return public(self.catalog.undelete(snapshot_id))
+        except UnknownSnapshot:
+            raise NotFound(f"no deleted snapshot {snapshot_id} (it is purged after "
+                           f"{self.trash_seconds:g} s)") from None
+
+    async def purge_trash(self) -> None:
+        """Delete for good what has been in the trash for trash_seconds (off the event
+        loop: it frees chunks in the store)."""
+        try:
+            purged = await asyncio.get_running_loop().run_in_executor(
+                None, self.catalog.purge_trash, self.trash_seconds)
+        except Exception as err:  # the next purge tries again
+            log.warning("jupyter-ckpt: purging deleted snapshots: %s", err)
+            return
+        if purged:
+            log.info("jupyter-ckpt: deleted snapshots purged: %s", " ".join(purged))
 
     # ------------------------------------------------------------------ restore
     async def restore(self, snapshot_id: str, kernel_id: str | None = None) -> dict[str, Any]:

@@ -197,6 +197,15 @@ export class CkptClient {
     await this._request<null>(['snapshots', snapshotId], { method: 'DELETE' }, [204, 200]);
   }
 
+  /** Take a deleted snapshot back out of the server's trash. */
+  undeleteSnapshot(snapshotId: string): Promise<ISnapshot> {
+    return this._request<ISnapshot>(
+      ['snapshots', snapshotId, 'undelete'],
+      { method: 'POST', body: '{}' },
+      [200]
+    );
+  }
+
   /** Cancel a running checkpoint: its pending request then fails (reason Cancelled). */
   async cancelOperation(operationId: string): Promise<void> {
     await this._request<IOperation>(['operations', operationId], { method: 'DELETE' }, [202]);
