@@ -3,6 +3,7 @@ restore at once, taken back by POST snapshots/ID/undelete, and deleted for good 
 store once it has been there CheckpointConfig.trash_seconds."""
 from __future__ import annotations
 
+import calendar
 import time
 
 from jupyter_server_harness import KernelSocket, Server
@@ -57,5 +58,48 @@ def test_delete_undelete_and_purge(tmp_path):
                "its trash marker to go")
         assert server.request("POST", f"api/ckpt/snapshots/{sid}/undelete")[0] == 404
         assert server.request("GET", f"api/ckpt/snapshots/{kept['id']}")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_bulk_delete_by_ids_and_by_age(tmp_path):
+    server = Server(tmp_path, tmp_path / "ckpt").start()
+    try:
+        kernel_id = server.start_notebook_kernel()
+        old = checkpoint(server, kernel_id, "old")
+        taken = calendar.timegm(time.strptime(old["created"], "%Y-%m-%dT%H:%M:%SZ"))
+        _until(lambda: time.time() >= taken + 3, "3 s to pass")
+        new = checkpoint(server, kernel_id, "new")
+        newer = checkpoint(server, kernel_id, "newer")
+
+        def bulk(body):
+            return server.request("POST", "api/ckpt/snapshots/delete", body)
+
+        def listed():
+            return [m["id"] for m in server.request("GET", "api/ckpt/snapshots")[1]]
+
+        for body, field in (({}, "ids"), ({"ids": [new["id"]], "older_than_seconds": 1}, "ids"),
+                            ({"ids": [new["id"], new["id"]]}, "ids"), ({"ids": []}, "ids"),
+                            ({"ids": ["x"]}, "ids[0]"), ({"older_than_seconds": -1}, "older_than_seconds"),
+                            ({"older_than_seconds": True}, "older_than_seconds"),
+                            ({"ids": [new["id"]], "notebook_path": "demo.ipynb"}, "notebook_path")):
+            status, error = bulk(body)
+            assert status == 400 and error["field"] == field, (body, error)
+        assert listed() == [newer["id"], new["id"], old["id"]]  # nothing deleted
+
+        # of another notebook: none; of this one, older than between "old" and "new": "old"
+        assert bulk({"older_than_seconds": 0, "notebook_path": "other.ipynb"})[1] == \
+            {"deleted": [], "missing": []}
+        status, result = bulk({"older_than_seconds": time.time() - (taken + 1.5),
+                               "notebook_path": "demo.ipynb"})
+        assert status == 200 and result == {"deleted": [old["id"]], "missing": []}, result
+        assert listed() == [newer["id"], new["id"]]
+
+        gone = "0" * 32
+        assert bulk({"ids": [new["id"], gone]})[1] == {"deleted": [new["id"]], "missing": [gone]}
+        assert listed() == [newer["id"]]
+        for model in (old, new):  # each can be taken back
+            assert server.request("POST", f"api/ckpt/snapshots/{model['id']}/undelete")[0] == 200
+        assert listed() == [newer["id"], new["id"], old["id"]]
     finally:
         server.stop()

@@ -130,6 +130,28 @@ class SnapshotsHandler(_Base):
         await self.respond(200, call)
 
 
+class BulkDeleteHandler(_Base):
+    """Move several snapshots to the trash: those in `ids`, or those taken more than
+    `older_than_seconds` ago (of `notebook_path` when given). Each can be undeleted."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        async def call():
+            body = check.json_object(self.request.body, {
+                "ids": check.optional(check.snapshot_ids),
+                "older_than_seconds": check.optional(check.age_seconds),
+                "notebook_path": check.optional(check.notebook_path)})
+            if (body["ids"] is None) == (body["older_than_seconds"] is None):
+                raise BadRequest("ids", "give ids or older_than_seconds (one of them)")
+            if body["ids"] is not None and body["notebook_path"] is not None:
+                raise BadRequest("notebook_path", "goes with older_than_seconds, not with ids")
+            return self.service.delete_many(body["ids"], body["older_than_seconds"],
+                                            body["notebook_path"])
+
+        await self.respond(200, call)
+
+
 class SnapshotHandler(_Base):
     @web.authenticated
     @authorized
@@ -258,6 +280,7 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "kernels", _KERNEL_ID), KernelHandler),
         (join(api, "kernels", _KERNEL_ID, "restore"), RestoreStatusHandler),
         (join(api, "snapshots") + "/?", SnapshotsHandler),
+        (join(api, "snapshots", "delete"), BulkDeleteHandler),  # (before the ids' pattern)
         (join(api, "snapshots", _SNAPSHOT_ID), SnapshotHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),

@@ -19,6 +19,7 @@ first), or, when the original still runs, as a fork: a new id, a new PID namespa
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import os
 import platform
@@ -235,6 +236,24 @@ class CheckpointService:
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
 
+    def delete_many(self, snapshot_ids: list[str] | None = None,
+                    older_than: float | None = None,
+                    notebook_path: str | None = None) -> dict[str, list[str]]:
+        """Move to the trash the snapshots named, or those taken more than `older_than`
+        seconds ago (of one notebook, or all): which went, and which named are not there."""
+        if snapshot_ids is None:
+            cutoff = time.time() - (older_than or 0)
+            snapshot_ids = [m["id"] for m in self.catalog.list(notebook_path)
+                            if _created(m) is not None and _created(m) < cutoff]
+        deleted, missing = [], []
+        for snapshot_id in snapshot_ids:
+            try:
+                self.catalog.trash(snapshot_id)
+                deleted.append(snapshot_id)
+            except UnknownSnapshot:
+                missing.append(snapshot_id)
+        return {"deleted": deleted, "missing": missing}
+
     def undelete(self, snapshot_id: str) -> dict[str, Any]:
         try:
             return public(self.catalog.undelete(snapshot_id))
@@ -375,6 +394,14 @@ def _running_cell(running: dict[str, Any] | None,
     if running is None:
         return None
     return {**running, "cell_id": pending_cells.get(running["msg_id"])}
+
+
+def _created(meta: dict[str, Any]) -> float | None:
+    """When a snapshot was taken (seconds since the epoch; its metadata says it in UTC)."""
+    try:
+        return calendar.timegm(time.strptime(meta.get("created") or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
 
 
 def _port_free(ip: str, port: int) -> bool:

@@ -197,6 +197,18 @@ export class CkptClient {
     await this._request<null>(['snapshots', snapshotId], { method: 'DELETE' }, [204, 200]);
   }
 
+  /** Move several snapshots to the trash: those named, or those older than an age (of
+   * one notebook when given). Each can be undeleted. */
+  deleteSnapshots(
+    which: { ids: string[] } | { older_than_seconds: number; notebook_path?: string }
+  ): Promise<{ deleted: string[]; missing: string[] }> {
+    return this._request<{ deleted: string[]; missing: string[] }>(
+      ['snapshots', 'delete'],
+      { method: 'POST', body: JSON.stringify(which) },
+      [200]
+    );
+  }
+
   /** Take a deleted snapshot back out of the server's trash. */
   undeleteSnapshot(snapshotId: string): Promise<ISnapshot> {
     return this._request<ISnapshot>(

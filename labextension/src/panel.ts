@@ -13,6 +13,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { CkptActions } from './actions';
+import { cleanUp } from './cleanup';
 import { CkptApiError, ISnapshot } from './api';
 import {
   describeSize,
@@ -55,7 +56,20 @@ export class SnapshotsPanel extends Widget {
       this._failedRestores.clear(); // a manual refresh offers failed snapshots again
       void this.refresh();
     });
-    header.append(title, this._refreshButton);
+    this._cleanupButton = document.createElement('button');
+    this._cleanupButton.className = 'jp-mod-styled jp-CkptPanel-cleanup';
+    this._cleanupButton.textContent = 'Clean up…';
+    this._cleanupButton.title = 'Delete the snapshots of this notebook older than you choose';
+    this._cleanupButton.addEventListener('click', () => {
+      const notebook = this._notebook;
+      if (notebook) {
+        const available = this._snapshots.flatMap(entry =>
+          entry.available ? [entry.snapshot] : []
+        );
+        void cleanUp(this._actions, notebook, available, () => void this.refresh(true));
+      }
+    });
+    header.append(title, this._cleanupButton, this._refreshButton);
 
     this._notebookNode = document.createElement('div');
     this._notebookNode.className = 'jp-CkptPanel-notebook';
@@ -309,6 +323,7 @@ export class SnapshotsPanel extends Widget {
     if (!notebook) {
       this._notebookNode.textContent = 'No notebook';
       this._checkpointButton.disabled = true;
+      this._cleanupButton.disabled = true;
       return;
     }
     const kernel = notebook.sessionContext.session?.kernel;
@@ -316,6 +331,7 @@ export class SnapshotsPanel extends Widget {
     this._notebookNode.title = notebook.context.path;
     this._checkpointButton.disabled =
       !kernel || !this._online || this._actions.isCheckpointing(kernel.id);
+    this._cleanupButton.disabled = !this._online;
   }
 
   private _renderList(status: string, isError = false): void {
@@ -519,6 +535,7 @@ export class SnapshotsPanel extends Widget {
   private readonly _labelInput: HTMLInputElement;
   private readonly _checkpointButton: HTMLButtonElement;
   private readonly _refreshButton: HTMLButtonElement;
+  private readonly _cleanupButton: HTMLButtonElement;
   private readonly _statusNode: HTMLDivElement;
   private readonly _listNode: HTMLUListElement;
   private readonly _totalNode: HTMLDivElement;

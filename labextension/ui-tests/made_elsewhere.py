@@ -1,9 +1,10 @@
-"""Put a snapshot "made on another host" into the Lab's snapshot store, for the browser
-test of the host verdict (host-verdict.test.mjs), as another host sharing the store makes
-one: run in a UTS namespace with another host name, it snapshots a real Python process
-that has mapped a copy of libm, recorded as a kernel snapshot of the given notebook.
+"""Put a snapshot "made elsewhere" into the Lab's snapshot store, for browser tests: on
+another host (host-verdict.test.mjs), as another host sharing the store makes one when run
+in a UTS namespace with another host name, or at another time (undo-delete.test.mjs: the
+CREATED time recorded). It snapshots a real Python process that has mapped a copy of libm,
+recorded as a kernel snapshot of the given notebook.
 
-usage: made_elsewhere.py CKPT_DIR NOTEBOOK_PATH LIBRARY_COPY LABEL  (prints the id)
+usage: made_elsewhere.py CKPT_DIR NOTEBOOK_PATH LIBRARY_COPY LABEL [CREATED]  (prints the id)
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ while True:
 """
 
 
-def main(ckpt_dir: str, notebook_path: str, library_copy: str, label: str) -> None:
+def main(ckpt_dir: str, notebook_path: str, library_copy: str, label: str,
+         created: str = "") -> None:
     child = subprocess.Popen([sys.executable, "-c", PROGRAM, library_copy],
                              stdout=subprocess.PIPE, text=True)
     try:
@@ -36,7 +38,7 @@ def main(ckpt_dir: str, notebook_path: str, library_copy: str, label: str) -> No
 
         def dump(image: str) -> dict:
             stats = engine.dump(child.pid, image, durable=False)
-            return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            return {"created": created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "freeze_ms": stats.get("freeze_ms"),
                     "bytes_logical": stats.get("bytes_logical"),
                     "host": engine.summarize(image)["host"]}

@@ -1,12 +1,16 @@
 // Browser test: Undo after Delete (started by ../run-ui-tests.sh, which passes LAB_URL,
-// LAB_TOKEN and NOTEBOOK_DIR).
+// LAB_TOKEN, NOTEBOOK_DIR and STORE_DIR).
 //
 // A snapshot of the notebook's kernel is deleted from the panel: it leaves the list and the
 // server's listing at once, and the notification offers Undo, which brings it back.
 // Deleted again and not undone, it stays gone after the page is loaded again (the server
-// keeps it in its trash, not the page).
+// keeps it in its trash, not the page). "Clean up…" deletes the snapshots older than an
+// age (one made "10 days ago" by made_elsewhere.py), with Undo too.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -15,12 +19,14 @@ const LAB_URL = process.env.LAB_URL;
 const TOKEN = process.env.LAB_TOKEN ?? '';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
+const STORE_DIR = process.env.STORE_DIR ?? '';
+const HELPER = join(dirname(fileURLToPath(import.meta.url)), 'made_elsewhere.py');
 const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
 const NOTEBOOK = 'ckpt-undo-delete.ipynb';
 const SLOW = 120_000;
 
-if (!LAB_URL || !NOTEBOOK_DIR) {
-  throw new Error('LAB_URL or NOTEBOOK_DIR is not set: run this through labextension/run-ui-tests.sh');
+if (!LAB_URL || !NOTEBOOK_DIR || !STORE_DIR) {
+  throw new Error('LAB_URL, NOTEBOOK_DIR or STORE_DIR is not set: run this through labextension/run-ui-tests.sh');
 }
 
 let browser;
@@ -139,4 +145,33 @@ test('a deleted snapshot comes back with Undo', { timeout: 300_000 }, async () =
   });
   assert.equal(response.status, 404);
   assert.deepEqual(consoleErrors.filter(text => !text.includes('404')), []);
+});
+
+test('Clean up deletes the snapshots older than an age, with Undo', { timeout: 300_000 }, async () => {
+  const created = new Date(Date.now() - 10 * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const old = execFileSync(
+    'python3',
+    [HELPER, STORE_DIR, NOTEBOOK, join(NOTEBOOK_DIR, 'libm-old.so'), 'ten days old', created],
+    { encoding: 'utf8' }
+  ).trim();
+  const row = id => page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${id}"]`);
+  await row(old).waitFor({ timeout: SLOW }); // (the panel polls)
+  const before = (await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`)).map(s => s.id);
+  assert.equal(before.length, 2);
+
+  await page.locator('#jupyter-ckpt-snapshots .jp-CkptPanel-cleanup').click();
+  const dialog = page.locator('.jp-Dialog', { hasText: 'Clean up kernel snapshots' });
+  await dialog.waitFor();
+  await dialog.locator('.jp-CkptCleanup-amount').fill('7');
+  await dialog.locator('.jp-CkptCleanup-unit').selectOption({ label: 'days' });
+  assert.match(await dialog.locator('.jp-CkptCleanup-summary').innerText(), /That is 1 of the 2 /);
+  await dialog.locator('.jp-Dialog-footer .jp-mod-accept').click();
+  await row(old).waitFor({ state: 'detached', timeout: SLOW });
+  const listed = (await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`)).map(s => s.id);
+  assert.deepEqual(listed, before.filter(id => id !== old));
+
+  const toast = page.locator('.Toastify__toast', { hasText: 'Deleted 1 snapshot' }).last();
+  await toast.getByRole('button', { name: 'Undo' }).click();
+  await row(old).waitFor({ timeout: SLOW });
+  assert.equal((await api('GET', `api/ckpt/snapshots/${old}`)).label, 'ten days old');
 });
