@@ -27,7 +27,10 @@ def test_delete_undelete_and_purge(tmp_path):
         ks = KernelSocket(server, kernel_id)
         assert ks.execute("x = 41")[0] == "ok"
         kept = checkpoint(server, kernel_id, "kept")
-        model = checkpoint(server, kernel_id, "deleted, then undone")
+        status, model = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {
+            "label": "deleted, then undone", "notebook": {
+                "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}})
+        assert status == 201 and model["has_notebook"], model
         ks.close()
         sid = model["id"]
         record = tmp_path / "ckpt" / "store" / "snapshots" / f"{sid}.json"
@@ -54,6 +57,8 @@ def test_delete_undelete_and_purge(tmp_path):
 
         assert server.request("DELETE", f"api/ckpt/snapshots/{sid}")[0] == 204
         _until(lambda: not record.exists(), "the purge of the deleted snapshot")
+        notebook = tmp_path / "ckpt" / "store" / "notebooks" / f"{sid}.json"
+        _until(lambda: not notebook.exists(), "its notebook to go")
         _until(lambda: not (tmp_path / "ckpt" / "store" / "trash" / f"{sid}.json").exists(),
                "its trash marker to go")
         assert server.request("POST", f"api/ckpt/snapshots/{sid}/undelete")[0] == 404
