@@ -214,14 +214,10 @@ class SnapshotCatalog:
             purged.append(snapshot_id)
         return purged
 
-    def delete(self, snapshot_id: str) -> None:
-        """Remove a snapshot now, freeing the chunks no other snapshot uses. It does not
-        wait for the store lock (the caller is the event loop): while a checkpoint is being
-        stored or a snapshot checked out, the store's LockTimeout says to try again."""
-        self._info(snapshot_id)
-        self._delete(snapshot_id)
-
     def _delete(self, snapshot_id: str) -> None:
+        """Remove a snapshot for good, freeing the chunks no other snapshot uses. It does
+        not wait for the store lock: while a checkpoint is being stored or a snapshot
+        checked out, the store's LockTimeout says to try again (at the next purge)."""
         try:
             self.store.delete(snapshot_id, timeout=0)
         except NotFound:
