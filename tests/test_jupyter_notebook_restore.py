@@ -172,7 +172,9 @@ def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     assert status == 422 and f"belongs to uid {NOBODY}" in answer["message"], answer
     os.chown(stored[0], os.getuid(), os.getgid())
 
+    # deleted, it is in the trash (with its notebook, until purged: see test_rest_trash.py)
     assert server.request("DELETE", f"api/ckpt/snapshots/{with_nb['id']}")[0] == 204
-    assert not stored[0].exists(), "deleting a snapshot deletes its notebook"
     assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 404
+    assert server.request("POST", f"api/ckpt/snapshots/{with_nb['id']}/undelete")[0] == 200
+    assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 200
     ks.close()

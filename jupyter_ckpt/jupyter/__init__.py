@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+_PURGE_EVERY_S = 60.0  # how often the trash is looked at (see CheckpointConfig.trash_seconds)
+
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_ckpt.jupyter"}]
@@ -13,6 +15,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_client.provisioning import KernelProvisionerFactory
+    from tornado.ioloop import PeriodicCallback
 
     from .catalog import SnapshotCatalog
     from .config import CheckpointConfig
@@ -23,8 +26,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     config = CheckpointConfig(parent=serverapp)
     catalog = SnapshotCatalog(config.snapshot_dir, config.store_url)
     service = CheckpointService(serverapp.kernel_manager, serverapp.session_manager, catalog,
-                                EngineWorker(), lazy_restore=config.lazy_restore)
+                                EngineWorker(), lazy_restore=config.lazy_restore,
+                                trash_seconds=config.trash_seconds)
     serverapp.web_app.settings["jupyter_ckpt_service"] = service
+    purge = PeriodicCallback(service.purge_trash,
+                             1000 * max(1.0, min(_PURGE_EVERY_S, config.trash_seconds)))
+    purge.start()
+    serverapp.web_app.settings["jupyter_ckpt_purge"] = purge
     serverapp.web_app.add_handlers(".*$", handlers(serverapp.web_app.settings["base_url"]))
     # A kernelspec naming another provisioner keeps it; the factory is a singleton that may
     # predate our config.
@@ -40,6 +48,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
 def _unload_jupyter_server_extension(serverapp: Any) -> None:
     """Stop the engine's worker thread when the server shuts down."""
+    purge = serverapp.web_app.settings.get("jupyter_ckpt_purge")
+    if purge is not None:
+        purge.stop()
     service = serverapp.web_app.settings.get("jupyter_ckpt_service")
     if service is not None:
         service.worker.shutdown()

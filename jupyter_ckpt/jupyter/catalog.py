@@ -16,6 +16,11 @@ straight from the store (`open_image`), or, where the engine needs a directory (
 in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch. Scratch
 is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
 is done with it.
+
+Deleting a snapshot moves it to the trash (a marker `trash/<id>.json` with the time, in the
+store, so every server and client sharing it agrees at once): it is no longer listed nor
+restorable, `undelete` takes it back, and `purge_trash` deletes for good what has been
+there long enough (the server does so periodically).
 """
 from __future__ import annotations
 
@@ -24,15 +29,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from jupyter_core.paths import jupyter_data_dir
 
-from ..engine import ImageError
-from ..store import (AlreadyExists, CorruptData, LocalBackend, NotFound, SnapshotInfo,
-                     SnapshotStore, open_store)
+from ..engine import ImageError, schema
+from ..engine.hostcheck import Difference, verdict
+from ..store import (AlreadyExists, CorruptData, LocalBackend, LockTimeout, NotFound,
+                     SnapshotInfo, SnapshotStore, open_store)
 from ..store.reading import StoreImage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -132,11 +139,13 @@ class SnapshotCatalog:
         except (NotFound, ValueError):
             raise UnknownSnapshot(snapshot_id) from None
 
-    def _info(self, snapshot_id: str) -> SnapshotInfo:
+    def _info(self, snapshot_id: str, trashed: bool = False) -> SnapshotInfo:
         """The store's record of a kernel snapshot (one this catalog added: the store may
-        hold others, e.g. put there with the CLI, which lack what a restore needs)."""
+        hold others, e.g. put there with the CLI, which lack what a restore needs), not
+        in the trash (`trashed`: only in the trash)."""
         try:
-            if self.valid_id(snapshot_id):
+            if self.valid_id(snapshot_id) and \
+                    self.store.backend.exists(_trash_key(snapshot_id)) == trashed:
                 info = self.store.get(snapshot_id)
                 if _is_kernel_snapshot(info):
                     return info
@@ -153,18 +162,84 @@ class SnapshotCatalog:
     def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
         """Kernel snapshots, newest first (the store's order), of one notebook or all."""
         where = {} if notebook_path is None else {"notebook_path": notebook_path}
-        return [_model(info) for info in self.store.list(where) if _is_kernel_snapshot(info)]
+        trashed = self._trashed()
+        return [_model(info) for info in self.store.list(where)
+                if _is_kernel_snapshot(info) and info.id not in trashed]
 
-    def delete(self, snapshot_id: str) -> None:
-        """Remove a snapshot, freeing the chunks no other snapshot uses. It does not wait
-        for the store lock (the caller is the event loop): while a checkpoint is being
-        stored or a snapshot checked out, the store's LockTimeout says to try again."""
+    def _trashed(self) -> dict[str, str]:
+        """The ids of the snapshots in the trash, with their markers' keys."""
+        found = {}
+        for key, _ in self.store.backend.list("trash/"):
+            snapshot_id = key[len("trash/"):].removesuffix(".json")
+            if self.valid_id(snapshot_id):
+                found[snapshot_id] = key
+        return found
+
+    def trash(self, snapshot_id: str) -> None:
+        """Move a snapshot to the trash (see the module docstring)."""
         self._info(snapshot_id)
+        try:
+            self.store.backend.put(_trash_key(snapshot_id),
+                                   json.dumps({"deleted": time.time()}).encode(), exclusive=True)
+        except AlreadyExists:  # trashed meanwhile
+            raise UnknownSnapshot(snapshot_id) from None
+
+    def undelete(self, snapshot_id: str) -> dict[str, Any]:
+        """Take a snapshot back out of the trash (UnknownSnapshot when it is not there,
+        e.g. purged already)."""
+        info = self._info(snapshot_id, trashed=True)
+        if not self.store.backend.delete(_trash_key(snapshot_id)):
+            raise UnknownSnapshot(snapshot_id)  # taken back meanwhile
+        return _model(info)
+
+    def purge_trash(self, older_than: float) -> list[str]:
+        """Delete for good the snapshots trashed more than `older_than` seconds ago (those
+        whose store lock is busy stay for the next purge); the ids deleted. Blocking: call
+        it off the event loop."""
+        purged = []
+        for snapshot_id, key in self._trashed().items():
+            try:
+                deleted = json.loads(self.store.backend.get(key))["deleted"]
+            except (NotFound, ValueError, KeyError, TypeError):
+                continue  # taken back meanwhile, or not a marker of ours
+            if time.time() - deleted < older_than:
+                continue
+            try:
+                self._delete(snapshot_id)
+            except LockTimeout:
+                continue
+            except UnknownSnapshot:
+                pass  # (its record is gone already: only the marker is left)
+            self.store.backend.delete(key)
+            purged.append(snapshot_id)
+        return purged
+
+    def _delete(self, snapshot_id: str) -> None:
+        """Remove a snapshot for good, freeing the chunks no other snapshot uses. It does
+        not wait for the store lock: while a checkpoint is being stored or a snapshot
+        checked out, the store's LockTimeout says to try again (at the next purge)."""
         try:
             self.store.delete(snapshot_id, timeout=0)
         except NotFound:
             raise UnknownSnapshot(snapshot_id) from None
         self.store.backend.delete(_notebook_key(snapshot_id))
+
+    def host_verdict(self, snapshot_id: str) -> list[Difference]:
+        """What differs between this host and the one a snapshot was made on, from its
+        image manifest alone (nothing is checked out). Blocking: call it off the event
+        loop."""
+        self._info(snapshot_id)
+        try:
+            manifest = self.store.manifest(snapshot_id)
+        except NotFound:  # deleted meanwhile
+            raise UnknownSnapshot(snapshot_id) from None
+        except (CorruptData, ValueError) as err:
+            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
+        try:
+            schema.validate(manifest)
+        except schema.Invalid as err:
+            raise ImageError(f"snapshot {snapshot_id} holds an invalid image: {err}") from None
+        return verdict(manifest)
 
     def checkout(self, snapshot_id: str,
                  progress: Callable[[int, int], None] | None = None) -> str:
@@ -220,6 +295,10 @@ class SnapshotCatalog:
             if uid != os.getuid():
                 raise ImageError(f"snapshot {info.id} belongs to uid {uid}, not to you "
                                  f"(uid {os.getuid()})")
+
+
+def _trash_key(snapshot_id: str) -> str:
+    return f"trash/{snapshot_id}.json"
 
 
 def _notebook_key(snapshot_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 from traitlets.config import Configurable
 
 from .catalog import default_root
@@ -47,6 +47,13 @@ class CheckpointConfig(Configurable):
                    "its memory streams in from the store, on demand and in the background. Only "
                    "where the server may (CAP_SYS_PTRACE); elsewhere, and when off, a restore "
                    "reads all memory first, still straight from the store.").tag(config=True)
+
+    trash_seconds = Float(
+        600, min=0,
+        help="How long a deleted snapshot stays in the trash, where POST "
+             "/api/ckpt/snapshots/ID/undelete (the Lab panel's Undo) takes it back, before "
+             "it is deleted for good (checked every minute, or every trash_seconds when "
+             "shorter).").tag(config=True)
 
     @default("store_url")
     def _default_store_url(self) -> str:

@@ -130,6 +130,28 @@ class SnapshotsHandler(_Base):
         await self.respond(200, call)
 
 
+class BulkDeleteHandler(_Base):
+    """Move several snapshots to the trash: those in `ids`, or those taken more than
+    `older_than_seconds` ago (of `notebook_path` when given). Each can be undeleted."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        async def call():
+            body = check.json_object(self.request.body, {
+                "ids": check.optional(check.snapshot_ids),
+                "older_than_seconds": check.optional(check.age_seconds),
+                "notebook_path": check.optional(check.notebook_path)})
+            if (body["ids"] is None) == (body["older_than_seconds"] is None):
+                raise BadRequest("ids", "give ids or older_than_seconds (one of them)")
+            if body["ids"] is not None and body["notebook_path"] is not None:
+                raise BadRequest("notebook_path", "goes with older_than_seconds, not with ids")
+            return self.service.delete_many(body["ids"], body["older_than_seconds"],
+                                            body["notebook_path"])
+
+        await self.respond(200, call)
+
+
 class SnapshotHandler(_Base):
     @web.authenticated
     @authorized
@@ -148,12 +170,52 @@ class SnapshotHandler(_Base):
         await self.respond(204, call)
 
 
+class UndeleteHandler(_Base):
+    """Take a deleted snapshot back out of the trash (404 once it is purged)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, snapshot_id: str) -> None:
+        async def call():
+            snapshot = check.snapshot_id(snapshot_id)
+            check.json_object(self.request.body, {})
+            return self.service.undelete(snapshot)
+
+        await self.respond(200, call)
+
+
 class SnapshotNotebookHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self, snapshot_id: str) -> None:
         async def call():
             return self.service.notebook(check.snapshot_id(snapshot_id))
+
+        await self.respond(200, call)
+
+
+class SnapshotCheckHandler(_Base):
+    """The host verdict: can this server restore the snapshot, and what differs from the
+    host it was made on (one line each, `fatal` when it stops the restore)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, snapshot_id: str) -> None:
+        async def call():
+            return await self.service.check(check.snapshot_id(snapshot_id))
+
+        await self.respond(200, call)
+
+
+class HostHandler(_Base):
+    """This server's host name and kernel release, as snapshots record the host they were
+    made on."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        async def call():
+            return self.service.host()
 
         await self.respond(200, call)
 
@@ -218,9 +280,13 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "kernels", _KERNEL_ID), KernelHandler),
         (join(api, "kernels", _KERNEL_ID, "restore"), RestoreStatusHandler),
         (join(api, "snapshots") + "/?", SnapshotsHandler),
+        (join(api, "snapshots", "delete"), BulkDeleteHandler),  # (before the ids' pattern)
         (join(api, "snapshots", _SNAPSHOT_ID), SnapshotHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "restore"), RestoreHandler),
         (join(api, "snapshots", _SNAPSHOT_ID, "notebook"), SnapshotNotebookHandler),
+        (join(api, "snapshots", _SNAPSHOT_ID, "check"), SnapshotCheckHandler),
+        (join(api, "snapshots", _SNAPSHOT_ID, "undelete"), UndeleteHandler),
+        (join(api, "host"), HostHandler),
         (join(api, "operations"), OperationsHandler),
         (join(api, "operations", r"(?P<operation_id>[^/]+)"), OperationHandler),
     ]

@@ -19,8 +19,10 @@ first), or, when the original still runs, as a fork: a new id, a new PID namespa
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import os
+import platform
 import socket
 import time
 import uuid
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
-from ..store import AlreadyExists, LockTimeout
+from ..store import AlreadyExists
 from . import validation
 from .catalog import SnapshotCatalog, UnknownSnapshot, public
 from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest, kill_restored
@@ -80,12 +82,14 @@ class RestoreStatus:
 
 class CheckpointService:
     def __init__(self, kernel_manager: Any, session_manager: Any, catalog: SnapshotCatalog,
-                 worker: EngineWorker, lazy_restore: bool = True):
+                 worker: EngineWorker, lazy_restore: bool = True,
+                 trash_seconds: float = 600):
         self.kernels = kernel_manager
         self.sessions = session_manager
         self.catalog = catalog
         self.worker = worker
         self.lazy_restore = lazy_restore
+        self.trash_seconds = trash_seconds  # how long a deleted snapshot can be undeleted
         self.restores: dict[str, RestoreStatus] = {}  # by kernel id, the latest restore's
 
     def kernel_id(self, value: object, field: str = "kernel_id") -> str:
@@ -186,6 +190,27 @@ class CheckpointService:
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
 
+    async def check(self, snapshot_id: str) -> dict[str, Any]:
+        """The host verdict of a snapshot (engine/hostcheck.py): whether it can be restored
+        on this host, and one line per difference with this host, fatal ones first. On the
+        engine thread: it reads the store and /proc, which must not block the event loop."""
+        def work(op):
+            op.report("checking", 0, 0)
+            return self.catalog.host_verdict(snapshot_id)
+
+        try:
+            differences = await self.worker.run("check", None, snapshot_id, work)
+        except UnknownSnapshot:
+            raise NotFound(f"no snapshot {snapshot_id}") from None
+        return {"restorable": not any(d.fatal for d in differences),
+                "lines": [{"text": d.what, "fatal": d.fatal} for d in differences]}
+
+    @staticmethod
+    def host() -> dict[str, Any]:
+        """This server's host, as snapshots record theirs (metadata `host`): a client
+        tells the snapshots made elsewhere by it."""
+        return {"hostname": platform.node(), "kernel": platform.release()}
+
     def notebook(self, snapshot_id: str) -> dict[str, Any]:
         """The notebook's cells and outputs as they were when the snapshot was taken."""
         try:
@@ -205,13 +230,48 @@ class CheckpointService:
                 "running_cell": provisioner.running_cell}
 
     def delete(self, snapshot_id: str) -> None:
+        """Move a snapshot to the trash: `undelete` takes it back until it is purged."""
         try:
-            self.catalog.delete(snapshot_id)
+            self.catalog.trash(snapshot_id)
         except UnknownSnapshot:
             raise NotFound(f"no snapshot {snapshot_id}") from None
-        except LockTimeout:
-            raise Conflict("snapshots are being stored or restored; delete again when they "
-                           "are done") from None
+
+    def delete_many(self, snapshot_ids: list[str] | None = None,
+                    older_than: float | None = None,
+                    notebook_path: str | None = None) -> dict[str, list[str]]:
+        """Move to the trash the snapshots named, or those taken more than `older_than`
+        seconds ago (of one notebook, or all): which went, and which named are not there."""
+        if snapshot_ids is None:
+            cutoff = time.time() - (older_than or 0)
+            snapshot_ids = [m["id"] for m in self.catalog.list(notebook_path)
+                            if _created(m) is not None and _created(m) < cutoff]
+        deleted, missing = [], []
+        for snapshot_id in snapshot_ids:
+            try:
+                self.catalog.trash(snapshot_id)
+                deleted.append(snapshot_id)
+            except UnknownSnapshot:
+                missing.append(snapshot_id)
+        return {"deleted": deleted, "missing": missing}
+
+    def undelete(self, snapshot_id: str) -> dict[str, Any]:
+        try:
+            return public(self.catalog.undelete(snapshot_id))
+        except UnknownSnapshot:
+            raise NotFound(f"no deleted snapshot {snapshot_id} (it is purged after "
+                           f"{self.trash_seconds:g} s)") from None
+
+    async def purge_trash(self) -> None:
+        """Delete for good what has been in the trash for trash_seconds (off the event
+        loop: it frees chunks in the store)."""
+        try:
+            purged = await asyncio.get_running_loop().run_in_executor(
+                None, self.catalog.purge_trash, self.trash_seconds)
+        except Exception as err:  # the next purge tries again
+            log.warning("jupyter-ckpt: purging deleted snapshots: %s", err)
+            return
+        if purged:
+            log.info("jupyter-ckpt: deleted snapshots purged: %s", " ".join(purged))
 
     # ------------------------------------------------------------------ restore
     async def restore(self, snapshot_id: str, kernel_id: str | None = None) -> dict[str, Any]:
@@ -334,6 +394,14 @@ def _running_cell(running: dict[str, Any] | None,
     if running is None:
         return None
     return {**running, "cell_id": pending_cells.get(running["msg_id"])}
+
+
+def _created(meta: dict[str, Any]) -> float | None:
+    """When a snapshot was taken (seconds since the epoch; its metadata says it in UTC)."""
+    try:
+        return calendar.timegm(time.strptime(meta.get("created") or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
 
 
 def _port_free(ip: str, port: int) -> bool:

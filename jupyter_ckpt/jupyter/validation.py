@@ -23,6 +23,8 @@ EXECUTION_COUNT_MAX = 2**53  # what a JSON number holds exactly (JavaScript's cl
 PENDING_CELLS_MAX = 10_000  # cells a client waits on at once
 MSG_ID_MAX = 200
 NOTEBOOK_MAX = 64 * 1024 * 1024  # bytes of a notebook stored with a snapshot (as JSON)
+BULK_MAX = 10_000  # snapshots named in one bulk delete
+AGE_MAX = 100 * 365 * 86400  # seconds: "older than" a century is every snapshot
 # nbformat 4.5's cell ids
 _CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
 
@@ -127,6 +129,26 @@ def notebook(value: Any, field: str = "notebook") -> dict[str, Any] | None:
         why = " ".join(str(err.message).split())
         raise BadRequest(field, f"is not a valid nbformat 4 notebook: {why[:120]}") from None
     return value
+
+
+def snapshot_ids(value: Any, field: str = "ids") -> list[str]:
+    """A list of distinct snapshot ids (a bulk delete's)."""
+    if not isinstance(value, list):
+        raise BadRequest(field, f"must be a list of snapshot ids, not {type(value).__name__}")
+    if not 0 < len(value) <= BULK_MAX:
+        raise BadRequest(field, f"has {len(value)} ids; 1 to {BULK_MAX} are allowed")
+    ids = [snapshot_id(item, f"{field}[{index}]") for index, item in enumerate(value)]
+    if len(set(ids)) != len(ids):
+        raise BadRequest(field, "names a snapshot more than once")
+    return ids
+
+
+def age_seconds(value: Any, field: str = "older_than_seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(field, f"must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= AGE_MAX:  # (NaN fails this too)
+        raise BadRequest(field, f"{_shown(value)} is out of range 0..{AGE_MAX}")
+    return float(value)
 
 
 def notebook_path(value: Any, field: str = "notebook_path") -> str:

@@ -37,7 +37,7 @@ class NotCancellable(Exception):
 @dataclass
 class Operation:
     id: str
-    kind: str  # "checkpoint" or "restore"
+    kind: str  # "checkpoint", "restore" or "check" (a snapshot's host verdict)
     kernel_id: str | None
     snapshot_id: str | None
     phase: str = "queued"

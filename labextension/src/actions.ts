@@ -11,6 +11,8 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { CkptClient, IOperation, ISnapshot } from './api';
 import { formatBytes, formatDuration, formatTime } from './format';
+import { fetchVerdict } from './hostVerdict';
+import { notifyDeleted } from './undoDelete';
 import {
   ISnapshotEntry,
   METADATA_KEY,
@@ -173,7 +175,8 @@ export class CkptActions {
           (busy
             ? ' A cell is still running in the current kernel: it is stopped, and its ' +
               'further output is lost.'
-            : '')
+            : ''),
+        await fetchVerdict(this.client, snapshot)
       );
       if (answer === null) {
         return null;
@@ -272,7 +275,7 @@ export class CkptActions {
 
   /**
    * Delete a snapshot, after confirmation unless `confirm` is false, and remove it from the
-   * metadata of `panel`'s notebook when given.
+   * metadata of `panel`'s notebook when given. The notification offers Undo (undoDelete.ts).
    */
   async delete(
     snapshot: ISnapshot,
@@ -307,7 +310,12 @@ export class CkptActions {
     if (panel) {
       CkptActions.removeRemembered(panel, snapshot.id);
     }
-    Notification.success(`Deleted snapshot "${label}"`, { autoClose: 3000 });
+    notifyDeleted(this.client, snapshot, label, back => {
+      if (panel && !panel.isDisposed) {
+        CkptActions.remember(panel, back);
+      }
+      this._changed.emit();
+    });
     this._changed.emit();
     return true;
   }

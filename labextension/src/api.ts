@@ -27,7 +27,22 @@ export interface ISnapshot {
   has_notebook?: boolean;
   /** The snapshot the kernel had been restored from, if any. */
   parent?: string | null;
+  /** The host it was made on (its name, kernel release, ...). */
+  host?: { hostname?: string; kernel?: string; [key: string]: unknown } | null;
   [key: string]: unknown;
+}
+
+/** The host the server runs on. */
+export interface IHost {
+  hostname: string;
+  kernel: string;
+}
+
+/** Whether a snapshot can be restored on the server's host, and what differs from the
+ * host it was made on: one line each, `fatal` when it stops the restore. */
+export interface IHostVerdict {
+  restorable: boolean;
+  lines: { text: string; fatal: boolean }[];
 }
 
 /** A cell that a kernel runs: its execution count, the msg_id of its execute_request (the
@@ -57,7 +72,7 @@ export interface ICheckpointExtras {
 /** A checkpoint or restore that the server is working on. */
 export interface IOperation {
   id: string;
-  kind: 'checkpoint' | 'restore';
+  kind: 'checkpoint' | 'restore' | 'check';
   kernel_id: string | null;
   snapshot_id: string | null;
   phase: string;
@@ -154,6 +169,16 @@ export class CkptClient {
     );
   }
 
+  /** The host verdict of a snapshot: can the server restore it, and what differs. */
+  checkSnapshot(snapshotId: string): Promise<IHostVerdict> {
+    return this._request<IHostVerdict>(['snapshots', snapshotId, 'check'], { method: 'GET' }, [200]);
+  }
+
+  /** The host the server runs on. */
+  getHost(): Promise<IHost> {
+    return this._request<IHost>(['host'], { method: 'GET' }, [200]);
+  }
+
   /** The notebook (nbformat 4 JSON) stored with a snapshot; 404 when it has none. */
   getSnapshotNotebook(snapshotId: string): Promise<Record<string, unknown>> {
     return this._request<Record<string, unknown>>(
@@ -170,6 +195,27 @@ export class CkptClient {
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
     await this._request<null>(['snapshots', snapshotId], { method: 'DELETE' }, [204, 200]);
+  }
+
+  /** Move several snapshots to the trash: those named, or those older than an age (of
+   * one notebook when given). Each can be undeleted. */
+  deleteSnapshots(
+    which: { ids: string[] } | { older_than_seconds: number; notebook_path?: string }
+  ): Promise<{ deleted: string[]; missing: string[] }> {
+    return this._request<{ deleted: string[]; missing: string[] }>(
+      ['snapshots', 'delete'],
+      { method: 'POST', body: JSON.stringify(which) },
+      [200]
+    );
+  }
+
+  /** Take a deleted snapshot back out of the server's trash. */
+  undeleteSnapshot(snapshotId: string): Promise<ISnapshot> {
+    return this._request<ISnapshot>(
+      ['snapshots', snapshotId, 'undelete'],
+      { method: 'POST', body: '{}' },
+      [200]
+    );
   }
 
   /** Cancel a running checkpoint: its pending request then fails (reason Cancelled). */

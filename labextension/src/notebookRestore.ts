@@ -17,7 +17,8 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelMessage } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
-import { CkptClient, ICheckpointExtras, IRunningCell, ISnapshot } from './api';
+import { CkptClient, ICheckpointExtras, IHostVerdict, IRunningCell, ISnapshot } from './api';
+import { refuseAccept, verdictNode } from './hostVerdict';
 
 /** What a checkpoint of `panel`'s kernel sends besides its label. */
 export function checkpointExtras(panel: NotebookPanel): ICheckpointExtras {
@@ -60,9 +61,17 @@ export interface IRestoreChoice {
  */
 export async function askRestore(
   snapshot: ISnapshot,
-  intro: string
+  intro: string,
+  verdict: IHostVerdict | null = null
 ): Promise<IRestoreChoice | null> {
   const body = new RestoreOptions(snapshot, intro);
+  const lines = verdict ? verdictNode(verdict) : null;
+  if (lines) {
+    body.node.insertBefore(lines, body.node.children[1] ?? null);
+  }
+  if (verdict && !verdict.restorable) {
+    refuseAccept(body, 'This snapshot cannot be restored on this host (see above)');
+  }
   const answer = await showDialog<IRestoreChoice>({
     title: 'Restore kernel snapshot',
     body,
@@ -71,7 +80,7 @@ export async function askRestore(
       Dialog.warnButton({ label: 'Restore', ariaLabel: 'Restore snapshot' })
     ]
   });
-  return answer.button.accept ? answer.value : null;
+  return answer.button.accept && (!verdict || verdict.restorable) ? answer.value : null;
 }
 
 /** The restore dialog's body: the explanation and the choices. */

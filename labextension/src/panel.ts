@@ -13,6 +13,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { CkptActions } from './actions';
+import { cleanUp } from './cleanup';
 import { CkptApiError, ISnapshot } from './api';
 import {
   describeSize,
@@ -24,6 +25,7 @@ import {
   totalStored
 } from './format';
 import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
+import { hostMarks, serverHostname } from './hostVerdict';
 import { snapshotIcon } from './icons';
 import { KernelOrigin, snapshotMarks } from './notebookRestore';
 
@@ -54,7 +56,20 @@ export class SnapshotsPanel extends Widget {
       this._failedRestores.clear(); // a manual refresh offers failed snapshots again
       void this.refresh();
     });
-    header.append(title, this._refreshButton);
+    this._cleanupButton = document.createElement('button');
+    this._cleanupButton.className = 'jp-mod-styled jp-CkptPanel-cleanup';
+    this._cleanupButton.textContent = 'Clean up…';
+    this._cleanupButton.title = 'Delete the snapshots of this notebook older than you choose';
+    this._cleanupButton.addEventListener('click', () => {
+      const notebook = this._notebook;
+      if (notebook) {
+        const available = this._snapshots.flatMap(entry =>
+          entry.available ? [entry.snapshot] : []
+        );
+        void cleanUp(this._actions, notebook, available, () => void this.refresh(true));
+      }
+    });
+    header.append(title, this._cleanupButton, this._refreshButton);
 
     this._notebookNode = document.createElement('div');
     this._notebookNode.className = 'jp-CkptPanel-notebook';
@@ -155,6 +170,7 @@ export class SnapshotsPanel extends Widget {
     try {
       const client = this._actions.client;
       const available = await client.listSnapshots(notebook.context.path);
+      this._hostname = await serverHostname(client);
       // the notebook's own record of its snapshots, once its file is loaded
       await notebook.context.ready.catch(() => undefined);
       if (generation !== this._generation) {
@@ -307,6 +323,7 @@ export class SnapshotsPanel extends Widget {
     if (!notebook) {
       this._notebookNode.textContent = 'No notebook';
       this._checkpointButton.disabled = true;
+      this._cleanupButton.disabled = true;
       return;
     }
     const kernel = notebook.sessionContext.session?.kernel;
@@ -314,6 +331,7 @@ export class SnapshotsPanel extends Widget {
     this._notebookNode.title = notebook.context.path;
     this._checkpointButton.disabled =
       !kernel || !this._online || this._actions.isCheckpointing(kernel.id);
+    this._cleanupButton.disabled = !this._online;
   }
 
   private _renderList(status: string, isError = false): void {
@@ -380,7 +398,7 @@ export class SnapshotsPanel extends Widget {
       meta.append(freeze);
     }
 
-    meta.append(...snapshotMarks(snapshot));
+    meta.append(...snapshotMarks(snapshot), ...hostMarks(snapshot, this._hostname));
     item.classList.toggle('jp-mod-current', this._origin.snapshotId === snapshot.id);
 
     const failure = this._failedRestores.get(snapshot.id);
@@ -517,12 +535,14 @@ export class SnapshotsPanel extends Widget {
   private readonly _labelInput: HTMLInputElement;
   private readonly _checkpointButton: HTMLButtonElement;
   private readonly _refreshButton: HTMLButtonElement;
+  private readonly _cleanupButton: HTMLButtonElement;
   private readonly _statusNode: HTMLDivElement;
   private readonly _listNode: HTMLUListElement;
   private readonly _totalNode: HTMLDivElement;
   private readonly _failedRestores = new Map<string, string>();
   private readonly _origin = new KernelOrigin();
   private _notebook: NotebookPanel | null = null;
+  private _hostname: string | null = null;
   private _snapshots: ListedSnapshot[] = [];
   private _generation = 0;
   private _stale = true;

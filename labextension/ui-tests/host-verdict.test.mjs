@@ -1,0 +1,137 @@
+// Browser test: snapshots made on another host (started by ../run-ui-tests.sh, which passes
+// LAB_URL, LAB_TOKEN, NOTEBOOK_DIR and STORE_DIR).
+//
+// Two snapshots of a real process that mapped a copy of libm are put into the Lab's store
+// for a notebook (made_elsewhere.py): one on this host, one in a UTS namespace named
+// "elsewhere", as another host sharing the store makes them. The panel marks only the second
+// "made on elsewhere"; its restore dialog shows the server's host verdict ("made on host
+// elsewhere", Restore enabled). Once the library copy is deleted, the dialog names it as
+// refused, in red, and Restore is disabled (Enter does not accept either).
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+const LAB_URL = process.env.LAB_URL;
+const TOKEN = process.env.LAB_TOKEN ?? '';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
+const STORE_DIR = process.env.STORE_DIR ?? '';
+const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
+const NOTEBOOK = 'ckpt-host-verdict.ipynb';
+const HELPER = join(dirname(fileURLToPath(import.meta.url)), 'made_elsewhere.py');
+const SLOW = 120_000;
+
+if (!LAB_URL || !NOTEBOOK_DIR || !STORE_DIR) {
+  throw new Error('LAB_URL, NOTEBOOK_DIR or STORE_DIR is not set: run this through labextension/run-ui-tests.sh');
+}
+
+let browser;
+let page;
+const consoleErrors = [];
+
+async function api(method, path, body) {
+  const response = await fetch(new URL(path, LAB_URL), {
+    method,
+    headers: { Authorization: `token ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
+  }
+  return text ? JSON.parse(text) : null;
+}
+
+/** A snapshot of a process that mapped `library`, made on `host` (null: this host). */
+function snapshotMadeOn(host, library, label) {
+  const run = ['python3', HELPER, STORE_DIR, NOTEBOOK, library, label];
+  const argv = host ? ['unshare', '--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', host, ...run] : run;
+  return execFileSync(argv[0], argv.slice(1), { encoding: 'utf8' }).trim();
+}
+
+before(async () => {
+  await api('PUT', `api/contents/${NOTEBOOK}`, {
+    type: 'notebook',
+    content: {
+      cells: [],
+      metadata: {
+        kernelspec: { name: 'python3', display_name: 'Python 3 (ipykernel)', language: 'python' }
+      },
+      nbformat: 4,
+      nbformat_minor: 5
+    }
+  });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  });
+  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  page.on('console', message => {
+    if (message.type() === 'error') {
+      consoleErrors.push(message.text());
+      console.log(`browser console: ${message.text()}`);
+    }
+  });
+  page.on('pageerror', error => consoleErrors.push(String(error)));
+  page.on('dialog', dialog =>
+    dialog.type() === 'beforeunload' ? dialog.accept() : dialog.dismiss()
+  );
+  await page.goto(`${LAB_URL}lab/tree/${NOTEBOOK}?reset&token=${TOKEN}`);
+  await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
+});
+
+after(async () => {
+  if (page && FAILURE_SHOT) {
+    await page.screenshot({ path: FAILURE_SHOT }).catch(() => {});
+  }
+  await browser?.close();
+});
+
+test('a snapshot made on another host is marked and its restore dialog gives the verdict', { timeout: 300_000 }, async () => {
+  const library = join(NOTEBOOK_DIR, 'libm-elsewhere.so');
+  const local = snapshotMadeOn(null, join(NOTEBOOK_DIR, 'libm-here.so'), 'made here');
+  const foreign = snapshotMadeOn('elsewhere', library, 'made elsewhere');
+  const here = (await api('GET', 'api/ckpt/host')).hostname;
+  assert.notEqual(here, 'elsewhere');
+
+  await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
+  const row = id => page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${id}"]`);
+  await row(foreign).locator('.jp-CkptSnapshot-host').waitFor({ timeout: SLOW });
+  assert.equal(await row(foreign).locator('.jp-CkptSnapshot-host').innerText(), 'made on elsewhere');
+  await row(local).waitFor();
+  assert.equal(await row(local).locator('.jp-CkptSnapshot-host').count(), 0);
+
+  // restorable: the differences are listed, Restore stays enabled
+  const dialog = page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
+  const accept = dialog.locator('.jp-Dialog-footer .jp-mod-accept');
+  await row(foreign).locator('.jp-CkptSnapshot-restore').click();
+  await dialog.locator('.jp-CkptVerdict').waitFor({ timeout: SLOW });
+  const lines = await dialog.locator('.jp-CkptVerdict-line').allInnerTexts();
+  assert.ok(lines.includes(`made on host elsewhere (this is ${here})`), lines.join(' | '));
+  assert.equal(await dialog.locator('.jp-CkptVerdict-line.jp-mod-error').count(), 0);
+  assert.equal(await accept.isDisabled(), false);
+  await dialog.locator('.jp-Dialog-footer .jp-mod-reject').click();
+  await dialog.waitFor({ state: 'detached' });
+
+  // the library it mapped is gone: refused by name, Restore disabled, Enter does nothing
+  rmSync(library);
+  await row(foreign).locator('.jp-CkptSnapshot-restore').click();
+  const refused = dialog.locator('.jp-CkptVerdict-line.jp-mod-error');
+  await refused.first().waitFor({ timeout: SLOW });
+  assert.match(await refused.first().innerText(), new RegExp(`^refused: mapped file ${library}`));
+  assert.match(await dialog.locator('.jp-CkptVerdict-summary').innerText(), /cannot be restored/);
+  await page.waitForFunction(
+    () => document.querySelector('.jp-Dialog .jp-Dialog-footer .jp-mod-accept')?.disabled === true
+  );
+  await page.keyboard.press('Enter');
+  await dialog.locator('.jp-Dialog-footer .jp-mod-reject').click({ timeout: 5000 });
+  await dialog.waitFor({ state: 'detached' });
+  assert.deepEqual(consoleErrors, []);
+});
