@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the store is imported only by the commands that use it
     from .store import SnapshotStore
@@ -164,15 +164,16 @@ def _report_pages(restored) -> None:
               f"{stats.processes} address spaces)", file=sys.stderr)
 
 
-def _restore(image_dir: str, args: argparse.Namespace) -> int:
-    """Restore the image in `image_dir` with the options of `restore`; its exit status."""
+def _restore(image: Any, args: argparse.Namespace) -> int:
+    """Restore `image` (a directory, or a snapshot opened in a store) with the options of
+    `restore`; its exit status."""
     from .engine import restore
 
     bar = _ProgressBar()
     if args.lazy:  # die the way that still lets the page server finish (see below)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        restored = restore(image_dir, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
+        restored = restore(image, stdio=args.stdio, allow_foreign_owner=args.allow_foreign_owner,
                            pid_ns=args.pid_ns, progress=bar, lazy=args.lazy)
     finally:
         bar.close()
@@ -260,7 +261,15 @@ def _snapshots(args: argparse.Namespace) -> int:
         finally:
             close()
     elif args.verb == "restore":
-        scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-restore-")
+        from .engine import capabilities
+
+        if capabilities()["direct"]:  # straight from the store's chunks (lazily with --lazy)
+            image = store.open_image(args.id)
+            try:
+                return _restore(image, args)
+            finally:
+                image.close()
+        scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-restore-")  # restored by a helper
         try:
             return _restore(_checkout(store, args.id, scratch), args)
         finally:

@@ -170,7 +170,9 @@ def _one_line_error(*args: str) -> str:
     return lines[0]
 
 
-def test_cli_put_ls_restore_from_s3(bucket, tmp_path):
+@pytest.mark.parametrize("lazy", [(), ("--lazy",)], ids=["eager", "lazy"])
+def test_cli_put_ls_restore_from_s3(bucket, tmp_path, lazy):
+    """Restored straight from the bucket's chunks (no scratch image), eagerly or lazily."""
     url = f"s3://{bucket}/team"
     prog = start_program(tmp_path, mib=2)
     try:
@@ -185,7 +187,7 @@ def test_cli_put_ls_restore_from_s3(bucket, tmp_path):
         assert [(i["id"], i["label"]) for i in listed] == [(sid, "from a laptop")]
         assert sid in run_cli("snapshots", "ls", "--store", url).stdout
         assert "intact" in run_cli("snapshots", "verify", sid, "--store", url).stdout
-        out = run_cli("snapshots", "restore", sid, "--detach", "--store", url)
+        out = run_cli("snapshots", "restore", sid, "--detach", *lazy, "--store", url)
         assert int(out.stdout.strip().splitlines()[-1]) == prog.pid
         prog.verify()
     finally:
