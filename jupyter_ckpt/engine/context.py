@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from . import procfs, syscalls
 from .errors import Unsupported
@@ -18,6 +18,26 @@ Progress = Callable[[str, int, int], None]
 
 def no_progress(phase: str, done: int, total: int) -> None:
     """The default progress callback: report nothing."""
+
+
+State = TypeVar("State")
+
+
+class KindStates:
+    """Each resource kind's tree-wide state, private to it: a kind asks for its own by the
+    class that holds it (which only its module knows), made on first use. One per dump and
+    one per restore, so nothing a kind keeps outlives the operation."""
+
+    def __init__(self) -> None:
+        self._states: dict[type, Any] = {}
+
+    def get(self, cls: type[State]) -> State:
+        if cls not in self._states:
+            self._states[cls] = cls()
+        return self._states[cls]
+
+    def clear(self) -> None:
+        self._states.clear()
 
 
 O_ACCMODE = 0o3
@@ -54,15 +74,9 @@ class OpenFile:
 
 @dataclass
 class TreeIndex:
-    """Facts about the whole frozen tree that single-fd decisions depend on."""
+    """Facts about the whole frozen tree that single-fd decisions depend on, and each kind's
+    own tree-wide state (state(): what it indexed, the objects it saved once for the tree)."""
 
-    pipe_ends: dict[int, set[str]] = field(default_factory=dict)  # pipe inode -> {"r", "w"}
-    sockets: set[int] = field(default_factory=set)  # inodes of sockets open in the tree
-    shmem: dict[str, dict[str, Any]] = field(default_factory=dict)  # shared memory objects saved, by key
-    ptys: dict[int, dict[str, Any]] = field(default_factory=dict)  # pty index -> saved state
-    sysv: dict[int, dict[str, Any]] = field(default_factory=dict)  # SysV shm id -> saved segment
-    pty_masters: set[int] = field(default_factory=set)  # indexes of pty masters open in the tree
-    ctty: dict[int, int] = field(default_factory=dict)  # pid -> its controlling pty's index
     pids: set[int] = field(default_factory=set)
     zombies: set[int] = field(default_factory=set)  # exited children in the tree, not reaped
     progress: Progress = no_progress
@@ -72,7 +86,11 @@ class TreeIndex:
     tcp_close: bool = False  # connected TCP sockets may come back reset (dump(tcp_close=True))
     kill: bool = False  # the tree dies once dumped (dump(kill=True))
     on_end: list[Callable[[bool], None]] = field(default_factory=list)  # FrozenTree.on_end
-    tcp_lock: Any = None  # tcp_repair.Lock holding the connections locked for this dump
+    states: KindStates = field(default_factory=KindStates)
+
+    def state(self, cls: type[State]) -> State:
+        """The calling kind's own state for this dump (`cls`: its private state class)."""
+        return self.states.get(cls)
 
     def inner(self, pid: int) -> int:
         """The id a process or thread has in the tree's own PID namespace (what it sees);
@@ -91,7 +109,6 @@ class TreeIndex:
             return ours
         ids = ns_pids(pid, line)
         return ids[self.ns_depth] if len(ids) > self.ns_depth else 0
-    _unix: dict[int, Any] | None = None
     _mountinfo: str | None = None
     _tmpfs: set[tuple[int, int]] | None = None
     _mount_namespaces: dict[str, bool] | None = None  # mount namespace -> mounts like ours
@@ -124,16 +141,12 @@ class TreeIndex:
             self._tmpfs = procfs.parse_tmpfs_devices(self.mountinfo())
         return self._tmpfs
 
-    def unix_socket(self, inode: int) -> Any:
-        """sock_diag facts about a unix socket (one netlink dump per checkpoint)."""
-        if self._unix is None:
-            from .sockdiag import unix_sockets
-            self._unix = unix_sockets()
-        return self._unix.get(inode)
-
 
 @dataclass
 class DumpContext:
+    """What a resource module sees while dumping one process: the tree's index, and the
+    process (its threads, held while it is dumped, its memory and scratch area)."""
+
     pid: int
     tree: TreeIndex
     leader: RemoteThread | None
@@ -145,7 +158,12 @@ class DumpContext:
     precopy: Any = None  # precopy.PreCopy holding pages copied before the freeze, if any
     progress: Progress = no_progress
     pidfd: int = -1
+    threads: list[RemoteThread] = field(default_factory=list)  # every thread, the leader first
     _dups: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def tids(self) -> list[int]:
+        return [t.tid for t in self.threads]
 
     def refuse(self, where: str, kind: str, why: str) -> Unsupported:
         return Unsupported(where, kind, why, pid=self.pid)
@@ -186,32 +204,78 @@ class StdioPolicy:
         return os.open(path, mode | os.O_CLOEXEC, 0o644)
 
 
-@dataclass
-class RestoreContext:
-    pid: int
-    image: ImageReader
-    leader: RemoteThread
-    mem: RemoteMemory
-    scratch: Scratch
-    stdio: StdioPolicy
-    ns_pid: int  # the PID the process sees for itself (pid, the one we see, differs in a new PID namespace)
-    rebind_listeners: bool = False  # listening sockets take new ports (a copy beside its original)
-    port_map: dict[int, int] = field(default_factory=dict)  # old port -> new port when rebound
-    progress: Progress = no_progress
-    shared: dict[Any, Any] = field(default_factory=dict)  # objects several records share
-    own_fds: list[int] = field(default_factory=list)  # fds we opened, closed at the end
-    lazy: Any = None  # lazy.PageServer when private anonymous memory is served on demand
-    outer_pids: dict[int, int] = field(default_factory=dict)  # the tree's PIDs -> ours for them
+class RestoreTree:
+    """What the restore of the whole tree shares: the image, the caller's choices, the fds
+    we hold (closed at the end) and each kind's own state (state(): the objects it made
+    once for the tree)."""
+
+    def __init__(self, image: ImageReader, stdio: StdioPolicy, rebind_listeners: bool = False,
+                 progress: Progress = no_progress, in_user_ns: bool = False) -> None:
+        self.image = image
+        self.stdio = stdio
+        self.rebind_listeners = rebind_listeners  # listening sockets take new ports (a copy beside its original)
+        self.port_map: dict[int, int] = {}  # old port -> new port when rebound
+        self.progress = progress
+        self.in_user_ns = in_user_ns  # unprivileged (userns.py): no setgroups
+        self.states = KindStates()
+        self.own_fds: list[int] = []  # fds we opened, closed at the end
+        self.lazy: Any = None  # lazy.PageServer when private anonymous memory is served on demand
+        self.outer_pids: dict[int, int] = {}  # the tree's PIDs -> ours for them
 
     def keep(self, fd: int) -> int:
         self.own_fds.append(fd)
         return fd
 
-    def once(self, key: Any, make: Callable[[], Any]) -> Any:
-        if key not in self.shared:
-            self.shared[key] = make()
-        return self.shared[key]
+    def state(self, cls: type[State]) -> State:
+        """The calling kind's own state for this restore (`cls`: its private state class)."""
+        return self.states.get(cls)
 
+
+@dataclass
+class RestoreContext:
+    """What a resource module sees while restoring one process: the tree's restore, and
+    the process (its main thread, memory and scratch area)."""
+
+    pid: int
+    tree: RestoreTree
+    leader: RemoteThread
+    mem: RemoteMemory
+    scratch: Scratch
+    ns_pid: int  # the PID the process sees for itself (pid, the one we see, differs in a new PID namespace)
+
+    @property
+    def image(self) -> ImageReader:
+        return self.tree.image
+
+    @property
+    def stdio(self) -> StdioPolicy:
+        return self.tree.stdio
+
+    @property
+    def rebind_listeners(self) -> bool:
+        return self.tree.rebind_listeners
+
+    @property
+    def port_map(self) -> dict[int, int]:
+        return self.tree.port_map
+
+    @property
+    def progress(self) -> Progress:
+        return self.tree.progress
+
+    @property
+    def lazy(self) -> Any:
+        return self.tree.lazy
+
+    @property
+    def outer_pids(self) -> dict[int, int]:
+        return self.tree.outer_pids
+
+    def keep(self, fd: int) -> int:
+        return self.tree.keep(fd)
+
+    def state(self, cls: type[State]) -> State:
+        return self.tree.state(cls)
 
 
 def ns_pids(pid: int, line: str = "NSpid") -> list[int]:

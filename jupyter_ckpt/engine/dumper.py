@@ -23,7 +23,7 @@ from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
-from .resources import claim, memory, posix_timers, process, signals, threads, tty
+from .resources import RESOURCES, claim, process
 from .version import VERSION
 from . import syscalls
 
@@ -210,24 +210,17 @@ def _close_all(copies: dict[int, PreCopy]) -> None:
 
 
 def _index_tree(tree: FrozenTree) -> tuple[TreeIndex, dict[int, list[OpenFile]]]:
+    """The index phase: every kind sees every process and open file of the frozen tree."""
     # A tree restored into a PID namespace of its own lives below ours: the image records
     # the ids its processes see, so it can come back the same way.
     index = TreeIndex(pids=set(tree.processes), zombies=set(tree.zombies),
                       ns_depth=len(ns_pids(tree.root)) - 1, root=tree.root)
     files = {}
     for pid in tree.processes:
-        terminal = tty.controlling_pty(int(read_stat(pid)[7]))
-        if terminal is not None:
-            index.ctty[pid] = terminal
         files[pid] = list_open_files(pid)
-        for f in files[pid]:
-            if f.link.startswith("socket:"):
-                index.sockets.add(f.st.st_ino)
-            if "tty-index" in f.fdinfo:
-                index.pty_masters.add(int(f.fdinfo["tty-index"]))
-            if f.link.startswith("pipe:"):
-                ends = index.pipe_ends.setdefault(f.st.st_ino, set())
-                ends.update({os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(f.access, "rw"))
+        for kind in RESOURCES:
+            if kind.index is not None:
+                kind.index(index, pid, files[pid])
     return index, files
 
 
@@ -236,6 +229,9 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
              portable: bool = False, tcp_close: bool = False,
              kill: bool = False, host: dict[str, Any] | None = None
              ) -> tuple[dict[str, Any], list[Blocker]]:
+    """The dump's phases over the frozen tree (kind.py): index, then each process's record
+    (dump_process, its fds, dump_memory), then the tree-wide checks and sections."""
+    log.debug("phase index")
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
@@ -253,12 +249,16 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry,
                                           (copies or {}).get(pid)))
     zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
-    blockers += _check_zombie_groups(tree.zombies)
-    blockers += _check_sessions(index.inner(tree.root), processes)
-    blockers += _check_controlling_terminals(processes, index.ptys)
+    log.debug("phase check")
+    for kind in RESOURCES:
+        if kind.check is not None:
+            blockers += kind.check(index, processes)
+    log.debug("phase section")
+    sections = {kind.section: kind.dump_section(index) for kind in RESOURCES
+                if kind.section and kind.dump_section is not None}
     zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)
     logical = sum(run[1] for p in processes for v in p["memory"]["vmas"] for run in v["pages"]) \
-        + zero + sum(seg[1] for obj in index.shmem.values() for seg in obj["data"])
+        + zero + sum(seg[1] for obj in sections["shmem"].values() for seg in obj["data"])
     written = sum(b["size"] for b in writer.blobs.values()) if writer else 0
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -269,9 +269,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         "processes": processes,
         "zombies": zombies,
         "files": registry.records,
-        "shmem": {str(inode): obj for inode, obj in index.shmem.items()},
-        "ptys": {str(i): state for i, state in index.ptys.items()},
-        "sysv": {str(i): seg for i, seg in index.sysv.items()},
+        **sections,
         "stats": {"bytes_written": written, "bytes_logical": logical, "bytes_zero": zero,
                   "dirty_tracking": "none",
                   "processes": len(processes), "threads": sum(len(p["threads"]) for p in processes)},
@@ -284,86 +282,22 @@ def _zombie(pid: int, index: TreeIndex) -> dict[str, Any]:
     return {"pid": index.inner(pid), "ppid": index.inner(int(stat[4])), "exit_code": int(stat[52])}
 
 
-def _check_zombie_groups(zombies: set[int]) -> list[Blocker]:
-    """A zombie comes back as a child that exits at once, in its parent's process group and
-    session: one that had moved to another (its group's leader since gone, as after a
-    setpgid then fork) would come back in the wrong one."""
-    blockers = []
-    for pid in sorted(zombies):
-        stat = read_stat(pid)
-        try:
-            parent = read_stat(int(stat[4]))
-        except FileNotFoundError:
-            continue  # its parent is gone too: it is reaped with it
-        if (stat[5], stat[6]) != (parent[5], parent[6]):
-            blockers.append(Blocker(pid, "process", "zombie", f"its process group {stat[5]} "
-                                    f"(session {stat[6]}) is not its parent's ({parent[5]}, "
-                                    f"{parent[6]}): it cannot be re-created in it"))
-    return blockers
-
-
-def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]:
-    """Sessions and process groups must be reproducible by setsid/setpgid from inside the
-    tree: a process's session is its own or its parent's; its group is its own, that of a
-    group leader in the tree, or the root's (which the restored root inherits from us)."""
-    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
-    leaders = {pid for pid, attrs in by_pid.items() if attrs["pgid"] == pid}
-    root_attrs = by_pid.get(root)
-    blockers = []
-    for pid, attrs in by_pid.items():
-        if pid == root:
-            continue
-        parent = by_pid.get(attrs["ppid"])
-        if attrs["sid"] != pid and (parent is None or attrs["sid"] != parent["sid"]):
-            blockers.append(Blocker(pid, "process", "session",
-                                    f"session {attrs['sid']} cannot be re-created from inside the tree"))
-        elif attrs["pgid"] not in leaders and (root_attrs is None or attrs["pgid"] != root_attrs["pgid"]):
-            blockers.append(Blocker(pid, "process", "process group",
-                                    f"group {attrs['pgid']} has no leader in the tree"))
-    return blockers
-
-
-def _check_controlling_terminals(processes: list[dict[str, Any]],
-                                 ptys: dict[int, dict[str, Any]]) -> list[Blocker]:
-    """A pty of the tree that is a controlling terminal comes back through its session's
-    leader, and its children inherit it: so the leader must be in the tree, and every
-    member of its session must share the terminal (none that dropped it). Its foreground
-    group, if any, must be one of the session's groups."""
-    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
-    blockers = []
-    for pid, attrs in by_pid.items():
-        terminal = attrs.get("ctty")
-        if attrs["sid"] == pid and terminal is not None and terminal in ptys:
-            foreground = ptys[terminal].get("foreground", 0)
-            groups = {a["pgid"] for a in by_pid.values() if a["sid"] == pid}
-            if foreground and foreground not in groups:
-                blockers.append(Blocker(pid, "process", "controlling terminal",
-                                        f"/dev/pts/{terminal}'s foreground group {foreground} "
-                                        "has no process in the session"))
-    for pid, attrs in by_pid.items():
-        leader = by_pid.get(attrs["sid"])
-        terminal, leaders_terminal = attrs.get("ctty"), leader and leader.get("ctty")
-        if terminal is not None and terminal != leaders_terminal:
-            blockers.append(Blocker(pid, "process", "controlling terminal",
-                                    f"/dev/pts/{terminal} belongs to session {attrs['sid']}, "
-                                    "whose leader is outside the tree"))
-        elif terminal is None and leaders_terminal is not None:
-            blockers.append(Blocker(pid, "process", "controlling terminal",
-                                    f"has none while its session has /dev/pts/{leaders_terminal}"))
-    return blockers
-
-
 def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[OpenFile],
                      writer: ImageWriter | None, blockers: list[Blocker],
                      registry: "_FileRegistry", precopy: PreCopy | None = None) -> dict[str, Any]:
+    """One process's record: every kind's dump_process with its threads held in injected
+    calls (a kind that refuses leaves its empty part), its fds, then, the threads put back
+    where they were, every kind's dump_memory."""
     seccomp = process.seccomp_modes(pid, tids)  # read while frozen, before any injection
     if seccomp:
         blockers.extend(seccomp)
-        return {"pid": index.inner(pid), "process": {}, "threads": [], "fds": [], "memory": {"vmas": []}}
+        return {"pid": index.inner(pid), "fds": [],
+                **{kind.record: kind.empty() for kind in RESOURCES if kind.record}}
     mem = RemoteMemory(pid)
     gadget = syscall_gadget(mem)
     remote = [RemoteThread(tid, gadget) for tid in tids]
-    ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy)
+    ctx = DumpContext(pid, index, remote[0], mem, None, writer, progress=index.progress, precopy=precopy,
+                      threads=remote)
     code = guard.find_code(mem)
     for t in remote:
         ctx.saved_masks[t.tid] = ptrace_ext.get_sigmask(t.tid)
@@ -376,10 +310,11 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             scratch = remote[0].mmap_scratch(SCRATCH_SIZE)
             ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
             try:
-                record["process"] = _guarded(blockers, lambda: process.dump(ctx), {})
-                record["signals"] = _guarded(blockers, lambda: signals.dump(ctx, tids), {})
-                record["posix_timers"] = _guarded(blockers, lambda: posix_timers.dump(ctx, tids), [])
-                record["threads"] = _guarded(blockers, lambda: threads.dump(ctx, remote), [])
+                log.debug("pid %d: phase dump_process", pid)
+                for kind in RESOURCES:
+                    if kind.record and kind.dump_process is not None:
+                        record[kind.record] = _guarded(blockers, lambda: kind.dump_process(ctx), kind.empty())
+                log.debug("pid %d: phase fds", pid)
                 record["fds"] = registry.collect(ctx, files, blockers)
             finally:
                 remote[0].call("munmap", scratch, SCRATCH_SIZE)
@@ -388,7 +323,10 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             _put_back(remote, ctx.saved_masks)  # even on failure: the original must run on
         ctx.scanner = PageScanner(pid) if writer is not None else None
         try:
-            record["memory"] = _guarded(blockers, lambda: memory.dump(ctx), {"vmas": []})
+            log.debug("pid %d: phase dump_memory", pid)
+            for kind in RESOURCES:
+                if kind.record and kind.dump_memory is not None:
+                    record[kind.record] = _guarded(blockers, lambda: kind.dump_memory(ctx), kind.empty())
         finally:
             if ctx.scanner:
                 ctx.scanner.close()

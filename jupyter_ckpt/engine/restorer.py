@@ -18,16 +18,16 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import arch, faults, hostcheck, procfs, ptrace_ext, syscalls, userns
-from .context import Progress, RestoreContext, StdioPolicy, no_progress
+from .context import Progress, RestoreContext, RestoreTree, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .lazy import LazyStats, PageServer
 from .pidns import PidNamespace, kill_and_reap
-from .resources import kind_named, memory, posix_timers, process, shmem, signals, sysvshm, threads, tty
+from .resources import RESOURCES, kind_named, memory, posix_timers, process, shmem, signals, threads
 
 SCRATCH_SIZE = 256 * 1024
 SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
@@ -148,7 +148,10 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
     elif taken and not pid_ns:
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
-    shmem.check(image)  # a /dev/shm name holding other content is refused before anything is made
+    log.debug("phase verify")
+    for kind in RESOURCES:  # (a /dev/shm name holding other content, say) before anything is made
+        if kind.verify is not None:
+            kind.verify(image)
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
     tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
     # Pages a child shares with its parent come back shared: the parent's are restored before
@@ -172,7 +175,10 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
             faults.point("restore.after-seed", log)
             for proc in procs:
                 released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
-            shmem.publish(tree.shared)
+            log.debug("phase finish")
+            for kind in RESOURCES:
+                if kind.finish is not None:
+                    kind.finish(tree)
         finally:
             seed.close()
         faults.point("restore.before-release", log)
@@ -189,7 +195,10 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
     finally:
         tree.close()
     try:
-        sysvshm.finish(manifest)
+        log.debug("phase commit")
+        for kind in RESOURCES:
+            if kind.commit is not None:
+                kind.commit(manifest)
         for thread in released:
             ptrace_ext.detach(thread.tid)
     finally:
@@ -240,24 +249,17 @@ def _parents_first(procs: list[dict[str, Any]], root: int) -> list[dict[str, Any
     return sorted(procs, key=lambda p: level(p["pid"]))
 
 
-class _Tree:
-    """What the processes of one restore share: objects several of them hold (pipes, sockets,
-    shared memory), our fds of them, and the processes created so far (killed on failure)."""
+class _Tree(RestoreTree):
+    """What the processes of one restore share (RestoreTree: objects several of them hold,
+    such as pipes, sockets, shared memory, and our fds of them), with the open files made so
+    far and the processes created so far (killed on failure)."""
 
     def __init__(self, image: ImageReader, stdio: StdioPolicy, rebind_listeners: bool,
                  progress: Progress, in_user_ns: bool):
-        self.image = image
-        self.in_user_ns = in_user_ns  # unprivileged (userns.py): no setgroups
-        self.stdio = stdio
-        self.rebind_listeners = rebind_listeners
-        self.port_map: dict[int, int] = {}
-        self.progress = progress
-        self.shared: dict[Any, Any] = {}
-        self.own_fds: list[int] = []
+        super().__init__(image, stdio, rebind_listeners, progress, in_user_ns)
         self.files = {rec["id"]: rec for rec in image.manifest["files"]}
         self.file_fds: dict[str, int] = {}
         self.created: list[int] = []
-        self.outer_pids: dict[int, int] = {}  # each process's PID as it sees it -> ours
         self.lazy: PageServer | None = None
         self.sharing: dict[int, memory.Inheritance] = {}  # pid -> what it shares with its parent
 
@@ -268,13 +270,14 @@ class _Tree:
             except OSError as err:  # closed already with what it belonged to
                 log.debug("closing our fd %d: %s", fd, err)
         self.own_fds.clear()
-        self.shared.clear()
+        self.states.clear()
 
 
 def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
                   zombies: list[dict[str, Any]]) -> dict[int, RemoteThread]:
-    """Every process of the tree as a seed, forked from its parent's seed so that parent
-    links, sessions and process groups come out as they were."""
+    """The seed phase: every process of the tree as a seed, forked from its parent's seed so
+    that parent links, sessions and process groups come out as they were; each kind's
+    before_fork and seeded hooks run in it (kind.py)."""
     root = procs[0]["pid"]
     leaders = {root: root_seed.thread}
     tree.created.append(root_seed.pid)
@@ -287,9 +290,9 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
             tree.created.append(leaders[pid].tid)
         if attrs["sid"] == pid:
             leaders[pid].call("setsid")
-            if attrs.get("ctty") is not None:  # before its children fork: they inherit it
-                tty.take_controlling_terminal(leaders[pid], attrs["ctty"], tree.shared,
-                                              tree.image.manifest, tree.own_fds)
+        for kind in RESOURCES:  # (a controlling terminal, which its children inherit)
+            if kind.before_fork is not None:
+                kind.before_fork(tree, leaders[pid], proc)
         if tree.sharing[pid].early:  # memory its children share, before they fork
             _restore_early(tree, proc, leaders[pid], root_seed)
     for proc in procs:  # group leaders first, then the members joining them
@@ -300,10 +303,9 @@ def _create_seeds(tree: _Tree, root_seed: "_Seed", procs: list[dict[str, Any]],
         if pgid != proc["pid"] and pgid in leaders and pgid != proc["process"]["sid"]:
             leaders[proc["pid"]].call("setpgid", 0, pgid)
     for proc in procs:
-        attrs = proc["process"]
-        if attrs["sid"] == proc["pid"] and attrs.get("ctty") is not None:
-            tty.restore_foreground(leaders[proc["pid"]], attrs["ctty"], tree.shared,
-                                   tree.image.manifest, tree.own_fds)
+        for kind in RESOURCES:  # (a terminal's foreground group, now that every group exists)
+            if kind.seeded is not None:
+                kind.seeded(tree, leaders[proc["pid"]], proc)
     for zombie in zombies:
         if zombie["ppid"] in leaders:
             seed = _fork_seed(leaders[zombie["ppid"]], scratch, zombie["pid"])
@@ -471,10 +473,8 @@ def _prepare(leader: RemoteThread, mem: RemoteMemory, proc: dict[str, Any],
 
 def _context(tree: _Tree, proc: dict[str, Any], leader: RemoteThread, mem: RemoteMemory,
              scratch_addr: int) -> RestoreContext:
-    return RestoreContext(leader.tid, tree.image, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
-                          tree.stdio, ns_pid=proc["pid"], shared=tree.shared, own_fds=tree.own_fds,
-                          rebind_listeners=tree.rebind_listeners, port_map=tree.port_map,
-                          progress=tree.progress, lazy=tree.lazy, outer_pids=tree.outer_pids)
+    return RestoreContext(leader.tid, tree, leader, mem, Scratch(mem, scratch_addr, SCRATCH_SIZE),
+                          ns_pid=proc["pid"])
 
 
 class _Step:
@@ -518,109 +518,159 @@ def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         if not scratch_addr:
             step("emptying its address space")
             scratch_addr = _prepare(leader, mem, proc, inheritance)
-        return _rebuild(_context(tree, proc, leader, mem, scratch_addr), tree, proc, seed, step)
+        rebuild = _Rebuild(_context(tree, proc, leader, mem, scratch_addr), tree, proc, seed, step)
+        for name, phase, fault_point in _PROCESS_PHASES:
+            step(name)
+            phase(rebuild)
+            if fault_point:
+                faults.point(fault_point, log)
+        return rebuild.threads
     finally:
         mem.close()
 
 
-def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_Seed",
-             step: _Step) -> list[RemoteThread]:
-    call = ctx.leader.call
-    step("making room for its file descriptors")
-    file_ids = list(dict.fromkeys(entry["file"] for entry in proc["fds"]))
-    mapped = memory.files_to_map(proc["memory"])
-    shared_objects = memory.shmem_to_map(proc["memory"])
-    highest = max([r["fd"] for r in proc["fds"]] + [2])
-    channel = highest + 1  # the seed's end of the fd channel, above every recorded fd
-    park = channel + 1  # fds arrive here before moving to their numbers
-    _ensure_fd_room(ctx.pid, park + len(file_ids) + len(mapped) + len(shared_objects) + 16)
-    if seed.child_sock_fd != channel:
-        call("dup3", seed.child_sock_fd, channel, 0)
-    call("close_range", 0, channel - 1, 0)
-    call("close_range", channel + 1, _UINT_MAX, 0)
+class _Rebuild:
+    """One process being rebuilt in its seed, phase by phase (_PROCESS_PHASES): what the
+    earlier phases leave for the later ones."""
 
-    # Build every file here (once for the whole tree), then ship them all in one go.
-    ours: list[int] = []
-    for file_id in file_ids:
-        if file_id not in tree.file_fds:
-            rec = tree.files[file_id]
-            step(f"making its open file {file_id} ({rec['kind']})")
-            tree.file_fds[file_id] = kind_named(rec["kind"]).restore(rec, ctx)
-        ours.append(tree.file_fds[file_id])
-    writable = {v["path"] for v in proc["memory"]["vmas"]
-                if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
-    for path, facts in mapped.items():
-        ours.append(ctx.keep(memory.open_mapped_file(path, facts, path in writable, ctx.image)))
-    ours += [shmem.object_fd(ctx, key) for key in shared_objects]
-    exe = ctx.keep(process.open_exe(proc["process"], ctx.image))
-    ours += [exe, ctx.keep(process.open_cwd(proc["process"]))]
-    step("passing its files in")
-    theirs = _send_fds(ctx, seed.sock, channel, park, ours)
-    by_id = dict(zip(file_ids, theirs))
-    rest = theirs[len(file_ids):]
-    map_fds = dict(zip(mapped, rest[:len(mapped)]))
-    shmem_fds = dict(zip(shared_objects, rest[len(mapped):len(mapped) + len(shared_objects)]))
-    exe_fd, cwd_fd = theirs[-2], theirs[-1]
-    if process.same_exe(ctx.pid, exe):
-        exe_fd = -1
+    def __init__(self, ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_Seed",
+                 step: _Step) -> None:
+        self.ctx, self.tree, self.proc, self.seed, self.step = ctx, tree, proc, seed, step
+        self.call = ctx.leader.call
+        self.file_ids = list(dict.fromkeys(entry["file"] for entry in proc["fds"]))
+        self.mapped = memory.files_to_map(proc["memory"])
+        self.shared_objects = memory.shmem_to_map(proc["memory"])
+        self.channel = max([r["fd"] for r in proc["fds"]] + [2]) + 1  # the seed's end of the fd channel
+        self.park = self.channel + 1  # fds arrive here before moving to their numbers
+        self.passed: dict[str, dict[Any, int]] = {}  # what passing its files in gave, by group and name
+        self.our_exe = -1
+        self.threads: list[RemoteThread] = []
 
-    ctx.progress("memory", 0, sum(run[1] for v in proc["memory"]["vmas"] for run in v["pages"]))
-    step("mapping its memory and writing its pages")
-    memory.restore(ctx, proc["memory"], map_fds, shmem_fds, tree.sharing[proc["pid"]])
-    faults.point("restore.after-memory", log)
-    step("putting its file descriptors at their numbers")
-    call("close", channel)
-    for entry in proc["fds"]:
-        call("dup3", by_id[entry["file"]], entry["fd"], O_CLOEXEC if entry["cloexec"] else 0)
-    first_fd: dict[str, int] = {}
-    for entry in proc["fds"]:
-        first_fd.setdefault(entry["file"], entry["fd"])
-    step("restoring its attributes (mm fields, exe, cwd, umask, personality)")
-    process.restore(ctx, proc["process"], exe_fd, cwd_fd)
-    call("close_range", park, _UINT_MAX, 0)
-    # After the parked copies are closed: closing any fd of a file drops the process's POSIX
-    # locks on it. Run in the process the record was dumped from (POSIX locks are per process).
-    for file_id in file_ids:
-        rec = tree.files[file_id]
-        kind = kind_named(rec["kind"])
-        if kind.after_install is not None and rec["owner"] == proc["pid"]:
-            step(f"finishing its open file {file_id} ({rec['kind']}: locks, registrations)")
-            kind.after_install(rec, ctx, first_fd[file_id])
-    faults.point("restore.after-files", log)
-    step("restoring its signal dispositions")
-    signals.restore_dispositions(ctx, proc["signals"])
+    def make_room(self) -> None:
+        """Its fd table holds nothing but the fd channel, above every recorded fd."""
+        _ensure_fd_room(self.ctx.pid, self.park + len(self.file_ids) + len(self.mapped)
+                        + len(self.shared_objects) + 16)
+        if self.seed.child_sock_fd != self.channel:
+            self.call("dup3", self.seed.child_sock_fd, self.channel, 0)
+        self.call("close_range", 0, self.channel - 1, 0)
+        self.call("close_range", self.channel + 1, _UINT_MAX, 0)
 
-    step("creating its threads")
-    all_threads = threads.create(ctx, proc["threads"])
-    for rec, thread in zip(proc["threads"], all_threads):
-        step("restoring the thread's state (rseq, robust list, sigaltstack, name, registers)",
-             rec["tid"])
-        thread.block_signals()
-        threads.restore(ctx, rec, thread)
-    step("re-creating its POSIX timers")
-    posix_timers.restore(ctx, proc.get("posix_timers", []),
-                         {rec["tid"]: thread for rec, thread in zip(proc["threads"], all_threads)})
-    faults.point("restore.after-threads", log)
-    # while the process is still ours: prlimit() on another user's wants CAP_SYS_RESOURCE
-    step("setting its resource limits")
-    process.set_rlimits(ctx.pid, proc["process"])
-    for rec, thread in zip(proc["threads"], all_threads):
-        step("setting its credentials and capabilities", rec["tid"])
-        ctx.scratch.reset()
-        process.set_credentials(thread, proc["process"], ctx.scratch.put, tree.in_user_ns)
-    step("queueing its pending signals again")
-    signals.queue_pending(ctx, proc["signals"], {rec["tid"]: t for rec, t in zip(proc["threads"], all_threads)})
-    call("munmap", ctx.scratch.addr, ctx.scratch.size)
-    for rec, thread in zip(proc["threads"], all_threads):
-        step("finishing the thread (clear_child_tid, signal mask)", rec["tid"])
-        threads.finish(rec, thread)
-        ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
-    for rec, thread in zip(proc["threads"], all_threads):
-        step("setting the thread's scheduling", rec["tid"])
-        threads.restore_scheduling(rec, thread)
-    step("checking its capabilities")
-    process.verify_capabilities(ctx.pid, proc["process"])
-    return all_threads
+    def pass_files(self) -> None:
+        """Build every file here (once for the whole tree), then ship them all in one go,
+        named by group: its open files by id, the files and shared memory objects it maps,
+        its exe and cwd."""
+        ctx, tree = self.ctx, self.tree
+        files: dict[Any, int] = {}
+        for file_id in self.file_ids:
+            if file_id not in tree.file_fds:
+                rec = tree.files[file_id]
+                self.step(f"making its open file {file_id} ({rec['kind']})")
+                tree.file_fds[file_id] = kind_named(rec["kind"]).restore(rec, ctx)
+            files[file_id] = tree.file_fds[file_id]
+        writable = {v["path"] for v in self.proc["memory"]["vmas"]
+                    if v["kind"] == "file" and v["shared"] and v["prot"] & memory.PROT_WRITE}
+        mapped = {path: ctx.keep(memory.open_mapped_file(path, facts, path in writable, ctx.image))
+                  for path, facts in self.mapped.items()}
+        shared = {key: shmem.object_fd(ctx, key) for key in self.shared_objects}
+        self.our_exe = ctx.keep(process.open_exe(self.proc["process"], ctx.image))
+        attrs = {"exe": self.our_exe, "cwd": ctx.keep(process.open_cwd(self.proc["process"]))}
+        self.step("passing its files in")
+        self.passed = _pass_in(ctx, self.seed.sock, self.channel, self.park,
+                               {"files": files, "mapped": mapped, "shmem": shared, "process": attrs})
+
+    def memory(self) -> None:
+        ctx, rec = self.ctx, self.proc["memory"]
+        ctx.progress("memory", 0, sum(run[1] for v in rec["vmas"] for run in v["pages"]))
+        memory.restore(ctx, rec, self.passed["mapped"], self.passed["shmem"], self.tree.sharing[self.proc["pid"]])
+
+    def install_fds(self) -> None:
+        self.call("close", self.channel)
+        for entry in self.proc["fds"]:
+            self.call("dup3", self.passed["files"][entry["file"]], entry["fd"],
+                      O_CLOEXEC if entry["cloexec"] else 0)
+
+    def attributes(self) -> None:
+        theirs = self.passed["process"]
+        exe_fd = -1 if process.same_exe(self.ctx.pid, self.our_exe) else theirs["exe"]
+        process.restore(self.ctx, self.proc["process"], exe_fd, theirs["cwd"])
+        self.call("close_range", self.park, _UINT_MAX, 0)
+
+    def finish_files(self) -> None:
+        """After the parked copies are closed: closing any fd of a file drops the process's
+        POSIX locks on it. Run in the process the record was dumped from (POSIX locks are
+        per process)."""
+        first_fd: dict[str, int] = {}
+        for entry in self.proc["fds"]:
+            first_fd.setdefault(entry["file"], entry["fd"])
+        for file_id in self.file_ids:
+            rec = self.tree.files[file_id]
+            kind = kind_named(rec["kind"])
+            if kind.after_install is not None and rec["owner"] == self.proc["pid"]:
+                self.step(f"finishing its open file {file_id} ({rec['kind']}: locks, registrations)")
+                kind.after_install(rec, self.ctx, first_fd[file_id])
+
+    def signal_dispositions(self) -> None:
+        signals.restore_dispositions(self.ctx, self.proc["signals"])
+
+    def create_threads(self) -> None:
+        self.threads = threads.create(self.ctx, self.proc["threads"])
+        for rec, thread in zip(self.proc["threads"], self.threads):
+            self.step("restoring the thread's state (rseq, robust list, sigaltstack, name, registers)",
+                      rec["tid"])
+            thread.block_signals()
+            threads.restore(self.ctx, rec, thread)
+
+    def posix_timers(self) -> None:
+        posix_timers.restore(self.ctx, self.proc.get("posix_timers", []), self._by_tid())
+
+    def rlimits(self) -> None:
+        # while the process is still ours: prlimit() on another user's wants CAP_SYS_RESOURCE
+        process.set_rlimits(self.ctx.pid, self.proc["process"])
+
+    def credentials(self) -> None:
+        for rec, thread in zip(self.proc["threads"], self.threads):
+            self.step("setting its credentials and capabilities", rec["tid"])
+            self.ctx.scratch.reset()
+            process.set_credentials(thread, self.proc["process"], self.ctx.scratch.put, self.tree.in_user_ns)
+
+    def pending_signals(self) -> None:
+        signals.queue_pending(self.ctx, self.proc["signals"], self._by_tid())
+        self.call("munmap", self.ctx.scratch.addr, self.ctx.scratch.size)
+
+    def finish_threads(self) -> None:
+        for rec, thread in zip(self.proc["threads"], self.threads):
+            self.step("finishing the thread (clear_child_tid, signal mask)", rec["tid"])
+            threads.finish(rec, thread)
+            ptrace_ext.set_sigmask(thread.tid, rec["sigmask"])
+        for rec, thread in zip(self.proc["threads"], self.threads):
+            self.step("setting the thread's scheduling", rec["tid"])
+            threads.restore_scheduling(rec, thread)
+
+    def verify_capabilities(self) -> None:
+        process.verify_capabilities(self.ctx.pid, self.proc["process"])
+
+    def _by_tid(self) -> dict[int, RemoteThread]:
+        return {rec["tid"]: thread for rec, thread in zip(self.proc["threads"], self.threads)}
+
+
+# The restore of one process in its seed, in order: (name, what it does, the fault point
+# reached once it is done). Each name is logged as it starts and names a failure in it.
+_PROCESS_PHASES: list[tuple[str, Callable[[_Rebuild], None], str | None]] = [
+    ("making room for its file descriptors", _Rebuild.make_room, None),
+    ("making its open files", _Rebuild.pass_files, None),
+    ("mapping its memory and writing its pages", _Rebuild.memory, "restore.after-memory"),
+    ("putting its file descriptors at their numbers", _Rebuild.install_fds, None),
+    ("restoring its attributes (mm fields, exe, cwd, umask, personality)", _Rebuild.attributes, None),
+    ("finishing its open files", _Rebuild.finish_files, "restore.after-files"),
+    ("restoring its signal dispositions", _Rebuild.signal_dispositions, None),
+    ("creating its threads", _Rebuild.create_threads, None),
+    ("re-creating its POSIX timers", _Rebuild.posix_timers, "restore.after-threads"),
+    ("setting its resource limits", _Rebuild.rlimits, None),
+    ("setting its credentials and capabilities", _Rebuild.credentials, None),
+    ("queueing its pending signals again", _Rebuild.pending_signals, None),
+    ("finishing its threads", _Rebuild.finish_threads, None),
+    ("checking its capabilities", _Rebuild.verify_capabilities, None),
+]
 
 
 def _ensure_fd_room(pid: int, needed: int) -> None:
@@ -629,6 +679,18 @@ def _ensure_fd_room(pid: int, needed: int) -> None:
         if hard < needed:
             hard = needed
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _pass_in(ctx: RestoreContext, sock: socket.socket, channel: int, park: int,
+             groups: dict[str, dict[Any, int]]) -> dict[str, dict[Any, int]]:
+    """Pass our fds, named by group and key, into the seed; returns the same names with
+    their numbers there."""
+    ours = [(group, key, fd) for group, fds in groups.items() for key, fd in fds.items()]
+    theirs = _send_fds(ctx, sock, channel, park, [fd for _, _, fd in ours])
+    passed: dict[str, dict[Any, int]] = {group: {} for group in groups}
+    for (group, key, _), fd in zip(ours, theirs):
+        passed[group][key] = fd
+    return passed
 
 
 def _send_fds(ctx: RestoreContext, sock: socket.socket, channel: int, park: int,

@@ -1,9 +1,12 @@
-"""The table of file-descriptor kinds. Adding a kind means adding one module and one line here.
+"""The table of resource kinds. Adding a kind means adding one module and one line here.
 
-Each kind (a FileKind, kind.py) decides whether it claims an open file description, dumps it
-to a JSON-able record (raising Unsupported to refuse by name), and restores the record as a
-new fd in the restorer, which the engine then installs in the restored process. Anything no
-kind claims is refused.
+Each kind (a Resource, kind.py) takes part in the named phases of a dump and a restore
+that it needs, and owns its part of each process's record, its manifest section and its
+tree-wide state. A file-descriptor kind (a FileKind) also decides whether it claims an open
+file description, dumps it to a JSON-able record (raising Unsupported to refuse by name),
+and restores the record as a new fd in the restorer, which the engine then installs in the
+restored process. Anything no fd kind claims is refused. The engine runs every phase over
+the table in its order: fd kinds are asked to claim a file in that order too.
 """
 from __future__ import annotations
 
@@ -13,12 +16,18 @@ import stat
 
 from ..context import DumpContext, OpenFile
 from ..errors import Unsupported
-from . import (devices, epoll, eventfd, files, inet, inotify, pidfd, pipes, shmem, signalfd, stdio,
-               timerfd, tty, unix)
-from .kind import FileKind
+from . import (devices, epoll, eventfd, files, inet, inotify, memory, pidfd, pipes, posix_timers, process,
+               shmem, signalfd, signals, stdio, sysvshm, threads, timerfd, tty, unix)
+from .kind import FileKind, Resource
 
-FILE_KINDS: list[FileKind] = [
-    stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
+RESOURCES: list[Resource] = [
+    process.PROCESS,
+    signals.SIGNALS,
+    posix_timers.POSIX_TIMERS,
+    threads.THREADS,
+    memory.MEMORY,
+    shmem.SHMEM,  # shared memory objects, mapped or open
+    stdio.EXTERNAL,  # the first fd kind: fds 0-2 leading outside the tree
     shmem.MEMFD,  # before regular files: a memfd is a regular file without a path
     files.REGULAR,
     files.DIRECTORY,
@@ -33,8 +42,11 @@ FILE_KINDS: list[FileKind] = [
     inotify.INOTIFY,
     unix.UNIX_SOCKET,
     inet.INET_SOCKET,
+    sysvshm.SYSV,
 ]
+FILE_KINDS: list[FileKind] = [kind for kind in RESOURCES if isinstance(kind, FileKind)]
 _BY_NAME = {kind.name: kind for kind in FILE_KINDS}
+SECTIONS = [kind.section for kind in RESOURCES if kind.section]  # the manifest's tree-wide sections
 
 
 def kind_named(name: str) -> FileKind:
@@ -75,4 +87,5 @@ def _socket_name(f: OpenFile, ctx: DumpContext) -> str:
         return f"{family} {kind} socket".replace("  ", " ")
 
 
-__all__ = ["FileKind", "FILE_KINDS", "claim", "describe", "kind_named", "Unsupported"]
+__all__ = ["FileKind", "FILE_KINDS", "RESOURCES", "Resource", "SECTIONS", "claim", "describe", "kind_named",
+           "Unsupported"]

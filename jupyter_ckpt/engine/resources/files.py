@@ -15,6 +15,7 @@ import os
 import stat
 import struct
 import tempfile
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import procfs
@@ -122,6 +123,13 @@ def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
             os.close(fd)
 
 
+@dataclass
+class _Unlinked:
+    """Restore: our fd of each unlinked file re-made for the tree, by its original (device, inode)."""
+
+    holders: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+
 def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
     # O_TMPFILE (with its O_DIRECTORY) stays in the flags of a file made that way; reopening
     # with it would make another. O_NOFOLLOW would refuse the /proc/self/fd link itself.
@@ -131,7 +139,11 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
         os.lseek(fd, rec["pos"], os.SEEK_SET)
         return fd  # (its locks are taken by the process that held them: _take_locks)
     if "unlinked" in rec:
-        holder = ctx.once(("unlinked", *rec["unlinked"]["inode"]), lambda: _recreate_unlinked(rec, ctx))
+        made = ctx.state(_Unlinked).holders
+        key = tuple(rec["unlinked"]["inode"])
+        if key not in made:
+            made[key] = _recreate_unlinked(rec, ctx)
+        holder = made[key]
         path = f"/proc/self/fd/{holder}"
         flags &= ~os.O_NOFOLLOW
     else:

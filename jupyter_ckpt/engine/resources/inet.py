@@ -23,13 +23,14 @@ import os
 import select
 import socket
 import stat
+from dataclasses import dataclass
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
-from . import tcp_repair
+from . import sockets_common, tcp_repair
 from .kind import FileKind
-from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
+from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking, tree_sockets
 
 TCP_STATES = {1: "established", 2: "syn-sent", 3: "syn-recv", 4: "fin-wait1", 5: "fin-wait2",
               6: "time-wait", 7: "close", 8: "close-wait", 9: "last-ack", 10: "listen", 11: "closing"}
@@ -83,6 +84,13 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     return rec
 
 
+@dataclass
+class _Locked:
+    """Dump: the lock holding the tree's TCP connections still while they are read."""
+
+    lock: tcp_repair.Lock | None = None
+
+
 def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: dict[str, Any]) -> None:
     """Lock the connection (until the tree dies, or runs on: then it is unlocked) and save it."""
     what = "established {}:{} -> {}:{}".format(*rec["local"], *(rec["peer"] or ["?", "?"]))
@@ -92,7 +100,7 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
                          f"needs CAP_NET_ADMIN (TCP_REPAIR); dump as a user who has it, {reset}")
     if rec["peer"] is None:
         raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: its peer's address is unknown")
-    if _peer_inode(rec["family"], f.st.st_ino) not in ctx.tree.sockets and not ctx.tree.kill:
+    if _peer_inode(rec["family"], f.st.st_ino) not in tree_sockets(ctx.tree) and not ctx.tree.kill:
         raise ctx.refuse(f"fd {f.fd}", "TCP connection",
                          f"{what}: its peer is outside the tree, and an original that runs on after "
                          f"the dump would carry the connection on without the copy; dump with --kill "
@@ -103,10 +111,11 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
     rec["options"] += read_options(sock, _BUFFERS)
     if ctx.writer is None:
         return  # only checking: leave the connection alone
-    if ctx.tree.tcp_lock is None:
-        ctx.tree.tcp_lock = tcp_repair.Lock()
-        ctx.tree.on_end.append(ctx.tree.tcp_lock.end)
-    ctx.tree.tcp_lock.add(sock, f.pid)
+    locked = ctx.tree.state(_Locked)
+    if locked.lock is None:
+        locked.lock = tcp_repair.Lock()
+        ctx.tree.on_end.append(locked.lock.end)
+    locked.lock.add(sock, f.pid)
     try:
         state, send_queue, recv_queue = tcp_repair.save(sock)
     except OSError as err:
@@ -223,4 +232,4 @@ def _reset_connection(family: int) -> socket.socket:
     return client
 
 
-INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore)
+INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore, index=sockets_common.index)

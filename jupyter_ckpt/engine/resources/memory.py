@@ -36,6 +36,7 @@ from ..image import append_run
 from ..inject import RemoteMemory, RemoteThread
 from ..pagemap import PAGE_SIZE, PageScanner
 from . import shmem, sysvshm
+from .kind import Resource
 from . import vdso as vdso_proxy
 
 MAP_FIXED = 0x10
@@ -795,3 +796,10 @@ def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str,
         os.close(fd)
         raise
     ctx.lazy.add(ctx.pid, fd, runs)
+
+
+def _empty() -> dict[str, Any]:
+    return {"vmas": []}
+
+
+MEMORY = Resource("memory", record="memory", empty=_empty, dump_memory=dump)

@@ -16,16 +16,36 @@ import fcntl
 import os
 import select
 import stat
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import procfs, syscalls
-from ..context import DumpContext, OpenFile, RestoreContext
+from ..context import DumpContext, OpenFile, RestoreContext, TreeIndex
 from ..errors import RestoreConflict
 from .kind import FileKind
 
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 SPLICE_F_NONBLOCK = 2
 _OPEN_FLAGS_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+@dataclass
+class _Ends:
+    """Dump: the ends ("r", "w") of each anonymous pipe, by inode, that the tree holds."""
+
+    by_inode: dict[int, set[str]] = field(default_factory=dict)
+
+
+def _index(tree: TreeIndex, pid: int, files: list[OpenFile]) -> None:
+    ends = tree.state(_Ends).by_inode
+    for f in files:
+        if f.link.startswith("pipe:"):
+            ends.setdefault(f.st.st_ino, set()).update({os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(f.access, "rw"))
+
+
+def ends_in_tree(tree: TreeIndex, inode: int) -> set[str]:
+    """Which ends of the anonymous pipe `inode` the tree holds."""
+    return tree.state(_Ends).by_inode.get(inode, set())
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -37,7 +57,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     anonymous = f.link.startswith("pipe:")
     unlinked = not anonymous and f.st.st_nlink == 0  # a FIFO whose name is gone
     fd = ctx.dup_of(f.fd)
-    if anonymous and ctx.tree.pipe_ends.get(ino, set()) != {"r", "w"} and not _other_end_closed(fd, f):
+    if anonymous and ends_in_tree(ctx.tree, ino) != {"r", "w"} and not _other_end_closed(fd, f):
         raise ctx.refuse(f"fd {f.fd}", "pipe", f"{f.link}: its other end is held outside the tree")
     if unlinked and _fifo_ends(f, ctx) != {"r", "w"} and not _other_end_closed(fd, f):
         raise ctx.refuse(f"fd {f.fd}", "FIFO", f"{f.link}: its other end is held outside the tree")
@@ -119,14 +139,26 @@ def _make_pipe(rec: dict[str, Any], ctx: RestoreContext) -> tuple[int, int]:
     return r, w
 
 
+@dataclass
+class _Made:
+    """Restore: each pipe made for the tree, by (device, inode), and those refilled."""
+
+    pipes: dict[tuple[int | None, int], tuple[int, int]] = field(default_factory=dict)
+    filled: set[tuple[int | None, int]] = field(default_factory=set)
+
+
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     key = (rec.get("dev"), rec["inode"])
-    r, w = ctx.once(("pipe", key), lambda: _make_pipe(rec, ctx))
-    if rec.get("data_blob"):  # every read description of the pipe saw the same bytes
-        ctx.once(("pipe-data", key), lambda: os.write(w, ctx.image.blob_bytes(rec["data_blob"])))
+    made = ctx.state(_Made)
+    if key not in made.pipes:
+        made.pipes[key] = _make_pipe(rec, ctx)
+    r, w = made.pipes[key]
+    if rec.get("data_blob") and key not in made.filled:  # every read description saw the same bytes
+        os.write(w, ctx.image.blob_bytes(rec["data_blob"]))
+        made.filled.add(key)
     end = w if rec["flags"] & os.O_ACCMODE == os.O_WRONLY else r
     flags = rec["flags"] & _OPEN_FLAGS_MASK & ~os.O_NOFOLLOW  # (it would refuse the link)
     return ctx.keep(os.open(f"/proc/self/fd/{end}", flags | os.O_CLOEXEC))
 
 
-PIPE = FileKind("pipe", _claims, _dump, _restore)
+PIPE = FileKind("pipe", _claims, _dump, _restore, index=_index)

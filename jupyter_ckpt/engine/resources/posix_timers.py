@@ -23,6 +23,7 @@ from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..inject import RemoteThread
 from ..ptrace_ext import SIGINFO_SIZE
+from .kind import Resource
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _spec(ns: int) -> list[int]:
     return [ns // _NS, ns % _NS]
 
 
-def dump(ctx: DumpContext, tids: list[int]) -> list[dict[str, Any]]:
+def dump(ctx: DumpContext) -> list[dict[str, Any]]:
     """Every timer of the process, in id order."""
     assert ctx.leader is not None and ctx.scratch is not None and ctx.mem is not None
     with open(f"/proc/{ctx.pid}/timers") as f:
@@ -70,13 +71,13 @@ def dump(ctx: DumpContext, tids: list[int]) -> list[dict[str, Any]]:
     timers = []
     for timer_id, signo, value, notify, target_kind, target, clock in entries:
         where = f"POSIX timer {timer_id}"
-        why = _clock_refused(int(clock), len(tids))
+        why = _clock_refused(int(clock), len(ctx.tids))
         if why:
             raise ctx.refuse(where, "POSIX timer", why)
         rec: dict[str, Any] = {"id": int(timer_id), "clock": int(clock), "signal": int(signo),
                                "value": int(value, 16), "notify": _NOTIFY[notify]}
         if target_kind == "tid":
-            if int(target) not in tids:
+            if int(target) not in ctx.tids:
                 raise ctx.refuse(where, "POSIX timer", f"it signals thread {target}, not one of this process")
             rec["notify"] |= SIGEV_THREAD_ID
             rec["tid"] = ctx.tree.inner(int(target))
@@ -174,3 +175,6 @@ def _arm_overdue(ctx: RestoreContext, rec: dict[str, Any], threads: dict[int, Re
         raise CkptError(f"POSIX timer {rec['id']}: took signal {signo} (code {code}) of timer "
                         f"{timer_id} instead of its own")
     log.debug("POSIX timer %d: overrun %d restored", rec["id"], rec["overrun"])
+
+
+POSIX_TIMERS = Resource("posix_timers", record="posix_timers", empty=list, dump_process=dump)

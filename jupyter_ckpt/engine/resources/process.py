@@ -9,10 +9,12 @@ import struct
 from typing import Any, Callable
 
 from .. import fileid, procfs, syscalls
-from ..context import DumpContext, RestoreContext
+from ..context import DumpContext, RestoreContext, TreeIndex
 from ..errors import Blocker, RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteThread
+from .kind import Resource
+from .tty import controlling_terminal
 
 _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 _NAMESPACES = ("mnt", "net", "uts", "ipc", "user", "pid", "cgroup", "time")
@@ -72,13 +74,12 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
           "env_end": int(stat[51])}
     if ctx.leader is not None:
         mm["brk"] = ctx.leader.call("brk", 0)
-    terminal = ctx.tree.ctty.get(pid)
     return {
         "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner_own(pid, "NSpgid", int(stat[5])),
         "sid": ctx.tree.inner_own(pid, "NSsid", int(stat[6])),
         # a pty of the tree (one outside, such as the terminal we were started from, is
         # not brought back as a controlling terminal)
-        "ctty": terminal if terminal in ctx.tree.pty_masters else None,
+        "ctty": controlling_terminal(ctx.tree, pid),
         "cwd": cwd, "umask": int(status["Umask"], 8),
         "uids": [int(x) for x in status["Uid"].split()],
         "gids": [int(x) for x in status["Gid"].split()],
@@ -290,3 +291,49 @@ def verify_capabilities(pid: int, rec: dict[str, Any]) -> None:
     if differ:
         raise RestoreConflict("capabilities of the restored process would differ from the "
                               f"checkpointed ones ({', '.join(differ)}); restore as the right user")
+
+
+def _check(tree: TreeIndex, processes: list[dict[str, Any]]) -> list[Blocker]:
+    return _check_zombie_groups(tree.zombies) + _check_sessions(tree.inner(tree.root), processes)
+
+
+def _check_zombie_groups(zombies: set[int]) -> list[Blocker]:
+    """A zombie comes back as a child that exits at once, in its parent's process group and
+    session: one that had moved to another (its group's leader since gone, as after a
+    setpgid then fork) would come back in the wrong one."""
+    blockers = []
+    for pid in sorted(zombies):
+        stat = procfs.read_stat(pid)
+        try:
+            parent = procfs.read_stat(int(stat[4]))
+        except FileNotFoundError:
+            continue  # its parent is gone too: it is reaped with it
+        if (stat[5], stat[6]) != (parent[5], parent[6]):
+            blockers.append(Blocker(pid, "process", "zombie", f"its process group {stat[5]} "
+                                    f"(session {stat[6]}) is not its parent's ({parent[5]}, "
+                                    f"{parent[6]}): it cannot be re-created in it"))
+    return blockers
+
+
+def _check_sessions(root: int, processes: list[dict[str, Any]]) -> list[Blocker]:
+    """Sessions and process groups must be reproducible by setsid/setpgid from inside the
+    tree: a process's session is its own or its parent's; its group is its own, that of a
+    group leader in the tree, or the root's (which the restored root inherits from us)."""
+    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
+    leaders = {pid for pid, attrs in by_pid.items() if attrs["pgid"] == pid}
+    root_attrs = by_pid.get(root)
+    blockers = []
+    for pid, attrs in by_pid.items():
+        if pid == root:
+            continue
+        parent = by_pid.get(attrs["ppid"])
+        if attrs["sid"] != pid and (parent is None or attrs["sid"] != parent["sid"]):
+            blockers.append(Blocker(pid, "process", "session",
+                                    f"session {attrs['sid']} cannot be re-created from inside the tree"))
+        elif attrs["pgid"] not in leaders and (root_attrs is None or attrs["pgid"] != root_attrs["pgid"]):
+            blockers.append(Blocker(pid, "process", "process group",
+                                    f"group {attrs['pgid']} has no leader in the tree"))
+    return blockers
+
+
+PROCESS = Resource("process", record="process", dump_process=dump, check=_check)

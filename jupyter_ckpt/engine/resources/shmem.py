@@ -23,15 +23,16 @@ import fcntl
 import logging
 import os
 import stat
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import xxhash
 
 from .. import procfs, syscalls
-from ..context import DumpContext, OpenFile, RestoreContext
+from ..context import DumpContext, OpenFile, RestoreContext, RestoreTree, TreeIndex
 from ..errors import CkptError, RestoreConflict
 from ..image import ImageReader, append_run
-from .kind import FileKind
+from .kind import FileKind, Resource
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,24 @@ def _parent(path: str) -> dict[str, int]:
     return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
 
 
+@dataclass
+class _Saved:
+    """Dump: every object saved so far, by key (the manifest's "shmem" section)."""
+
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _section(tree: TreeIndex) -> dict[str, Any]:
+    return dict(tree.state(_Saved).objects)
+
+
 def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str,
              open_object: Callable[[], int]) -> str:
     """Save the object once per checkpoint; its key. `open_object()` returns a readable fd
     of it."""
     key = object_key(device, inode)
-    if key in ctx.tree.shmem:
+    saved = ctx.tree.state(_Saved).objects
+    if key in saved:
         return key
     names = _names(path, inode, device)
     fd = open_object()
@@ -119,7 +132,7 @@ def register(ctx: DumpContext, inode: int, device: tuple[int, int], path: str,
             obj["blob"] = ctx.add_blob(f"shmem-{key.replace(':', '-')}.bin", content)
     finally:
         os.close(fd)
-    ctx.tree.shmem[key] = obj
+    saved[key] = obj
     return key
 
 
@@ -129,7 +142,7 @@ def register_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[int, int],
     /proc/PID/map_files (`source`) when we may, else through one of its names, else through
     the process's own mapping."""
     key = object_key(device, vma.inode)
-    if readable or key in ctx.tree.shmem:
+    if readable or key in ctx.tree.state(_Saved).objects:
         return register(ctx, vma.inode, device, vma.path,
                         lambda: os.open(source, os.O_RDONLY | os.O_CLOEXEC))
     names = _names(vma.path, vma.inode, device)
@@ -163,7 +176,8 @@ def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[in
     refused by name. Its mode and owner are not known: it comes back with the restorer's."""
     where = f"{vma.start:#x}-{vma.end:#x}"
     key = object_key(device, vma.inode)
-    known = ctx.tree.shmem.get(key)
+    saved = ctx.tree.state(_Saved).objects
+    known = saved.get(key)
     if known is not None:
         if vma.offset + vma.size > known["size"]:
             raise ctx.refuse(where, "shared memory", "processes of the tree map different parts "
@@ -189,7 +203,7 @@ def register_through_mapping(ctx: DumpContext, vma: procfs.Vma, device: tuple[in
         content = b"".join(ctx.mem.read(vma.start + offset, length) for offset, length, _ in obj["data"])
         obj["xxh3_128"] = content_digest(obj["data"], content, vma.size)
         obj["blob"] = ctx.add_blob(f"shmem-{key.replace(':', '-')}.bin", content)
-    ctx.tree.shmem[key] = obj
+    saved[key] = obj
 
 
 def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
@@ -317,9 +331,21 @@ def check(image: ImageReader) -> None:
                                   "checkpoint; giving it that owner takes CAP_CHOWN")
 
 
+@dataclass
+class _Made:
+    """Restore: our fd of each object made for the tree, by key, and the named ones made
+    anew, to link at their names once the whole tree is in (publish)."""
+
+    fds: dict[str, int] = field(default_factory=dict)
+    to_link: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+
+
 def object_fd(ctx: RestoreContext, key: str) -> int:
     """Our fd of the restored object (made once per restore, shared by the whole tree)."""
-    return ctx.once(("shmem", key), lambda: _create(ctx, key, ctx.image.manifest["shmem"][key]))
+    made = ctx.state(_Made)
+    if key not in made.fds:
+        made.fds[key] = _create(ctx, key, ctx.image.manifest["shmem"][key])
+    return made.fds[key]
 
 
 def _create(ctx: RestoreContext, key: str, obj: dict[str, Any]) -> int:
@@ -330,7 +356,7 @@ def _create(ctx: RestoreContext, key: str, obj: dict[str, Any]) -> int:
             fd = ctx.keep(_open_existing(existing))
         else:
             fd = ctx.keep(_new_unlinked(obj))
-        ctx.shared.setdefault(_TO_LINK, []).append((obj, fd))
+        ctx.state(_Made).to_link.append((obj, fd))
         if existing is not None:
             return fd
     else:
@@ -349,9 +375,6 @@ def _create(ctx: RestoreContext, key: str, obj: dict[str, Any]) -> int:
     if obj["seals"] and not obj["paths"]:
         fcntl.fcntl(fd, F_ADD_SEALS, obj["seals"])
     return fd
-
-
-_TO_LINK = ("shmem", "to link")  # named objects, to link at their names once all is in
 
 
 def _open_existing(path: str) -> int:
@@ -386,13 +409,13 @@ def _give_owner(fd: int, obj: dict[str, Any]) -> None:
                               f"gid {obj['gid']}: {err.strerror}") from None
 
 
-def publish(shared: dict[Any, Any]) -> None:
+def publish(tree: RestoreTree) -> None:
     """Link every named object made by this restore at its names (making their directory
     when missing), once the whole tree is in: a failed restore leaves no file behind. A
     name taken meanwhile undoes the links made here and refuses the restore."""
     made: list[str] = []
     try:
-        for obj, fd in shared.get(_TO_LINK, []):
+        for obj, fd in tree.state(_Made).to_link:
             directory = os.path.dirname(obj["paths"][0])
             if not os.path.isdir(directory):
                 os.mkdir(directory, obj["parent"]["mode"])
@@ -445,4 +468,5 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
+SHMEM = Resource("shmem", section="shmem", dump_section=_section, verify=check, finish=publish)
 MEMFD = FileKind("memfd", _claims, _dump, _restore)

@@ -15,6 +15,7 @@ from ..context import DumpContext, RestoreContext
 from ..image import b64, unb64
 from ..inject import RemoteThread
 from ..procfs import read_status
+from .kind import Resource
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _signal_set(status: dict[str, str], *keys: str) -> set[int]:
     return {sig for sig in range(1, NSIG + 1) if bits >> (sig - 1) & 1}
 
 
-def dump(ctx: DumpContext, tids: list[int]) -> dict[str, Any]:
+def dump(ctx: DumpContext) -> dict[str, Any]:
     assert ctx.leader is not None and ctx.scratch is not None and ctx.mem is not None
     status = read_status(ctx.pid)
     actions = {}
@@ -51,7 +52,7 @@ def dump(ctx: DumpContext, tids: list[int]) -> dict[str, Any]:
         "itimers": itimers,
         "shared_pending": [b64(s) for s in ptrace_ext.peek_siginfo(ctx.pid, shared=True)],
         "thread_pending": {str(ctx.tree.inner(tid)): [b64(s) for s in ptrace_ext.peek_siginfo(tid, shared=False)]
-                           for tid in tids},
+                           for tid in ctx.tids},
     }
 
 
@@ -91,3 +92,6 @@ def queue_pending(ctx: RestoreContext, rec: dict[str, Any], by_tid: dict[int, Re
         sig = struct.unpack_from("<i", raw)[0]
         ctx.leader.call("rt_sigqueueinfo", ctx.ns_pid, sig, ctx.scratch.put(raw))
 
+
+
+SIGNALS = Resource("signals", record="signals", dump_process=dump)

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass, field
 
-from ..context import DumpContext, OpenFile
+from ..context import DumpContext, OpenFile, TreeIndex
 from ..errors import RestoreConflict
 
 SO_DOMAIN, SO_PROTOCOL = 39, 38
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 _BUFFER_FORCE = {socket.SO_SNDBUF: SO_SNDBUFFORCE, socket.SO_RCVBUF: SO_RCVBUFFORCE}
+
+
+@dataclass
+class _Sockets:
+    """Dump: the inodes of every socket open in the tree (a peer inside is restored with it)."""
+
+    inodes: set[int] = field(default_factory=set)
+
+
+def index(tree: TreeIndex, pid: int, files: list[OpenFile]) -> None:
+    """The index phase of every socket kind (each adds the same inodes)."""
+    tree.state(_Sockets).inodes.update(f.st.st_ino for f in files if f.link.startswith("socket:"))
+
+
+def tree_sockets(tree: TreeIndex) -> set[int]:
+    """The inodes of the sockets open in the tree."""
+    return tree.state(_Sockets).inodes
 
 
 def borrowed_socket(f: OpenFile, ctx: DumpContext) -> socket.socket:

@@ -17,7 +17,8 @@ from typing import Any
 from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext
 from .kind import FileKind
-from .tty import pty_index
+from .pipes import ends_in_tree
+from .tty import master_in_tree, pty_index
 
 _TTY_MAJORS = {4, 5} | set(range(136, 144))
 
@@ -25,12 +26,12 @@ _TTY_MAJORS = {4, 5} | set(range(136, 144))
 def leads_outside(f: OpenFile, ctx: DumpContext) -> bool:
     mode = f.st.st_mode
     if stat.S_ISFIFO(mode) and f.link.startswith("pipe:"):
-        return ctx.tree.pipe_ends.get(f.st.st_ino, set()) != {"r", "w"}
+        return ends_in_tree(ctx.tree, f.st.st_ino) != {"r", "w"}
     if stat.S_ISCHR(mode) and os.major(f.st.st_rdev) in _TTY_MAJORS:
         if (os.major(f.st.st_rdev), os.minor(f.st.st_rdev)) == (5, 2):
             return False  # a pty master: the pty kind decides
         if os.major(f.st.st_rdev) >= 136:  # a pts: outside unless its master is in the tree
-            return pty_index(f) not in ctx.tree.pty_masters
+            return not master_in_tree(ctx.tree, pty_index(f))
         return True
     return stat.S_ISSOCK(mode)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import DumpContext, RestoreContext
+from ..context import DumpContext, RestoreContext, TreeIndex
 from ..errors import RestoreConflict
 from ..libc import libc
+from .kind import Resource
 from .shmem import read_data
 
 IPC_CREAT, IPC_EXCL, IPC_RMID, IPC_STAT = 0o1000, 0o2000, 0, 2
@@ -30,8 +32,20 @@ def _segment_facts(shmid: int) -> dict[str, int] | None:
     return None
 
 
+@dataclass
+class _Saved:
+    """Dump: every segment saved so far, by id (the manifest's "sysv" section)."""
+
+    segments: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _section(tree: TreeIndex) -> dict[str, Any]:
+    return {str(i): seg for i, seg in tree.state(_Saved).segments.items()}
+
+
 def register(ctx: DumpContext, shmid: int, source: str) -> None:
-    if shmid in ctx.tree.sysv:
+    saved = ctx.tree.state(_Saved).segments
+    if shmid in saved:
         return
     facts = _segment_facts(shmid)
     if facts is None:
@@ -44,12 +58,22 @@ def register(ctx: DumpContext, shmid: int, source: str) -> None:
         finally:
             os.close(fd)
         seg["blob"] = ctx.add_blob(f"sysv-{shmid}.bin", content)
-    ctx.tree.sysv[shmid] = seg
+    saved[shmid] = seg
+
+
+@dataclass
+class _Ensured:
+    """Restore: the segments made to exist as they were so far."""
+
+    ids: set[int] = field(default_factory=set)
 
 
 def ensure_segment(ctx: RestoreContext, shmid: int) -> None:
     """Make segment `shmid` exist as it was (once per restore)."""
-    ctx.once(("sysv", shmid), lambda: _ensure(ctx, ctx.image.manifest["sysv"][str(shmid)]))
+    ensured = ctx.state(_Ensured).ids
+    if shmid not in ensured:
+        _ensure(ctx, ctx.image.manifest["sysv"][str(shmid)])
+        ensured.add(shmid)
 
 
 def _ensure(ctx: RestoreContext, seg: dict[str, Any]) -> bool:
@@ -78,7 +102,7 @@ def _ensure(ctx: RestoreContext, seg: dict[str, Any]) -> bool:
     return True
 
 
-def finish(manifest: dict[str, Any]) -> None:
+def _finish(manifest: dict[str, Any]) -> None:
     """Segments that were marked for removal are marked again, now that all have attached."""
     for seg in manifest.get("sysv", {}).values():
         if seg["mode"] & SHM_DEST:
@@ -87,3 +111,6 @@ def finish(manifest: dict[str, Any]) -> None:
 
 def attach_flags(prot: int) -> int:
     return (0 if prot & 2 else SHM_RDONLY) | (SHM_EXEC if prot & 4 else 0)
+
+
+SYSV = Resource("sysv", section="sysv", dump_section=_section, commit=_finish)

@@ -19,6 +19,7 @@ from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteThread
+from .kind import Resource
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ POLICIES = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_BATCH: "SCHED_BATCH", os.SCH
             os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
 
 
-def dump(ctx: DumpContext, threads: list[RemoteThread]) -> list[dict[str, Any]]:
-    return [_dump_thread(ctx, t) for t in threads]
+def dump(ctx: DumpContext) -> list[dict[str, Any]]:
+    return [_dump_thread(ctx, t) for t in ctx.threads]
 
 
 def _dump_thread(ctx: DumpContext, t: RemoteThread) -> dict[str, Any]:
@@ -158,3 +159,6 @@ def finish(rec: dict[str, Any], thread: RemoteThread) -> None:
     ptrace_ext.set_xstate(thread.tid, unb64(rec["xstate"]))
     thread.saved = arch.regs_from_dict(rec["regs"])
     thread.put_back()
+
+
+THREADS = Resource("threads", record="threads", empty=list, dump_process=dump)

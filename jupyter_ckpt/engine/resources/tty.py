@@ -23,12 +23,14 @@ import os
 import stat
 import struct
 import termios
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..context import DumpContext, OpenFile, RestoreContext
-from ..errors import RestoreConflict
+from ..context import DumpContext, OpenFile, RestoreContext, RestoreTree, TreeIndex
+from ..errors import Blocker, RestoreConflict
 from ..image import b64, unb64
 from ..inject import RemoteMemory, RemoteThread
+from ..procfs import read_stat
 from .kind import FileKind
 
 log = logging.getLogger(__name__)
@@ -65,19 +67,83 @@ def controlling_pty(tty_nr: int) -> int | None:
     return _pts_index(tty_nr) if os.major(tty_nr) in _PTS_MAJORS else None
 
 
+@dataclass
+class _Ptys:
+    """Dump: the ptys whose master the tree holds, each process's controlling pty, and the
+    state of each pty saved so far (the manifest's "ptys" section)."""
+
+    masters: set[int] = field(default_factory=set)  # pty indexes
+    ctty: dict[int, int] = field(default_factory=dict)  # pid -> its controlling pty's index
+    saved: dict[int, dict[str, Any]] = field(default_factory=dict)  # pty index -> its state
+
+
+def _index(tree: TreeIndex, pid: int, files: list[OpenFile]) -> None:
+    ptys = tree.state(_Ptys)
+    terminal = controlling_pty(int(read_stat(pid)[7]))
+    if terminal is not None:
+        ptys.ctty[pid] = terminal
+    ptys.masters.update(int(f.fdinfo["tty-index"]) for f in files if "tty-index" in f.fdinfo)
+
+
+def master_in_tree(tree: TreeIndex, index: int) -> bool:
+    return index in tree.state(_Ptys).masters
+
+
+def controlling_terminal(tree: TreeIndex, pid: int) -> int | None:
+    """The index of `pid`'s controlling pty if the tree holds its master (else None)."""
+    ptys = tree.state(_Ptys)
+    terminal = ptys.ctty.get(pid)
+    return terminal if terminal in ptys.masters else None
+
+
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
     return _is_master(f) or _is_slave(f)
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     index = pty_index(f)
-    if index not in ctx.tree.pty_masters:
+    ptys = ctx.tree.state(_Ptys)
+    if index not in ptys.masters:
         raise ctx.refuse(f"fd {f.fd}", "terminal", f"{f.link}: its master is outside the tree")
     rec: dict[str, Any] = {"index": index, "side": "master" if _is_master(f) else "slave",
                            "flags": f.flags}
-    if rec["side"] == "master" and index not in ctx.tree.ptys:
-        ctx.tree.ptys[index] = _dump_pty(ctx.dup_of(f.fd), ctx, with_data=ctx.writer is not None)
+    if rec["side"] == "master" and index not in ptys.saved:
+        ptys.saved[index] = _dump_pty(ctx.dup_of(f.fd), ctx, with_data=ctx.writer is not None)
     return rec
+
+
+def _section(tree: TreeIndex) -> dict[str, Any]:
+    return {str(i): state for i, state in tree.state(_Ptys).saved.items()}
+
+
+def _check(tree: TreeIndex, processes: list[dict[str, Any]]) -> list[Blocker]:
+    """A pty of the tree that is a controlling terminal comes back through its session's
+    leader, and its children inherit it: so the leader must be in the tree, and every
+    member of its session must share the terminal (none that dropped it). Its foreground
+    group, if any, must be one of the session's groups."""
+    ptys = tree.state(_Ptys).saved
+    by_pid = {p["pid"]: p["process"] for p in processes if p.get("process")}
+    blockers = []
+    for pid, attrs in by_pid.items():
+        terminal = attrs.get("ctty")
+        if attrs["sid"] == pid and terminal is not None and terminal in ptys:
+            foreground = ptys[terminal].get("foreground", 0)
+            groups = {a["pgid"] for a in by_pid.values() if a["sid"] == pid}
+            if foreground and foreground not in groups:
+                blockers.append(Blocker(pid, "process", "controlling terminal",
+                                        f"/dev/pts/{terminal}'s foreground group {foreground} "
+                                        "has no process in the session"))
+    for pid, attrs in by_pid.items():
+        leader = by_pid.get(attrs["sid"])
+        terminal, leaders_terminal = attrs.get("ctty"), leader and leader.get("ctty")
+        if terminal is not None and terminal != leaders_terminal:
+            blockers.append(Blocker(pid, "process", "controlling terminal",
+                                    f"/dev/pts/{terminal} belongs to session {attrs['sid']}, "
+                                    "whose leader is outside the tree"))
+        elif terminal is None and leaders_terminal is not None:
+            blockers.append(Blocker(pid, "process", "controlling terminal",
+                                    f"has none while its session has /dev/pts/{leaders_terminal}"))
+    return blockers
 
 
 def _dump_pty(master: int, ctx: DumpContext, with_data: bool) -> dict[str, Any]:
@@ -180,20 +246,23 @@ def _make_pty(rec: dict[str, Any], keep: Callable[[int], int]) -> tuple[int, int
     return master, slave
 
 
-def _pair(shared: dict[Any, Any], manifest: dict[str, Any], own_fds: list[int],
-          index: int) -> tuple[int, int]:
+@dataclass
+class _Pairs:
+    """Restore: each pty made for the tree, by index, as our (master, slave)."""
+
+    by_index: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def _pair(tree: RestoreTree, index: int) -> tuple[int, int]:
     """The restored pty `index` as our (master, slave), made once per restore."""
-    key = ("pty", index)
-    if key not in shared:
-        def keep(fd: int) -> int:
-            own_fds.append(fd)
-            return fd
-        shared[key] = _make_pty(manifest["ptys"][str(index)], keep)
-    return shared[key]
+    pairs = tree.state(_Pairs).by_index
+    if index not in pairs:
+        pairs[index] = _make_pty(tree.image.manifest["ptys"][str(index)], tree.keep)
+    return pairs[index]
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    master, slave = _pair(ctx.shared, ctx.image.manifest, ctx.own_fds, rec["index"])
+    master, slave = _pair(ctx.tree, rec["index"])
     end = master if rec["side"] == "master" else slave
     if rec["side"] == "master":
         # a new description of the same master: dup shares flags, so copy flags explicitly
@@ -204,24 +273,29 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
-def take_controlling_terminal(leader: RemoteThread, index: int, shared: dict[Any, Any],
-                              manifest: dict[str, Any], own_fds: list[int]) -> None:
-    """Make restored pty `index` the controlling terminal of `leader`, a seed that has just
-    become a session leader (TIOCSCTTY through the slave, opened in the seed by path)."""
-    _in_terminal(leader, _slave_path(shared, manifest, own_fds, index), TIOCSCTTY, None)
+def _take_controlling_terminal(tree: RestoreTree, leader: RemoteThread, proc: dict[str, Any]) -> None:
+    """Before its children fork (they inherit it): make the restored pty a session leader's
+    controlling terminal, as `leader` has just become one (TIOCSCTTY through the slave,
+    opened in the seed by path)."""
+    attrs = proc["process"]
+    if attrs["sid"] == proc["pid"] and attrs.get("ctty") is not None:
+        _in_terminal(leader, _slave_path(tree, attrs["ctty"]), TIOCSCTTY, None)
 
 
-def restore_foreground(leader: RemoteThread, index: int, shared: dict[Any, Any],
-                       manifest: dict[str, Any], own_fds: list[int]) -> None:
-    """Give pty `index` back its foreground group, asked by its session's leader (only a
-    member of the terminal's session may); the leader's own group has it until then."""
-    group = manifest["ptys"][str(index)].get("foreground", 0)
+def _restore_foreground(tree: RestoreTree, leader: RemoteThread, proc: dict[str, Any]) -> None:
+    """Once every group exists: give the pty back its foreground group, asked by its
+    session's leader (only a member of the terminal's session may); the leader's own group
+    has it until then."""
+    attrs = proc["process"]
+    if attrs["sid"] != proc["pid"] or attrs.get("ctty") is None:
+        return
+    group = tree.image.manifest["ptys"][str(attrs["ctty"])].get("foreground", 0)
     if group:
-        _in_terminal(leader, _slave_path(shared, manifest, own_fds, index), TIOCSPGRP, group)
+        _in_terminal(leader, _slave_path(tree, attrs["ctty"]), TIOCSPGRP, group)
 
 
-def _slave_path(shared: dict[Any, Any], manifest: dict[str, Any], own_fds: list[int], index: int) -> str:
-    master, _ = _pair(shared, manifest, own_fds, index)
+def _slave_path(tree: RestoreTree, index: int) -> str:
+    master, _ = _pair(tree, index)
     number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
     return f"/dev/pts/{number}"
 
@@ -247,4 +321,5 @@ def _in_terminal(thread: RemoteThread, path: str, request: int, value: int | Non
         thread.call("munmap", page, 4096)
 
 
-PTY = FileKind("pty", _claims, _dump, _restore)
+PTY = FileKind("pty", _claims, _dump, _restore, index=_index, section="ptys", dump_section=_section,
+               check=_check, before_fork=_take_controlling_terminal, seeded=_restore_foreground)

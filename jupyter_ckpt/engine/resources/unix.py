@@ -40,6 +40,7 @@ import socket
 import stat
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
@@ -48,7 +49,8 @@ from ..image import b64, unb64
 from ..libc import libc
 from ..sockdiag import unix_sockets
 from .kind import FileKind
-from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
+from . import sockets_common
+from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking, tree_sockets
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,26 @@ _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 CLONE_FS = 0x200
 
 
+@dataclass
+class _Diag:
+    """Dump: sock_diag facts about every unix socket, by inode (one netlink dump per checkpoint)."""
+
+    by_inode: dict[int, Any] | None = None
+
+
+def _facts(ctx: DumpContext, inode: int) -> Any:
+    diag = ctx.tree.state(_Diag)
+    if diag.by_inode is None:
+        diag.by_inode = unix_sockets()
+    return diag.by_inode.get(inode)
+
+
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
     return stat.S_ISSOCK(f.st.st_mode) and family_of(f, ctx)[0] == socket.AF_UNIX
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    info = ctx.tree.unix_socket(f.st.st_ino)
+    info = _facts(ctx, f.st.st_ino)
     if info is None:
         raise ctx.refuse(f"fd {f.fd}", "unix socket", f"{f.link}: not visible to sock_diag")
     rec: dict[str, Any] = {"inode": info.inode, "type": info.type, "flags": f.flags,
@@ -77,7 +93,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
                            "peer": info.peer, "shutdown": info.shutdown, "queue": []}
     if info.name and not info.name.startswith(b"\0"):
         rec["file"] = _socket_file(info, rec, f, ctx)
-    peer = ctx.tree.unix_socket(info.peer) if info.peer else None
+    peer = _facts(ctx, info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
         rec["options"] = read_options(sock, _OPTIONS)
         if info.state == TCP_LISTEN:
@@ -86,7 +102,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             rec["pending"] = _pending_from_tree(info, f, ctx)
         elif info.state == TCP_ESTABLISHED and not info.peer and _listener_of(info, ctx):
             rec["role"] = "pending"  # its connection waits to be accepted by the tree
-        elif peer is not None and info.peer in ctx.tree.sockets and peer.peer == info.inode \
+        elif peer is not None and info.peer in tree_sockets(ctx.tree) and peer.peer == info.inode \
                 and info.peer != info.inode:  # (a datagram socket may connect to itself)
             rec["role"] = "pair"
             if info.type != socket.SOCK_DGRAM and info.name and peer.name:
@@ -96,10 +112,10 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             if peer is None or not peer.name:
                 raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
                                  "connected to an unnamed socket outside the tree")
-            if info.peer not in ctx.tree.sockets and not peer.name.startswith((b"\0", b"/")):
+            if info.peer not in tree_sockets(ctx.tree) and not peer.name.startswith((b"\0", b"/")):
                 raise ctx.refuse(f"fd {f.fd}", "unix datagram socket",
                                  f"connected to {os.fsdecode(peer.name)}, a relative path outside the tree")
-            rec["role"] = "connected" if info.peer in ctx.tree.sockets else "connected-outside"
+            rec["role"] = "connected" if info.peer in tree_sockets(ctx.tree) else "connected-outside"
             rec["peer_name"] = b64(peer.name)
         elif info.peer or (info.state == TCP_ESTABLISHED and info.type != socket.SOCK_DGRAM):
             rec["role"] = "disconnected"  # stream peer outside the tree
@@ -127,9 +143,9 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
 def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
     """The tree's sockets whose connections wait in this listener's queue, in order (those
     from outside the tree are dropped: their clients see a reset)."""
-    clients = [inode for inode in info.pending_connections if inode in ctx.tree.sockets]
+    clients = [inode for inode in info.pending_connections if inode in tree_sockets(ctx.tree)]
     for inode in clients:
-        if ctx.tree.unix_socket(inode).wqueue:  # its bytes wait on the server's side
+        if _facts(ctx, inode).wqueue:  # its bytes wait on the server's side
             raise ctx.refuse(f"fd {f.fd}", "unix socket", "a connection from a socket of the tree, "
                              "not yet accepted, holds data (it cannot be read before accept)")
     return clients
@@ -137,8 +153,8 @@ def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
 
 def _listener_of(info: Any, ctx: DumpContext) -> int | None:
     """The tree's listening socket in whose queue this socket's connection waits."""
-    for inode in ctx.tree.sockets:
-        listener = ctx.tree.unix_socket(inode)
+    for inode in tree_sockets(ctx.tree):
+        listener = _facts(ctx, inode)
         if listener is not None and listener.state == TCP_LISTEN and info.inode in listener.pending_connections:
             return inode
     return None
@@ -170,8 +186,8 @@ def _sender(address: Any, f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     if address is None or address in ("", b""):
         return {"name": None, "inode": None}
     name = address if isinstance(address, bytes) else os.fsencode(address)
-    for inode in ctx.tree.sockets:
-        info = ctx.tree.unix_socket(inode)
+    for inode in tree_sockets(ctx.tree):
+        info = _facts(ctx, inode)
         if info is not None and info.name == name:
             return {"name": b64(name), "inode": inode}
     why = None
@@ -257,8 +273,18 @@ def _peek_queue(sock: socket.socket, stype: int, passcred: bool, f: OpenFile,
     return messages
 
 
+@dataclass
+class _Built:
+    """Restore: every unix socket of the image, made together on first use, by inode."""
+
+    by_inode: dict[int, socket.socket] | None = None
+
+
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    sock = ctx.once("unix-sockets", lambda: _build_all(ctx))[rec["inode"]]
+    built = ctx.state(_Built)
+    if built.by_inode is None:
+        built.by_inode = _build_all(ctx)
+    sock = built.by_inode[rec["inode"]]
     fd = ctx.keep(os.dup(sock.fileno()))
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
@@ -495,4 +521,4 @@ def _remove_stale(sock: socket.socket, path: str) -> None:
         probe.close()
 
 
-UNIX_SOCKET = FileKind("unix-socket", _claims, _dump, _restore)
+UNIX_SOCKET = FileKind("unix-socket", _claims, _dump, _restore, index=sockets_common.index)
