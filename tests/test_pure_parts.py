@@ -282,3 +282,27 @@ def test_lazy_pending_removes_exactly_the_pages_asked_and_keeps_their_sources(ca
     assert bool(pending) == bool(model)
     assert {s + k: src + k for s, e, src in snapshot.iv for k in range(0, e - s, P)} == \
         {s + k: src + k for s, e, src in intervals for k in range(0, e - s, P)}
+
+
+# --- the resource table ------------------------------------------------------------------
+
+def test_every_manifest_part_belongs_to_exactly_one_kind_that_the_schema_knows():
+    """A kind owns its part of each process's record and its tree-wide section: each is a
+    field the schema checks (an unknown one would be refused at restore), no two kinds
+    write the same one, and every fd kind has a record in the schema."""
+    from jupyter_ckpt.engine import schema
+    from jupyter_ckpt.engine.resources import FILE_KINDS, RESOURCES, SECTIONS
+
+    names = [kind.name for kind in RESOURCES]
+    assert len(set(names)) == len(names), names
+    records = [kind.record for kind in RESOURCES if kind.record]
+    assert len(set(records)) == len(records), records
+    engine_fields = {"pid", "fds"}  # the process's own id and its fd table, written by the engine
+    assert set(records) == set(schema.PROCESS_ENTRY.required) - engine_fields
+    assert len(set(SECTIONS)) == len(SECTIONS), SECTIONS
+    assert set(SECTIONS) <= set(schema.MANIFEST.required), SECTIONS
+    for kind in RESOURCES:
+        assert (kind.section is None) == (kind.dump_section is None), kind.name
+        assert kind.record or (kind.dump_process is None and kind.dump_memory is None), kind.name
+    assert [kind.name for kind in FILE_KINDS] == [name for name in names if name in schema.FILE_KINDS]
+    assert set(schema.FILE_KINDS) == {kind.name for kind in FILE_KINDS}

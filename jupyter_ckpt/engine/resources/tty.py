@@ -62,7 +62,7 @@ def _pts_index(device: int) -> int:
     return os.minor(device) + (os.major(device) - _PTS_MAJORS[0]) * 256
 
 
-def controlling_pty(tty_nr: int) -> int | None:
+def _controlling_pty(tty_nr: int) -> int | None:
     """The pty index of a controlling terminal given as /proc/PID/stat's tty_nr, if a pty."""
     return _pts_index(tty_nr) if os.major(tty_nr) in _PTS_MAJORS else None
 
@@ -79,7 +79,7 @@ class _Ptys:
 
 def _index(tree: TreeIndex, pid: int, files: list[OpenFile]) -> None:
     ptys = tree.state(_Ptys)
-    terminal = controlling_pty(int(read_stat(pid)[7]))
+    terminal = _controlling_pty(int(read_stat(pid)[7]))
     if terminal is not None:
         ptys.ctty[pid] = terminal
     ptys.masters.update(int(f.fdinfo["tty-index"]) for f in files if "tty-index" in f.fdinfo)
