@@ -21,3 +21,19 @@ def test_a_log_file_traces_every_step_and_injected_system_call(cc, programs, wor
 def test_without_verbosity_an_error_stays_one_line(workdir):
     out = run_cli("restore", workdir / "no-such-image", check=False)
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_verbose_names_the_phases_of_a_dump_and_a_restore(cc, programs, workdir):
+    """-v shows the named phases (resources/kind.py, restorer._PROCESS_PHASES), not every
+    injected system call."""
+    prog = programs(cc("counter"))
+    dumped = run_cli("-v", "dump", prog.pid, workdir / "image", "--kill")
+    prog.reap()
+    for phase in ("phase index", f"pid {prog.pid}: phase dump_process", "phase check", "phase section"):
+        assert phase in dumped.stderr, dumped.stderr
+    restored = run_cli("-v", "restore", workdir / "image", "--detach")
+    for phase in ("phase verify", "phase seed", f"pid {prog.pid}: mapping its memory and writing its pages",
+                  f"pid {prog.pid}: creating its threads", "phase finish", "phase release"):
+        assert phase in restored.stderr, restored.stderr
+    assert "brk(0) = 0x" not in restored.stderr, "-v is not -vv"
+    prog.verify()

@@ -231,7 +231,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
              ) -> tuple[dict[str, Any], list[Blocker]]:
     """The dump's phases over the frozen tree (kind.py): index, then each process's record
     (dump_process, its fds, dump_memory), then the tree-wide checks and sections."""
-    log.debug("phase index")
+    log.info("phase index")
     index, open_files = _index_tree(tree)
     if portable and writer is not None:
         index.identities = FileIdentities(writer)
@@ -249,11 +249,11 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
         processes.append(_collect_process(pid, tids, index, open_files[pid], writer, blockers, registry,
                                           (copies or {}).get(pid)))
     zombies = [_zombie(pid, index) for pid in sorted(tree.zombies)]
-    log.debug("phase check")
+    log.info("phase check")
     for kind in RESOURCES:
         if kind.check is not None:
             blockers += kind.check(index, processes)
-    log.debug("phase section")
+    log.info("phase section")
     sections = {kind.section: kind.dump_section(index) for kind in RESOURCES
                 if kind.section and kind.dump_section is not None}
     zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)
@@ -310,11 +310,11 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             scratch = remote[0].mmap_scratch(SCRATCH_SIZE)
             ctx.scratch = Scratch(mem, scratch, SCRATCH_SIZE)
             try:
-                log.debug("pid %d: phase dump_process", pid)
+                log.info("pid %d: phase dump_process", pid)
                 for kind in RESOURCES:
                     if kind.record and kind.dump_process is not None:
                         record[kind.record] = _guarded(blockers, lambda: kind.dump_process(ctx), kind.empty())
-                log.debug("pid %d: phase fds", pid)
+                log.info("pid %d: phase fds", pid)
                 record["fds"] = registry.collect(ctx, files, blockers)
             finally:
                 remote[0].call("munmap", scratch, SCRATCH_SIZE)
@@ -323,7 +323,7 @@ def _collect_process(pid: int, tids: list[int], index: TreeIndex, files: list[Op
             _put_back(remote, ctx.saved_masks)  # even on failure: the original must run on
         ctx.scanner = PageScanner(pid) if writer is not None else None
         try:
-            log.debug("pid %d: phase dump_memory", pid)
+            log.info("pid %d: phase dump_memory", pid)
             for kind in RESOURCES:
                 if kind.record and kind.dump_memory is not None:
                     record[kind.record] = _guarded(blockers, lambda: kind.dump_memory(ctx), kind.empty())

@@ -5,6 +5,13 @@ syscalls injected into it, and finally let it go exactly where it was stopped.
 Files are built here in the restorer with ordinary calls (open, pipe, ...) and handed to the
 seed over a unix socket (SCM_RIGHTS), then moved to their recorded numbers. If any step fails
 the seed is killed: a restore either completes or leaves nothing behind.
+
+The restore's phases, each logged (-v) as it starts, run every kind's hook of that name
+(resources/kind.py) in the table's order: verify (before anything is made), seed (every
+process as a stopped seed: before_fork, seeded), then each process in turn (the phases of
+_PROCESS_PHASES, which name a failure: "pid 123: thread 125: <phase>: ..."), finish (every
+process rebuilt, none running; a failure still rolls everything back) and release (what
+cannot be undone, then the tree runs). Fault points (faults.py) sit between phases.
 """
 from __future__ import annotations
 
@@ -148,7 +155,7 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
     elif taken and not pid_ns:
         raise RestoreConflict(f"pid/tid {taken[0]} is in use on this host (is the original still "
                               "running?); restore into a new PID namespace with --pid-ns")
-    log.debug("phase verify")
+    log.info("phase verify")
     for kind in RESOURCES:  # (a /dev/shm name holding other content, say) before anything is made
         if kind.verify is not None:
             kind.verify(image)
@@ -171,11 +178,12 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
             if namespace:
                 namespace.leave()
         try:
+            log.info("phase seed")
             leaders = _create_seeds(tree, seed, procs, manifest["zombies"])
             faults.point("restore.after-seed", log)
             for proc in procs:
                 released += _restore_process(tree, proc, seed, leaders[proc["pid"]])
-            log.debug("phase finish")
+            log.info("phase finish")
             for kind in RESOURCES:
                 if kind.finish is not None:
                     kind.finish(tree)
@@ -195,10 +203,10 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
     finally:
         tree.close()
     try:
-        log.debug("phase commit")
+        log.info("phase release")
         for kind in RESOURCES:
-            if kind.commit is not None:
-                kind.commit(manifest)
+            if kind.release is not None:
+                kind.release(manifest)
         for thread in released:
             ptrace_ext.detach(thread.tid)
     finally:
@@ -439,7 +447,7 @@ def _restore_early(tree: _Tree, proc: dict[str, Any], leader: RemoteThread, seed
     share, so that forking them leaves those pages shared copy-on-write. Files it maps
     there come in over the fd channel every seed inherited, and are closed again."""
     step = _Step(proc["pid"])
-    step("restoring the memory its children share")
+    step("restoring the memory its children share", level=logging.INFO)
     inheritance = tree.sharing[proc["pid"]]
     mem = RemoteMemory(leader.tid)
     try:
@@ -485,9 +493,9 @@ class _Step:
         self.pid = pid
         self.what = "preparing"
 
-    def __call__(self, what: str, tid: int | None = None) -> None:
+    def __call__(self, what: str, tid: int | None = None, level: int = logging.DEBUG) -> None:
         self.what = what if tid is None or tid == self.pid else f"thread {tid}: {what}"
-        log.debug("pid %d: %s", self.pid, self.what)
+        log.log(level, "pid %d: %s", self.pid, self.what)
 
     def failed(self, err: BaseException) -> CkptError:
         why = str(err)
@@ -516,11 +524,11 @@ def _restore_process_steps(tree: _Tree, proc: dict[str, Any], seed: "_Seed",
         inheritance = tree.sharing[proc["pid"]]
         scratch_addr = inheritance.scratch  # prepared already when its children share its memory
         if not scratch_addr:
-            step("emptying its address space")
+            step("emptying its address space", level=logging.INFO)
             scratch_addr = _prepare(leader, mem, proc, inheritance)
         rebuild = _Rebuild(_context(tree, proc, leader, mem, scratch_addr), tree, proc, seed, step)
         for name, phase, fault_point in _PROCESS_PHASES:
-            step(name)
+            step(name, level=logging.INFO)  # (-v shows the phases, -vv their steps too)
             phase(rebuild)
             if fault_point:
                 faults.point(fault_point, log)

@@ -14,9 +14,13 @@ restore verify       the image, before anything is made (conflicts with this hos
        before_fork   each seed, right after its setsid(), before its children fork
        seeded        each seed, once every process exists in its group and session
        finish        every process rebuilt, none running: still undone on failure
-       commit        the restore succeeded: what cannot be undone
+       release       the restore succeeded, the tree is about to run: what cannot be undone
 
 A file-descriptor kind (FileKind) also claims, dumps and restores single open files.
+Rebuilding one process in its seed is the restorer's own named list of phases
+(restorer._PROCESS_PHASES: memory, fds, attributes, signals, threads, timers, credentials),
+which calls the per-process kinds' restore functions in the order their dependencies fix
+and each fd kind's restore and after_install.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ class Resource:
     before_fork: Callable[[RestoreTree, RemoteThread, dict[str, Any]], None] | None = None
     seeded: Callable[[RestoreTree, RemoteThread, dict[str, Any]], None] | None = None
     finish: Callable[[RestoreTree], None] | None = None
-    commit: Callable[[dict[str, Any]], None] | None = None  # (the manifest)
+    release: Callable[[dict[str, Any]], None] | None = None  # (the manifest)
 
 
 @dataclass(frozen=True)

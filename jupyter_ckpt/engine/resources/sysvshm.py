@@ -102,7 +102,7 @@ def _ensure(ctx: RestoreContext, seg: dict[str, Any]) -> bool:
     return True
 
 
-def _finish(manifest: dict[str, Any]) -> None:
+def _mark_removed(manifest: dict[str, Any]) -> None:
     """Segments that were marked for removal are marked again, now that all have attached."""
     for seg in manifest.get("sysv", {}).values():
         if seg["mode"] & SHM_DEST:
@@ -113,4 +113,4 @@ def attach_flags(prot: int) -> int:
     return (0 if prot & 2 else SHM_RDONLY) | (SHM_EXEC if prot & 4 else 0)
 
 
-SYSV = Resource("sysv", section="sysv", dump_section=_section, commit=_finish)
+SYSV = Resource("sysv", section="sysv", dump_section=_section, release=_mark_removed)
