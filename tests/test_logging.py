@@ -29,7 +29,7 @@ def test_verbose_names_the_phases_of_a_dump_and_a_restore(cc, programs, workdir)
     prog = programs(cc("counter"))
     dumped = run_cli("-v", "dump", prog.pid, workdir / "image", "--kill")
     prog.reap()
-    for phase in ("phase index", f"pid {prog.pid}: phase dump_process", "phase check", "phase section"):
+    for phase in ("phase index", f"pid {prog.pid}: phase dump_process", "phase check", "phase dump_section"):
         assert phase in dumped.stderr, dumped.stderr
     restored = run_cli("-v", "restore", workdir / "image", "--detach")
     for phase in ("phase verify", "phase seed", f"pid {prog.pid}: mapping its memory and writing its pages",

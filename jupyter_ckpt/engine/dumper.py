@@ -253,7 +253,7 @@ def _collect(tree: FrozenTree, writer: ImageWriter | None, progress: Progress = 
     for kind in RESOURCES:
         if kind.check is not None:
             blockers += kind.check(index, processes)
-    log.info("phase section")
+    log.info("phase dump_section")
     sections = {kind.section: kind.dump_section(index) for kind in RESOURCES
                 if kind.section and kind.dump_section is not None}
     zero = sum(p["memory"].get("zero_bytes", 0) for p in processes)

@@ -9,7 +9,7 @@ dump   index         every process and open file of the frozen tree, before any 
        dump_process  one process, its threads held in injected calls: its part of the record
        dump_memory   one process, its threads put back: its part of the record
        check         the whole tree's records: refusals no single process shows
-       section       the tree-wide manifest section the kind owns (objects saved once)
+       dump_section  the tree-wide manifest section the kind owns (`section`: objects saved once)
 restore verify       the image, before anything is made (conflicts with this host)
        before_fork   each seed, right after its setsid(), before its children fork
        seeded        each seed, once every process exists in its group and session
@@ -35,6 +35,8 @@ from ..inject import RemoteThread
 
 @dataclass(frozen=True)
 class Resource:
+    """One kind of state: its name, the parts of the image it owns, and its phase hooks."""
+
     name: str
     _: KW_ONLY
     record: str | None = None  # its key in each process's record (dump_process, dump_memory)
@@ -55,6 +57,8 @@ class Resource:
 
 @dataclass(frozen=True)
 class FileKind(Resource):
+    """A kind of open file description; `name` is its records' `kind` in the image."""
+
     claims: Callable[[OpenFile, DumpContext], bool]
     dump: Callable[[OpenFile, DumpContext], dict[str, Any]]
     restore: Callable[[dict[str, Any], RestoreContext], int]
