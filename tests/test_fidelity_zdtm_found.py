@@ -96,3 +96,27 @@ def test_a_sysv_attach_with_a_read_only_first_page(cc, programs, workdir):
     segment was attached read-only and the restore failed ('mprotect: Permission denied')."""
     prog = programs(cc("sysv_mprotect"))
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_child_subreaper_keeps_its_orphans(cc, programs, workdir):
+    """PR_SET_CHILD_SUBREAPER was not restored: the flag read back 0, and an orphan of the
+    restored tree went to init instead of the subreaper."""
+    prog = programs(cc("child_subreaper"))
+    checkpoint_cycle(prog, workdir / "image")
+    assert manifest(workdir / "image")["processes"][0]["process"]["child_subreaper"] is True
+
+
+def test_filesystem_ids_come_back(cc, programs, workdir):
+    """setfsuid/setfsgid ids were recorded but not set: the restore left them the
+    effective ones."""
+    prog = programs(cc("fs_ids"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_thp_disable_and_membarrier_registrations_come_back(cc, programs, workdir):
+    """PR_SET_THP_DISABLE and membarrier() registrations belong to the address space the
+    restore builds anew: both were lost."""
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 3):
+        pytest.skip("MEMBARRIER_CMD_GET_REGISTRATIONS needs Linux 6.3")
+    prog = programs(cc("thp_membarrier"))
+    checkpoint_cycle(prog, workdir / "image")

@@ -618,8 +618,8 @@ def _rebuild(ctx: RestoreContext, tree: _Tree, proc: dict[str, Any], seed: "_See
     for rec, thread in zip(proc["threads"], all_threads):
         step("setting the thread's scheduling", rec["tid"])
         threads.restore_scheduling(rec, thread)
-    step("checking its capabilities")
-    process.verify_capabilities(ctx.pid, proc["process"])
+    step("checking its credentials and capabilities")
+    process.verify_credentials(ctx.pid, proc["process"])
     return all_threads
 
 

@@ -295,6 +295,9 @@ HOST = Record({
     "page_size": Int(1, 1 << 30), "cpu_flags": List(Str(64), 4096),
 })
 
+# linux/membarrier.h: REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ
+MEMBARRIER_REGISTER_BITS = 1 << 2 | 1 << 4 | 1 << 6 | 1 << 8
+
 PROCESS = Record({
     "ppid": PID_OR_0, "pgid": PID_OR_0, "sid": PID_OR_0, "ctty": Nullable(Int(0, U32)),
     "cwd": PATH, "umask": Int(0, 0o777),
@@ -309,6 +312,10 @@ PROCESS = Record({
         "arg_start", "arg_end", "env_start", "env_end")}),
     "auxv": B64(4096), "exe": FILE_FACTS.extended({"path": PATH}),
     "cmdline": Str(1 << 20, nul=True),
+}, {
+    # absent in images of older versions (then restored as unset)
+    "child_subreaper": Bool(), "thp_disable": Enum((0, 1, 3)),  # 3: disabled except advised
+    "membarrier": Int(0, MEMBARRIER_REGISTER_BITS),  # absent before Linux 6.3
 })
 
 SIGNALS = Record({
@@ -625,6 +632,9 @@ class _Checker:
                 missing = sorted(registers - set(t["regs"])) or sorted(set(t["regs"]) - registers)
                 raise Invalid(f"{where}.threads[{j}].regs", f"registers of {self.machine} expected "
                               f"(differs in {', '.join(missing[:3])})")
+        if p["process"].get("membarrier", 0) & ~MEMBARRIER_REGISTER_BITS:
+            raise Invalid(f"{where}.process.membarrier", "holds bits other than the "
+                          "MEMBARRIER_CMD_REGISTER_* ones")
         tids = {t["tid"] for t in p["threads"]}
         for tid in p["signals"]["thread_pending"]:
             if int(tid) not in tids:
