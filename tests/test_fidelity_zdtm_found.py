@@ -120,3 +120,10 @@ def test_thp_disable_and_membarrier_registrations_come_back(cc, programs, workdi
         pytest.skip("MEMBARRIER_CMD_GET_REGISTRATIONS needs Linux 6.3")
     prog = programs(cc("thp_membarrier"))
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_memfd_still_executes(cc, programs, workdir):
+    """execveat() of a memfd failed with ETXTBSY after restore: the restored fd was the
+    memfd opened again read-write, which counts as a writer (memfd_create's own does not)."""
+    prog = programs(cc("memfd_exec"))
+    checkpoint_cycle(prog, workdir / "image")
