@@ -127,3 +127,23 @@ def test_a_memfd_still_executes(cc, programs, workdir):
     memfd opened again read-write, which counts as a writer (memfd_create's own does not)."""
     prog = programs(cc("memfd_exec"))
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_o_path_fds_come_back(cc, programs, workdir):
+    """An O_PATH fd made dump fail with a bare 'Bad file descriptor' (fcntl refuses most
+    commands on one): each is reopened by its path with O_PATH."""
+    prog = programs(cc("opath_fds"))
+    checkpoint_cycle(prog, workdir / "image")
+    kinds = [f["type"] for f in manifest(workdir / "image")["files"] if f["kind"] == "path-only"]
+    assert sorted(kinds) == ["directory", "fifo", "file", "symlink"]
+
+
+def test_an_o_path_fd_on_a_removed_file_is_refused_by_name(programs, workdir):
+    """An O_PATH fd keeps no content to save: one whose file was removed cannot come back."""
+    prog = programs(sys.executable, PROGRAMS / "py_opath_removed.py")
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "O_PATH file" in refused.stdout + refused.stderr
+    assert "it has no path to reach it by" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed

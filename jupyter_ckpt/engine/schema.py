@@ -388,6 +388,8 @@ FILE_KINDS: dict[str, Record] = {
         {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID}),
          "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
+    "path-only": _FILE.extended({"path": PATH, "flags": FLAGS, "type": Enum((
+        "file", "directory", "symlink", "fifo", "socket", "char-device", "block-device"))}),
     "char-device": _FILE.extended({"device": DEVICE, "path": Enum((
         "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")), "flags": FLAGS,
         "pos": SIZE}),
@@ -575,8 +577,10 @@ class _Checker:
                               f"pipe's capacity of {f['capacity']}")
         if kind == "regular-file" and "unlinked" in f:
             self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob"))
-        if kind in ("regular-file", "directory") and not f["path"].startswith("/"):
+        if kind in ("regular-file", "directory", "path-only") and not f["path"].startswith("/"):
             raise Invalid(_at(where, "path"), "must be an absolute path")
+        if kind == "path-only" and not f["flags"] & os.O_PATH:
+            raise Invalid(_at(where, "flags"), "an O_PATH file's flags must hold O_PATH")
         if kind == "unix-socket":
             self._unix_socket(f, where)
         if kind == "inet-socket":

@@ -19,6 +19,7 @@ from .kind import FileKind
 
 FILE_KINDS: list[FileKind] = [
     stdio.EXTERNAL,  # first: fds 0-2 leading outside the tree
+    files.PATH_ONLY,  # before the kinds of what it names: an O_PATH fd opens none of them
     shmem.MEMFD,  # before regular files: a memfd is a regular file without a path
     files.REGULAR,
     files.DIRECTORY,

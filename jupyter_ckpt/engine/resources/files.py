@@ -197,6 +197,47 @@ def _restore_directory(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
+# An O_PATH fd refers to a file without opening it: whatever it names (also a symlink
+# itself, with O_NOFOLLOW, a FIFO or a device) is reached again by its path.
+_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
+          stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "char-device",
+          stat.S_IFBLK: "block-device"}
+
+
+def _claims_path_only(f: OpenFile, ctx: DumpContext) -> bool:
+    return bool(f.flags & os.O_PATH)
+
+
+def _dump_path_only(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    """Its path, which must still lead to the very file (nothing else of it can be read:
+    an O_PATH fd has no content, offset, locks or owner)."""
+    if not f.link.startswith("/") or f.st.st_nlink == 0 or f.link.endswith(procfs.DELETED):
+        raise ctx.refuse(f"fd {f.fd}", "O_PATH file", f"{f.link}: it has no path to reach it by")
+    try:
+        st = (os.lstat if stat.S_ISLNK(f.st.st_mode) else os.stat)(f.link)
+    except OSError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != (f.st.st_dev, f.st.st_ino):
+        raise ctx.refuse(f"fd {f.fd}", "O_PATH file", f"{f.link}: its path now leads to another "
+                         "file; it cannot be reopened by path")
+    return {"path": f.link, "flags": f.flags, "type": _TYPES[stat.S_IFMT(f.st.st_mode)]}
+
+
+def _restore_path_only(rec: dict[str, Any], ctx: RestoreContext) -> int:
+    flags = rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC
+    if rec["type"] == "symlink":
+        flags |= os.O_NOFOLLOW  # the link itself, not what it points to
+    try:
+        fd = ctx.keep(os.open(rec["path"], flags))
+    except OSError as err:
+        raise RestoreConflict(f"cannot reopen {rec['path']} (O_PATH): {err.strerror}") from None
+    found = _TYPES.get(stat.S_IFMT(os.fstat(fd).st_mode))
+    if found != rec["type"]:
+        raise RestoreConflict(f"{rec['path']} (O_PATH) is now a {found}, not a {rec['type']}")
+    return fd
+
+
+PATH_ONLY = FileKind("path-only", _claims_path_only, _dump_path_only, _restore_path_only)
 REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular,
                    _take_locks)
 DIRECTORY = FileKind("directory", _claims_directory, _dump_directory, _restore_directory)
