@@ -147,3 +147,10 @@ def test_an_o_path_fd_on_a_removed_file_is_refused_by_name(programs, workdir):
     assert "it has no path to reach it by" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert not (workdir / "image").exists()
     prog.verify()  # the original runs on, unharmed
+
+
+def test_an_unlinked_file_keeps_its_holes(cc, programs, workdir):
+    """An unlinked file came back with its holes written as zeros (zdtm ghost_holes: 'mh
+    not found'); only its data ranges are saved now, and written back at their offsets."""
+    prog = programs(cc("unlinked_holes"))
+    checkpoint_cycle(prog, workdir / "image")

@@ -385,7 +385,8 @@ FILE_KINDS: dict[str, Record] = {
     "regular-file": _FILE.extended(
         {"path": PATH, "flags": FLAGS, "pos": SIZE, "size": SIZE, "mode": Int(0, 0o177777),
          "locks": List(LOCK, 4096)},
-        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID}),
+        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID},
+                            {"data": RANGES}),  # absent: the blob is the whole content
          "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
     "path-only": _FILE.extended({"path": PATH, "flags": FLAGS, "type": Enum((
@@ -577,6 +578,12 @@ class _Checker:
                               f"pipe's capacity of {f['capacity']}")
         if kind == "regular-file" and "unlinked" in f:
             self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob"))
+            if "data" in f["unlinked"]:
+                self._ranges(f["unlinked"]["data"], f["size"], f["unlinked"]["blob"],
+                             _at(where, "unlinked"))
+            elif self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob")) != f["size"]:
+                raise Invalid(_at(where, "unlinked.blob"), "without data ranges it must hold "
+                              "the whole file")
         if kind in ("regular-file", "directory", "path-only") and not f["path"].startswith("/"):
             raise Invalid(_at(where, "path"), "must be an absolute path")
         if kind == "path-only" and not f["flags"] & os.O_PATH:

@@ -89,8 +89,10 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["shmem"] = shmem.register_file(ctx, f)
     elif f.st.st_nlink == 0:
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino], "uid": f.st.st_uid, "gid": f.st.st_gid,
-                           "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
-                                                _read_content(f, ctx)) if ctx.writer else None}
+                           "blob": None, "data": []}
+        if ctx.writer:
+            rec["unlinked"]["data"], content = _read_content(f, ctx)
+            rec["unlinked"]["blob"] = ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}", content)
     return rec
 
 
@@ -106,17 +108,14 @@ def _check_reachable(f: OpenFile, ctx: DumpContext) -> None:
         raise ctx.refuse(f"fd {f.fd}", "file", f"{f.link}: {why}; it cannot be reopened by path")
 
 
-def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
-    """A write-only fd cannot be read through: open the file anew for reading (the /proc
-    link reaches it even unlinked)."""
+def _read_content(f: OpenFile, ctx: DumpContext) -> tuple[list[list[int]], bytes]:
+    """The file's data ranges ([offset, length, blob offset]) and their bytes: its holes
+    stay holes (SEEK_DATA/SEEK_HOLE, as for shared memory). A write-only fd cannot be read
+    through: open the file anew for reading (the /proc link reaches it even unlinked)."""
     write_only = f.flags & os.O_ACCMODE == os.O_WRONLY
     fd = os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC) if write_only else ctx.dup_of(f.fd)
     try:
-        chunks, off = [], 0
-        while chunk := os.pread(fd, 8 << 20, off):
-            chunks.append(chunk)
-            off += len(chunk)
-        return b"".join(chunks)
+        return shmem.read_data(fd, f.st.st_size)
     finally:
         if write_only:
             os.close(fd)
@@ -151,7 +150,11 @@ def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
         directory = tempfile.gettempdir()
     fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(rec["path"]) + ".", dir=directory)
     try:
-        os.write(fd, ctx.image.blob_bytes(rec["unlinked"]["blob"]))
+        content = ctx.image.blob_bytes(rec["unlinked"]["blob"])
+        # (an image of an older version holds the whole content, holes as zeros)
+        for offset, length, stored in rec["unlinked"].get("data", [[0, len(content), 0]]):
+            os.pwrite(fd, content[stored:stored + length], offset)
+        os.ftruncate(fd, rec["size"])
         os.fchmod(fd, rec["mode"])
         _give_owner(fd, rec)
     except BaseException:
