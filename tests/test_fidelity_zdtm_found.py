@@ -154,3 +154,21 @@ def test_an_unlinked_file_keeps_its_holes(cc, programs, workdir):
     not found'); only its data ranges are saved now, and written back at their offsets."""
     prog = programs(cc("unlinked_holes"))
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_zombie_orphaned_to_a_subreaper_comes_back(cc, programs, workdir):
+    """zdtm's helper_zombie_child, with the subreaper in the tree: the orphan's zombie comes
+    back as the subreaper's child, for it to reap."""
+    prog = programs(cc("subreaper_zombie"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_zombie_orphaned_to_a_subreaper_from_another_session_is_refused_by_name(cc, programs, workdir):
+    """The same zombie in a session its helper made: its session cannot be re-created (its
+    leader is gone), so dump refuses it by name rather than bring it back in ours."""
+    prog = programs(cc("subreaper_zombie"), "setsid")
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "zombie: its process group" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed
