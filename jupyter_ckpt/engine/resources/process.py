@@ -1,6 +1,6 @@
 """Process-wide attributes: credentials, cwd, umask, rlimits, session and group, personality,
-the mm fields the kernel keeps about the address space (PR_SET_MM_MAP), and the namespaces
-the process must share with us."""
+child subreaper, THP disabling and membarrier registrations, the mm fields the kernel keeps
+about the address space (PR_SET_MM_MAP), and the namespaces the process must share with us."""
 from __future__ import annotations
 
 import errno
@@ -22,6 +22,7 @@ _CAPS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 35, 14, 38
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 PR_GET_THP_DISABLE, PR_SET_THP_DISABLE, PR_THP_DISABLE_EXCEPT_ADVISED = 42, 41, 1 << 1
+_THP_DISABLE_VALUES = (0, 1, 1 | PR_THP_DISABLE_EXCEPT_ADVISED)  # off, disabled, but where advised
 # linux/membarrier.h: the registrations of an address space, readable since Linux 6.3
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
 _MEMBARRIER_REGISTER = (1 << 2, 1 << 4, 1 << 6, 1 << 8)  # GLOBAL, PRIVATE, SYNC_CORE, RSEQ
@@ -116,6 +117,9 @@ def _prctl_state(ctx: DumpContext) -> dict[str, Any]:
     call("prctl", PR_GET_CHILD_SUBREAPER, flag, 0, 0, 0)
     state: dict[str, Any] = {"child_subreaper": ctx.mem.read(flag, 4) != bytes(4),
                              "thp_disable": call("prctl", PR_GET_THP_DISABLE, 0, 0, 0, 0)}
+    if state["thp_disable"] not in _THP_DISABLE_VALUES:
+        raise ctx.refuse("process", "THP setting", f"PR_GET_THP_DISABLE gives {state['thp_disable']}, "
+                         "a setting not known here")
     try:
         state["membarrier"] = call("membarrier", MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
     except OSError as err:
