@@ -117,11 +117,13 @@ def _required(path: tuple) -> bool:
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
                 "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols",
-                "vdso_getrandom", "cow"}
+                "vdso_getrandom", "cow", "child_subreaper", "thp_disable", "membarrier"}
     key = path[-1]
     if isinstance(key, int):
         return False
     parent = path[-2] if len(path) > 1 else None
+    if (parent, key) == ("unlinked", "data"):
+        return False  # (an image of an older version has none: its blob is the whole file)
     if parent in ("shmem", "ptys", "sysv", "actions", "itimers", "thread_pending", "rlimits",
                   "blobs", "precopy_rounds", "vdso_symbols"):
         return False  # a key of a dictionary, not a field

@@ -96,3 +96,79 @@ def test_a_sysv_attach_with_a_read_only_first_page(cc, programs, workdir):
     segment was attached read-only and the restore failed ('mprotect: Permission denied')."""
     prog = programs(cc("sysv_mprotect"))
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_child_subreaper_keeps_its_orphans(cc, programs, workdir):
+    """PR_SET_CHILD_SUBREAPER was not restored: the flag read back 0, and an orphan of the
+    restored tree went to init instead of the subreaper."""
+    prog = programs(cc("child_subreaper"))
+    checkpoint_cycle(prog, workdir / "image")
+    assert manifest(workdir / "image")["processes"][0]["process"]["child_subreaper"] is True
+
+
+def test_filesystem_ids_come_back(cc, programs, workdir):
+    """setfsuid/setfsgid ids were recorded but not set: the restore left them the
+    effective ones."""
+    prog = programs(cc("fs_ids"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_thp_disable_and_membarrier_registrations_come_back(cc, programs, workdir):
+    """PR_SET_THP_DISABLE and membarrier() registrations belong to the address space the
+    restore builds anew: both were lost."""
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 3):
+        pytest.skip("MEMBARRIER_CMD_GET_REGISTRATIONS needs Linux 6.3")
+    prog = programs(cc("thp_membarrier"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_memfd_still_executes(cc, programs, workdir):
+    """execveat() of a memfd failed with ETXTBSY after restore: the restored fd was the
+    memfd opened again read-write, which counts as a writer (memfd_create's own does not)."""
+    prog = programs(cc("memfd_exec"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_o_path_fds_come_back(cc, programs, workdir):
+    """An O_PATH fd made dump fail with a bare 'Bad file descriptor' (fcntl refuses most
+    commands on one): each is reopened by its path with O_PATH."""
+    prog = programs(cc("opath_fds"))
+    checkpoint_cycle(prog, workdir / "image")
+    kinds = [f["type"] for f in manifest(workdir / "image")["files"] if f["kind"] == "path-only"]
+    assert sorted(kinds) == ["directory", "fifo", "file", "symlink"]
+
+
+def test_an_o_path_fd_on_a_removed_file_is_refused_by_name(programs, workdir):
+    """An O_PATH fd keeps no content to save: one whose file was removed cannot come back."""
+    prog = programs(sys.executable, PROGRAMS / "py_opath_removed.py")
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "O_PATH file" in refused.stdout + refused.stderr
+    assert "it has no path to reach it by" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed
+
+
+def test_an_unlinked_file_keeps_its_holes(cc, programs, workdir):
+    """An unlinked file came back with its holes written as zeros (zdtm ghost_holes: 'mh
+    not found'); only its data ranges are saved now, and written back at their offsets."""
+    prog = programs(cc("unlinked_holes"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_zombie_orphaned_to_a_subreaper_comes_back(cc, programs, workdir):
+    """zdtm's helper_zombie_child, with the subreaper in the tree: the orphan's zombie comes
+    back as the subreaper's child, for it to reap."""
+    prog = programs(cc("subreaper_zombie"))
+    checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_zombie_orphaned_to_a_subreaper_from_another_session_is_refused_by_name(cc, programs, workdir):
+    """The same zombie in a session its helper made: its session cannot be re-created (its
+    leader is gone), so dump refuses it by name rather than bring it back in ours."""
+    prog = programs(cc("subreaper_zombie"), "setsid")
+    refused = run_cli("dump", prog.pid, workdir / "image", check=False)
+    assert refused.returncode != 0
+    assert "zombie: its process group" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on, unharmed

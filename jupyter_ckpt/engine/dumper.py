@@ -353,6 +353,8 @@ def _refuse_signal_driven_io(f: OpenFile, ctx: DumpContext) -> None:
     open file description and are not restored: refused by name rather than lost."""
     if f.flags & os.O_ASYNC:
         raise ctx.refuse(f"fd {f.fd}", "signal-driven I/O", f"{f.link}: O_ASYNC is not restored")
+    if f.flags & os.O_PATH:
+        return  # (fcntl refuses these commands on it: it has no owner)
     dup = ctx.dup_of(f.fd)
     owner_kind, owner = struct.unpack("ii", fcntl.fcntl(dup, _F_GETOWN_EX, bytes(8)))
     signo = fcntl.fcntl(dup, _F_GETSIG)

@@ -654,8 +654,8 @@ class _Rebuild:
             self.step("setting the thread's scheduling", rec["tid"])
             threads.restore_scheduling(rec, thread)
 
-    def verify_capabilities(self) -> None:
-        process.verify_capabilities(self.ctx.pid, self.proc["process"])
+    def verify_credentials(self) -> None:
+        process.verify_credentials(self.ctx.pid, self.proc["process"])
 
     def _by_tid(self) -> dict[int, RemoteThread]:
         return {rec["tid"]: thread for rec, thread in zip(self.proc["threads"], self.threads)}
@@ -677,7 +677,7 @@ _PROCESS_PHASES: list[tuple[str, Callable[[_Rebuild], None], str | None]] = [
     ("setting its credentials and capabilities", _Rebuild.credentials, None),
     ("queueing its pending signals again", _Rebuild.pending_signals, None),
     ("finishing its threads", _Rebuild.finish_threads, None),
-    ("checking its capabilities", _Rebuild.verify_capabilities, None),
+    ("checking its credentials and capabilities", _Rebuild.verify_credentials, None),
 ]
 
 

@@ -295,6 +295,9 @@ HOST = Record({
     "page_size": Int(1, 1 << 30), "cpu_flags": List(Str(64), 4096),
 })
 
+# linux/membarrier.h: REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ
+MEMBARRIER_REGISTER_BITS = 1 << 2 | 1 << 4 | 1 << 6 | 1 << 8
+
 PROCESS = Record({
     "ppid": PID_OR_0, "pgid": PID_OR_0, "sid": PID_OR_0, "ctty": Nullable(Int(0, U32)),
     "cwd": PATH, "umask": Int(0, 0o777),
@@ -309,6 +312,10 @@ PROCESS = Record({
         "arg_start", "arg_end", "env_start", "env_end")}),
     "auxv": B64(4096), "exe": FILE_FACTS.extended({"path": PATH}),
     "cmdline": Str(1 << 20, nul=True),
+}, {
+    # absent in images of older versions (then restored as unset)
+    "child_subreaper": Bool(), "thp_disable": Enum((0, 1, 3)),  # 3: disabled except advised
+    "membarrier": Int(0, MEMBARRIER_REGISTER_BITS),  # absent before Linux 6.3
 })
 
 SIGNALS = Record({
@@ -378,9 +385,12 @@ FILE_KINDS: dict[str, Record] = {
     "regular-file": _FILE.extended(
         {"path": PATH, "flags": FLAGS, "pos": SIZE, "size": SIZE, "mode": Int(0, 0o177777),
          "locks": List(LOCK, 4096)},
-        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID}),
+        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID},
+                            {"data": RANGES}),  # absent: the blob is the whole content
          "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
+    "path-only": _FILE.extended({"path": PATH, "flags": FLAGS, "type": Enum((
+        "file", "directory", "symlink", "fifo", "socket", "char-device", "block-device"))}),
     "char-device": _FILE.extended({"device": DEVICE, "path": Enum((
         "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")), "flags": FLAGS,
         "pos": SIZE}),
@@ -568,8 +578,16 @@ class _Checker:
                               f"pipe's capacity of {f['capacity']}")
         if kind == "regular-file" and "unlinked" in f:
             self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob"))
-        if kind in ("regular-file", "directory") and not f["path"].startswith("/"):
+            if "data" in f["unlinked"]:
+                self._ranges(f["unlinked"]["data"], f["size"], f["unlinked"]["blob"],
+                             _at(where, "unlinked"))
+            elif self._blob(f["unlinked"]["blob"], _at(where, "unlinked.blob")) != f["size"]:
+                raise Invalid(_at(where, "unlinked.blob"), "without data ranges it must hold "
+                              "the whole file")
+        if kind in ("regular-file", "directory", "path-only") and not f["path"].startswith("/"):
             raise Invalid(_at(where, "path"), "must be an absolute path")
+        if kind == "path-only" and not f["flags"] & os.O_PATH:
+            raise Invalid(_at(where, "flags"), "an O_PATH file's flags must hold O_PATH")
         if kind == "unix-socket":
             self._unix_socket(f, where)
         if kind == "inet-socket":
@@ -625,6 +643,9 @@ class _Checker:
                 missing = sorted(registers - set(t["regs"])) or sorted(set(t["regs"]) - registers)
                 raise Invalid(f"{where}.threads[{j}].regs", f"registers of {self.machine} expected "
                               f"(differs in {', '.join(missing[:3])})")
+        if p["process"].get("membarrier", 0) & ~MEMBARRIER_REGISTER_BITS:
+            raise Invalid(f"{where}.process.membarrier", "holds bits other than the "
+                          "MEMBARRIER_CMD_REGISTER_* ones")
         tids = {t["tid"] for t in p["threads"]}
         for tid in p["signals"]["thread_pending"]:
             if int(tid) not in tids:

@@ -28,13 +28,13 @@ NR = {
     "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29, "shmat": 30, "shmctl": 31, "dup": 32, "getitimer": 36, "setitimer": 38,
     "getpid": 39, "sendmsg": 46, "recvmsg": 47, "fcntl": 72, "fchdir": 81,
     "umask": 95, "setpgid": 109, "setsid": 112, "setgroups": 116, "setresuid": 117, "capset": 126,
-    "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
+    "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
     "prctl": 157, "gettid": 186, "set_tid_address": 218, "exit_group": 231, "epoll_ctl": 233,
     "rt_sigtimedwait": 128, "timer_create": 222, "timer_settime": 223, "timer_gettime": 224,
     "timer_getoverrun": 225, "clock_gettime": 228,
     "set_robust_list": 273, "signalfd4": 289, "get_robust_list": 274, "tee": 276, "dup3": 292,
     "rt_tgsigqueueinfo": 297, "prlimit64": 302, "process_vm_readv": 310,
-    "process_vm_writev": 311, "kcmp": 312, "userfaultfd": 323, "rseq": 334, "pidfd_open": 434,
+    "process_vm_writev": 311, "kcmp": 312, "userfaultfd": 323, "membarrier": 324, "rseq": 334, "pidfd_open": 434,
     "openat": 257, "flock": 73, "open_by_handle_at": 304, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
 }
 

@@ -28,6 +28,7 @@ RESOURCES: list[Resource] = [
     memory.MEMORY,
     shmem.SHMEM,  # shared memory objects, mapped or open
     stdio.EXTERNAL,  # the first fd kind: fds 0-2 leading outside the tree
+    files.PATH_ONLY,  # before the kinds of what it names: an O_PATH fd opens none of them
     shmem.MEMFD,  # before regular files: a memfd is a regular file without a path
     files.REGULAR,
     files.DIRECTORY,

@@ -90,8 +90,10 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["shmem"] = shmem.register_file(ctx, f)
     elif f.st.st_nlink == 0:
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino], "uid": f.st.st_uid, "gid": f.st.st_gid,
-                           "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
-                                                _read_content(f, ctx)) if ctx.writer else None}
+                           "blob": None, "data": []}
+        if ctx.writer:
+            rec["unlinked"]["data"], content = _read_content(f, ctx)
+            rec["unlinked"]["blob"] = ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}", content)
     return rec
 
 
@@ -107,17 +109,14 @@ def _check_reachable(f: OpenFile, ctx: DumpContext) -> None:
         raise ctx.refuse(f"fd {f.fd}", "file", f"{f.link}: {why}; it cannot be reopened by path")
 
 
-def _read_content(f: OpenFile, ctx: DumpContext) -> bytes:
-    """A write-only fd cannot be read through: open the file anew for reading (the /proc
-    link reaches it even unlinked)."""
+def _read_content(f: OpenFile, ctx: DumpContext) -> tuple[list[list[int]], bytes]:
+    """The file's data ranges ([offset, length, blob offset]) and their bytes: its holes
+    stay holes (SEEK_DATA/SEEK_HOLE, as for shared memory). A write-only fd cannot be read
+    through: open the file anew for reading (the /proc link reaches it even unlinked)."""
     write_only = f.flags & os.O_ACCMODE == os.O_WRONLY
     fd = os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC) if write_only else ctx.dup_of(f.fd)
     try:
-        chunks, off = [], 0
-        while chunk := os.pread(fd, 8 << 20, off):
-            chunks.append(chunk)
-            off += len(chunk)
-        return b"".join(chunks)
+        return shmem.read_data(fd, f.st.st_size)
     finally:
         if write_only:
             os.close(fd)
@@ -163,7 +162,11 @@ def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
         directory = tempfile.gettempdir()
     fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(rec["path"]) + ".", dir=directory)
     try:
-        os.write(fd, ctx.image.blob_bytes(rec["unlinked"]["blob"]))
+        content = ctx.image.blob_bytes(rec["unlinked"]["blob"])
+        # (an image of an older version holds the whole content, holes as zeros)
+        for offset, length, stored in rec["unlinked"].get("data", [[0, len(content), 0]]):
+            os.pwrite(fd, content[stored:stored + length], offset)
+        os.ftruncate(fd, rec["size"])
         os.fchmod(fd, rec["mode"])
         _give_owner(fd, rec)
     except BaseException:
@@ -209,6 +212,47 @@ def _restore_directory(rec: dict[str, Any], ctx: RestoreContext) -> int:
     return fd
 
 
+# An O_PATH fd refers to a file without opening it: whatever it names (also a symlink
+# itself, with O_NOFOLLOW, a FIFO or a device) is reached again by its path.
+_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
+          stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "char-device",
+          stat.S_IFBLK: "block-device"}
+
+
+def _claims_path_only(f: OpenFile, ctx: DumpContext) -> bool:
+    return bool(f.flags & os.O_PATH)
+
+
+def _dump_path_only(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
+    """Its path, which must still lead to the very file (nothing else of it can be read:
+    an O_PATH fd has no content, offset, locks or owner)."""
+    if not f.link.startswith("/") or f.st.st_nlink == 0 or f.link.endswith(procfs.DELETED):
+        raise ctx.refuse(f"fd {f.fd}", "O_PATH file", f"{f.link}: it has no path to reach it by")
+    try:
+        st = (os.lstat if stat.S_ISLNK(f.st.st_mode) else os.stat)(f.link)
+    except OSError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != (f.st.st_dev, f.st.st_ino):
+        raise ctx.refuse(f"fd {f.fd}", "O_PATH file", f"{f.link}: its path now leads to another "
+                         "file; it cannot be reopened by path")
+    return {"path": f.link, "flags": f.flags, "type": _TYPES[stat.S_IFMT(f.st.st_mode)]}
+
+
+def _restore_path_only(rec: dict[str, Any], ctx: RestoreContext) -> int:
+    flags = rec["flags"] & _OPEN_FLAGS_MASK | os.O_CLOEXEC
+    if rec["type"] == "symlink":
+        flags |= os.O_NOFOLLOW  # the link itself, not what it points to
+    try:
+        fd = ctx.keep(os.open(rec["path"], flags))
+    except OSError as err:
+        raise RestoreConflict(f"cannot reopen {rec['path']} (O_PATH): {err.strerror}") from None
+    found = _TYPES.get(stat.S_IFMT(os.fstat(fd).st_mode))
+    if found != rec["type"]:
+        raise RestoreConflict(f"{rec['path']} (O_PATH) is now a {found}, not a {rec['type']}")
+    return fd
+
+
+PATH_ONLY = FileKind("path-only", _claims_path_only, _dump_path_only, _restore_path_only)
 REGULAR = FileKind("regular-file", _claims_regular, _dump_regular, _restore_regular,
                    _take_locks)
 DIRECTORY = FileKind("directory", _claims_directory, _dump_directory, _restore_directory)

@@ -1,8 +1,10 @@
 """Process-wide attributes: credentials, cwd, umask, rlimits, session and group, personality,
-the mm fields the kernel keeps about the address space (PR_SET_MM_MAP), and the namespaces
-the process must share with us."""
+child subreaper, THP disabling and membarrier registrations, the mm fields the kernel keeps
+about the address space (PR_SET_MM_MAP), and the namespaces the process must share with us."""
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import resource
 import struct
@@ -20,6 +22,12 @@ _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.star
 _NAMESPACES = ("mnt", "net", "uts", "ipc", "user", "pid", "cgroup", "time")
 _CAPS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 35, 14, 38
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+PR_GET_THP_DISABLE, PR_SET_THP_DISABLE, PR_THP_DISABLE_EXCEPT_ADVISED = 42, 41, 1 << 1
+_THP_DISABLE_VALUES = (0, 1, 1 | PR_THP_DISABLE_EXCEPT_ADVISED)  # off, disabled, but where advised
+# linux/membarrier.h: the registrations of an address space, readable since Linux 6.3
+MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
+_MEMBARRIER_REGISTER = (1 << 2, 1 << 4, 1 << 6, 1 << 8)  # GLOBAL, PRIVATE, SYNC_CORE, RSEQ
 _MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
               "start_stack", "arg_start", "arg_end", "env_start", "env_end")
 _MM_MAP = struct.Struct("<11QQII")
@@ -27,6 +35,7 @@ _MM_MAP = struct.Struct("<11QQII")
 _KCMP_SHARED = ((2, "shared file descriptor table", "CLONE_FILES"),  # KCMP_FILES
                 (3, "shared fs info (cwd, umask)", "CLONE_FS"))  # KCMP_FS
 _LIMITS_VALUES_COLUMN = 26  # /proc/PID/limits: "%-25s %-20s %-20s %-10s"
+log = logging.getLogger(__name__)
 
 
 def _identity_user_ns(pid: int, root: int) -> bool:
@@ -72,8 +81,10 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
           "start_data": int(stat[45]), "end_data": int(stat[46]), "start_brk": int(stat[47]),
           "arg_start": int(stat[48]), "arg_end": int(stat[49]), "env_start": int(stat[50]),
           "env_end": int(stat[51])}
+    extra: dict[str, Any] = {}
     if ctx.leader is not None:
         mm["brk"] = ctx.leader.call("brk", 0)
+        extra = _prctl_state(ctx)
     return {
         "ppid": ctx.tree.inner(int(stat[4])), "pgid": ctx.tree.inner_own(pid, "NSpgid", int(stat[5])),
         "sid": ctx.tree.inner_own(pid, "NSsid", int(stat[6])),
@@ -93,7 +104,30 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "exe": {"path": exe, **ctx.tree.identities.facts(f"/proc/{pid}/exe")},
         "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
             errors="replace").strip(),
+        **extra,
     }
+
+
+def _prctl_state(ctx: DumpContext) -> dict[str, Any]:
+    """What only the process itself can ask the kernel about, by injected calls: whether it
+    is a child subreaper (its orphaned descendants become its children), its
+    PR_SET_THP_DISABLE setting, and its address space's membarrier() registrations."""
+    call = ctx.leader.call
+    ctx.scratch.reset()
+    flag = ctx.scratch.put(bytes(4))
+    call("prctl", PR_GET_CHILD_SUBREAPER, flag, 0, 0, 0)
+    state: dict[str, Any] = {"child_subreaper": ctx.mem.read(flag, 4) != bytes(4),
+                             "thp_disable": call("prctl", PR_GET_THP_DISABLE, 0, 0, 0, 0)}
+    if state["thp_disable"] not in _THP_DISABLE_VALUES:
+        raise ctx.refuse("process", "THP setting", f"PR_GET_THP_DISABLE gives {state['thp_disable']}, "
+                         "a setting not known here")
+    try:
+        state["membarrier"] = call("membarrier", MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        log.debug("pid %d: membarrier registrations cannot be read before Linux 6.3", ctx.pid)
+    return state
 
 
 def _read_rlimits(pid: int) -> dict[str, list[int]]:
@@ -237,6 +271,15 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) 
     call("personality", rec["personality"])
     if rec["no_new_privs"]:
         call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    # (the seed, a fork of ours, inherited our own THP setting and registrations)
+    thp = rec.get("thp_disable", 0)
+    call("prctl", PR_SET_THP_DISABLE, 1 if thp else 0,
+         thp & PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0)
+    for command in _MEMBARRIER_REGISTER:
+        if rec.get("membarrier", 0) & command:
+            call("membarrier", command, 0, 0)
+    # setting it marks the children forked already: their orphans come to this process
+    call("prctl", PR_SET_CHILD_SUBREAPER, int(rec.get("child_subreaper", False)), 0, 0, 0)
     with open(f"/proc/{ctx.pid}/oom_score_adj", "w") as f:
         f.write(str(rec["oom_score_adj"]))
 
@@ -275,7 +318,9 @@ def set_credentials(thread: RemoteThread, rec: dict[str, Any], scratch_put: Call
     if not in_user_ns:
         thread.call("setgroups", len(groups), scratch_put(struct.pack(f"<{len(groups)}I", *groups)) if groups else 0)
     thread.call("setresgid", gids[0], gids[1], gids[2])
+    thread.call("setfsgid", gids[3])  # while we may still set any (setresgid made it egid)
     thread.call("setresuid", uids[0], uids[1], uids[2])
+    thread.call("setfsuid", uids[3])  # (verify_credentials checks what the kernel let through)
     halves = [(caps[k] & 0xFFFFFFFF, caps[k] >> 32) for k in ("CapEff", "CapPrm", "CapInh")]
     data = struct.pack("<6I", *(half[i] for i in (0, 1) for half in halves))
     thread.call("capset", scratch_put(_CAPSET_HEADER.pack(_CAPABILITY_VERSION_3, 0)), scratch_put(data))
@@ -285,8 +330,15 @@ def set_credentials(thread: RemoteThread, rec: dict[str, Any], scratch_put: Call
             thread.call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0)
 
 
-def verify_capabilities(pid: int, rec: dict[str, Any]) -> None:
+def verify_credentials(pid: int, rec: dict[str, Any]) -> None:
+    """setfsuid() and setfsgid() report no failure: the ids are read back, with the
+    capabilities, which capset() sets only within what the new ids allow."""
     status = procfs.read_status(pid)
+    for key, line in (("uids", "Uid"), ("gids", "Gid")):
+        ids = [int(x) for x in status[line].split()]
+        if ids != rec[key]:
+            raise RestoreConflict(f"{line} of the restored process would be {ids}, not the "
+                                  f"checkpointed {rec[key]} (real, effective, saved, filesystem)")
     differ = [k for k in _CAPS if status[k] != rec["caps"][k]]
     if differ:
         raise RestoreConflict("capabilities of the restored process would differ from the "

@@ -462,8 +462,27 @@ def reopen(key: str, flags: int, ctx: RestoreContext) -> int:
         raise
 
 
+# The status flags memfd_create gives its description (the kernel adds O_LARGEFILE, which
+# Python's os module leaves 0 on 64-bit), and those F_SETFL may have added since.
+_MEMFD_FLAGS = os.O_RDWR | 0o100000
+_SETFL_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_NOATIME | os.O_DIRECT
+
+
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    fd = reopen(rec["shmem"], rec["flags"], ctx)
+    """A memfd's fd. The description memfd_create made does not count as a writer of the
+    file, one opened again read-write does, and exec of the memfd (execveat, fexecve)
+    fails with ETXTBSY while a writer is open: so the first read-write fd of a memfd gets
+    the description our memfd_create made, the others one opened again."""
+    key = rec["shmem"]
+    status = rec["flags"] & ~os.O_CLOEXEC
+    own = ("memfd's own description", key)
+    if (status & ~_SETFL_FLAGS == _MEMFD_FLAGS and own not in ctx.shared
+            and not ctx.image.manifest["shmem"][key]["paths"]):
+        ctx.shared[own] = True
+        fd = ctx.keep(os.dup(object_fd(ctx, key)))
+        fcntl.fcntl(fd, fcntl.F_SETFL, status & _SETFL_FLAGS)
+    else:
+        fd = reopen(key, rec["flags"], ctx)
     os.lseek(fd, rec["pos"], os.SEEK_SET)
     return fd
 
