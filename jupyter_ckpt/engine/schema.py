@@ -378,7 +378,8 @@ FILE_KINDS: dict[str, Record] = {
     "regular-file": _FILE.extended(
         {"path": PATH, "flags": FLAGS, "pos": SIZE, "size": SIZE, "mode": Int(0, 0o177777),
          "locks": List(LOCK, 4096)},
-        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID}),
+        {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID},
+                            {"times": Tuple((I64, I64))}),  # atime, mtime in ns
          "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
     "char-device": _FILE.extended({"device": DEVICE, "path": Enum((

@@ -89,6 +89,7 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["shmem"] = shmem.register_file(ctx, f)
     elif f.st.st_nlink == 0:
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino], "uid": f.st.st_uid, "gid": f.st.st_gid,
+                           "times": [f.st.st_atime_ns, f.st.st_mtime_ns],
                            "blob": ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}",
                                                 _read_content(f, ctx)) if ctx.writer else None}
     return rec
@@ -152,8 +153,10 @@ def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
     fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(rec["path"]) + ".", dir=directory)
     try:
         os.write(fd, ctx.image.blob_bytes(rec["unlinked"]["blob"]))
+        _give_owner(fd, rec)  # first: a change of owner clears the set-user/group-id bits
         os.fchmod(fd, rec["mode"])
-        _give_owner(fd, rec)
+        if "times" in rec["unlinked"]:  # last: writing the content set them to now
+            os.utime(fd, ns=tuple(rec["unlinked"]["times"]))
     except BaseException:
         os.close(fd)
         raise
