@@ -1,6 +1,7 @@
 """A file given unusual permissions (set-user-id, set-group-id) and an old modification time,
 then unlinked while open (zdtm file_attr): after restore its content, mode and times are the
-ones it had, not those of a file written anew."""
+ones it had, not those of a file written anew, and its /proc fd link reads as it did
+(zdtm unlink_multiple_largefiles)."""
 import os
 import sys
 import tempfile
@@ -20,7 +21,6 @@ os.write(fd, content)
 os.fchmod(fd, MODE)
 os.utime(fd, ns=(ATIME_NS, MTIME_NS))
 os.unlink(path)
-os.rmdir(os.path.dirname(path))
 t.ready()
 while not t.verify_requested:
     time.sleep(0.01)
@@ -30,4 +30,7 @@ t.check(st.st_mtime_ns == MTIME_NS, f"mtime {st.st_mtime_ns}, not {MTIME_NS}")
 t.check(st.st_atime_ns == ATIME_NS, f"atime {st.st_atime_ns}, not {ATIME_NS}")
 t.check(os.pread(fd, len(content) + 1, 0) == content, "the content differs")
 t.check(st.st_nlink == 0, "the file has a name again")
+link = os.readlink(f"/proc/self/fd/{fd}")
+t.check(link == path + " (deleted)", f"the fd now reads as {link}")
+os.rmdir(os.path.dirname(path))
 t.passed()

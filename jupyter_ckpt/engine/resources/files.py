@@ -11,6 +11,7 @@ missing one stops the restore by name.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -22,6 +23,8 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from . import shmem
 from .kind import FileKind
+
+log = logging.getLogger(__name__)
 
 _LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock
@@ -146,11 +149,9 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
 
 
 def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    """A new unlinked file holding the saved content, next to where the original lived."""
-    directory = os.path.dirname(rec["path"])
-    if not os.path.isdir(directory):
-        directory = tempfile.gettempdir()
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(rec["path"]) + ".", dir=directory)
+    """A new unlinked file holding the saved content, made under the original's own name when
+    that name is free (its /proc fd link then reads as before), then unlinked."""
+    fd, made_at = _create_beside(rec["path"])
     try:
         os.write(fd, ctx.image.blob_bytes(rec["unlinked"]["blob"]))
         _give_owner(fd, rec)  # first: a change of owner clears the set-user/group-id bits
@@ -161,8 +162,23 @@ def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
         os.close(fd)
         raise
     finally:
-        os.unlink(tmp_path)
+        os.unlink(made_at)
     return ctx.keep(fd)
+
+
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new empty file at `path`, or beside it (or in the temporary directory) when that name
+    is taken or its directory gone: then only its name differs from the original's."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600), path
+    except OSError as err:
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            directory = tempfile.gettempdir()
+        fd, made_at = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=directory)
+        log.info("unlinked file %s re-made as %s (%s): its /proc fd link names that", path, made_at,
+                 err.strerror)
+        return fd, made_at
 
 
 def _give_owner(fd: int, rec: dict[str, Any]) -> None:
