@@ -35,3 +35,9 @@ def test_state_that_is_not_restored_is_refused_by_name(mode, words, programs, wo
     assert out.returncode == 1 and len(lines) == 1 and words in lines[0], out.stderr
     assert not (workdir / "image").exists() and pid_alive(prog.pid)
     prog.verify()
+
+
+def test_an_unlinked_file_keeps_its_mode_and_times(programs, workdir):
+    """Found with zdtm (file_attr): the re-made file had the restore's modification time."""
+    prog = programs(sys.executable, PROGRAMS / "py_unlinked_attrs.py")
+    checkpoint_cycle(prog, workdir / "image")

@@ -386,7 +386,8 @@ FILE_KINDS: dict[str, Record] = {
         {"path": PATH, "flags": FLAGS, "pos": SIZE, "size": SIZE, "mode": Int(0, 0o177777),
          "locks": List(LOCK, 4096)},
         {"unlinked": Record({"inode": Tuple((ADDR, ADDR)), "blob": BLOB, "uid": UID, "gid": UID},
-                            {"data": RANGES}),  # absent: the blob is the whole content
+                            {"data": RANGES,  # absent: the blob is the whole content
+                             "times": Tuple((I64, I64))}),  # atime, mtime in ns
          "shmem": SHMEM_KEY}),  # a file on a tmpfs: the object that holds it
     "directory": _FILE.extended({"path": PATH, "flags": FLAGS, "pos": I64}),
     "path-only": _FILE.extended({"path": PATH, "flags": FLAGS, "type": Enum((

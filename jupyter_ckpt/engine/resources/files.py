@@ -11,6 +11,7 @@ missing one stops the restore by name.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -23,6 +24,8 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from . import shmem
 from .kind import FileKind
+
+log = logging.getLogger(__name__)
 
 _LOCK_KINDS = {"POSIX": "posix", "FLOCK": "flock", "OFDLCK": "ofd"}
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock
@@ -90,7 +93,7 @@ def _dump_regular(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["shmem"] = shmem.register_file(ctx, f)
     elif f.st.st_nlink == 0:
         rec["unlinked"] = {"inode": [f.st.st_dev, f.st.st_ino], "uid": f.st.st_uid, "gid": f.st.st_gid,
-                           "blob": None, "data": []}
+                           "times": [f.st.st_atime_ns, f.st.st_mtime_ns], "blob": None, "data": []}
         if ctx.writer:
             rec["unlinked"]["data"], content = _read_content(f, ctx)
             rec["unlinked"]["blob"] = ctx.add_blob(f"unlinked-{f.st.st_dev}-{f.st.st_ino}", content)
@@ -156,25 +159,40 @@ def _restore_regular(rec: dict[str, Any], ctx: RestoreContext) -> int:
 
 
 def _recreate_unlinked(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    """A new unlinked file holding the saved content, next to where the original lived."""
-    directory = os.path.dirname(rec["path"])
-    if not os.path.isdir(directory):
-        directory = tempfile.gettempdir()
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(rec["path"]) + ".", dir=directory)
+    """A new unlinked file holding the saved content, made under the original's own name when
+    that name is free (its /proc fd link then reads as before), then unlinked."""
+    fd, made_at = _create_beside(rec["path"])
     try:
         content = ctx.image.blob_bytes(rec["unlinked"]["blob"])
         # (an image of an older version holds the whole content, holes as zeros)
         for offset, length, stored in rec["unlinked"].get("data", [[0, len(content), 0]]):
             os.pwrite(fd, content[stored:stored + length], offset)
         os.ftruncate(fd, rec["size"])
+        _give_owner(fd, rec)  # first: a change of owner clears the set-user/group-id bits
         os.fchmod(fd, rec["mode"])
-        _give_owner(fd, rec)
+        if "times" in rec["unlinked"]:  # last: writing the content set them to now
+            os.utime(fd, ns=tuple(rec["unlinked"]["times"]))
     except BaseException:
         os.close(fd)
         raise
     finally:
-        os.unlink(tmp_path)
+        os.unlink(made_at)
     return ctx.keep(fd)
+
+
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new empty file at `path`, or beside it (or in the temporary directory) when that name
+    is taken or its directory gone: then only its name differs from the original's."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600), path
+    except OSError as err:
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            directory = tempfile.gettempdir()
+        fd, made_at = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=directory)
+        log.info("unlinked file %s re-made as %s (%s): its /proc fd link names that", path, made_at,
+                 err.strerror)
+        return fd, made_at
 
 
 def _give_owner(fd: int, rec: dict[str, Any]) -> None:

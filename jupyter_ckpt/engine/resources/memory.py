@@ -117,6 +117,8 @@ def _dump_vma(ctx: DumpContext, vma: procfs.Vma, parent: "_Parent | None") -> di
     where = f"{vma.start:#x}-{vma.end:#x}"
     kind = _kind(vma, ctx.tree.tmpfs_devices())
     if kind == "unsupported":
+        if "ht" in vma.vmflags:  # whatever its path says (/anon_hugepage, /memfd:..., /SYSV...)
+            raise ctx.refuse(where, "mapping", f"{vma.path}: hugetlb memory (huge pages) is not supported")
         what = "memfd" if vma.path.startswith("/memfd:") else "SysV shared memory" \
             if vma.path.startswith("/SYSV") else "mapping of a deleted file" if vma.deleted else "mapping"
         raise ctx.refuse(where, what, f"{vma.path or 'special mapping'}: not supported")

@@ -333,11 +333,13 @@ def check(image: ImageReader) -> None:
 
 @dataclass
 class _Made:
-    """Restore: our fd of each object made for the tree, by key, and the named ones made
-    anew, to link at their names once the whole tree is in (publish)."""
+    """Restore: our fd of each object made for the tree, by key, the named ones made
+    anew, to link at their names once the whole tree is in (publish), and the memfds whose
+    own description (memfd_create's) an fd has been given already (_restore)."""
 
     fds: dict[str, int] = field(default_factory=dict)
     to_link: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    own_given: set[str] = field(default_factory=set)
 
 
 def object_fd(ctx: RestoreContext, key: str) -> int:
@@ -475,10 +477,10 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     the description our memfd_create made, the others one opened again."""
     key = rec["shmem"]
     status = rec["flags"] & ~os.O_CLOEXEC
-    own = ("memfd's own description", key)
-    if (status & ~_SETFL_FLAGS == _MEMFD_FLAGS and own not in ctx.shared
+    given = ctx.state(_Made).own_given
+    if (status & ~_SETFL_FLAGS == _MEMFD_FLAGS and key not in given
             and not ctx.image.manifest["shmem"][key]["paths"]):
-        ctx.shared[own] = True
+        given.add(key)
         fd = ctx.keep(os.dup(object_fd(ctx, key)))
         fcntl.fcntl(fd, fcntl.F_SETFL, status & _SETFL_FLAGS)
     else:
