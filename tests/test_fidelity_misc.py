@@ -1,6 +1,8 @@
 """Found with CRIU's zdtm suite: a zombie in a process group of its own is refused by name
 (it would come back in its parent's group), and a /proc file of the process itself is
 reopened on the restored process (the host verdict must not call it gone)."""
+import os
+import signal
 import sys
 
 import pytest
@@ -41,3 +43,22 @@ def test_an_unlinked_file_keeps_its_mode_and_times(programs, workdir):
     """Found with zdtm (file_attr): the re-made file had the restore's modification time."""
     prog = programs(sys.executable, PROGRAMS / "py_unlinked_attrs.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+@pytest.mark.parametrize("kind", ["anon", "memfd"])
+def test_memory_shared_with_a_process_outside_the_tree_is_refused_by_name(kind, programs, workdir):
+    """Found with zdtm (child_subreaper_and_reparent): an orphan outside the tree kept the
+    tree's shared memory; dump and restore went through and the two no longer shared it."""
+    pid_file = workdir / "orphan.pid"
+    prog = programs(sys.executable, PROGRAMS / "py_shared_outside.py", kind, pid_file)
+    orphan = int(pid_file.read_text())
+    try:
+        for verb, args in (("check", ()), ("dump", (workdir / "image", "--kill"))):
+            out = run_cli(verb, prog.pid, *args, check=False)
+            lines = (out.stdout if verb == "check" else out.stderr).strip().splitlines()
+            assert out.returncode == 1 and len(lines) == 1, out.stdout + out.stderr
+            assert "shared memory" in lines[0] and f"pid {orphan}, outside the tree" in lines[0], lines[0]
+        assert not (workdir / "image").exists() and pid_alive(prog.pid)
+        prog.verify()
+    finally:
+        os.kill(orphan, signal.SIGKILL)

@@ -23,7 +23,7 @@ from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
 from .precopy import PreCopy, Unavailable
 from .procfs import read_stat
-from .resources import RESOURCES, claim, process
+from .resources import RESOURCES, claim, process, shmem
 from .version import VERSION
 from . import syscalls
 
@@ -38,7 +38,7 @@ def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
     unfreezable = process.shared_address_spaces(pids) + process.group_stopped(pids)
     if unfreezable:
         return unfreezable  # freezing would wait forever, or fail
-    shared = process.shared_tables(pids)
+    shared = process.shared_tables(pids) + shmem.outside_sharers(pids)
     tree = freeze(pid)
     try:
         _, blockers = _collect(tree, None, tcp_close=tcp_close)
@@ -76,6 +76,9 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
             copies = _precopy(pid, writer, progress)
             _refuse_before_touching(pid)  # again: pre-copy gave it time to change
             faults.point("dump.after-precopy", log)
+        outside = shmem.outside_sharers(_tree_pids(pid))  # (not while frozen: it reads every process)
+        if outside:
+            raise Refused(outside)
         started = time.monotonic()
         tree = freeze(pid)
         for copy in copies.values():

@@ -30,7 +30,7 @@ import xxhash
 
 from .. import procfs, syscalls
 from ..context import DumpContext, OpenFile, RestoreContext, RestoreTree, TreeIndex
-from ..errors import CkptError, RestoreConflict
+from ..errors import Blocker, CkptError, RestoreConflict
 from ..image import ImageReader, append_run
 from .kind import FileKind, Resource
 
@@ -224,6 +224,98 @@ def _resident_pages(ctx: DumpContext, vma: procfs.Vma, page: int) -> list[int]:
     finally:
         thread.restore_live(ctx.saved_masks[thread.tid])
     return [index for index, flag in enumerate(resident) if flag & 1]
+
+
+def outside_sharers(pids: list[int]) -> list[Blocker]:
+    """Shared memory without a name (MAP_SHARED anonymous memory, a memfd, a deleted tmpfs
+    file) comes back as a new object that only the restored tree holds. A process outside
+    the tree that maps it or holds it open (an orphan forked from the tree, a sibling forked
+    from a common parent, one the tree passed a memfd to) would silently stop sharing it with
+    the tree: refused by name. Read before the freeze, as it scans the maps of other
+    processes: those of the tree's users only (another user's process could only have such
+    memory passed on to it deliberately), every process for a tree that runs as root."""
+    held = _nameless_objects(pids)
+    if not held:
+        return []
+    tree = set(pids) | {os.getpid()}
+    users = {_owner(pid) for pid in pids}
+    blockers: list[Blocker] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in tree or (0 not in users and _owner(entry) not in users):
+            continue
+        for key in _held_by(int(entry), held):
+            pid, where = held[key]
+            blockers.append(Blocker(pid, where, "shared memory",
+                                    f"also held by pid {entry}, outside the tree: a restore would "
+                                    "no longer share it with that process"))
+            del held[key]
+        if not held:
+            break
+    return blockers
+
+
+def _owner(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+
+
+def _nameless_objects(pids: list[int]) -> dict[tuple[str, int], tuple[int, str]]:
+    """The tree's shared memory objects without a name, by (device as in maps, inode): the
+    first process holding each and where (a mapping's range or an fd)."""
+    found: dict[tuple[str, int], tuple[int, str]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    fields = line.split(maxsplit=5)
+                    if len(fields) == 6 and _nameless(fields[3], fields[5].rstrip("\n")):
+                        found.setdefault((fields[3], int(fields[4])), (pid, fields[0]))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                key = _fd_object(pid, fd)
+                if key is not None:
+                    found.setdefault(key, (pid, f"fd {fd}"))
+        except FileNotFoundError:
+            continue  # gone: the freeze reports it
+    return found
+
+
+def _nameless(device: str, path: str) -> bool:
+    # device major 0: the kernel's internal shmem mount or a tmpfs
+    return device.startswith("00:") and path.endswith(procfs.DELETED)
+
+
+def _fd_object(pid: int, fd: str) -> tuple[str, int] | None:
+    link = f"/proc/{pid}/fd/{fd}"
+    try:
+        if not os.readlink(link).endswith(procfs.DELETED):
+            return None
+        st = os.stat(link)
+    except OSError:
+        return None  # closed meanwhile, or not a file (a socket, a pipe)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    return (device, st.st_ino) if _nameless(device, procfs.DELETED) and stat.S_ISREG(st.st_mode) else None
+
+
+def _held_by(pid: int, held: dict[tuple[str, int], tuple[int, str]]) -> set[tuple[str, int]]:
+    keys: set[tuple[str, int]] = set()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                if not line.endswith(procfs.DELETED + "\n"):
+                    continue
+                fields = line.split(maxsplit=5)
+                key = (fields[3], int(fields[4]))
+                if key in held:
+                    keys.add(key)
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            key = _fd_object(pid, fd)
+            if key is not None and key in held:
+                keys.add(key)
+    except (FileNotFoundError, PermissionError):
+        pass  # gone meanwhile, or a kernel thread's
+    return keys
 
 
 def read_data(fd: int, size: int) -> tuple[list[list[int]], bytes]:
