@@ -15,6 +15,7 @@ import os
 from traitlets import Bool, Float, Unicode, default
 from traitlets.config import Configurable
 
+from ..snapshots_api import TRASH_SECONDS
 from .catalog import default_root
 
 
@@ -49,7 +50,7 @@ class CheckpointConfig(Configurable):
                    "reads all memory first, still straight from the store.").tag(config=True)
 
     trash_seconds = Float(
-        600, min=0,
+        TRASH_SECONDS, min=0,
         help="How long a deleted snapshot stays in the trash, where POST "
              "/api/ckpt/snapshots/ID/undelete (the Lab panel's Undo) takes it back, before "
              "it is deleted for good (checked every minute, or every trash_seconds when "
