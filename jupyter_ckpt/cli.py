@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("pid", type=int)
     c.add_argument("--tcp-close", action="store_true", help=_TCP_CLOSE_HELP)
 
+    sub.add_parser("config", help="the Jupyter server extension's settings "
+                                  "(c.CheckpointConfig.*): each with its help and the value a "
+                                  "server started here would use")
+
     k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
     k.add_argument("action", choices=["install"])
     k.add_argument("--user", action="store_true", help="install for this user only")
@@ -389,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
             if not blockers:
                 print(f"pid {args.pid}: can be checkpointed")
             return 1 if blockers else 0
+        elif args.command == "config":
+            from .jupyter.config import describe
+
+            print(describe())
         elif args.command == "kernelspec":
             from .jupyter.kernelspec import install
 
