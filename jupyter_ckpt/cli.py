@@ -251,6 +251,7 @@ def _snapshots(args: argparse.Namespace) -> int:
     errors become one line (by main) and exit status 1."""
     import shutil
     import tempfile
+    import time
 
     from .snapshots_api import TRASH_SECONDS, Snapshots
     from .store import open_store
@@ -265,9 +266,11 @@ def _snapshots(args: argparse.Namespace) -> int:
         for s in listed:
             i = s.info
             what = i.metadata.get("notebook_path") or i.metadata.get("kernel_id") or ""
+            deleted = "" if s.deleted is None else \
+                time.strftime("deleted %Y-%m-%dT%H:%M:%S", time.gmtime(s.deleted))
             print(f"{i.id}  {i.created[:19]}  {_size(i.logical_bytes):>10}  "
                   f"{_size(i.stored_bytes):>10} stored  " +
-                  "  ".join(x for x in (i.label, what) if x))
+                  "  ".join(x for x in (i.label, what, deleted) if x))
     elif args.verb == "put":
         progress, close = _transfer_bar("put")
         try:

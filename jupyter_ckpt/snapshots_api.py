@@ -335,8 +335,10 @@ class Snapshots:
                 log.debug("purging %s: the store is busy; the next purge tries again",
                           snapshot_id)
                 continue
-            except NotFound:  # its record is gone already: only the marker is left
-                self.store.backend.delete(_trash_key(snapshot_id))
+            except NotFound:
+                if self.store.exists(snapshot_id):  # not a kernel snapshot (kernel_only):
+                    continue  # the CLI's gc purges it
+                self.store.backend.delete(_trash_key(snapshot_id))  # only the marker was left
             purged.append(snapshot_id)
         return Collected(purged, freed)
 

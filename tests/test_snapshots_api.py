@@ -49,6 +49,8 @@ def test_cli_rm_goes_to_the_trash_gc_purges_it(images, url, tmp_path):
     assert _ids(*store) == [kept]
     [trashed] = json.loads(run_cli("snapshots", "ls", "--json", "--trashed", *store).stdout)
     assert trashed["id"] == sid and trashed["deleted"] > 0, trashed
+    [line] = run_cli("snapshots", "ls", "--trashed", *store).stdout.splitlines()
+    assert line.startswith(sid) and "  deleted 20" in line, line
     for verb in (("restore", sid, "--detach"), ("check", sid), ("verify", sid),
                  ("get", sid, tmp_path / "out"), ("copy", sid, "--to", tmp_path / "copy"),
                  ("rm", sid)):

@@ -35,7 +35,8 @@ from typing import Any, Callable, Mapping
 from jupyter_core.paths import jupyter_data_dir
 
 from ..snapshots_api import Foreign, NotFound, Snapshot, Snapshots, notebook_key
-from ..store import LocalBackend, SnapshotStore, open_store
+from ..store import NotFound as StoreNotFound
+from ..store import SnapshotStore, open_store
 from ..store.reading import StoreImage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -156,16 +157,13 @@ class SnapshotCatalog:
         by the engine too, is only what its writer claimed.) In an object store, whoever may
         write the bucket may write snapshots: the bucket's access control is what this check
         is on a shared directory."""
-        if not isinstance(self.store.backend, LocalBackend):
-            return
-        store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
         info = snapshot.info
         for key in (f"snapshots/{info.id}.json", info.chunks_object, *more):
             try:
-                uid = os.stat(os.path.join(store_root, key)).st_uid
-            except FileNotFoundError:  # deleted meanwhile
+                uid = self.store.backend.owner(key)
+            except StoreNotFound:  # deleted meanwhile
                 raise NotFound(f"no snapshot {info.id}") from None
-            if uid != os.getuid():
+            if uid is not None and uid != os.getuid():
                 raise Foreign(f"snapshot {info.id} belongs to uid {uid}, not to you "
                               f"(uid {os.getuid()})")
 
