@@ -6,6 +6,7 @@ notebook with it. The images are real dumps of a running program; the server is 
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -79,6 +80,19 @@ def test_cli_rm_goes_to_the_trash_gc_purges_it(images, url, tmp_path):
     assert not backend.exists(f"notebooks/{again}.json")
     assert "freed" in run_cli("snapshots", "rm", "--now", kept, *store).stdout
     assert _ids(*store) == [] and snapshots.store.usage().chunks == 0
+
+
+def test_a_servers_purge_leaves_the_trash_it_cannot_see_to_gc(images, tmp_path):
+    """The server sees only kernel snapshots: one put on the command line (even with an id
+    like a kernel snapshot's) and trashed stays in the trash through the server's purge,
+    which neither deletes it nor takes it back, and goes with the CLI's gc."""
+    store = open_store(str(tmp_path / "store"))
+    sid = Snapshots(store).put(str(images["a1"]), snapshot_id=uuid.uuid4().hex).id
+    run_cli("snapshots", "rm", sid, "--store", tmp_path / "store")
+    server_side = Snapshots(store, kernel_only=True)
+    assert server_side.list() == [] and server_side.purge_trash(0).purged == []
+    assert _ids("--trashed", "--store", tmp_path / "store") == [sid]
+    assert Snapshots(store).gc(0).purged == [sid] and not store.exists(sid)
 
 
 def test_the_cli_and_the_server_share_one_trash(tmp_path):
