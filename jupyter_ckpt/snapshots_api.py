@@ -106,13 +106,16 @@ class Verdict:
 
 @dataclass(frozen=True)
 class BulkDelete:
+    """What `delete_many` did."""
+
     deleted: list[str] = field(default_factory=list)  # moved to the trash
     missing: list[str] = field(default_factory=list)  # named, but not there (or trashed)
 
 
 @dataclass(frozen=True)
 class Collected:
-    """What `gc` did: the snapshots purged from the trash, and the bytes freed in all."""
+    """What `purge_trash` or `gc` did: the snapshots purged from the trash, and the bytes
+    freed in all."""
 
     purged: list[str]
     freed: int
