@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the store is imported only by the commands that use it
-    from .store import SnapshotStore
+    from .snapshots_api import Snapshots
 
 from . import __version__
 
@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("pid", type=int)
     c.add_argument("--tcp-close", action="store_true", help=_TCP_CLOSE_HELP)
 
+    sub.add_parser("config", help="the Jupyter server extension's settings "
+                                  "(c.CheckpointConfig.*): each with its help and the value a "
+                                  "server started here would use")
+
     k = sub.add_parser("kernelspec", help="manage the 'Python 3 (checkpointable)' kernelspec")
     k.add_argument("action", choices=["install"])
     k.add_argument("--user", action="store_true", help="install for this user only")
@@ -103,6 +107,8 @@ def _add_snapshots_parser(sub) -> None:
     verbs = s.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     ls = verbs.add_parser("ls", parents=[store], help="list snapshots, newest first")
     ls.add_argument("--json", action="store_true")
+    ls.add_argument("--trashed", action="store_true",
+                    help="list the deleted snapshots that are still in the trash instead")
     put = verbs.add_parser("put", parents=[store], help="store the image DIR; prints its id")
     put.add_argument("dir")
     put.add_argument("--label", default="")
@@ -113,9 +119,20 @@ def _add_snapshots_parser(sub) -> None:
                           help="check out snapshot ID to a scratch directory and restore it")
     rs.add_argument("id")
     _add_restore_options(rs)
-    rm = verbs.add_parser("rm", parents=[store], help="delete snapshot ID")
+    rm = verbs.add_parser("rm", parents=[store],
+                          help="delete snapshot ID: into the trash, as the Jupyter server does "
+                               "(undelete takes it back; gc deletes it for good later)")
     rm.add_argument("id")
-    verbs.add_parser("gc", parents=[store], help="remove what no snapshot uses")
+    rm.add_argument("--now", action="store_true",
+                    help="delete it for good at once (in the trash or not), with its notebook")
+    ud = verbs.add_parser("undelete", parents=[store], help="take snapshot ID out of the trash")
+    ud.add_argument("id")
+    gc = verbs.add_parser("gc", parents=[store],
+                          help="delete for good what has been in the trash long enough, then "
+                               "remove what no snapshot uses")
+    gc.add_argument("--trash-seconds", type=float, default=None, metavar="S",
+                    help="how long a deleted snapshot stays in the trash (default: as the "
+                         "Jupyter server's CheckpointConfig.trash_seconds default, 600)")
     ck = verbs.add_parser("check", parents=[store],
                           help="could snapshot ID be restored on this host? (as inspect --host)")
     ck.add_argument("id")
@@ -218,102 +235,108 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _checkout(store: "SnapshotStore", snapshot_id: str, scratch: str) -> str:
-    """Check snapshot `snapshot_id` out as `scratch`/image (a progress bar on a terminal)."""
-    image = os.path.join(scratch, "image")
+def _checkout(snapshots: "Snapshots", snapshot_id: str, image: str) -> str:
+    """Write snapshot `snapshot_id` as the image directory `image` (a progress bar on a
+    terminal); `image`."""
     progress, close = _transfer_bar("get")
     try:
-        store.checkout(snapshot_id, image, progress=progress)
+        snapshots.checkout(snapshot_id, image, progress=progress)
     finally:
         close()
     return image
 
 
 def _snapshots(args: argparse.Namespace) -> int:
-    """The `snapshots` verbs. Store errors become one line (by main) and exit status 1."""
+    """The `snapshots` verbs, over snapshots_api (as the Jupyter server's REST API is). Their
+    errors become one line (by main) and exit status 1."""
     import shutil
     import tempfile
+    import time
 
-    from .store import StoreError, open_store
+    from .snapshots_api import TRASH_SECONDS, Snapshots
+    from .store import open_store
 
-    store = open_store(args.store)
+    snapshots = Snapshots(open_store(args.store))
     if args.verb == "ls":
-        infos = store.list()
+        listed = snapshots.list(trashed=args.trashed)
         if args.json:
-            print(json.dumps([i.to_dict() for i in infos], indent=1))
+            print(json.dumps([{**s.info.to_dict(), "deleted": s.deleted} for s in listed],
+                             indent=1))
             return 0
-        for i in infos:
+        for s in listed:
+            i = s.info
             what = i.metadata.get("notebook_path") or i.metadata.get("kernel_id") or ""
+            deleted = "" if s.deleted is None else \
+                time.strftime("deleted %Y-%m-%dT%H:%M:%S", time.gmtime(s.deleted))
             print(f"{i.id}  {i.created[:19]}  {_size(i.logical_bytes):>10}  "
                   f"{_size(i.stored_bytes):>10} stored  " +
-                  "  ".join(x for x in (i.label, what) if x))
+                  "  ".join(x for x in (i.label, what, deleted) if x))
     elif args.verb == "put":
         progress, close = _transfer_bar("put")
         try:
-            info = store.put_image(args.dir, label=args.label, progress=progress)
+            snapshot = snapshots.put(args.dir, label=args.label, progress=progress)
         finally:
             close()
-        print(info.id)
+        print(snapshot.id)
     elif args.verb == "get":
-        progress, close = _transfer_bar("get")
-        try:
-            store.checkout(args.id, args.dir, progress=progress)
-        finally:
-            close()
+        _checkout(snapshots, args.id, args.dir)
     elif args.verb == "restore":
         from .engine import capabilities
 
         if capabilities()["direct"]:  # straight from the store's chunks (lazily with --lazy)
-            image = store.open_image(args.id)
+            image = snapshots.open_image(args.id)
             try:
                 return _restore(image, args)
             finally:
                 image.close()
         scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-restore-")  # restored by a helper
         try:
-            return _restore(_checkout(store, args.id, scratch), args)
+            return _restore(_checkout(snapshots, args.id, os.path.join(scratch, "image")), args)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    elif args.verb == "rm" and args.now:
+        print(f"deleted {args.id}: {_size(snapshots.delete_now(args.id))} freed")
     elif args.verb == "rm":
-        print(f"deleted {args.id}: {_size(store.delete(args.id))} freed")
+        snapshots.delete(args.id)
+        print(f"moved {args.id} to the trash ('jupyter-ckpt snapshots undelete {args.id}' "
+              "takes it back)")
+    elif args.verb == "undelete":
+        print(f"undeleted {snapshots.undelete(args.id).id}")
     elif args.verb == "gc":
-        print(f"gc: {_size(store.gc())} freed")
+        collected = snapshots.gc(TRASH_SECONDS if args.trash_seconds is None
+                                 else args.trash_seconds)
+        for snapshot_id in collected.purged:
+            print(f"purged {snapshot_id} from the trash")
+        print(f"gc: {_size(collected.freed)} freed")
     elif args.verb == "check":
-        from .engine import schema
-
-        manifest = store.manifest(args.id)
-        try:
-            schema.validate(manifest)
-        except schema.Invalid as err:
-            raise StoreError(f"snapshot {args.id} holds an invalid image: {err}") from None
-        return _print_verdict(manifest)
+        return _print_verdict(snapshots.check(args.id).differences)
     elif args.verb == "verify":
-        info = store.verify(args.id)
+        snapshots.get(args.id)
+        info = snapshots.store.verify(args.id)
         print(f"{info.id}: every chunk intact ({_size(info.logical_bytes)})")
     elif args.verb == "copy":
-        target = open_store(args.to)
-        info = store.get(args.id)
+        info = snapshots.get(args.id).info
+        notebook = snapshots.notebook(info.id) if info.metadata.get("has_notebook") else None
+        target = Snapshots(open_store(args.to))
         scratch = tempfile.mkdtemp(prefix="jupyter-ckpt-copy-")
         try:
-            image = _checkout(store, info.id, scratch)
+            image = _checkout(snapshots, info.id, os.path.join(scratch, "image"))
             progress, close = _transfer_bar("put")
             try:
-                copied = target.put_image(image, info.metadata,
-                                          label=info.label, snapshot_id=info.id,
-                                          progress=progress)
+                copied = target.put(image, info.metadata, label=info.label,
+                                    snapshot_id=info.id, progress=progress, notebook=notebook)
             finally:
                 close()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        print(f"copied {info.id} to {args.to}: {_size(copied.new_bytes)} new there")
+        print(f"copied {info.id} to {args.to}: {_size(copied.info.new_bytes)} new there")
     return 0
 
 
-def _print_verdict(manifest: dict) -> int:
+def _print_verdict(differences: list) -> int:
     """The host verdict (engine/hostcheck.py): one line per difference; 1 if any is fatal."""
-    from .engine.hostcheck import fatal, verdict
+    from .engine.hostcheck import fatal
 
-    differences = verdict(manifest)
     for difference in differences:
         print(difference)
     if fatal(differences):
@@ -373,15 +396,20 @@ def main(argv: list[str] | None = None) -> int:
             if not blockers:
                 print(f"pid {args.pid}: can be checkpointed")
             return 1 if blockers else 0
+        elif args.command == "config":
+            from .jupyter.config import describe
+
+            print(describe())
         elif args.command == "kernelspec":
             from .jupyter.kernelspec import install
 
             print(f"installed kernelspec {args.name} in "
                   f"{install(args.name, user=args.user, prefix=args.prefix)}")
         elif args.command == "inspect" and args.host:
+            from .engine.hostcheck import verdict
             from .engine.image import ImageReader
 
-            return _print_verdict(ImageReader(args.dir, verify_blobs=False).manifest)
+            return _print_verdict(verdict(ImageReader(args.dir, verify_blobs=False).manifest))
         elif args.command == "inspect":
             from .engine import summarize
             from .engine.summary import render
@@ -403,10 +431,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _store_errors() -> tuple[type[Exception], ...]:
-    """The store's error class if a command loaded the store (dump and restore do not: its
-    imports cost more than a small dump itself)."""
-    store = sys.modules.get(f"{__package__}.store")
-    return (store.StoreError,) if store is not None else ()
+    """The error classes of the store and of snapshots_api if a command loaded them (dump
+    and restore do not: their imports cost more than a small dump itself)."""
+    found = []
+    for module, name in (("store", "StoreError"), ("snapshots_api", "SnapshotError")):
+        loaded = sys.modules.get(f"{__package__}.{module}")
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,27 @@ def test_every_kernel_off_leaves_other_kernelspecs_alone(tmp_path, ckpt_kernelsp
         plain_socket.close()
     finally:
         server.stop()
+
+
+def test_every_setting_is_listed_with_the_value_in_force(tmp_path):
+    """`jupyter server --help-all` prints the server's own classes before it finds any
+    extension, so it can list no extension's settings: `jupyter-ckpt config` lists each of
+    CheckpointConfig's, with its help and the value a server started here would use (from
+    its config files and the environment)."""
+    from jupyter_ckpt.jupyter.config import CheckpointConfig
+
+    (tmp_path / "jupyter_server_config.py").write_text("c.CheckpointConfig.trash_seconds = 42\n")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path),
+           "JUPYTER_CKPT_STORE": "s3://team-bucket/snapshots"}
+    out = subprocess.run([sys.executable, "-m", "jupyter_ckpt", "config"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    flat = " ".join(out.split())
+    names = CheckpointConfig.class_trait_names(config=True)
+    assert {"store_url", "snapshot_dir", "every_kernel", "lazy_restore", "trash_seconds"} <= \
+        set(names)
+    for name in names:
+        trait = CheckpointConfig.class_traits()[name]
+        assert f"--CheckpointConfig.{name}=" in out, name
+        assert " ".join(trait.help.split()) in flat, name
+    assert "--CheckpointConfig.trash_seconds=<Float> " in flat and "Current: 42.0" in flat
+    assert "Current: 's3://team-bucket/snapshots'" in flat

@@ -97,3 +97,14 @@ def test_engine_has_no_import_cycles():
 def test_the_cycle_finder_finds_a_cycle():
     """The check above can fail: a loop of three is one component, a tail is not part of it."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_snapshot_operations_need_no_jupyter():
+    """store/ and snapshots_api (the operations the CLI and the server share) import
+    neither the Jupyter layer nor the CLI, so the CLI runs them without Jupyter."""
+    graph = _graph()
+    upward = sorted(f"{name} imports {target}" for name, targets in graph.items()
+                    if name == "jupyter_ckpt.snapshots_api" or name.startswith("jupyter_ckpt.store")
+                    for target in targets
+                    if target.startswith("jupyter_ckpt.jupyter") or target == "jupyter_ckpt.cli")
+    assert not upward, upward

@@ -207,7 +207,7 @@ def test_cli_copy_between_local_and_s3_get_rm_gc(images, bucket, tmp_path, monke
     run_cli("snapshots", "get", sid, tmp_path / "out", "--store", back)
     assert same_image(images["a1"], tmp_path / "out")
     assert _one_line_error("snapshots", "copy", sid, "--to", s3).endswith("already exists")
-    assert "freed" in run_cli("snapshots", "rm", sid, "--store", s3).stdout
+    assert "freed" in run_cli("snapshots", "rm", "--now", sid, "--store", s3).stdout
     assert run_cli("snapshots", "gc", "--store", s3).stdout.strip() == "gc: 0 B freed"
     assert open_store(s3).usage().chunks == 0
     assert json.loads(run_cli("snapshots", "ls", "--json", "--store", s3).stdout) == []

@@ -17,29 +17,26 @@ in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch
 is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
 is done with it.
 
-Deleting a snapshot moves it to the trash (a marker `trash/<id>.json` with the time, in the
-store, so every server and client sharing it agrees at once): it is no longer listed nor
-restorable, `undelete` takes it back, and `purge_trash` deletes for good what has been
-there long enough (the server does so periodically).
+Listing, deleting (through the trash), undeleting, the host verdict: the operations every
+front end shares (snapshots_api.Snapshots, `catalog.snapshots`, which sees only kernel
+snapshots). What is the server's alone is here: its scratch, a checkpoint's ingest, and
+handing the engine only the user's own snapshots (_check_owner).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from jupyter_core.paths import jupyter_data_dir
 
-from ..engine import ImageError, schema
-from ..engine.hostcheck import Difference, verdict
-from ..store import (AlreadyExists, CorruptData, LocalBackend, LockTimeout, NotFound,
-                     SnapshotInfo, SnapshotStore, open_store)
+from ..snapshots_api import Foreign, NotFound, Snapshot, Snapshots, notebook_key
+from ..store import NotFound as StoreNotFound
+from ..store import SnapshotStore, open_store
 from ..store.reading import StoreImage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -47,10 +44,6 @@ PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "cr
                  "size_bytes", "stored_bytes", "execution_count", "freeze_ms", "bytes_logical",
                  "host", "running_cell", "has_notebook", "parent")
 _STORE_LABEL_MAX = 1000  # the store's own limit; the full label stays in the metadata
-
-
-class UnknownSnapshot(KeyError):
-    pass
 
 
 def default_root() -> str:
@@ -61,12 +54,17 @@ def default_root() -> str:
 class SnapshotCatalog:
     root: str  # this host's own directory: scratch space, and the store unless `store_url`
     store_url: str = ""  # a store elsewhere (a path or s3://bucket/prefix), "" for <root>/store
-    store: SnapshotStore = field(init=False)
+    snapshots: Snapshots = field(init=False)
 
     def __post_init__(self) -> None:
         os.makedirs(self._scratch_root, mode=0o700, exist_ok=True)
-        self.store = open_store(self.store_url or os.path.join(self.root, "store"))
+        self.snapshots = Snapshots(open_store(self.store_url or os.path.join(self.root, "store")),
+                                   kernel_only=True)
         self._sweep_scratch()
+
+    @property
+    def store(self) -> SnapshotStore:
+        return self.snapshots.store
 
     @property
     def _scratch_root(self) -> str:
@@ -102,144 +100,31 @@ class SnapshotCatalog:
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
             dump: Callable[[str], Mapping[str, Any]],
             progress: Callable[[int, int], None] | None = None,
-            notebook: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            notebook: Mapping[str, Any] | None = None) -> Snapshot:
         """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
-        returns metadata only known afterwards; the image is then ingested into the store
-        with all the metadata and the scratch removed, whatever happened; `notebook` (nbformat
-        JSON) is stored beside it. Blocking: call it off the event loop. Raises the store's
-        AlreadyExists if the id got taken meanwhile."""
-        if notebook is not None:  # first, and only if the id is ours: a record never lacks it
-            self.store.backend.put(_notebook_key(snapshot_id), json.dumps(notebook).encode(),
-                                   exclusive=True)
+        returns metadata only known afterwards; the image is then stored (Snapshots.put)
+        with all the metadata and `notebook`, and the scratch removed, whatever happened.
+        Blocking: call it off the event loop. Conflict if the id got taken meanwhile."""
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
-            meta = {**metadata, **dump(image), "id": snapshot_id,
-                    "has_notebook": notebook is not None}
-            info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
-                                        snapshot_id=snapshot_id, progress=progress,
-                                        consume=True)
-        except BaseException as err:
-            if notebook is not None and not isinstance(err, AlreadyExists):
-                self.store.backend.delete(_notebook_key(snapshot_id))
-            raise
+            meta = {**metadata, **dump(image), "id": snapshot_id}
+            return self.snapshots.put(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
+                                      snapshot_id=snapshot_id, progress=progress,
+                                      notebook=notebook, consume=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return _model(info)
-
-    def notebook(self, snapshot_id: str) -> dict[str, Any]:
-        """The notebook stored with a snapshot (UnknownSnapshot when it has none), only if
-        it is the user's own (see _check_owner): a client puts it into a notebook."""
-        info = self._info(snapshot_id)
-        if not info.metadata.get("has_notebook"):
-            raise UnknownSnapshot(snapshot_id)
-        self._check_owner(info, _notebook_key(snapshot_id))
-        try:
-            return json.loads(self.store.backend.get(_notebook_key(snapshot_id)))
-        except (NotFound, ValueError):
-            raise UnknownSnapshot(snapshot_id) from None
-
-    def _info(self, snapshot_id: str, trashed: bool = False) -> SnapshotInfo:
-        """The store's record of a kernel snapshot (one this catalog added: the store may
-        hold others, e.g. put there with the CLI, which lack what a restore needs), not
-        in the trash (`trashed`: only in the trash)."""
-        try:
-            if self.valid_id(snapshot_id) and \
-                    self.store.backend.exists(_trash_key(snapshot_id)) == trashed:
-                info = self.store.get(snapshot_id)
-                if _is_kernel_snapshot(info):
-                    return info
-        except (NotFound, CorruptData):
-            pass
-        raise UnknownSnapshot(snapshot_id)
 
     def exists(self, snapshot_id: str) -> bool:
-        return self.valid_id(snapshot_id) and self.store.exists(snapshot_id)
+        return self.snapshots.exists(snapshot_id)
 
-    def get(self, snapshot_id: str) -> dict[str, Any]:
-        return _model(self._info(snapshot_id))
-
-    def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
-        """Kernel snapshots, newest first (the store's order), of one notebook or all."""
-        where = {} if notebook_path is None else {"notebook_path": notebook_path}
-        trashed = self._trashed()
-        return [_model(info) for info in self.store.list(where)
-                if _is_kernel_snapshot(info) and info.id not in trashed]
-
-    def _trashed(self) -> dict[str, str]:
-        """The ids of the snapshots in the trash, with their markers' keys."""
-        found = {}
-        for key, _ in self.store.backend.list("trash/"):
-            snapshot_id = key[len("trash/"):].removesuffix(".json")
-            if self.valid_id(snapshot_id):
-                found[snapshot_id] = key
-        return found
-
-    def trash(self, snapshot_id: str) -> None:
-        """Move a snapshot to the trash (see the module docstring)."""
-        self._info(snapshot_id)
-        try:
-            self.store.backend.put(_trash_key(snapshot_id),
-                                   json.dumps({"deleted": time.time()}).encode(), exclusive=True)
-        except AlreadyExists:  # trashed meanwhile
-            raise UnknownSnapshot(snapshot_id) from None
-
-    def undelete(self, snapshot_id: str) -> dict[str, Any]:
-        """Take a snapshot back out of the trash (UnknownSnapshot when it is not there,
-        e.g. purged already)."""
-        info = self._info(snapshot_id, trashed=True)
-        if not self.store.backend.delete(_trash_key(snapshot_id)):
-            raise UnknownSnapshot(snapshot_id)  # taken back meanwhile
-        return _model(info)
-
-    def purge_trash(self, older_than: float) -> list[str]:
-        """Delete for good the snapshots trashed more than `older_than` seconds ago (those
-        whose store lock is busy stay for the next purge); the ids deleted. Blocking: call
-        it off the event loop."""
-        purged = []
-        for snapshot_id, key in self._trashed().items():
-            try:
-                deleted = json.loads(self.store.backend.get(key))["deleted"]
-            except (NotFound, ValueError, KeyError, TypeError):
-                continue  # taken back meanwhile, or not a marker of ours
-            if time.time() - deleted < older_than:
-                continue
-            try:
-                self._delete(snapshot_id)
-            except LockTimeout:
-                continue
-            except UnknownSnapshot:
-                pass  # (its record is gone already: only the marker is left)
-            self.store.backend.delete(key)
-            purged.append(snapshot_id)
-        return purged
-
-    def _delete(self, snapshot_id: str) -> None:
-        """Remove a snapshot for good, freeing the chunks no other snapshot uses. It does
-        not wait for the store lock: while a checkpoint is being stored or a snapshot
-        checked out, the store's LockTimeout says to try again (at the next purge)."""
-        try:
-            self.store.delete(snapshot_id, timeout=0)
-        except NotFound:
-            raise UnknownSnapshot(snapshot_id) from None
-        self.store.backend.delete(_notebook_key(snapshot_id))
-
-    def host_verdict(self, snapshot_id: str) -> list[Difference]:
-        """What differs between this host and the one a snapshot was made on, from its
-        image manifest alone (nothing is checked out). Blocking: call it off the event
-        loop."""
-        self._info(snapshot_id)
-        try:
-            manifest = self.store.manifest(snapshot_id)
-        except NotFound:  # deleted meanwhile
-            raise UnknownSnapshot(snapshot_id) from None
-        except (CorruptData, ValueError) as err:
-            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
-        try:
-            schema.validate(manifest)
-        except schema.Invalid as err:
-            raise ImageError(f"snapshot {snapshot_id} holds an invalid image: {err}") from None
-        return verdict(manifest)
+    def notebook(self, snapshot_id: str) -> dict[str, Any]:
+        """The notebook stored with a snapshot, only if it is the user's own (see
+        _check_owner): a client puts it into a notebook."""
+        snapshot = self.snapshots.get(snapshot_id)
+        if snapshot.metadata.get("has_notebook"):
+            self._check_owner(snapshot, notebook_key(snapshot_id))
+        return self.snapshots.notebook(snapshot_id)
 
     def checkout(self, snapshot_id: str,
                  progress: Callable[[int, int], None] | None = None) -> str:
@@ -247,17 +132,11 @@ class SnapshotCatalog:
         the caller hands it to the engine and then calls `release`. Blocking: call it off
         the event loop. Only the user's own snapshots are checked out (see _check_owner).
         `progress(done, total)` follows the bytes written."""
-        info = self._info(snapshot_id)
+        self._check_owner(self.snapshots.get(snapshot_id))
         scratch = self._new_scratch("restore")
         image = os.path.join(scratch, "image")
         try:
-            try:
-                self._check_owner(info)
-                self.store.checkout(snapshot_id, image, progress=progress)
-            except NotFound:  # deleted meanwhile
-                raise UnknownSnapshot(snapshot_id) from None
-            except CorruptData as err:
-                raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
+            self.snapshots.checkout(snapshot_id, image, progress=progress)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -267,16 +146,10 @@ class SnapshotCatalog:
         """The snapshot, opened for the engine to restore straight from the store (no
         scratch); the caller closes it once the restore returned. Blocking: call it off the
         event loop. Only the user's own snapshots (see _check_owner)."""
-        info = self._info(snapshot_id)
-        self._check_owner(info)
-        try:
-            return self.store.open_image(snapshot_id)
-        except NotFound:  # deleted meanwhile
-            raise UnknownSnapshot(snapshot_id) from None
-        except CorruptData as err:
-            raise ImageError(f"snapshot {snapshot_id} is damaged: {err}") from None
+        self._check_owner(self.snapshots.get(snapshot_id))
+        return self.snapshots.open_image(snapshot_id)
 
-    def _check_owner(self, info: SnapshotInfo, *more: str) -> None:
+    def _check_owner(self, snapshot: Snapshot, *more: str) -> None:
         """Refuse a snapshot whose record or chunk list (or `more` of its objects, such as
         its notebook) another user owns, as the engine refuses an image directory another
         user owns: the checkout we hand the engine is always ours, so this is where a
@@ -284,34 +157,15 @@ class SnapshotCatalog:
         by the engine too, is only what its writer claimed.) In an object store, whoever may
         write the bucket may write snapshots: the bucket's access control is what this check
         is on a shared directory."""
-        if not isinstance(self.store.backend, LocalBackend):
-            return
-        store_root = self.store.backend.root  # a LocalBackend: key "a/b" is <root>/a/b
+        info = snapshot.info
         for key in (f"snapshots/{info.id}.json", info.chunks_object, *more):
             try:
-                uid = os.stat(os.path.join(store_root, key)).st_uid
-            except FileNotFoundError:  # deleted meanwhile
-                raise UnknownSnapshot(info.id) from None
-            if uid != os.getuid():
-                raise ImageError(f"snapshot {info.id} belongs to uid {uid}, not to you "
-                                 f"(uid {os.getuid()})")
-
-
-def _trash_key(snapshot_id: str) -> str:
-    return f"trash/{snapshot_id}.json"
-
-
-def _notebook_key(snapshot_id: str) -> str:
-    return f"notebooks/{snapshot_id}.json"
-
-
-def _is_kernel_snapshot(info: SnapshotInfo) -> bool:
-    return bool(_ID.match(info.id)) and "connection" in info.metadata
-
-
-def _model(info: SnapshotInfo) -> dict[str, Any]:
-    """The full (private) model of a stored snapshot: its metadata plus the store's sizes."""
-    return {**info.metadata, "size_bytes": info.logical_bytes, "stored_bytes": info.new_bytes}
+                uid = self.store.backend.owner(key)
+            except StoreNotFound:  # deleted meanwhile
+                raise NotFound(f"no snapshot {info.id}") from None
+            if uid is not None and uid != os.getuid():
+                raise Foreign(f"snapshot {info.id} belongs to uid {uid}, not to you "
+                              f"(uid {os.getuid()})")
 
 
 def _alive(pid: int) -> bool:
@@ -324,7 +178,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def public(meta: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot model the REST API shows (no connection secrets)."""
-    return {key: meta.get(key) for key in PUBLIC_FIELDS}
+def model(snapshot: Snapshot) -> dict[str, Any]:
+    """The full (private) model of a kernel snapshot: its metadata plus the store's sizes."""
+    return {**snapshot.metadata, "size_bytes": snapshot.info.logical_bytes,
+            "stored_bytes": snapshot.info.new_bytes}
 
+
+def public(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot model the REST API shows (no connection secrets)."""
+    meta = model(snapshot)
+    return {key: meta.get(key) for key in PUBLIC_FIELDS}

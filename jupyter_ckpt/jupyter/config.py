@@ -6,7 +6,9 @@
 
 or on the command line: `jupyter server --CheckpointConfig.store_url=s3://...`. The
 environment (JUPYTER_CKPT_STORE, JUPYTER_CKPT_DIR) gives the defaults, so the CLI and the
-server agree on one store without a config file.
+server agree on one store without a config file. `jupyter-ckpt config` lists every setting
+(`describe`): `jupyter server --help-all` cannot, as it prints the server's own classes
+before any extension is found.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 from traitlets import Bool, Float, Unicode, default
 from traitlets.config import Configurable
 
+from ..snapshots_api import TRASH_SECONDS
 from .catalog import default_root
 
 
@@ -49,11 +52,11 @@ class CheckpointConfig(Configurable):
                    "reads all memory first, still straight from the store.").tag(config=True)
 
     trash_seconds = Float(
-        600, min=0,
+        TRASH_SECONDS, min=0,
         help="How long a deleted snapshot stays in the trash, where POST "
-             "/api/ckpt/snapshots/ID/undelete (the Lab panel's Undo) takes it back, before "
-             "it is deleted for good (checked every minute, or every trash_seconds when "
-             "shorter).").tag(config=True)
+             "/api/ckpt/snapshots/ID/undelete (the Lab panel's Undo) or `jupyter-ckpt "
+             "snapshots undelete` takes it back, before it is deleted for good (checked "
+             "every minute, or every trash_seconds when shorter).").tag(config=True)
 
     @default("store_url")
     def _default_store_url(self) -> str:
@@ -62,3 +65,13 @@ class CheckpointConfig(Configurable):
     @default("snapshot_dir")
     def _default_snapshot_dir(self) -> str:
         return default_root()
+
+
+def describe() -> str:
+    """Every setting with its help and the value a Jupyter server started here would use:
+    its config files (jupyter_server_config.*) and the environment, not its command line."""
+    from jupyter_server.serverapp import ServerApp
+
+    server = ServerApp()
+    server.load_config_file()
+    return CheckpointConfig.class_get_help(CheckpointConfig(config=server.config))

@@ -1,7 +1,8 @@
 """REST API under /api/ckpt, behind Jupyter Server's authentication and authorization.
 
 Every input is checked (see validation.py) before the service is asked anything, and every
-error reaches the client through one mapper (`_Base.respond`) as JSON with a message."""
+error reaches the client through one mapper (`ERRORS`, `error_model`) as JSON with a
+one-line message and the exception's name as `reason`."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,11 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .. import engine
+from ..snapshots_api import Conflict, Damaged, Foreign, NotFound, SnapshotError
+from ..store import BadImage, CorruptData, LockTimeout, StoreError
 from . import validation as check
 from .advice import refusals
-from .service import CheckpointService, Conflict, NotFound
+from .service import CheckpointService
 from .validation import BadRequest
 from .worker import Cancelled, NotCancellable
 
@@ -27,15 +30,34 @@ AUTH_RESOURCE = "kernels"
 _KERNEL_ID = r"(?P<kernel_id>[^/]+)"
 _SNAPSHOT_ID = r"(?P<snapshot_id>[^/]+)"
 
-# exception -> HTTP status, first match wins (CkptError is the base of the engine's)
-_STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    (BadRequest, 400),
-    (NotFound, 404),
-    ((Conflict, Cancelled, NotCancellable, engine.Refused, engine.Unsupported,
+# Every exception a handler can meet -> HTTP status, first match wins. The bases come last:
+# CkptError (the engine's), SnapshotError (snapshots_api), StoreError (the store's, e.g.
+# an unreachable bucket), and anything else, a bug, logged with its traceback.
+ERRORS: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
+    ((BadRequest,), 400),
+    ((NotFound,), 404),
+    ((Conflict, Cancelled, NotCancellable, LockTimeout, engine.Refused, engine.Unsupported,
       engine.RestoreConflict), 409),
-    (engine.ImageError, 422),
-    (engine.CkptError, 500),
+    ((Damaged, Foreign, engine.ImageError, CorruptData, BadImage), 422),
+    ((engine.CkptError, SnapshotError, StoreError), 500),
+    ((Exception,), 500),
 )
+
+
+def error_model(err: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body answering `err` (see ERRORS): its message on one line, its
+    class as `reason`, and what else its kind carries (the field of a bad input; for a
+    refusal, what the user can do, beside the technical line: advice.py)."""
+    status = next(status for kinds, status in ERRORS if isinstance(err, kinds))
+    message = " ".join(str(err).splitlines()) or type(err).__name__
+    model: dict[str, Any] = {"message": message, "reason": type(err).__name__}
+    if isinstance(err, BadRequest):
+        model["field"] = err.field
+    if isinstance(err, (engine.Refused, engine.Unsupported)):
+        model["refusals"] = refusals(err.blockers)
+        model["kind"] = model["refusals"][0]["kind"]
+        model["advice"] = model["refusals"][0]["advice"]
+    return status, model
 
 
 class _Base(APIHandler):
@@ -50,18 +72,12 @@ class _Base(APIHandler):
         status and message of the error it raised."""
         try:
             result = await call()
-        except (BadRequest, NotFound, Conflict, Cancelled, NotCancellable, engine.CkptError) as err:
-            code = next(code for kind, code in _STATUS if isinstance(err, kind))
-            model: dict[str, Any] = {"message": str(err), "reason": type(err).__name__}
-            if isinstance(err, BadRequest):
-                model["field"] = err.field
-            if isinstance(err, (engine.Refused, engine.Unsupported)):
-                # what the user can do, beside the technical line (advice.py)
-                model["refusals"] = refusals(err.blockers)
-                model["kind"] = model["refusals"][0]["kind"]
-                model["advice"] = model["refusals"][0]["advice"]
-            log.warning("jupyter-ckpt: %s %s: %d %s", self.request.method,
-                             self.request.path[:200], code, model["message"])
+        except Exception as err:
+            code, model = error_model(err)
+            expected = any(isinstance(err, kinds) for kinds, _ in ERRORS[:-1])
+            log.log(logging.WARNING if expected else logging.ERROR,
+                    "jupyter-ckpt: %s %s: %d %s", self.request.method, self.request.path[:200],
+                    code, model["message"], exc_info=not expected)
             self._write(code, model)
             return
         self._write(status, result)

@@ -19,7 +19,6 @@ first), or, when the original still runs, as a fork: a new id, a new PID namespa
 from __future__ import annotations
 
 import asyncio
-import calendar
 import logging
 import os
 import platform
@@ -30,21 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
-from ..store import AlreadyExists
+from ..snapshots_api import Conflict, NotFound
 from . import validation
-from .catalog import SnapshotCatalog, UnknownSnapshot, public
+from .catalog import SnapshotCatalog, public
 from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest, kill_restored
 from .worker import EngineWorker
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    pass
 
 
 @dataclass
@@ -87,6 +78,7 @@ class CheckpointService:
         self.kernels = kernel_manager
         self.sessions = session_manager
         self.catalog = catalog
+        self.snapshots = catalog.snapshots  # the operations the CLI shares (snapshots_api)
         self.worker = worker
         self.lazy_restore = lazy_restore
         self.trash_seconds = trash_seconds  # how long a deleted snapshot can be undeleted
@@ -157,12 +149,9 @@ class CheckpointService:
 
             return self.catalog.add(snapshot_id, meta, dump, progress=storing, notebook=notebook)
 
-        try:
-            with provisioner.engine_working():
-                model = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
-        except AlreadyExists:  # the same id, asked for twice at once
-            raise Conflict("invalid or already used snapshot id") from None
-        return public(model)
+        with provisioner.engine_working():  # (Conflict: the same id, asked for twice at once)
+            snapshot = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
+        return public(snapshot)
 
     async def _notebook_path(self, kernel_id: str) -> str | None:
         if self.sessions is None:
@@ -174,7 +163,9 @@ class CheckpointService:
 
     # ------------------------------------------------------------------ snapshots
     def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
-        return [public(m) for m in self.catalog.list(notebook_path)]
+        """Kernel snapshots, newest first, of one notebook or all."""
+        where = None if notebook_path is None else {"notebook_path": notebook_path}
+        return [public(s) for s in self.snapshots.list(where)]
 
     async def list_for_kernel(self, kernel_id: str) -> list[dict[str, Any]]:
         """The snapshots of the notebook kernel `kernel_id` serves now (all of them when it
@@ -185,10 +176,7 @@ class CheckpointService:
         return self.list(path)
 
     def get(self, snapshot_id: str) -> dict[str, Any]:
-        try:
-            return public(self.catalog.get(snapshot_id))
-        except UnknownSnapshot:
-            raise NotFound(f"no snapshot {snapshot_id}") from None
+        return public(self.snapshots.get(snapshot_id))
 
     async def check(self, snapshot_id: str) -> dict[str, Any]:
         """The host verdict of a snapshot (engine/hostcheck.py): whether it can be restored
@@ -196,14 +184,11 @@ class CheckpointService:
         engine thread: it reads the store and /proc, which must not block the event loop."""
         def work(op):
             op.report("checking", 0, 0)
-            return self.catalog.host_verdict(snapshot_id)
+            return self.snapshots.check(snapshot_id)
 
-        try:
-            differences = await self.worker.run("check", None, snapshot_id, work)
-        except UnknownSnapshot:
-            raise NotFound(f"no snapshot {snapshot_id}") from None
-        return {"restorable": not any(d.fatal for d in differences),
-                "lines": [{"text": d.what, "fatal": d.fatal} for d in differences]}
+        verdict = await self.worker.run("check", None, snapshot_id, work)
+        return {"restorable": verdict.restorable,
+                "lines": [{"text": d.what, "fatal": d.fatal} for d in verdict.differences]}
 
     @staticmethod
     def host() -> dict[str, Any]:
@@ -213,10 +198,7 @@ class CheckpointService:
 
     def notebook(self, snapshot_id: str) -> dict[str, Any]:
         """The notebook's cells and outputs as they were when the snapshot was taken."""
-        try:
-            return self.catalog.notebook(snapshot_id)
-        except UnknownSnapshot:
-            raise NotFound(f"no notebook stored with snapshot {snapshot_id}") from None
+        return self.catalog.notebook(snapshot_id)
 
     def kernel(self, kernel_id: str) -> dict[str, Any]:
         """What the server knows of a running kernel's past: the snapshot it was restored
@@ -231,33 +213,21 @@ class CheckpointService:
 
     def delete(self, snapshot_id: str) -> None:
         """Move a snapshot to the trash: `undelete` takes it back until it is purged."""
-        try:
-            self.catalog.trash(snapshot_id)
-        except UnknownSnapshot:
-            raise NotFound(f"no snapshot {snapshot_id}") from None
+        self.snapshots.delete(snapshot_id)
 
     def delete_many(self, snapshot_ids: list[str] | None = None,
                     older_than: float | None = None,
                     notebook_path: str | None = None) -> dict[str, list[str]]:
         """Move to the trash the snapshots named, or those taken more than `older_than`
         seconds ago (of one notebook, or all): which went, and which named are not there."""
-        if snapshot_ids is None:
-            cutoff = time.time() - (older_than or 0)
-            snapshot_ids = [m["id"] for m in self.catalog.list(notebook_path)
-                            if _created(m) is not None and _created(m) < cutoff]
-        deleted, missing = [], []
-        for snapshot_id in snapshot_ids:
-            try:
-                self.catalog.trash(snapshot_id)
-                deleted.append(snapshot_id)
-            except UnknownSnapshot:
-                missing.append(snapshot_id)
-        return {"deleted": deleted, "missing": missing}
+        where = None if notebook_path is None else {"notebook_path": notebook_path}
+        result = self.snapshots.delete_many(snapshot_ids, older_than, where)
+        return {"deleted": result.deleted, "missing": result.missing}
 
     def undelete(self, snapshot_id: str) -> dict[str, Any]:
         try:
-            return public(self.catalog.undelete(snapshot_id))
-        except UnknownSnapshot:
+            return public(self.snapshots.undelete(snapshot_id))
+        except NotFound:
             raise NotFound(f"no deleted snapshot {snapshot_id} (it is purged after "
                            f"{self.trash_seconds:g} s)") from None
 
@@ -266,19 +236,16 @@ class CheckpointService:
         loop: it frees chunks in the store)."""
         try:
             purged = await asyncio.get_running_loop().run_in_executor(
-                None, self.catalog.purge_trash, self.trash_seconds)
+                None, self.snapshots.purge_trash, self.trash_seconds)
         except Exception as err:  # the next purge tries again
             log.warning("jupyter-ckpt: purging deleted snapshots: %s", err)
             return
-        if purged:
-            log.info("jupyter-ckpt: deleted snapshots purged: %s", " ".join(purged))
+        if purged.purged:
+            log.info("jupyter-ckpt: deleted snapshots purged: %s", " ".join(purged.purged))
 
     # ------------------------------------------------------------------ restore
     async def restore(self, snapshot_id: str, kernel_id: str | None = None) -> dict[str, Any]:
-        try:
-            meta = self.catalog.get(snapshot_id)
-        except UnknownSnapshot:
-            raise NotFound(f"no snapshot {snapshot_id}") from None
+        meta = self.snapshots.get(snapshot_id).metadata
         started = time.monotonic()
         can = engine.capabilities()
         # the image first: a snapshot that cannot be read costs no running kernel
@@ -307,10 +274,7 @@ class CheckpointService:
             return self.catalog.checkout(
                 snapshot_id, progress=lambda done, total: op.report("checking out", done, total))
 
-        try:
-            return await self.worker.run("restore", kernel_id, snapshot_id, work)
-        except UnknownSnapshot:  # deleted meanwhile
-            raise NotFound(f"no snapshot {snapshot_id}") from None
+        return await self.worker.run("restore", kernel_id, snapshot_id, work)
 
     def restore_status(self, kernel_id: str) -> dict[str, Any]:
         status = self.restores.get(kernel_id)
@@ -394,14 +358,6 @@ def _running_cell(running: dict[str, Any] | None,
     if running is None:
         return None
     return {**running, "cell_id": pending_cells.get(running["msg_id"])}
-
-
-def _created(meta: dict[str, Any]) -> float | None:
-    """When a snapshot was taken (seconds since the epoch; its metadata says it in UTC)."""
-    try:
-        return calendar.timegm(time.strptime(meta.get("created") or "", "%Y-%m-%dT%H:%M:%SZ"))
-    except ValueError:
-        return None
 
 
 def _port_free(ip: str, port: int) -> bool:

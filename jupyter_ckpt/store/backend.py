@@ -9,6 +9,8 @@ remote backend can be added without touching the callers:
                                       (S3: PutObject with If-None-Match: *)
     get(key) -> bytes                 NotFound if absent
     size(key) -> int | None           None if absent (S3: HeadObject)
+    owner(key) -> int | None          the uid owning it (local); None where objects have no
+                                      owner (S3: the bucket's access control is the check)
     delete(key) -> bool               whether it was there
     list(prefix) -> (key, size)...    every key starting with prefix (S3: ListObjectsV2)
     flush()                           every put that returned so far is durable (local:
@@ -84,6 +86,11 @@ class Backend(abc.ABC):
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
+
+    def owner(self, key: str) -> int | None:
+        """The uid owning an object (NotFound if there is none), where objects have owners;
+        None where they have not, as in a bucket, whose access control is the bucket's."""
+        return None
 
     @abc.abstractmethod
     def delete(self, key: str) -> bool: ...
@@ -202,6 +209,15 @@ class LocalBackend(Backend):
             return None
         # an empty file can only be a rename whose data a crash lost: treat it as absent
         return st.st_size or None
+
+    def owner(self, key: str) -> int | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            st = None
+        if st is None or not st.st_size:  # (see size())
+            raise NotFound(f"object {key} not found")
+        return st.st_uid
 
     def delete(self, key: str) -> bool:
         try:
