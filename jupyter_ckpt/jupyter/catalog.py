@@ -21,12 +21,17 @@ Deleting a snapshot moves it to the trash (a marker `trash/<id>.json` with the t
 store, so every server and client sharing it agrees at once): it is no longer listed nor
 restorable, `undelete` takes it back, and `purge_trash` deletes for good what has been
 there long enough (the server does so periodically).
+
+A snapshot's record is written once; a label given later (`relabel`) is an object of its
+own, `labels/<id>/<time>-<nonce>.json`, a new one for each edit (objects are never
+overwritten), and the newest is the snapshot's label wherever it is shown.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -157,14 +162,47 @@ class SnapshotCatalog:
         return self.valid_id(snapshot_id) and self.store.exists(snapshot_id)
 
     def get(self, snapshot_id: str) -> dict[str, Any]:
-        return _model(self._info(snapshot_id))
+        info = self._info(snapshot_id)
+        return _model(info, self._labels(snapshot_id).get(snapshot_id))
 
     def list(self, notebook_path: str | None = None) -> list[dict[str, Any]]:
         """Kernel snapshots, newest first (the store's order), of one notebook or all."""
         where = {} if notebook_path is None else {"notebook_path": notebook_path}
         trashed = self._trashed()
-        return [_model(info) for info in self.store.list(where)
+        labels = self._labels()
+        return [_model(info, labels.get(info.id)) for info in self.store.list(where)
                 if _is_kernel_snapshot(info) and info.id not in trashed]
+
+    def relabel(self, snapshot_id: str, label: str) -> dict[str, Any]:
+        """Give a snapshot another label (see the module docstring); the older label
+        objects go."""
+        info = self._info(snapshot_id)
+        key = f"{_label_prefix(snapshot_id)}{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+        self.store.backend.put(key, json.dumps({"label": label}).encode(), exclusive=True)
+        for older, _ in list(self.store.backend.list(_label_prefix(snapshot_id))):
+            if older < key:  # (a newer one, written meanwhile by another server, stays)
+                self.store.backend.delete(older)
+        return _model(info, label)
+
+    def _labels(self, snapshot_id: str = "") -> dict[str, str]:
+        """The labels given by `relabel`, by snapshot id (of one snapshot, or all)."""
+        newest: dict[str, list[str]] = {}
+        prefix = _label_prefix(snapshot_id) if snapshot_id else "labels/"
+        for key, _ in self.store.backend.list(prefix):
+            owner = key.split("/")[1]
+            if self.valid_id(owner):
+                newest.setdefault(owner, []).append(key)
+        found = {}
+        for owner, keys in newest.items():
+            for key in sorted(keys, reverse=True):  # (one deleted meanwhile: the next)
+                try:
+                    label = json.loads(self.store.backend.get(key))["label"]
+                except (NotFound, ValueError, KeyError, TypeError):
+                    continue
+                if isinstance(label, str):
+                    found[owner] = label
+                    break
+        return found
 
     def _trashed(self) -> dict[str, str]:
         """The ids of the snapshots in the trash, with their markers' keys."""
@@ -223,6 +261,8 @@ class SnapshotCatalog:
         except NotFound:
             raise UnknownSnapshot(snapshot_id) from None
         self.store.backend.delete(_notebook_key(snapshot_id))
+        for key, _ in list(self.store.backend.list(_label_prefix(snapshot_id))):
+            self.store.backend.delete(key)
 
     def host_verdict(self, snapshot_id: str) -> list[Difference]:
         """What differs between this host and the one a snapshot was made on, from its
@@ -305,13 +345,21 @@ def _notebook_key(snapshot_id: str) -> str:
     return f"notebooks/{snapshot_id}.json"
 
 
+def _label_prefix(snapshot_id: str) -> str:
+    return f"labels/{snapshot_id}/"
+
+
 def _is_kernel_snapshot(info: SnapshotInfo) -> bool:
     return bool(_ID.match(info.id)) and "connection" in info.metadata
 
 
-def _model(info: SnapshotInfo) -> dict[str, Any]:
-    """The full (private) model of a stored snapshot: its metadata plus the store's sizes."""
-    return {**info.metadata, "size_bytes": info.logical_bytes, "stored_bytes": info.new_bytes}
+def _model(info: SnapshotInfo, label: str | None = None) -> dict[str, Any]:
+    """The full (private) model of a stored snapshot: its metadata plus the store's sizes,
+    with the label given later (`relabel`) if any."""
+    model = {**info.metadata, "size_bytes": info.logical_bytes, "stored_bytes": info.new_bytes}
+    if label is not None:
+        model["label"] = label
+    return model
 
 
 def _alive(pid: int) -> bool:
