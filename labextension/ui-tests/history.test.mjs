@@ -338,6 +338,33 @@ test('labels are edited in place and kept after the page is loaded again', { tim
   await treeItem(two).locator(':scope > .jp-CkptHistory-row > .jp-CkptHistory-label', { hasText: 'two, renamed' }).waitFor();
 });
 
+test('while the server cannot be reached, the tree stays and its actions are disabled', async () => {
+  const consoleMark = consoleErrors.length; // the refused requests are logged: expected here
+  const actions = panel().locator('.jp-CkptHistory-actions button');
+  await treeItem(ids.one).locator(':scope > .jp-CkptHistory-row').click();
+  assert.equal(await actions.count(), 3);
+  for (const button of await actions.all()) {
+    assert.ok(!(await button.isDisabled()));
+  }
+  await page.route('**/api/ckpt/**', route => route.abort('connectionrefused'));
+  try {
+    await panel()
+      .locator('.jp-CkptPanel-status', { hasText: 'cannot be reached' })
+      .waitFor({ timeout: 15_000 });
+    assert.equal((await treeShape()).length, 3, 'the tree stays in view');
+    for (const button of await actions.all()) {
+      assert.ok(await button.isDisabled(), `${await button.innerText()} is disabled while offline`);
+    }
+  } finally {
+    await page.unroute('**/api/ckpt/**');
+  }
+  await panel()
+    .locator('.jp-CkptPanel-status', { hasText: 'cannot be reached' })
+    .waitFor({ state: 'detached', timeout: 15_000 });
+  await panel().locator('.jp-CkptHistory-fork:enabled').waitFor({ timeout: 15_000 });
+  consoleErrors.splice(consoleMark);
+});
+
 test('restore as a new notebook: a second notebook whose own kernel has the snapshot', { timeout: 600_000 }, async () => {
   const { two } = ids;
   const original = await kernelOf(NOTEBOOK);
