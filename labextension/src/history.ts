@@ -119,7 +119,7 @@ export class HistoryView {
     this._tree.setAttribute('role', 'tree');
     this._tree.setAttribute('aria-label', 'History of this notebook’s snapshots');
     this._tree.addEventListener('keydown', event => this._onKey(event));
-    const bar = document.createElement('div');
+    const bar = (this._bar = document.createElement('div'));
     bar.className = 'jp-CkptHistory-actions';
     this._restore = Private.button('Restore', 'jp-mod-accept jp-CkptHistory-restore', () =>
       this._run(snapshot => this._actions.restore(snapshot))
@@ -161,7 +161,7 @@ export class HistoryView {
     const focused = this._tree.contains(document.activeElement);
     this._tree.innerHTML = '';
     const roots = buildHistory(snapshots);
-    this._tree.hidden = roots.length === 0;
+    this._tree.hidden = this._bar.hidden = roots.length === 0; // (the status says why)
     this._draw(roots, this._tree, 1);
     if (focused) {
       this._item(this._selected)?.focus();
@@ -359,6 +359,7 @@ export class HistoryView {
   }
 
   private readonly _tree: HTMLUListElement;
+  private readonly _bar: HTMLDivElement;
   private readonly _restore: HTMLButtonElement;
   private readonly _fork: HTMLButtonElement;
   private readonly _rename: HTMLButtonElement;

@@ -232,6 +232,13 @@ after(async () => {
 test('the history tree branches after a restore and marks where the kernel is', { timeout: 600_000 }, async () => {
   await until(() => kernelOf(NOTEBOOK), 'the notebook kernel');
   await openPanel();
+  // no snapshots yet: the status says so, no tree and no actions
+  await panel().locator('.jp-CkptPanel-view-history').click();
+  await panel()
+    .locator('.jp-CkptPanel-status', { hasText: 'No snapshots of this notebook yet' })
+    .waitFor({ timeout: SLOW });
+  assert.ok(!(await panel().locator('.jp-CkptHistory-actions').isVisible()));
+  assert.ok(!(await panel().locator('[role="tree"]').isVisible()));
   await run(0, 'x = 1');
   const one = await snapshotFromPanel('one');
   await run(0, 'x = 2');
