@@ -260,8 +260,9 @@ def _snapshots(args: argparse.Namespace) -> int:
     if args.verb == "ls":
         listed = snapshots.list(trashed=args.trashed)
         if args.json:
-            print(json.dumps([{**s.info.to_dict(), "deleted": s.deleted} for s in listed],
-                             indent=1))
+            print(json.dumps([{**s.info.to_dict(), "deleted": s.deleted,
+                               **({"label": s.label} if s.label is not None else {})}
+                              for s in listed], indent=1))
             return 0
         for s in listed:
             i = s.info
@@ -270,7 +271,7 @@ def _snapshots(args: argparse.Namespace) -> int:
                 time.strftime("deleted %Y-%m-%dT%H:%M:%S", time.gmtime(s.deleted))
             print(f"{i.id}  {i.created[:19]}  {_size(i.logical_bytes):>10}  "
                   f"{_size(i.stored_bytes):>10} stored  " +
-                  "  ".join(x for x in (i.label, what, deleted) if x))
+                  "  ".join(x for x in (i.label if s.label is None else s.label, what, deleted) if x))
     elif args.verb == "put":
         progress, close = _transfer_bar("put")
         try:

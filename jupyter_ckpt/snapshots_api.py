@@ -15,6 +15,10 @@ the store, so every server and client sharing it agrees at once: it is no longer
 has been there `trash_seconds`. Deleting for good removes the snapshot's notebook
 (`notebooks/<id>.json`) and its marker with it.
 
+A snapshot's record is written once; a label given later (`relabel`) is an object of its
+own, `labels/<id>/<time>-<nonce>.json`, a new one for each edit (objects are never
+overwritten), and the newest is the snapshot's label wherever it is shown.
+
 Usable without Jupyter: imports the store and the engine's image schema and host check only.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import calendar
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,11 +69,13 @@ class Foreign(SnapshotError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A stored snapshot: the store's record, and when it went to the trash (seconds since
-    the epoch; None while it is not there)."""
+    """A stored snapshot: the store's record, when it went to the trash (seconds since
+    the epoch; None while it is not there) and the label given since it was stored (None:
+    the record's own)."""
 
     info: SnapshotInfo
     deleted: float | None = None
+    label: str | None = None
 
     @property
     def id(self) -> str:
@@ -168,7 +175,7 @@ class Snapshots:
                 else:
                     raise Damaged(f"snapshot {snapshot_id} is damaged: {err}") from None
             if info is not None and self._shown(info):
-                return Snapshot(info, deleted)
+                return Snapshot(info, deleted, self._labels(snapshot_id).get(snapshot_id))
         if trashed:
             raise NotFound(f"no deleted snapshot {snapshot_id}")
         if deleted is not None:
@@ -181,7 +188,9 @@ class Snapshots:
         """Snapshots whose metadata matches `where` (all without it), newest first, outside
         the trash (`trashed`: those in it)."""
         markers = self._trash()
-        return [Snapshot(info, self._deleted(info.id) if info.id in markers else None)
+        labels = self._labels()
+        return [Snapshot(info, self._deleted(info.id) if info.id in markers else None,
+                         labels.get(info.id))
                 for info in self.store.list(where or {})
                 if self._shown(info) and (info.id in markers) == trashed]
 
@@ -214,6 +223,25 @@ class Snapshots:
         except schema.Invalid as err:
             raise Damaged(f"snapshot {snapshot_id} holds an invalid image: {err}") from None
         return Verdict(snapshot_id, verdict(manifest))
+
+    def _labels(self, snapshot_id: str = "") -> dict[str, str]:
+        """The labels given by `relabel`, by snapshot id (of one snapshot, or of all)."""
+        keys: dict[str, list[str]] = {}
+        for key, _ in self.store.backend.list(_label_prefix(snapshot_id) if snapshot_id else "labels/"):
+            owner = key.split("/")[1]
+            if self._valid(owner):
+                keys.setdefault(owner, []).append(key)
+        found = {}
+        for owner, theirs in keys.items():
+            for key in sorted(theirs, reverse=True):  # (one deleted meanwhile: the next)
+                try:
+                    label = json.loads(self.store.backend.get(key))["label"]
+                except (NotStored, ValueError, KeyError, TypeError):
+                    continue
+                if isinstance(label, str):
+                    found[owner] = label
+                    break
+        return found
 
     # ------------------------------------------------------------------ restore
     def open_image(self, snapshot_id: str) -> StoreImage:
@@ -264,6 +292,17 @@ class Snapshots:
                 raise Conflict(f"snapshot {snapshot_id} already exists") from None
             raise
         return Snapshot(info)
+
+    def relabel(self, snapshot_id: str, label: str) -> Snapshot:
+        """Give a snapshot another label (see the module docstring); older label objects go."""
+        snapshot = self.get(snapshot_id)
+        prefix = _label_prefix(snapshot_id)
+        key = f"{prefix}{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+        self.store.backend.put(key, json.dumps({"label": label}).encode(), exclusive=True)
+        for older, _ in list(self.store.backend.list(prefix)):
+            if older < key:  # (a newer one, written meanwhile by another server, stays)
+                self.store.backend.delete(older)
+        return Snapshot(snapshot.info, snapshot.deleted, label)
 
     def delete(self, snapshot_id: str) -> Snapshot:
         """Move a snapshot to the trash (see the module docstring)."""
@@ -321,6 +360,8 @@ class Snapshots:
         except NotStored:  # deleted meanwhile
             raise NotFound(f"no snapshot {snapshot_id}") from None
         self.store.backend.delete(notebook_key(snapshot_id))
+        for key, _ in list(self.store.backend.list(_label_prefix(snapshot_id))):
+            self.store.backend.delete(key)
         self.store.backend.delete(_trash_key(snapshot_id))
         return freed
 
@@ -370,6 +411,10 @@ def _is_hex_id(snapshot_id: str) -> bool:
 
 def _trash_key(snapshot_id: str) -> str:
     return f"trash/{snapshot_id}.json"
+
+
+def _label_prefix(snapshot_id: str) -> str:
+    return f"labels/{snapshot_id}/"
 
 
 def notebook_key(snapshot_id: str) -> str:

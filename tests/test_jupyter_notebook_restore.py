@@ -75,7 +75,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     ks = KernelSocket(server, kernel_id)
     assert ks.execute("x = 1")[0] == "ok"
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
-        "kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+        "kernel_id": kernel_id, "restored_from": None, "position": None, "running_cell": None}
     request = ks.send("shell", "execute_request", {
         "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
@@ -132,10 +132,12 @@ def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_
     wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]["msg_id"] \
         == request
+    taken = checkpoint(server, kernel_id, {})  # the kernel's position, until the restart
+    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["position"] == taken["id"]
     status, _ = server.request("POST", f"api/kernels/{kernel_id}/restart")
     assert status == 200, server.log()
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
-        "kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+        "kernel_id": kernel_id, "restored_from": None, "position": None, "running_cell": None}
     ks.close()
 
 

@@ -70,6 +70,9 @@ async def _input_errors(jp_fetch):
          {"notebook_path": "a.ipynb", "kernel_id": str(uuid.uuid4())}, "kernel_id"),
         ("GET", ("api", "ckpt", "snapshots", "not-an-id"), None, None, "snapshot_id"),
         ("DELETE", ("api", "ckpt", "snapshots", "A" * 32), None, None, "snapshot_id"),
+        ("PATCH", ("api", "ckpt", "snapshots", "A" * 32), {"label": "x"}, None, "snapshot_id"),
+        ("PATCH", ("api", "ckpt", "snapshots", snapshot), {}, None, "label"),
+        ("PATCH", ("api", "ckpt", "snapshots", snapshot), {"label": "l" * 201}, None, "label"),
     ]
     for method, path, body, params, field in cases:
         status, model = await _answer(jp_fetch, method, *path, body=body, params=params)
@@ -86,6 +89,7 @@ async def _unknown(jp_fetch):
     for method, path, body in [
             ("GET", ("api", "ckpt", "snapshots", snapshot), None),
             ("DELETE", ("api", "ckpt", "snapshots", snapshot), None),
+            ("PATCH", ("api", "ckpt", "snapshots", snapshot), {"label": "x"}),
             ("POST", ("api", "ckpt", "snapshots", snapshot, "restore"), {}),
             ("POST", ("api", "ckpt", "kernels", kernel, "snapshots"), {}),
     ]:
@@ -109,9 +113,16 @@ async def _real_kernel(jp_fetch, jp_serverapp):
         status, snap = await _answer(jp_fetch, "POST", *snapshots, body={"label": "first"})
         assert status == 201, snap
         assert snap["label"] == "first" and snap["kernel_id"] == kernel["id"]
+        assert snap["parent"] is None
+        status, relabelled = await _answer(jp_fetch, "PATCH", "api", "ckpt", "snapshots",
+                                           snap["id"], body={"label": "renamed"})
+        assert status == 200 and relabelled == {**snap, "label": "renamed"}, relabelled
+        status, second = await _answer(jp_fetch, "POST", *snapshots, body={})
+        assert status == 201 and second["parent"] == snap["id"], second
+        assert await _answer(jp_fetch, "DELETE", "api", "ckpt", "snapshots", second["id"]) == (204, None)
         status, listed = await _answer(jp_fetch, "GET", "api", "ckpt", "snapshots",
                                        params={"kernel_id": kernel["id"]})
-        assert status == 200 and [s["id"] for s in listed] == [snap["id"]]
+        assert status == 200 and [(s["id"], s["label"]) for s in listed] == [(snap["id"], "renamed")]
         # the same id again: the service's Conflict, mapped to 409
         status, model = await _answer(jp_fetch, "POST", *snapshots, body={"id": snap["id"]})
         assert (status, model["reason"]) == (409, "Conflict"), model

@@ -179,9 +179,13 @@ def _alive(pid: int) -> bool:
 
 
 def model(snapshot: Snapshot) -> dict[str, Any]:
-    """The full (private) model of a kernel snapshot: its metadata plus the store's sizes."""
-    return {**snapshot.metadata, "size_bytes": snapshot.info.logical_bytes,
-            "stored_bytes": snapshot.info.new_bytes}
+    """The full (private) model of a kernel snapshot: its metadata plus the store's sizes,
+    with the label given later (Snapshots.relabel) if any."""
+    found = {**snapshot.metadata, "size_bytes": snapshot.info.logical_bytes,
+             "stored_bytes": snapshot.info.new_bytes}
+    if snapshot.label is not None:
+        found["label"] = snapshot.label
+    return found
 
 
 def public(snapshot: Snapshot) -> dict[str, Any]:

@@ -179,6 +179,17 @@ class SnapshotHandler(_Base):
 
     @web.authenticated
     @authorized
+    async def patch(self, snapshot_id: str) -> None:
+        """Give the snapshot another label: {"label": "..."} ("" for none)."""
+        async def call():
+            snapshot = check.snapshot_id(snapshot_id)
+            body = check.json_object(self.request.body, {"label": check.new_label})
+            return self.service.relabel(snapshot, body["label"])
+
+        await self.respond(200, call)
+
+    @web.authenticated
+    @authorized
     async def delete(self, snapshot_id: str) -> None:
         async def call():
             self.service.delete(check.snapshot_id(snapshot_id))

@@ -149,6 +149,9 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     # the cell the kernel runs now: {"execution_count", "msg_id"} of its execute_request
     running_cell: dict[str, Any] | None = None
     restored_from: str | None = None  # the snapshot this kernel was restored from
+    # where the kernel is in its history: the snapshot it was restored from or, once it took
+    # one, its latest snapshot (the parent of its next one)
+    position: str | None = None
 
     @contextlib.contextmanager
     def engine_working(self) -> Iterator[None]:
@@ -203,14 +206,14 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.execution_count = request.execution_count
         # a snapshot taken during a cell resumes it: the kernel runs it until it ends
         self.running_cell = request.running_cell
-        self.restored_from = request.snapshot_id
+        self.restored_from = self.position = request.snapshot_id
         kwargs.pop("extra_arguments", None)
         return await KernelProvisionerBase.pre_launch(self, cmd=km.format_kernel_cmd(), **kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
         if self._adopt is None:  # a new kernel (or a restart): no cell, no snapshot behind it
             self.running_cell = None
-            self.restored_from = None
+            self.restored_from = self.position = None
             info = await super().launch_kernel(cmd, **kwargs)
         else:
             restored, self._adopt = self._adopt, None

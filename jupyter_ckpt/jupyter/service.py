@@ -129,7 +129,7 @@ class CheckpointService:
             "notebook_path": await self._notebook_path(kernel_id),
             "execution_count": execution_count,
             "running_cell": _running_cell(provisioner.running_cell, pending_cells or {}),
-            "parent": provisioner.restored_from,
+            "parent": provisioner.position,
             "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
         }
@@ -151,6 +151,7 @@ class CheckpointService:
 
         with provisioner.engine_working():  # (Conflict: the same id, asked for twice at once)
             snapshot = await self.worker.run("checkpoint", kernel_id, snapshot_id, work)
+        provisioner.position = snapshot_id  # the parent of the kernel's next snapshot
         return public(snapshot)
 
     async def _notebook_path(self, kernel_id: str) -> str | None:
@@ -202,14 +203,20 @@ class CheckpointService:
 
     def kernel(self, kernel_id: str) -> dict[str, Any]:
         """What the server knows of a running kernel's past: the snapshot it was restored
-        from (None for a kernel started afresh) and the cell it runs now."""
+        from (None for a kernel started afresh), its position (that snapshot, or the
+        latest it took since: the parent of its next one) and the cell it runs now."""
         if kernel_id not in self.kernels:
             raise NotFound(f"no running kernel {kernel_id}")
         provisioner = self.kernels.get_kernel(kernel_id).provisioner
         if not isinstance(provisioner, CkptProvisioner):
-            return {"kernel_id": kernel_id, "restored_from": None, "running_cell": None}
+            return {"kernel_id": kernel_id, "restored_from": None, "position": None,
+                    "running_cell": None}
         return {"kernel_id": kernel_id, "restored_from": provisioner.restored_from,
-                "running_cell": provisioner.running_cell}
+                "position": provisioner.position, "running_cell": provisioner.running_cell}
+
+    def relabel(self, snapshot_id: str, label: str) -> dict[str, Any]:
+        """Give a snapshot another label ("" for none)."""
+        return public(self.snapshots.relabel(snapshot_id, label))
 
     def delete(self, snapshot_id: str) -> None:
         """Move a snapshot to the trash: `undelete` takes it back until it is purged."""

@@ -74,6 +74,14 @@ def label(value: Any, field: str = "label") -> str:
     return _text(value, field, LABEL_MAX)
 
 
+def new_label(value: Any, field: str = "label") -> str:
+    """A label to give an existing snapshot: unlike a checkpoint's, it must be sent
+    ("" removes the label)."""
+    if value is None:
+        raise BadRequest(field, 'is required: a string ("" for no label)')
+    return _text(value, field, LABEL_MAX)
+
+
 def execution_count(value: Any, field: str = "execution_count") -> int | None:
     if value is None:
         return None

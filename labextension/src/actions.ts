@@ -321,6 +321,31 @@ export class CkptActions {
   }
 
   /**
+   * Give a snapshot another label ('' for none); the notebook's record of it follows.
+   * False when the server refused (a notification says why).
+   */
+  async relabel(
+    snapshot: ISnapshot,
+    label: string,
+    panel: NotebookPanel | null = null
+  ): Promise<boolean> {
+    try {
+      const changed = await this.client.relabelSnapshot(snapshot.id, label);
+      if (panel && CkptActions.remembered(panel).some(entry => entry.id === snapshot.id)) {
+        CkptActions.remember(panel, changed);
+      }
+    } catch (error) {
+      const name = Private.short(snapshot.label || `snapshot of ${formatTime(snapshot.created)}`);
+      Notification.error(`Could not rename "${name}": ${Private.message(error)}`, {
+        autoClose: false
+      });
+      return false;
+    }
+    this._changed.emit();
+    return true;
+  }
+
+  /**
    * Remove a snapshot that the server does not have from the notebook's metadata, after
    * confirmation unless `confirm` is false.
    */

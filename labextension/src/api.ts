@@ -25,7 +25,8 @@ export interface ISnapshot {
   running_cell?: IRunningCell | null;
   /** Whether the notebook's cells and outputs were stored with the snapshot. */
   has_notebook?: boolean;
-  /** The snapshot the kernel had been restored from, if any. */
+  /** The snapshot the kernel was at when this one was taken (restored from, or its
+   * previous one), if any. */
   parent?: string | null;
   /** The host it was made on (its name, kernel release, ...). */
   host?: { hostname?: string; kernel?: string; [key: string]: unknown } | null;
@@ -58,6 +59,8 @@ export interface IKernelOrigin {
   kernel_id: string;
   /** The snapshot the kernel was restored from; null for a kernel started afresh. */
   restored_from: string | null;
+  /** The snapshot the kernel came from or took last: the parent of its next one. */
+  position?: string | null;
   running_cell: IRunningCell | null;
 }
 
@@ -191,6 +194,15 @@ export class CkptClient {
   /** Which snapshot a running kernel was restored from, and the cell it runs. */
   getKernelOrigin(kernelId: string): Promise<IKernelOrigin> {
     return this._request<IKernelOrigin>(['kernels', kernelId], { method: 'GET' }, [200]);
+  }
+
+  /** Give a snapshot another label ('' for none); resolves with the snapshot. */
+  relabelSnapshot(snapshotId: string, label: string): Promise<ISnapshot> {
+    return this._request<ISnapshot>(
+      ['snapshots', snapshotId],
+      { method: 'PATCH', body: JSON.stringify({ label }) },
+      [200]
+    );
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {

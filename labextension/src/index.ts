@@ -57,7 +57,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       client,
       showSnapshots: () => void commands.execute(CommandIDs.showSnapshots)
     });
-    const panel = new SnapshotsPanel({ actions, tracker });
+    const panel = new SnapshotsPanel({
+      actions,
+      tracker,
+      contents: app.serviceManager.contents,
+      commands
+    });
     shell.add(panel, 'right', { rank: 800 });
     restorer?.add(panel, panel.id);
 

@@ -288,6 +288,11 @@ export class KernelOrigin {
     return this._snapshotId;
   }
 
+  /** The snapshot the current kernel came from or took last, if known. */
+  get position(): string | null {
+    return this._position;
+  }
+
   /** Ask the server about `kernelId`; name its snapshot among `snapshots`; mark it in `list`. */
   async update(
     client: CkptClient,
@@ -297,9 +302,12 @@ export class KernelOrigin {
   ): Promise<void> {
     const generation = ++this._generation;
     let from: string | null = null;
+    let position: string | null = null;
     if (kernelId) {
       try {
-        from = (await client.getKernelOrigin(kernelId)).restored_from;
+        const origin = await client.getKernelOrigin(kernelId);
+        from = origin.restored_from;
+        position = origin.position === undefined ? from : origin.position;
       } catch {
         from = null; // an older server, or the kernel is gone: say nothing
       }
@@ -308,6 +316,7 @@ export class KernelOrigin {
       return;
     }
     this._snapshotId = from;
+    this._position = position;
     const snapshot = snapshots.find(candidate => candidate.id === from);
     this.node.hidden = from === null;
     this.node.textContent = from === null ? '' : `Kernel restored from ${originName(snapshot)}`;
@@ -318,6 +327,7 @@ export class KernelOrigin {
   }
 
   private _snapshotId: string | null = null;
+  private _position: string | null = null;
   private _generation = 0;
 }
 

@@ -4,10 +4,13 @@
 // are listed too, as "not available here", with Forget instead of Restore and Delete.
 // While visible the panel polls the server, so snapshots made elsewhere (the %checkpoint
 // magic, another browser tab) appear by themselves; while the server cannot be reached every
-// action is disabled.
+// action is disabled. A switch shows them as a history tree instead (history.ts); labels are
+// edited in place in both.
 
+import type { JupyterFrontEnd } from '@jupyterlab/application';
 import { PathExt } from '@jupyterlab/coreutils';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { Contents } from '@jupyterlab/services';
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
@@ -25,6 +28,7 @@ import {
   totalStored
 } from './format';
 import { ISnapshotEntry, ListedSnapshot, METADATA_KEY, mergeSnapshots } from './metadata';
+import { HistoryView, editLabel, restoreAsNewNotebook } from './history';
 import { hostMarks, serverHostname } from './hostVerdict';
 import { snapshotIcon } from './icons';
 import { KernelOrigin, snapshotMarks } from './notebookRestore';
@@ -34,6 +38,29 @@ export class SnapshotsPanel extends Widget {
     super();
     this._actions = options.actions;
     this._tracker = options.tracker;
+    this._history = new HistoryView({
+      restore: snapshot => this._restore(snapshot),
+      restoreAsNewNotebook: async snapshot => {
+        const notebook = this._notebook;
+        if (!notebook) {
+          return;
+        }
+        this._setBusy(true);
+        try {
+          await restoreAsNewNotebook(
+            this._actions.client,
+            options.contents,
+            options.commands,
+            notebook,
+            snapshot
+          );
+        } finally {
+          this._setBusy(false);
+        }
+      },
+      relabel: (snapshot, label) => this._actions.relabel(snapshot, label, this._notebook),
+      editing: active => this._setEditing(active)
+    });
     this.id = 'jupyter-ckpt-snapshots';
     this.addClass('jp-CkptPanel');
     this.title.icon = snapshotIcon;
@@ -105,15 +132,35 @@ export class SnapshotsPanel extends Widget {
     this._totalNode = document.createElement('div');
     this._totalNode.className = 'jp-CkptPanel-total';
 
+    const views = document.createElement('div');
+    views.className = 'jp-CkptPanel-views';
+    views.setAttribute('role', 'group');
+    views.setAttribute('aria-label', 'Show the snapshots as');
+    for (const [mode, text, title] of [
+      ['list', 'List', 'The snapshots of this notebook, newest first'],
+      ['history', 'History', 'The snapshots as a tree: each under the one its kernel came from']
+    ] as const) {
+      const button = document.createElement('button');
+      button.className = `jp-CkptPanel-view jp-CkptPanel-view-${mode}`;
+      button.textContent = text;
+      button.title = title;
+      button.addEventListener('click', () => this._setMode(mode));
+      this._viewButtons.set(mode, button);
+      views.append(button);
+    }
+
     node.append(
       header,
       this._notebookNode,
       this._origin.node,
       form,
+      views,
       this._statusNode,
       this._listNode,
+      this._history.node,
       this._totalNode
     );
+    this._setMode('list');
 
     this._tracker.currentChanged.connect(this._onCurrentChanged, this);
     this._actions.changed.connect(() => void this.refresh(), this);
@@ -151,8 +198,8 @@ export class SnapshotsPanel extends Widget {
    * `quiet`: a background poll, which shows no "Loading…".
    */
   async refresh(quiet = false): Promise<void> {
-    if (!this.isVisible) {
-      this._stale = true;
+    if (!this.isVisible || this._editing) {
+      this._stale = true; // (a label being edited: refreshed once it is done)
       return;
     }
     this._stale = false;
@@ -204,6 +251,7 @@ export class SnapshotsPanel extends Widget {
         available,
         this._listNode
       );
+      this._renderHistory();
     } catch (error) {
       if (generation !== this._generation) {
         return;
@@ -318,6 +366,53 @@ export class SnapshotsPanel extends Widget {
     }
   }
 
+  /** Show the list or the history tree. */
+  private _setMode(mode: 'list' | 'history'): void {
+    for (const [which, button] of this._viewButtons) {
+      button.setAttribute('aria-pressed', String(which === mode));
+      button.classList.toggle('jp-mod-active', which === mode);
+    }
+    this._listNode.hidden = mode !== 'list';
+    this._history.node.hidden = mode !== 'history';
+  }
+
+  /** While a label is edited nothing is redrawn (the field would go); then all is. */
+  private _setEditing(active: boolean): void {
+    this._editing = active;
+    if (!active) {
+      void this.refresh(true);
+    }
+  }
+
+  private _renderHistory(): void {
+    if (this._editing) {
+      return;
+    }
+    this._history.update(
+      this._snapshots.flatMap(entry => (entry.available ? [entry.snapshot] : [])),
+      this._origin.position,
+      this._online,
+      this._busy
+    );
+  }
+
+  /** Restore a snapshot into the notebook (from the list or the tree). */
+  private async _restore(snapshot: ISnapshot): Promise<void> {
+    const notebook = this._notebook;
+    if (!notebook) {
+      return;
+    }
+    this._setBusy(true);
+    try {
+      const outcome = await this._actions.restore(notebook, snapshot);
+      if (outcome === null && this._actions.lastError) {
+        this._failedRestores.set(snapshot.id, this._actions.lastError);
+      }
+    } finally {
+      this._setBusy(false);
+    }
+  }
+
   private _renderHeader(): void {
     const notebook = this._notebook;
     if (!notebook) {
@@ -352,6 +447,7 @@ export class SnapshotsPanel extends Widget {
       // a background refresh must not take the keyboard focus away from a button
       this._listNode.querySelector<HTMLElement>(`[data-ckpt-control="${focused}"]`)?.focus();
     }
+    this._renderHistory();
     const available = this._snapshots.filter(entry => entry.available);
     this._totalNode.textContent = available.length
       ? `${available.length} snapshot${available.length === 1 ? '' : 's'} of this ` +
@@ -420,20 +516,22 @@ export class SnapshotsPanel extends Widget {
       ? 'This snapshot could not be restored (see above); refresh the list to try again'
       : 'Restore this snapshot into the notebook';
     restore.disabled = !this._online || Boolean(failure) || this._busy;
-    restore.addEventListener('click', async () => {
-      const notebook = this._notebook;
-      if (!notebook) {
-        return;
-      }
-      this._setBusy(true);
-      try {
-        const outcome = await this._actions.restore(notebook, snapshot);
-        if (outcome === null && this._actions.lastError) {
-          this._failedRestores.set(snapshot.id, this._actions.lastError);
-        }
-      } finally {
-        this._setBusy(false);
-      }
+    restore.addEventListener('click', () => void this._restore(snapshot));
+    const rename = document.createElement('button');
+    rename.className = 'jp-mod-styled jp-CkptSnapshot-rename';
+    rename.textContent = 'Rename';
+    rename.dataset.ckptControl = `rename-${snapshot.id}`;
+    rename.setAttribute('aria-label', `Rename snapshot ${name}`);
+    rename.title = 'Change the label of this snapshot';
+    rename.disabled = !this._online;
+    rename.addEventListener('click', () => {
+      this._setEditing(true);
+      editLabel(
+        label,
+        snapshot,
+        text => this._actions.relabel(snapshot, text, this._notebook),
+        () => this._setEditing(false)
+      );
     });
     const remove = document.createElement('button');
     remove.className = 'jp-mod-styled jp-mod-warn jp-CkptSnapshot-delete';
@@ -450,7 +548,7 @@ export class SnapshotsPanel extends Widget {
         this._setBusy(false);
       }
     });
-    buttons.append(restore, remove);
+    buttons.append(restore, rename, remove);
 
     item.append(label, meta, ...(failure ? [failed] : []), buttons);
     return item;
@@ -464,6 +562,7 @@ export class SnapshotsPanel extends Widget {
     )) {
       button.disabled = busy || !this._online;
     }
+    this._renderHistory();
     if (!busy) {
       void this.refresh(true);
     }
@@ -541,6 +640,9 @@ export class SnapshotsPanel extends Widget {
   private readonly _totalNode: HTMLDivElement;
   private readonly _failedRestores = new Map<string, string>();
   private readonly _origin = new KernelOrigin();
+  private readonly _history: HistoryView;
+  private readonly _viewButtons = new Map<'list' | 'history', HTMLButtonElement>();
+  private _editing = false;
   private _notebook: NotebookPanel | null = null;
   private _hostname: string | null = null;
   private _snapshots: ListedSnapshot[] = [];
@@ -558,6 +660,9 @@ export namespace SnapshotsPanel {
   export interface IOptions {
     actions: CkptActions;
     tracker: INotebookTracker;
+    /** Where "Restore as a new notebook" saves the notebook, and how it opens it. */
+    contents: Contents.IManager;
+    commands: JupyterFrontEnd['commands'];
   }
 }
 
