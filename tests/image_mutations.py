@@ -117,7 +117,8 @@ def _required(path: tuple) -> bool:
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
                 "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols",
-                "vdso_getrandom", "cow"}
+                "vdso_getrandom", "cow", "sockopts", "filter", "device", "linger", "rcvtimeo",
+                "sndtimeo", "congestion", "shutdown"}
     key = path[-1]
     if isinstance(key, int):
         return False

@@ -42,3 +42,10 @@ def test_a_removed_fifo_read_outside_the_tree_is_refused(programs, workdir):
 def test_unix_connections_accepted_and_waiting_to_be_accepted(programs, workdir):
     prog = programs(sys.executable, PROGRAMS / "py_unix_pending.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_socket_options_filters_and_shutdowns(programs, workdir):
+    """Generic, IP and TCP options (a device binding, buffer locks, linger, timeouts,
+    congestion control...), classic BPF filters and UDP shutdowns come back exactly."""
+    prog = programs(sys.executable, PROGRAMS / "py_sock_options.py")
+    checkpoint_cycle(prog, workdir / "image")

@@ -14,12 +14,18 @@
     and accept the client's reconnection. The image records the state each one had.
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
-Socket options that change behaviour (reuse, keepalive, nodelay, v6only, ...) are carried over.
+Every option that can be read back is carried over (sockets_common.py for the generic ones;
+here IP, IPv6, TCP and UDP ones, and the congestion control), and a UDP socket's shutdown
+state. A corked UDP socket (UDP_CORK) holding data not sent yet is refused: that data cannot
+be read back.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
+import struct
 import select
 import socket
 import stat
@@ -27,20 +33,57 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
+from ..sockdiag import inet_shutdown
 from . import tcp_repair
 from .kind import FileKind
-from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
+from .sockets_common import (SO_PEEK_OFF, apply_extras, apply_options, borrowed_socket, family_of,
+                             read_generic, read_options, set_nonblocking)
+
+log = logging.getLogger(__name__)
 
 TCP_STATES = {1: "established", 2: "syn-sent", 3: "syn-recv", 4: "fin-wait1", 5: "fin-wait2",
               6: "time-wait", 7: "close", 8: "close-wait", 9: "last-ack", 10: "listen", 11: "closing"}
-_OPTIONS = [(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket.SO_REUSEPORT),
-            (socket.SOL_SOCKET, socket.SO_KEEPALIVE), (socket.SOL_SOCKET, socket.SO_BROADCAST),
-            (socket.SOL_SOCKET, socket.SO_OOBINLINE), (socket.IPPROTO_TCP, socket.TCP_NODELAY),
-            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT), (socket.IPPROTO_TCP, socket.TCP_CORK),
-            (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), (socket.SOL_SOCKET, socket.SO_PRIORITY),
-            (socket.SOL_SOCKET, socket.SO_RCVLOWAT), (socket.SOL_SOCKET, socket.SO_DONTROUTE)]
+IP_RECVERR, IP_RECVTTL, IP_FREEBIND, IP_MTU_DISCOVER, IP_PKTINFO = 11, 12, 15, 10, 8
+IP_RECVORIGDSTADDR, IP_MINTTL, IP_NODEFRAG, IP_CHECKSUM, IP_RECVFRAGSIZE = 20, 21, 22, 23, 25
+IP_RECVERR_RFC4884, IP_MULTICAST_ALL, IP_LOCAL_PORT_RANGE, IP_PASSSEC = 26, 49, 51, 18
+IPV6_FLOWINFO, IPV6_MTU_DISCOVER, IPV6_RECVERR, IPV6_MULTICAST_ALL, IPV6_DONTFRAG = 11, 23, 25, 29, 62
+IPV6_AUTOFLOWLABEL, IPV6_ADDR_PREFERENCES, IPV6_MINHOPCOUNT, IPV6_RECVORIGDSTADDR = 70, 72, 73, 74
+IPV6_TRANSPARENT, IPV6_FREEBIND = 75, 78
+TCP_THIN_LINEAR_TIMEOUTS, TCP_THIN_DUPACK, TCP_USER_TIMEOUT, TCP_FASTOPEN = 16, 17, 18, 23
+TCP_SAVE_SYN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ, TCP_TX_DELAY = 27, 30, 34, 36, 37
+UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO = 1, 101, 102, 103, 104
+SIOCOUTQ = 0x5411
+_IPV4_OPTIONS = [(socket.IPPROTO_IP, name) for name in (
+    socket.IP_TOS, socket.IP_TTL, socket.IP_RECVOPTS, socket.IP_RECVRETOPTS, IP_PKTINFO,
+    IP_MTU_DISCOVER, IP_RECVERR, IP_RECVTTL, socket.IP_RECVTOS, IP_FREEBIND, socket.IP_TRANSPARENT,
+    socket.IP_BIND_ADDRESS_NO_PORT,
+    IP_NODEFRAG, IP_CHECKSUM, IP_RECVORIGDSTADDR, IP_MINTTL, IP_RECVFRAGSIZE, IP_RECVERR_RFC4884,
+    IP_LOCAL_PORT_RANGE, IP_PASSSEC)]
+_IPV6_OPTIONS = [(socket.IPPROTO_IPV6, name) for name in (
+    socket.IPV6_UNICAST_HOPS,
+    socket.IPV6_RECVPKTINFO, socket.IPV6_RECVHOPLIMIT, socket.IPV6_RECVTCLASS, socket.IPV6_TCLASS,
+    socket.IPV6_RECVRTHDR, socket.IPV6_RECVHOPOPTS, socket.IPV6_RECVDSTOPTS, socket.IPV6_RECVPATHMTU,
+    socket.IPV6_DONTFRAG, IPV6_FLOWINFO, IPV6_MTU_DISCOVER, IPV6_RECVERR,
+    IPV6_AUTOFLOWLABEL, IPV6_ADDR_PREFERENCES, IPV6_MINHOPCOUNT, IPV6_RECVORIGDSTADDR,
+    IPV6_TRANSPARENT, IPV6_FREEBIND)]
+_TCP_OPTIONS = [(socket.IPPROTO_TCP, name) for name in (
+    socket.TCP_NODELAY, socket.TCP_CORK, socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+    socket.TCP_SYNCNT, socket.TCP_LINGER2, socket.TCP_DEFER_ACCEPT, TCP_USER_TIMEOUT,
+    TCP_THIN_LINEAR_TIMEOUTS, TCP_THIN_DUPACK, TCP_FASTOPEN, socket.TCP_NOTSENT_LOWAT, TCP_SAVE_SYN,
+    TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ, TCP_TX_DELAY)]
+# (multicast is UDP's alone: a TCP socket reads what an accepted one copied, and takes nothing)
+_UDP_OPTIONS = [(socket.IPPROTO_UDP, name) for name in (
+    UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO)] + [
+    (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP),
+    (socket.IPPROTO_IP, IP_MULTICAST_ALL)]
+_UDP6_OPTIONS = [(socket.IPPROTO_IPV6, name) for name in (
+    socket.IPV6_MULTICAST_HOPS, socket.IPV6_MULTICAST_LOOP, IPV6_MULTICAST_ALL)]
+_OPTIONS = [(socket.SOL_SOCKET, SO_PEEK_OFF)] + _IPV4_OPTIONS
 _V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+_REUSEADDR = (socket.SOL_SOCKET, socket.SO_REUSEADDR)
+_TCP_CA_NAME_MAX = 16
+# sock_diag's shutdown state, as shutdown() takes it
+_SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 _BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 
 
@@ -53,12 +96,23 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
-    family, stype, _ = family_of(f, ctx)
+    family, stype, proto = family_of(f, ctx)
     with borrowed_socket(f, ctx) as sock:
-        options = read_options(sock, _OPTIONS + ([_V6ONLY] if family == socket.AF_INET6 else []))
+        options, extras = read_generic(sock, f, ctx)
+        v6 = family == socket.AF_INET6
+        options += read_options(sock, _OPTIONS + (_IPV6_OPTIONS + [_V6ONLY] if v6 else []) + (
+            _TCP_OPTIONS if stype == socket.SOCK_STREAM else _UDP_OPTIONS + (_UDP6_OPTIONS if v6 else [])))
+        if stype == socket.SOCK_STREAM:
+            extras["congestion"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
+                                                   _TCP_CA_NAME_MAX).split(b"\0", 1)[0].decode()
         local = sock.getsockname()
         rec: dict[str, Any] = {"family": family, "type": stype, "flags": f.flags,
                                "local": list(local[:2]), "options": options}
+        if extras:
+            rec["sockopts"] = extras
+        shutdown = inet_shutdown(family, proto).get(f.st.st_ino, 0)
+        if shutdown:
+            rec["shutdown"] = shutdown
         if stype == socket.SOCK_STREAM:
             state = TCP_STATES.get(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0], "?")
             rec["state"] = state
@@ -80,7 +134,14 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
+            if [socket.IPPROTO_UDP, UDP_CORK, 1] in options and _ioctl_int(sock, SIOCOUTQ):
+                raise ctx.refuse(f"fd {f.fd}", "UDP socket", "corked (UDP_CORK) with data not sent "
+                                 "yet, which cannot be read back")
     return rec
+
+
+def _ioctl_int(sock: socket.socket, request: int) -> int:
+    return struct.unpack("=i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0]
 
 
 def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: dict[str, Any]) -> None:
@@ -97,10 +158,11 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
                          f"{what}: its peer is outside the tree, and an original that runs on after "
                          f"the dump would carry the connection on without the copy; dump with --kill "
                          f"to restore it exactly, {reset}")
-    if tcp_repair.has_filter(sock):
+    if "filter" in rec.get("sockopts", {}):  # (read before any lock of ours)
         raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: it has a socket filter "
                          f"(SO_ATTACH_FILTER), which the dump would have to replace; {reset[3:]}")
-    rec["options"] += read_options(sock, _BUFFERS)
+    saved = {(level, name) for level, name, _ in rec["options"]}
+    rec["options"] += read_options(sock, [o for o in _BUFFERS if o not in saved])
     if ctx.writer is None:
         return  # only checking: leave the connection alone
     if ctx.tree.tcp_lock is None:
@@ -150,13 +212,16 @@ def _listen_backlog(family: int, inode: int) -> int:
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
+    what = "{} {}:{}".format("tcp" if rec["type"] == socket.SOCK_STREAM else "udp", *rec["local"])
     if rec["state"] == "disconnected":
         sock = _reset_connection(rec["family"])
+        apply_extras(sock, rec.get("sockopts", {}), what)
     elif rec["state"] == "established":
         sock = _connect_repaired(rec, ctx)
     else:
         sock = socket.socket(rec["family"], rec["type"])
-        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) == _V6ONLY])
+        # all before the bind (V6ONLY, FREEBIND, the device... decide what it may take)
+        _set_options(sock, rec, what)
         host, port = rec["local"]
         if rec["state"] == "listen" and ctx.rebind_listeners:
             _bind(sock, rec, (host, 0))
@@ -167,11 +232,35 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
             sock.listen(rec["backlog"])
         elif rec["state"] == "udp" and rec.get("peer"):
             sock.connect(tuple(rec["peer"]))
-    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) != _V6ONLY])
+    if rec["state"] == "disconnected":
+        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) != _V6ONLY], what)
+    else:  # SO_REUSEADDR again, after the bind
+        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) == _REUSEADDR], what)
+    if rec.get("shutdown") and rec["state"] != "disconnected":
+        try:
+            sock.shutdown(_SHUTDOWN[rec["shutdown"]])
+        except OSError as err:
+            if err.errno != errno.ENOTCONN:  # (an unconnected socket takes the state all the same)
+                raise
     fd = ctx.keep(sock.detach())
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
     return fd
+
+
+def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
+    """Options, then the others ("sockopts"), on a new socket not yet bound."""
+    extras = rec.get("sockopts", {})
+    if "congestion" in extras:
+        current = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, _TCP_CA_NAME_MAX)
+        if current.split(b"\0", 1)[0].decode() != extras["congestion"]:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, extras["congestion"].encode())
+            except OSError as err:
+                raise RestoreConflict(f"{what}: cannot use TCP congestion control "
+                                      f"{extras['congestion']!r}: {err.strerror}") from None
+    apply_options(sock, rec["options"], what)
+    apply_extras(sock, extras, what)
 
 
 def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:
@@ -180,7 +269,8 @@ def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket
     try:
         return tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
                                  ctx.image.blob_bytes(state["send_blob"]),
-                                 ctx.image.blob_bytes(state["recv_blob"]), rec["options"])
+                                 ctx.image.blob_bytes(state["recv_blob"]), rec["options"],
+                                 lambda sock: _set_options(sock, rec, what))
     except PermissionError:
         raise RestoreConflict(f"{what}: restoring an established connection needs CAP_NET_ADMIN "
                               "(TCP_REPAIR)") from None

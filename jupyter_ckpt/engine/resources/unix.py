@@ -48,7 +48,8 @@ from ..image import b64, unb64
 from ..libc import libc
 from ..sockdiag import unix_sockets
 from .kind import FileKind
-from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking
+from .sockets_common import (apply_extras, apply_options, borrowed_socket, family_of, read_generic,
+                             read_options, set_nonblocking)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ SO_PEEK_OFF, SO_PASSPIDFD, SCM_PIDFD = 42, 76, 4
 _SIZE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 # (the peek offset as the program left it: peeking at the queue here moves it)
 _OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, SO_PASSPIDFD),
-            (socket.SOL_SOCKET, SO_PEEK_OFF)] + _SIZE_OPTIONS
+            (socket.SOL_SOCKET, SO_PEEK_OFF)]
 _PEEK_BUFFER = 1 << 20
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
@@ -79,7 +80,10 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["file"] = _socket_file(info, rec, f, ctx)
     peer = ctx.tree.unix_socket(info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
-        rec["options"] = read_options(sock, _OPTIONS)
+        rec["options"], extras = read_generic(sock, f, ctx, sizes=True)
+        rec["options"] += read_options(sock, _OPTIONS)
+        if extras:
+            rec["sockopts"] = extras
         if info.state == TCP_LISTEN:
             rec["role"] = "listening"
             rec["backlog"] = info.wqueue
@@ -319,7 +323,9 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
     for path in {_reach(rec) for rec in records.values() if "file" in rec and rec["file"] is None}:
         os.unlink(path)
     for inode, rec in records.items():
-        apply_options(socks[inode], rec["options"])
+        what = f"unix socket {rec['inode']}"
+        apply_options(socks[inode], rec["options"], what)
+        apply_extras(socks[inode], rec.get("sockopts", {}), what)
         if rec["shutdown"]:
             socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
     return socks
