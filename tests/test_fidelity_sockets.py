@@ -49,3 +49,12 @@ def test_socket_options_filters_and_shutdowns(programs, workdir):
     congestion control...), classic BPF filters and UDP shutdowns come back exactly."""
     prog = programs(sys.executable, PROGRAMS / "py_sock_options.py")
     checkpoint_cycle(prog, workdir / "image")
+
+
+def test_a_corked_udp_socket_holding_data_is_refused(programs, workdir):
+    prog = programs(sys.executable, PROGRAMS / "py_sock_options.py", "--corked")
+    refused = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "UDP_CORK" in out and f"pid {prog.pid} fd " in out, refused
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on unharmed

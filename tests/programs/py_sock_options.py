@@ -3,7 +3,8 @@ on a unix datagram pair), a device binding, buffer locks (SO_BUF_LOCK, with and 
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
 and listener options, IP and IPv6 header options, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
-shutdowns are also tried."""
+shutdowns are also tried. With `--corked`, also a UDP socket corked with data not sent yet
+(which a dump must refuse)."""
 import ctypes
 import os
 import select
@@ -117,6 +118,11 @@ socks["shut-wr"].connect(socks["shut-rd"].getsockname())
 socks["shut-rd"].connect(socks["shut-wr"].getsockname())
 socks["shut-wr"].shutdown(socket.SHUT_WR)
 socks["shut-rd"].shutdown(socket.SHUT_RD)
+if "--corked" in sys.argv:
+    UDP_CORK = 1
+    socks["corked"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socks["corked"].setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
+    socks["corked"].sendto(b"held back", udp.getsockname())
 
 before = {name: snapshot(s) for name, s in socks.items()}
 filters = {name: get_filter(socks[name]) for name in ("filtered", "unix")}
