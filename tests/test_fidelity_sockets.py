@@ -58,3 +58,13 @@ def test_a_corked_udp_socket_holding_data_is_refused(programs, workdir):
     assert refused.returncode == 1 and "UDP_CORK" in out and f"pid {prog.pid} fd " in out, refused
     assert not (workdir / "image").exists()
     prog.verify()  # the original runs on unharmed
+
+
+def test_a_waiting_connection_whose_client_closed_is_refused(programs, workdir):
+    """Its data cannot be read before accept: refused, rather than lost."""
+    prog = programs(sys.executable, PROGRAMS / "py_unix_pending.py", "--closed-client")
+    refused = run_cli("dump", prog.pid, workdir / "image", "--kill", check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "whose client has closed" in out and f"pid {prog.pid} fd " in out, refused
+    assert not (workdir / "image").exists()
+    prog.verify()  # the original runs on unharmed

@@ -25,7 +25,8 @@ At restore all the tree's unix sockets are built together, because one may need 
     can still be read, then it reads EOF and writes fail with EPIPE, as after a peer's exit.
 A socket bound to a relative path is bound again from the directory its process works in
 (the one the path must still be found from).
-Refused: file descriptors in flight (SCM_RIGHTS in a queue), a queued datagram from a named
+Refused: file descriptors in flight (SCM_RIGHTS in a queue), a connection waiting to be
+accepted whose client has closed, a queued datagram from a named
 socket outside the tree or from a closed one whose address is not free (its address could
 not be re-created), a socket whose path now
 leads to another file.
@@ -131,6 +132,9 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
 def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
     """The tree's sockets whose connections wait in this listener's queue, in order (those
     from outside the tree are dropped: their clients see a reset)."""
+    if 0 in info.pending_connections:  # sock_diag names no client: it has closed
+        raise ctx.refuse(f"fd {f.fd}", "unix socket", "a connection not yet accepted whose client "
+                         "has closed (what it sent, if anything, cannot be read before accept)")
     clients = [inode for inode in info.pending_connections if inode in ctx.tree.sockets]
     for inode in clients:
         if ctx.tree.unix_socket(inode).wqueue:  # its bytes wait on the server's side
