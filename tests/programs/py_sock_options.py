@@ -1,7 +1,7 @@
 """Sockets whose options and states must come back exactly: classic BPF filters (on UDP and
 on a unix datagram pair), a device binding, buffer locks (SO_BUF_LOCK, with and without a
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
-and listener options, IP and IPv6 header options, and UDP sockets shut down for writing
+and listener options, IP and IPv6 header options, two listeners sharing a port, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
 shutdowns are also tried. With `--corked`, also a UDP socket corked with data not sent yet
 (which a dump must refuse)."""
@@ -110,6 +110,13 @@ listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 9)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 listener.bind(("::1", 0))
 listener.listen(4)
+# two listeners sharing a port, the first without SO_REUSEPORT since it listens
+socks["shared-a"], socks["shared-b"] = (socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2))
+for s in (socks["shared-a"], socks["shared-b"]):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", socks["shared-a"].getsockname()[1]))
+    s.listen(2)
+socks["shared-a"].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
 # connected UDP sockets shut down for writing and for reading
 socks["shut-wr"], socks["shut-rd"] = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
 for s in (socks["shut-wr"], socks["shut-rd"]):
@@ -136,6 +143,7 @@ for name, s in socks.items():
     for key, value in before[name][0].items():
         t.check(now[0].get(key) == value, f"{name}: option {key} is {now[0].get(key)!r}, was {value!r}")
     t.check(now[1] == before[name][1], f"{name}: locked buffer sizes {now[1]} were {before[name][1]}")
+t.check(socks["shared-a"].getsockname() == socks["shared-b"].getsockname(), "the shared port")
 for name, program in filters.items():
     t.check(get_filter(socks[name]) == program, f"{name}: the socket filter is lost or changed")
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:

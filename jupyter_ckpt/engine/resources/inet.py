@@ -81,6 +81,7 @@ _UDP6_OPTIONS = [(socket.IPPROTO_IPV6, name) for name in (
 _OPTIONS = [(socket.SOL_SOCKET, SO_PEEK_OFF)] + _IPV4_OPTIONS
 _V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
 _REUSEADDR = (socket.SOL_SOCKET, socket.SO_REUSEADDR)
+_REUSEPORT = (socket.SOL_SOCKET, socket.SO_REUSEPORT)
 _TCP_CA_NAME_MAX = 16
 # sock_diag's shutdown state, as shutdown() takes it
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
@@ -212,30 +213,20 @@ def _listen_backlog(family: int, inode: int) -> int:
 
 
 def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
-    what = "{} {}:{}".format("tcp" if rec["type"] == socket.SOCK_STREAM else "udp", *rec["local"])
+    what = _what(rec)
     if rec["state"] == "disconnected":
         sock = _reset_connection(rec["family"])
         apply_extras(sock, rec.get("sockopts", {}), what)
     elif rec["state"] == "established":
         sock = _connect_repaired(rec, ctx)
     else:
-        sock = socket.socket(rec["family"], rec["type"])
-        # all before the bind (V6ONLY, FREEBIND, the device... decide what it may take)
-        _set_options(sock, rec, what)
-        host, port = rec["local"]
-        if rec["state"] == "listen" and ctx.rebind_listeners:
-            _bind(sock, rec, (host, 0))
-            ctx.port_map[port] = sock.getsockname()[1]
-        elif port or rec["state"] == "listen":
-            _bind(sock, rec, (host, port))
-        if rec["state"] == "listen":
-            sock.listen(rec["backlog"])
-        elif rec["state"] == "udp" and rec.get("peer"):
+        sock = _bound(rec, ctx, what)
+        if rec["state"] == "udp" and rec.get("peer"):
             sock.connect(tuple(rec["peer"]))
     if rec["state"] == "disconnected":
         apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) != _V6ONLY], what)
-    else:  # SO_REUSEADDR again, after the bind
-        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) == _REUSEADDR], what)
+    else:  # SO_REUSEADDR and SO_REUSEPORT again, after the bind
+        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in (_REUSEADDR, _REUSEPORT)], what)
     if rec.get("shutdown") and rec["state"] != "disconnected":
         try:
             sock.shutdown(_SHUTDOWN[rec["shutdown"]])
@@ -246,6 +237,44 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
     return fd
+
+
+def _what(rec: dict[str, Any]) -> str:
+    return "{} {}:{}".format("tcp" if rec["type"] == socket.SOCK_STREAM else "udp", *rec["local"])
+
+
+def _bound(rec: dict[str, Any], ctx: RestoreContext, what: str) -> socket.socket:
+    """A new socket with its options, bound (and listening) as recorded. Sockets of the
+    image that share an address with SO_REUSEPORT are all bound and listen together, each
+    with it on, before any turns it off again: one that turned it off after its bind (as
+    the kernel allows) would otherwise keep the next from binding."""
+    host, port = rec["local"]
+    sharing = [] if not port or ctx.rebind_listeners else [
+        r for r in ctx.image.manifest["files"] if r["kind"] == INET_SOCKET.name
+        and r["state"] in ("listen", "udp", "close") and r["id"] != rec["id"]
+        and (r["family"], r["type"], r["local"]) == (rec["family"], rec["type"], rec["local"])]
+    if not any([*_REUSEPORT, 1] in r["options"] for r in sharing):
+        return _make_bound(rec, ctx, what, reuseport=False)
+    group = ctx.once(("inet-address", rec["family"], rec["type"], host, port),
+                     lambda: {r["id"]: _make_bound(r, ctx, _what(r), reuseport=True) for r in [rec, *sharing]})
+    return group[rec["id"]]
+
+
+def _make_bound(rec: dict[str, Any], ctx: RestoreContext, what: str, reuseport: bool) -> socket.socket:
+    sock = socket.socket(rec["family"], rec["type"])
+    # all before the bind (V6ONLY, FREEBIND, the device... decide what it may take)
+    _set_options(sock, rec, what)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    host, port = rec["local"]
+    if rec["state"] == "listen" and ctx.rebind_listeners:
+        _bind(sock, rec, (host, 0))
+        ctx.port_map[port] = sock.getsockname()[1]
+    elif port or rec["state"] == "listen":
+        _bind(sock, rec, (host, port))
+    if rec["state"] == "listen":
+        sock.listen(rec["backlog"])
+    return sock
 
 
 def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
