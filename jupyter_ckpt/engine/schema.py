@@ -420,7 +420,9 @@ FILE_KINDS: dict[str, Record] = {
          # datagram sockets: who sent each queued message, and its credentials
          "senders": List(Record({"name": Nullable(B64(110)), "inode": Nullable(Int(0, U64))}),
                          1 << 16),
-         "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16), "sockopts": SOCK_EXTRAS}),
+         "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16), "sockopts": SOCK_EXTRAS,
+         # a socketpair's creator that had exited: [pid, uid, gid] (SO_PEERCRED)
+         "peercred": Tuple((PID, UID, UID))}),
     "inet-socket": _FILE.extended(
         {"family": Enum((2, 10)), "type": Enum((1, 2)), "flags": FLAGS, "local": HOSTPORT,
          "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp", "established"))},
@@ -611,6 +613,8 @@ class _Checker:
         """The references unix.py follows at restore: peers, senders and connections
         waiting to be accepted are sockets of the image; per-message lists match the queue."""
         self._sockopts(f, where)
+        if "peercred" in f and f["role"] not in ("pair", "disconnected"):
+            raise Invalid(_at(where, "peercred"), "only a socketpair's end has a creator")
         if f["role"] == "pair" and f["peer"] not in self.unix_sockets:
             raise Invalid(_at(where, "peer"), f"{f['peer']} is not a unix socket of the image")
         if f["role"] == "connected" and not f.get("peer_name"):

@@ -3,7 +3,8 @@ on a unix datagram pair), a device binding, buffer locks (SO_BUF_LOCK, with and 
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
 and listener options, IP and IPv6 header options, two listeners sharing a port, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
-shutdowns are also tried. With `--corked`, also a UDP socket corked with data not sent yet
+shutdowns are also tried. A socketpair made by a child, under other ids, that has exited
+keeps its creator's pid, uid and gid (SO_PEERCRED). With `--corked`, also a UDP socket corked with data not sent yet
 (which a dump must refuse)."""
 import ctypes
 import os
@@ -130,6 +131,23 @@ if "--corked" in sys.argv:
     socks["corked"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     socks["corked"].setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
     socks["corked"].sendto(b"held back", udp.getsockname())
+# a socketpair made by a child under other ids, which passed it here and exited
+channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+maker = os.fork()
+if maker == 0:
+    try:
+        os.setgid(os.getgid() + 1)
+        os.setuid(os.getuid() + 1)
+        made = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        socket.send_fds(child_end, [b"pair"], [made[0].fileno(), made[1].fileno()])
+    finally:
+        os._exit(0)
+_, fds, _, _ = socket.recv_fds(channel, 4, 2)
+os.waitpid(maker, 0)
+made = [socket.socket(fileno=fd) for fd in fds]
+UCRED = struct.Struct("=iII")
+creator = UCRED.unpack(made[0].getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+t.check(creator == (maker, os.getuid() + 1, os.getgid() + 1), f"the child's socketpair shows {creator}")
 
 before = {name: snapshot(s) for name, s in socks.items()}
 filters = {name: get_filter(socks[name]) for name in ("filtered", "unix")}
@@ -143,6 +161,11 @@ for name, s in socks.items():
     for key, value in before[name][0].items():
         t.check(now[0].get(key) == value, f"{name}: option {key} is {now[0].get(key)!r}, was {value!r}")
     t.check(now[1] == before[name][1], f"{name}: locked buffer sizes {now[1]} were {before[name][1]}")
+for end in made:
+    now = UCRED.unpack(end.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+    t.check(now == creator, f"the child's socketpair shows {now}, not its creator {creator}")
+made[0].send(b"still a pair")
+t.check(made[1].recv(100) == b"still a pair", "the child's socketpair")
 t.check(socks["shared-a"].getsockname() == socks["shared-b"].getsockname(), "the shared port")
 for name, program in filters.items():
     t.check(get_filter(socks[name]) == program, f"{name}: the socket filter is lost or changed")

@@ -47,6 +47,7 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..libc import libc
+from .. import syscalls
 from ..sockdiag import unix_sockets
 from .kind import FileKind
 from .sockets_common import (apply_extras, apply_options, borrowed_socket, family_of, read_generic,
@@ -111,6 +112,11 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             # (a datagram socket another connected to is ESTABLISHED too, peerless)
         else:
             rec["role"] = "unconnected"
+        if rec["role"] in ("pair", "disconnected") and (
+                info.type == socket.SOCK_DGRAM or not (info.name or (peer is not None and peer.name))):
+            creator = _exited_creator(sock)
+            if creator is not None:
+                rec["peercred"] = creator
         # Only a datagram socket can hold messages without a connection (and a stream or
         # seqpacket one that has none refuses even to peek: EINVAL).
         if rec["role"] != "listening" and (rec["role"] != "unconnected" or info.type == socket.SOCK_DGRAM):
@@ -127,6 +133,16 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             if passcred and info.type != socket.SOCK_STREAM:
                 rec["creds"] = [creds for _, _, creds in messages]
     return rec
+
+
+def _exited_creator(sock: socket.socket) -> list[int] | None:
+    """[pid, uid, gid] of a socketpair's creator (SO_PEERCRED) when that process has exited,
+    as a child that made the pair and left: the restore makes the pair again in a process
+    of its own with that PID and those ids. (A living creator's is not kept.)"""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    if not pid or os.path.exists(f"/proc/{pid}"):
+        return None
+    return [pid, uid, gid]
 
 
 def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
@@ -294,13 +310,13 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
                 named, other = (rec, peer_rec) if rec["name"] else (peer_rec, rec)
                 socks[named["inode"]], socks[other["inode"]] = _accept_as(named, listeners)
             else:
-                socks[inode], socks[rec["peer"]] = socket.socketpair(socket.AF_UNIX, rec["type"])
+                socks[inode], socks[rec["peer"]] = _socketpair(rec["type"], rec.get("peercred"), ctx)
             _set_up(socks[rec["peer"]], peer_rec, bind=not accepted)
         elif rec["role"] == "disconnected":
             if accepted and rec["name"]:
                 socks[inode], peer = _accept_as(rec, listeners)
             else:
-                socks[inode], peer = socket.socketpair(socket.AF_UNIX, rec["type"])
+                socks[inode], peer = _socketpair(rec["type"], rec.get("peercred"), ctx)
             for i, message in enumerate(rec["queue"]):
                 _send(peer, unb64(message), _credentials(rec, i, ctx), None)
             peer.close()
@@ -333,6 +349,41 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
         if rec["shutdown"]:
             socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
     return socks
+
+
+def _socketpair(stype: int, creator: list[int] | None,
+                ctx: RestoreContext) -> tuple[socket.socket, socket.socket]:
+    """A socketpair; one whose creator had exited is made by a process of its own with the
+    creator's PID, uid and gid (SO_PEERCRED shows them), which exits in turn."""
+    if creator is None:
+        return socket.socketpair(socket.AF_UNIX, stype)
+    pid, uid, gid = creator
+    what = f"a unix socketpair made by pid {pid}, which had exited"
+    if any(ours != theirs for theirs, ours in ctx.outer_pids.items()):
+        raise RestoreConflict(f"{what}: its credentials cannot be made again in a new PID namespace")
+    channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with channel:
+        try:
+            child = syscalls.fork_with_pid(pid)
+        except OSError as err:
+            theirs.close()
+            raise RestoreConflict(f"{what}: cannot take its PID again: {err.strerror}") from None
+        if child == 0:
+            try:
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                pair = socket.socketpair(socket.AF_UNIX, stype)
+                socket.send_fds(theirs, [b"p"], [pair[0].fileno(), pair[1].fileno()])
+            finally:
+                os._exit(0)
+        theirs.close()  # (a helper that failed then leaves the channel empty, not waiting)
+        _, fds, _, _ = socket.recv_fds(channel, 1, 2)
+        os.waitpid(child, 0)
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        raise RestoreConflict(f"{what}: could not take its uid {uid} and gid {gid}")
+    return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
 
 
 def _connect(sock: socket.socket, address: str | bytes) -> None:
