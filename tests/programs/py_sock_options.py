@@ -1,5 +1,5 @@
 """Sockets whose options and states must come back exactly: classic BPF filters (on UDP and
-on a unix datagram pair), a device binding, buffer locks (SO_BUF_LOCK, with and without a
+on a unix datagram pair, locked), a device binding, buffer locks (SO_BUF_LOCK, with and without a
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
 and listener options, IP and IPv6 header options, two listeners sharing a port, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ckpt_test  # noqa: E402
 
-SO_ATTACH_FILTER, SO_GET_FILTER, SO_BUF_LOCK, SO_TIMESTAMPNS_OLD = 26, 26, 72, 35
+SO_ATTACH_FILTER, SO_GET_FILTER, SO_BUF_LOCK, SO_TIMESTAMPNS_OLD, SO_LOCK_FILTER = 26, 26, 72, 35, 44
 TCP_FASTOPEN = 23
 t = ckpt_test.Protocol()
 programs = []  # the filters' code, alive while attached
@@ -47,7 +47,7 @@ WATCHED = [(socket.SOL_SOCKET, name, size) for name, size in (
     (socket.SO_RCVTIMEO, 16), (socket.SO_SNDTIMEO, 16), (socket.SO_MARK, 0), (socket.SO_PRIORITY, 0),
     (socket.SO_RCVLOWAT, 0), (socket.SO_REUSEADDR, 0), (socket.SO_REUSEPORT, 0), (SO_BUF_LOCK, 0),
     (socket.SO_BROADCAST, 0), (socket.SO_OOBINLINE, 0), (socket.SO_DONTROUTE, 0),
-    (SO_TIMESTAMPNS_OLD, 0))] + [
+    (SO_TIMESTAMPNS_OLD, 0), (SO_LOCK_FILTER, 0))] + [
     (socket.IPPROTO_IP, socket.IP_TOS, 0), (socket.IPPROTO_IP, socket.IP_TTL, 0),
     (socket.IPPROTO_IP, socket.IP_TRANSPARENT, 0),
     (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 0),
@@ -79,6 +79,7 @@ udp.bind(("127.0.0.1", 0))
 # a unix datagram pair whose receiver filters
 socks["unix"], unix_sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 attach(socks["unix"], (0x06, 0, 0, 3))
+socks["unix"].setsockopt(socket.SOL_SOCKET, SO_LOCK_FILTER, 1)
 socks["unix"].setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("=qq", 2, 500000))
 # unconnected TCP sockets: options galore, and each kind of buffer lock
 socks["tcp"] = tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

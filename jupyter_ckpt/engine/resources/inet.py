@@ -25,10 +25,10 @@ import errno
 import fcntl
 import logging
 import os
-import struct
 import select
 import socket
 import stat
+import struct
 from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
@@ -216,7 +216,7 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
     what = _what(rec)
     if rec["state"] == "disconnected":
         sock = _reset_connection(rec["family"])
-        apply_extras(sock, rec.get("sockopts", {}), what)
+        apply_extras(sock, rec.get("sockopts", {}), rec["options"], what)
     elif rec["state"] == "established":
         sock = _connect_repaired(rec, ctx)
     else:
@@ -232,7 +232,7 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
             sock.shutdown(_SHUTDOWN[rec["shutdown"]])
         except OSError as err:
             if err.errno != errno.ENOTCONN:  # (an unconnected socket takes the state all the same)
-                raise
+                raise RestoreConflict(f"{what}: cannot shut it down again: {err.strerror}") from None
     fd = ctx.keep(sock.detach())
     os.set_inheritable(fd, False)
     set_nonblocking(fd, rec["flags"])
@@ -253,7 +253,7 @@ def _bound(rec: dict[str, Any], ctx: RestoreContext, what: str) -> socket.socket
         r for r in ctx.image.manifest["files"] if r["kind"] == INET_SOCKET.name
         and r["state"] in ("listen", "udp", "close") and r["id"] != rec["id"]
         and (r["family"], r["type"], r["local"]) == (rec["family"], rec["type"], rec["local"])]
-    if not any([*_REUSEPORT, 1] in r["options"] for r in sharing):
+    if not sharing or not any([*_REUSEPORT, 1] in r["options"] for r in [rec, *sharing]):
         return _make_bound(rec, ctx, what, reuseport=False)
     group = ctx.once(("inet-address", rec["family"], rec["type"], host, port),
                      lambda: {r["id"]: _make_bound(r, ctx, _what(r), reuseport=True) for r in [rec, *sharing]})
@@ -289,7 +289,7 @@ def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
                 raise RestoreConflict(f"{what}: cannot use TCP congestion control "
                                       f"{extras['congestion']!r}: {err.strerror}") from None
     apply_options(sock, rec["options"], what)
-    apply_extras(sock, extras, what)
+    apply_extras(sock, extras, rec["options"], what)
 
 
 def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:

@@ -50,8 +50,7 @@ GENERIC_OPTIONS = [(socket.SOL_SOCKET, name) for name in (
     SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_TIMESTAMPING_OLD, SO_TIMESTAMPING_NEW, SO_RXQ_OVFL,
     SO_WIFI_STATUS, SO_SELECT_ERR_QUEUE, SO_BUSY_POLL, SO_MAX_PACING_RATE, SO_ZEROCOPY,
     SO_PREFER_BUSY_POLL, SO_RESERVE_MEM, SO_RCVMARK, SO_RCVPRIORITY, SO_BUF_LOCK)]
-# Applied after every other: setting a buffer size locks it, and the filter lock needs the filter.
-_LAST = [(socket.SOL_SOCKET, SO_BUF_LOCK), (socket.SOL_SOCKET, SO_LOCK_FILTER)]
+_FILTER_LOCK = [socket.SOL_SOCKET, SO_LOCK_FILTER, 1]  # set by apply_extras, after the filter
 
 
 def borrowed_socket(f: OpenFile, ctx: DumpContext) -> socket.socket:
@@ -132,9 +131,10 @@ def attach_filter(sock: socket.socket, program: bytes) -> None:
                     struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code)))
 
 
-def apply_extras(sock: socket.socket, extras: dict[str, Any], what: str) -> None:
+def apply_extras(sock: socket.socket, extras: dict[str, Any], options: list[list[int]], what: str) -> None:
     """Set the options of "sockopts" (the bound device first: a bind or connect after it
-    depends on it). `what` names the socket in a conflict."""
+    depends on it), and lock the filter if `options` say it was. `what` names the socket in
+    a conflict."""
     if "device" in extras:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, os.fsencode(extras["device"]))
@@ -148,14 +148,18 @@ def apply_extras(sock: socket.socket, extras: dict[str, Any], what: str) -> None
             sock.setsockopt(socket.SOL_SOCKET, name, _TIMEVAL.pack(*extras[key]))
     if "filter" in extras:
         attach_filter(sock, unb64(extras["filter"]))
+        if _FILTER_LOCK in options:
+            sock.setsockopt(socket.SOL_SOCKET, SO_LOCK_FILTER, 1)
 
 
 def apply_options(sock: socket.socket, values: list[list[int]], what: str = "socket") -> None:
     """Set each saved integer option that differs from what the socket has now (an option
     left at its default stays so: it keeps following the host's defaults, and setting it
-    could need a privilege), the buffer and filter locks last."""
-    ordered = sorted(values, key=lambda v: (v[0], v[1]) in _LAST)
+    could need a privilege), the buffer locks last (setting a size locks it)."""
+    ordered = sorted(values, key=lambda v: (v[0], v[1]) == (socket.SOL_SOCKET, SO_BUF_LOCK))
     for level, name, value in ordered:
+        if (level, name) == (socket.SOL_SOCKET, SO_LOCK_FILTER):
+            continue  # (apply_extras: after the filter)
         if level == socket.SOL_SOCKET and name in _BUFFER_FORCE:
             _set_buffer_size(sock, name, value)
             continue

@@ -345,7 +345,7 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
     for inode, rec in records.items():
         what = f"unix socket {rec['inode']}"
         apply_options(socks[inode], rec["options"], what)
-        apply_extras(socks[inode], rec.get("sockopts", {}), what)
+        apply_extras(socks[inode], rec.get("sockopts", {}), rec["options"], what)
         if rec["shutdown"]:
             socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
     return socks
