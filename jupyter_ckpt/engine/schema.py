@@ -428,6 +428,7 @@ FILE_KINDS: dict[str, Record] = {
          "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp", "established"))},
         {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT), "sockopts": SOCK_EXTRAS,
          "shutdown": Int(1, 3),  # sock_diag's: 1 for reading, 2 for writing, 3 both
+         "protocol": Enum((socket.IPPROTO_UDPLITE,)),  # a datagram socket's, when not UDP
          # an established connection (tcp_repair.py): sequence numbers (where each queue
          # ends), queued data, how much of the send queue was not sent yet, negotiated
          # options, TCP_TIMESTAMP and struct tcp_repair_window
@@ -598,6 +599,8 @@ class _Checker:
     def _inet_socket(self, f: dict[str, Any], where: str) -> None:
         """An established connection has its peer and saved state, and only it has them."""
         self._sockopts(f, where)
+        if "protocol" in f and f["type"] != socket.SOCK_DGRAM:
+            raise Invalid(_at(where, "protocol"), "only a datagram socket may be UDP-Lite")
         if (f["state"] == "established") != ("tcp" in f):
             raise Invalid(_at(where, "tcp"), "an established connection, and only one, has a saved state")
         if "tcp" not in f:

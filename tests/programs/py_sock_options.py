@@ -1,7 +1,7 @@
 """Sockets whose options and states must come back exactly: classic BPF filters (on UDP and
 on a unix datagram pair, locked), a device binding, buffer locks (SO_BUF_LOCK, with and without a
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
-and listener options, IP and IPv6 header options, two listeners sharing a port, and UDP sockets shut down for writing
+and listener options, IP and IPv6 header options, two listeners sharing a port, UDP-Lite, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
 shutdowns are also tried. A socketpair made by a child, under other ids, that has exited
 keeps its creator's pid, uid and gid (SO_PEERCRED). With `--corked`, also a UDP socket corked with data not sent yet
@@ -119,6 +119,13 @@ for s in (socks["shared-a"], socks["shared-b"]):
     s.bind(("127.0.0.1", socks["shared-a"].getsockname()[1]))
     s.listen(2)
 socks["shared-a"].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+# a UDP-Lite socket checksumming only the first 20 bytes it sends, bound and connected
+UDPLITE_SEND_CSCOV = 10
+socks["udplite"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)
+socks["udplite"].setsockopt(socket.IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 20)
+socks["udplite"].bind(("127.0.0.1", 0))
+socks["udplite"].connect(socks["udplite"].getsockname())
+WATCHED.append((socket.IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 0))
 # connected UDP sockets shut down for writing and for reading
 socks["shut-wr"], socks["shut-rd"] = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
 for s in (socks["shut-wr"], socks["shut-rd"]):
@@ -167,6 +174,9 @@ for end in made:
     t.check(now == creator, f"the child's socketpair shows {now}, not its creator {creator}")
 made[0].send(b"still a pair")
 t.check(made[1].recv(100) == b"still a pair", "the child's socketpair")
+t.check(socks["udplite"].proto == socket.IPPROTO_UDPLITE, "the UDP-Lite socket is no longer one")
+socks["udplite"].send(b"to itself")
+t.check(socks["udplite"].recv(100) == b"to itself", "the UDP-Lite socket")
 t.check(socks["shared-a"].getsockname() == socks["shared-b"].getsockname(), "the shared port")
 for name, program in filters.items():
     t.check(get_filter(socks[name]) == program, f"{name}: the socket filter is lost or changed")

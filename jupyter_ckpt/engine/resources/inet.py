@@ -1,4 +1,4 @@
-"""TCP and UDP sockets over IPv4 and IPv6.
+"""TCP and UDP (and UDP-Lite) sockets over IPv4 and IPv6.
 
   - A listening TCP socket comes back listening on the same address and port with the same
     backlog, so new clients can connect. Connections waiting in its accept queue are dropped.
@@ -52,6 +52,7 @@ IPV6_TRANSPARENT, IPV6_FREEBIND = 75, 78
 TCP_THIN_LINEAR_TIMEOUTS, TCP_THIN_DUPACK, TCP_USER_TIMEOUT, TCP_FASTOPEN = 16, 17, 18, 23
 TCP_SAVE_SYN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ, TCP_TX_DELAY = 27, 30, 34, 36, 37
 UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO = 1, 101, 102, 103, 104
+IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV = 136, 10, 11
 SIOCOUTQ = 0x5411
 _IPV4_OPTIONS = [(socket.IPPROTO_IP, name) for name in (
     socket.IP_TOS, socket.IP_TTL, socket.IP_RECVOPTS, socket.IP_RECVRETOPTS, IP_PKTINFO,
@@ -76,6 +77,7 @@ _UDP_OPTIONS = [(socket.IPPROTO_UDP, name) for name in (
     UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO)] + [
     (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP),
     (socket.IPPROTO_IP, IP_MULTICAST_ALL)]
+_UDPLITE_OPTIONS = [(IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV), (IPPROTO_UDPLITE, UDPLITE_RECV_CSCOV)]
 _UDP6_OPTIONS = [(socket.IPPROTO_IPV6, name) for name in (
     socket.IPV6_MULTICAST_HOPS, socket.IPV6_MULTICAST_LOOP, socket.IPV6_MULTICAST_IF, IPV6_MULTICAST_ALL)]
 _OPTIONS = [(socket.SOL_SOCKET, SO_PEEK_OFF)] + _IPV4_OPTIONS
@@ -93,7 +95,8 @@ def _claims(f: OpenFile, ctx: DumpContext) -> bool:
         return False
     family, stype, proto = family_of(f, ctx)
     return family in (socket.AF_INET, socket.AF_INET6) and (
-        (stype, proto) in ((socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP)))
+        (stype, proto) in ((socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
+                           (socket.SOCK_DGRAM, IPPROTO_UDPLITE)))
 
 
 def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
@@ -102,7 +105,8 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         options, extras = read_generic(sock, f, ctx)
         v6 = family == socket.AF_INET6
         options += read_options(sock, _OPTIONS + (_IPV6_OPTIONS + [_V6ONLY] if v6 else []) + (
-            _TCP_OPTIONS if stype == socket.SOCK_STREAM else _UDP_OPTIONS + (_UDP6_OPTIONS if v6 else [])))
+            _TCP_OPTIONS if stype == socket.SOCK_STREAM else _UDP_OPTIONS + (_UDP6_OPTIONS if v6 else [])
+            + (_UDPLITE_OPTIONS if proto == IPPROTO_UDPLITE else [])))
         if stype == socket.SOCK_STREAM:
             extras["congestion"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
                                                    _TCP_CA_NAME_MAX).split(b"\0", 1)[0].decode()
@@ -111,6 +115,8 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
                                "local": list(local[:2]), "options": options}
         if extras:
             rec["sockopts"] = extras
+        if proto == IPPROTO_UDPLITE:
+            rec["protocol"] = proto
         shutdown = inet_shutdown(family, proto).get(f.st.st_ino, 0)
         if shutdown:
             rec["shutdown"] = shutdown
@@ -135,7 +141,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
-            if [socket.IPPROTO_UDP, UDP_CORK, 1] in options and _ioctl_int(sock, SIOCOUTQ):
+            if any(o[1:] == [UDP_CORK, 1] and o[0] in (socket.IPPROTO_UDP, IPPROTO_UDPLITE) for o in options) and _ioctl_int(sock, SIOCOUTQ):
                 raise ctx.refuse(f"fd {f.fd}", "UDP socket", "corked (UDP_CORK) with data not sent "
                                  "yet, which cannot be read back")
     return rec
@@ -240,7 +246,8 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
 
 
 def _what(rec: dict[str, Any]) -> str:
-    return "{} {}:{}".format("tcp" if rec["type"] == socket.SOCK_STREAM else "udp", *rec["local"])
+    kind = "tcp" if rec["type"] == socket.SOCK_STREAM else "udplite" if "protocol" in rec else "udp"
+    return "{} {}:{}".format(kind, *rec["local"])
 
 
 def _bound(rec: dict[str, Any], ctx: RestoreContext, what: str) -> socket.socket:
@@ -261,7 +268,7 @@ def _bound(rec: dict[str, Any], ctx: RestoreContext, what: str) -> socket.socket
 
 
 def _make_bound(rec: dict[str, Any], ctx: RestoreContext, what: str, reuseport: bool) -> socket.socket:
-    sock = socket.socket(rec["family"], rec["type"])
+    sock = socket.socket(rec["family"], rec["type"], rec.get("protocol", 0))
     # all before the bind (V6ONLY, FREEBIND, the device... decide what it may take)
     _set_options(sock, rec, what)
     if reuseport:
