@@ -4,8 +4,8 @@ size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestio
 and listener options, IP and IPv6 header options, two listeners sharing a port, UDP-Lite, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
 shutdowns are also tried. A socketpair made by a child, under other ids, that has exited
-keeps its creator's pid, uid and gid (SO_PEERCRED). With `--corked`, also a UDP socket corked with data not sent yet
-(which a dump must refuse)."""
+keeps its creator's pid, uid and gid (SO_PEERCRED). With `--corked`, also a UDP socket corked with data not sent yet,
+and with `--ebpf` one with an eBPF filter (each of which a dump must refuse)."""
 import ctypes
 import os
 import select
@@ -156,9 +156,20 @@ made = [socket.socket(fileno=fd) for fd in fds]
 UCRED = struct.Struct("=iII")
 creator = UCRED.unpack(made[0].getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
 t.check(creator == (maker, os.getuid() + 1, os.getgid() + 1), f"the child's socketpair shows {creator}")
+if "--ebpf" in sys.argv:  # a socket filter program "return 0", loaded with bpf()
+    SYS_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_SOCKET_FILTER, SO_ATTACH_BPF = 321, 5, 1, 50
+    insns = struct.pack("=BBhi", 0xB7, 0, 0, 0) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 0; exit
+    code, license = ctypes.create_string_buffer(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(struct.pack("=IIQQ", BPF_PROG_TYPE_SOCKET_FILTER, 2, ctypes.addressof(code),
+                                                   ctypes.addressof(license)), 128)
+    prog = ctypes.CDLL(None, use_errno=True).syscall(SYS_BPF, BPF_PROG_LOAD, attr, 128)
+    t.check(prog >= 0, f"bpf(BPF_PROG_LOAD): errno {ctypes.get_errno()}")
+    socks["ebpf"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socks["ebpf"].setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog)
+    os.close(prog)
 
 before = {name: snapshot(s) for name, s in socks.items()}
-filters = {name: get_filter(socks[name]) for name in ("filtered", "unix")}
+filters = {name: get_filter(socks[name]) for name in ("filtered", "unix")}  # (an eBPF one cannot be read)
 t.check(all(filters.values()), "a filter was not attached")
 t.ready()
 while not t.verify_requested:
