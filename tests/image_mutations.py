@@ -118,7 +118,7 @@ def _required(path: tuple) -> bool:
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
                 "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols",
                 "vdso_getrandom", "cow", "sockopts", "filter", "device", "linger", "rcvtimeo",
-                "sndtimeo", "congestion", "shutdown", "peercred", "protocol"}
+                "sndtimeo", "congestion", "shutdown", "peercred", "protocol", "multicast"}
     key = path[-1]
     if isinstance(key, int):
         return False

@@ -291,7 +291,10 @@ BPF_MAXINSNS = 4096
 SOCK_EXTRAS = Record({}, {
     "filter": B64(8 * BPF_MAXINSNS), "device": Str(15, re.compile(r"[^/\s]{1,15}\Z")),
     "linger": Tuple((Int(0, 1), Int(0, I32.hi))), "rcvtimeo": TIMEVAL, "sndtimeo": TIMEVAL,
-    "congestion": Str(15, re.compile(r"[a-z0-9_]{1,15}\Z"))})
+    "congestion": Str(15, re.compile(r"[a-z0-9_]{1,15}\Z")),
+    # (UDP) the multicast groups joined: [device, group address]
+    "multicast": List(Tuple((Str(15, re.compile(r"[^/\s]{1,15}\Z")),
+                             Str(45, re.compile(r"[0-9a-fA-F.:]{2,45}\Z")))), 1 << 12)})
 
 # What identifies a mapped file or executable (fileid.py): size and time, and its GNU
 # build-id or (small files) a checksum of its content.
@@ -595,6 +598,8 @@ class _Checker:
             raise Invalid(_at(where, "sockopts.filter"), "is not a whole number of BPF instructions")
         if "congestion" in extras and (f["kind"] != "inet-socket" or f["type"] != socket.SOCK_STREAM):
             raise Invalid(_at(where, "sockopts.congestion"), "only a TCP socket has a congestion control")
+        if "multicast" in extras and (f["kind"] != "inet-socket" or f["type"] != socket.SOCK_DGRAM):
+            raise Invalid(_at(where, "sockopts.multicast"), "only a UDP socket joins multicast groups")
 
     def _inet_socket(self, f: dict[str, Any], where: str) -> None:
         """An established connection has its peer and saved state, and only it has them."""

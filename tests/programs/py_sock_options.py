@@ -1,12 +1,14 @@
 """Sockets whose options and states must come back exactly: classic BPF filters (on UDP and
 on a unix datagram pair, locked), a device binding, buffer locks (SO_BUF_LOCK, with and without a
 size), linger, timeouts, marks, priorities, timestamps, TCP keepalive, congestion control
-and listener options, IP and IPv6 header options, two listeners sharing a port, UDP-Lite, and UDP sockets shut down for writing
+and listener options, IP and IPv6 header options, two listeners sharing a port, UDP-Lite,
+multicast groups joined, and UDP sockets shut down for writing
 and for reading. Each option is read back and compared; the filters, the linger and the
 shutdowns are also tried. A socketpair made by a child, under other ids, that has exited
 keeps its creator's pid, uid and gid (SO_PEERCRED). With `--corked`, also a UDP socket corked with data not sent yet,
 and with `--ebpf` one with an eBPF filter (each of which a dump must refuse)."""
 import ctypes
+import errno
 import os
 import select
 import socket
@@ -126,6 +128,14 @@ socks["udplite"].setsockopt(socket.IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 20)
 socks["udplite"].bind(("127.0.0.1", 0))
 socks["udplite"].connect(socks["udplite"].getsockname())
 WATCHED.append((socket.IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 0))
+# UDP sockets that joined multicast groups, on IPv4 and IPv6
+lo = socket.if_nametoindex("lo")
+socks["multicast"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+socks["multicast"].setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                              struct.pack("=4s4si", socket.inet_aton("239.7.7.7"), bytes(4), lo))
+socks["multicast6"] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+socks["multicast6"].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                               socket.inet_pton(socket.AF_INET6, "ff02::7:7") + struct.pack("=I", lo))
 # connected UDP sockets shut down for writing and for reading
 socks["shut-wr"], socks["shut-rd"] = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
 for s in (socks["shut-wr"], socks["shut-rd"]):
@@ -188,6 +198,16 @@ t.check(made[1].recv(100) == b"still a pair", "the child's socketpair")
 t.check(socks["udplite"].proto == socket.IPPROTO_UDPLITE, "the UDP-Lite socket is no longer one")
 socks["udplite"].send(b"to itself")
 t.check(socks["udplite"].recv(100) == b"to itself", "the UDP-Lite socket")
+for name, level, option, request in (
+        ("multicast", socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+         struct.pack("=4s4si", socket.inet_aton("239.7.7.7"), bytes(4), lo)),
+        ("multicast6", socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+         socket.inet_pton(socket.AF_INET6, "ff02::7:7") + struct.pack("=I", lo))):
+    try:  # joining again fails only for a member
+        socks[name].setsockopt(level, option, request)
+        t.check(False, f"{name}: the multicast group membership is lost")
+    except OSError as err:
+        t.check(err.errno == errno.EADDRINUSE, f"{name}: joining again: {err}")
 t.check(socks["shared-a"].getsockname() == socks["shared-b"].getsockname(), "the shared port")
 for name, program in filters.items():
     t.check(get_filter(socks[name]) == program, f"{name}: the socket filter is lost or changed")

@@ -15,12 +15,13 @@
   - An unconnected socket is recreated (and bound if it was); a UDP socket is bound and
     connected again. Queued UDP datagrams are not kept (UDP may drop them anyway).
 Every option that can be read back is carried over (sockets_common.py for the generic ones;
-here IP, IPv6, TCP and UDP ones, and the congestion control), and a UDP socket's shutdown
-state. A corked UDP socket (UDP_CORK) holding data not sent yet is refused: that data cannot
+here IP, IPv6, TCP and UDP ones, the congestion control and the multicast groups joined),
+and a UDP socket's shutdown state. A corked UDP socket (UDP_CORK) holding data not sent yet is refused: that data cannot
 be read back.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import logging
@@ -33,6 +34,7 @@ from typing import Any
 
 from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
+from ..libc import libc
 from ..sockdiag import inet_shutdown
 from . import tcp_repair
 from .kind import FileKind
@@ -54,6 +56,10 @@ TCP_SAVE_SYN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ, TCP_TX_DELA
 UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO = 1, 101, 102, 103, 104
 IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV = 136, 10, 11
 SIOCOUTQ = 0x5411
+MCAST_JOIN_GROUP, MCAST_MSFILTER, MCAST_EXCLUDE = 42, 48, 0
+_SOCKADDR_STORAGE = 128
+_GROUP_FILTER = struct.Struct(f"=I4x{_SOCKADDR_STORAGE}sII{_SOCKADDR_STORAGE}x")  # one source's room
+_GROUP_REQ = struct.Struct(f"=I4x{_SOCKADDR_STORAGE}s")
 _IPV4_OPTIONS = [(socket.IPPROTO_IP, name) for name in (
     socket.IP_TOS, socket.IP_TTL, socket.IP_RECVOPTS, socket.IP_RECVRETOPTS, IP_PKTINFO,
     IP_MTU_DISCOVER, IP_RECVERR, IP_RECVTTL, socket.IP_RECVTOS, IP_FREEBIND, socket.IP_TRANSPARENT,
@@ -117,6 +123,10 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             rec["sockopts"] = extras
         if proto == IPPROTO_UDPLITE:
             rec["protocol"] = proto
+        if stype == socket.SOCK_DGRAM:
+            groups = _memberships(sock, family, f, ctx)
+            if groups:
+                rec.setdefault("sockopts", {})["multicast"] = groups
         shutdown = inet_shutdown(family, proto).get(f.st.st_ino, 0)
         if shutdown:
             rec["shutdown"] = shutdown
@@ -141,10 +151,83 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         else:
             rec["peer"] = _peer(sock)
             rec["state"] = "udp"
-            if any(o[1:] == [UDP_CORK, 1] and o[0] in (socket.IPPROTO_UDP, IPPROTO_UDPLITE) for o in options) and _ioctl_int(sock, SIOCOUTQ):
+            corked = any(o[1:] == [UDP_CORK, 1] and o[0] in (socket.IPPROTO_UDP, IPPROTO_UDPLITE)
+                         for o in options)
+            if corked and _ioctl_int(sock, SIOCOUTQ):
                 raise ctx.refuse(f"fd {f.fd}", "UDP socket", "corked (UDP_CORK) with data not sent "
                                  "yet, which cannot be read back")
     return rec
+
+
+def _memberships(sock: socket.socket, family: int, f: OpenFile, ctx: DumpContext) -> list[list[str]]:
+    """The multicast groups the socket joined, as [device, group]. No option lists them, but
+    the host's groups are listed per device (/proc/net/igmp, igmp6), and MCAST_MSFILTER
+    answers for one of them only on a socket that joined it. A source filter is refused."""
+    joined = []
+    for group_family in (socket.AF_INET, socket.AF_INET6) if family == socket.AF_INET6 else (family,):
+        for device, index, group in _host_groups(group_family):
+            answer = _msfilter(sock, group_family, index, group)
+            if answer is None:
+                continue
+            if answer != (MCAST_EXCLUDE, 0):
+                raise ctx.refuse(f"fd {f.fd}", "UDP socket", f"multicast group {group} on {device} "
+                                 "with a source filter (not supported)")
+            joined.append([device, group])
+    return joined
+
+
+def _host_groups(family: int) -> list[tuple[str, int, str]]:
+    """(device, its index, group) for every multicast group some socket of the host joined."""
+    groups = []
+    if family == socket.AF_INET:
+        with open("/proc/net/igmp") as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if line[0].isdigit():
+                    index, device = int(fields[0]), fields[1]
+                elif fields:  # the group as the kernel holds it (network order), printed as a number
+                    groups.append((device, index, socket.inet_ntoa(struct.pack("=I", int(fields[0], 16)))))
+    else:
+        with open("/proc/net/igmp6") as lines:
+            for line in lines:
+                fields = line.split()
+                groups.append((fields[1], int(fields[0]),
+                               socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[2]))))
+    return groups
+
+
+def _group_address(family: int, group: str) -> bytes:
+    """struct sockaddr_storage holding a group address."""
+    if family == socket.AF_INET:
+        return struct.pack("=H2x4s", family, socket.inet_aton(group)).ljust(_SOCKADDR_STORAGE, b"\0")
+    address = struct.pack("=H2xI16sI", family, 0, socket.inet_pton(family, group), 0)
+    return address.ljust(_SOCKADDR_STORAGE, b"\0")
+
+
+def _msfilter(sock: socket.socket, family: int, index: int, group: str) -> tuple[int, int] | None:
+    """(filter mode, number of sources) of the socket's membership of `group` on the device
+    of `index`, None if it has not joined it (struct group_filter in and out: called directly)."""
+    level = socket.IPPROTO_IP if family == socket.AF_INET else socket.IPPROTO_IPV6
+    request = ctypes.create_string_buffer(_GROUP_FILTER.pack(index, _group_address(family, group), 0, 0),
+                                          _GROUP_FILTER.size)
+    size = ctypes.c_uint(_GROUP_FILTER.size)
+    if libc.getsockopt(sock.fileno(), level, MCAST_MSFILTER, request, ctypes.byref(size)) != 0:
+        return None  # EADDRNOTAVAIL: not a member
+    _, _, mode, sources = _GROUP_FILTER.unpack(request.raw)
+    return mode, sources
+
+
+def _join(sock: socket.socket, groups: list[list[str]], what: str) -> None:
+    for device, group in groups:
+        family = socket.AF_INET6 if ":" in group else socket.AF_INET
+        level = socket.IPPROTO_IP if family == socket.AF_INET else socket.IPPROTO_IPV6
+        try:
+            request = _GROUP_REQ.pack(socket.if_nametoindex(device), _group_address(family, group))
+            sock.setsockopt(level, MCAST_JOIN_GROUP, request)
+        except OSError as err:
+            raise RestoreConflict(f"{what}: cannot join multicast group {group} on {device}: "
+                                  f"{err.strerror}") from None
 
 
 def _ioctl_int(sock: socket.socket, request: int) -> int:
@@ -297,6 +380,7 @@ def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
                                       f"{extras['congestion']!r}: {err.strerror}") from None
     apply_options(sock, rec["options"], what)
     apply_extras(sock, extras, rec["options"], what)
+    _join(sock, extras.get("multicast", []), what)
 
 
 def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:
