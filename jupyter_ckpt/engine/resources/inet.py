@@ -38,8 +38,8 @@ from ..libc import libc
 from ..sockdiag import inet_shutdown
 from . import tcp_repair
 from .kind import FileKind
-from .sockets_common import (SO_PEEK_OFF, apply_extras, apply_options, borrowed_socket, family_of,
-                             read_generic, read_options, set_nonblocking)
+from .sockets_common import (BUFFERS, SO_PEEK_OFF, apply_extras, apply_options, borrowed_socket,
+                             family_of, read_generic, read_options, set_nonblocking)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ _REUSEPORT = (socket.SOL_SOCKET, socket.SO_REUSEPORT)
 _TCP_CA_NAME_MAX = 16
 # sock_diag's shutdown state, as shutdown() takes it
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
-_BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 
 
 def _claims(f: OpenFile, ctx: DumpContext) -> bool:
@@ -251,8 +250,6 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
     if "filter" in rec.get("sockopts", {}):  # (read before any lock of ours)
         raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: it has a socket filter "
                          f"(SO_ATTACH_FILTER), which the dump would have to replace; {reset[3:]}")
-    saved = {(level, name) for level, name, _ in rec["options"]}
-    rec["options"] += read_options(sock, [o for o in _BUFFERS if o not in saved])
     if ctx.writer is None:
         return  # only checking: leave the connection alone
     if ctx.tree.tcp_lock is None:
@@ -312,8 +309,8 @@ def _restore(rec: dict[str, Any], ctx: RestoreContext) -> int:
         sock = _bound(rec, ctx, what)
         if rec["state"] == "udp" and rec.get("peer"):
             sock.connect(tuple(rec["peer"]))
-    if rec["state"] == "disconnected":
-        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) != _V6ONLY], what)
+    if rec["state"] == "disconnected":  # (not a dead connection's buffers: they may need a privilege)
+        apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) not in (_V6ONLY, *BUFFERS)], what)
     else:  # SO_REUSEADDR and SO_REUSEPORT again, after the bind
         apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in (_REUSEADDR, _REUSEPORT)], what)
     if rec.get("shutdown") and rec["state"] != "disconnected":

@@ -31,11 +31,10 @@ SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_TIMESTAMPING_NEW = 63, 64, 65
 SO_RXQ_OVFL, SO_WIFI_STATUS, SO_PEEK_OFF, SO_SELECT_ERR_QUEUE = 40, 41, 42, 45
 SO_BUSY_POLL, SO_MAX_PACING_RATE, SO_ZEROCOPY, SO_PREFER_BUSY_POLL = 46, 47, 60, 69
 SO_BUF_LOCK, SO_RESERVE_MEM, SO_RCVMARK, SO_RCVPRIORITY = 72, 73, 75, 82
-SOCK_SNDBUF_LOCK, SOCK_RCVBUF_LOCK = 1, 2
 SOF_TIMESTAMPING_BIND_PHC = 1 << 15
 BPF_MAXINSNS = 4096
 _BUFFER_FORCE = {socket.SO_SNDBUF: SO_SNDBUFFORCE, socket.SO_RCVBUF: SO_RCVBUFFORCE}
-_BUFFER_LOCK = {socket.SO_SNDBUF: SOCK_SNDBUF_LOCK, socket.SO_RCVBUF: SOCK_RCVBUF_LOCK}
+BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 _LINGER = struct.Struct("=ii")  # struct linger
 _TIMEVAL = struct.Struct("=qq")  # struct timeval (SO_RCVTIMEO_OLD, SO_SNDTIMEO_OLD)
 _TIMEOUTS = {"rcvtimeo": socket.SO_RCVTIMEO, "sndtimeo": socket.SO_SNDTIMEO}
@@ -76,14 +75,11 @@ def read_options(sock: socket.socket, options: list[tuple[int, int]]) -> list[li
     return values
 
 
-def read_generic(sock: socket.socket, f: OpenFile, ctx: DumpContext,
-                 sizes: bool = False) -> tuple[list[list[int]], dict[str, Any]]:
-    """The generic options of a socket: (integer options, the others for "sockopts").
-    Buffer sizes are saved when the program set them (locked), or always with `sizes`."""
-    options = read_options(sock, GENERIC_OPTIONS)
-    locks = sock.getsockopt(socket.SOL_SOCKET, SO_BUF_LOCK)
-    options += read_options(sock, [(socket.SOL_SOCKET, name) for name, lock in _BUFFER_LOCK.items()
-                                   if sizes or locks & lock])
+def read_generic(sock: socket.socket, f: OpenFile, ctx: DumpContext) -> tuple[list[list[int]], dict[str, Any]]:
+    """The generic options of a socket: (integer options, the others for "sockopts"). The
+    buffer sizes are saved whether the program set them or not: with SO_BUF_LOCK, set last,
+    they come back as they were, and locked only if they were."""
+    options = read_options(sock, GENERIC_OPTIONS + BUFFERS)
     for level, name, value in options:
         if name in (SO_TIMESTAMPING_OLD, SO_TIMESTAMPING_NEW) and value & SOF_TIMESTAMPING_BIND_PHC:
             raise ctx.refuse(f"fd {f.fd}", "socket", "SO_TIMESTAMPING bound to a PTP clock "

@@ -50,14 +50,13 @@ from ..libc import libc
 from .. import syscalls
 from ..sockdiag import unix_sockets
 from .kind import FileKind
-from .sockets_common import (apply_extras, apply_options, borrowed_socket, family_of, read_generic,
+from .sockets_common import (BUFFERS, apply_extras, apply_options, borrowed_socket, family_of, read_generic,
                              read_options, set_nonblocking)
 
 log = logging.getLogger(__name__)
 
 TCP_LISTEN, TCP_ESTABLISHED = 10, 1
 SO_PEEK_OFF, SO_PASSPIDFD, SCM_PIDFD = 42, 76, 4
-_SIZE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 # (the peek offset as the program left it: peeking at the queue here moves it)
 _OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, SO_PASSPIDFD),
             (socket.SOL_SOCKET, SO_PEEK_OFF)]
@@ -82,7 +81,7 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["file"] = _socket_file(info, rec, f, ctx)
     peer = ctx.tree.unix_socket(info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
-        rec["options"], extras = read_generic(sock, f, ctx, sizes=True)
+        rec["options"], extras = read_generic(sock, f, ctx)
         rec["options"] += read_options(sock, _OPTIONS)
         if extras:
             rec["sockopts"] = extras
@@ -400,7 +399,7 @@ def _connect(sock: socket.socket, address: str | bytes) -> None:
 def _set_up(sock: socket.socket, rec: dict[str, Any], bind: bool) -> None:
     """Bind to the recorded address and size the buffers (SO_PASSCRED and SO_PASSPIDFD come
     last: set now, they would make the socket bind itself to a random name when it sends)."""
-    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
+    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in BUFFERS])
     if rec["name"] and bind:
         _bind(sock, rec)
 
