@@ -5,6 +5,7 @@ Every generic (SOL_SOCKET) option that can be read back is saved: the integer on
 record's "options" ([level, name, value]), the others (a classic BPF filter, the bound
 device, SO_LINGER, the receive and send timeouts) in its "sockopts". What is set and cannot
 be read back faithfully (an eBPF filter, a timestamping clock bound with BIND_PHC) is refused.
+Buffer sizes are saved as they are, and SO_BUF_LOCK says whether the program had fixed them.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ SO_RXQ_OVFL, SO_WIFI_STATUS, SO_PEEK_OFF, SO_SELECT_ERR_QUEUE = 40, 41, 42, 45
 SO_BUSY_POLL, SO_MAX_PACING_RATE, SO_ZEROCOPY, SO_PREFER_BUSY_POLL = 46, 47, 60, 69
 SO_BUF_LOCK, SO_RESERVE_MEM, SO_RCVMARK, SO_RCVPRIORITY = 72, 73, 75, 82
 SOF_TIMESTAMPING_BIND_PHC = 1 << 15
-BPF_MAXINSNS = 4096
 _BUFFER_FORCE = {socket.SO_SNDBUF: SO_SNDBUFFORCE, socket.SO_RCVBUF: SO_RCVBUFFORCE}
 BUFFERS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 _LINGER = struct.Struct("=ii")  # struct linger
