@@ -283,6 +283,18 @@ SIGINFO = B64(SIGINFO_SIZE, SIGINFO_SIZE)
 RANGES = List(Tuple((SIZE, SIZE, SIZE)), MAX_RUNS)  # [offset, length, blob_offset]
 SOCKOPTS = List(Tuple((Int(0, U32), Int(0, U32), I64)), 256)
 HOSTPORT = Tuple((Str(255), Int(0, 65535)))
+TIMEVAL = Tuple((Int(0, I64.hi), Int(0, 999_999)))
+BPF_MAXINSNS = 4096
+# socket options that are not integers (resources/sockets_common.py): a classic BPF filter
+# (struct sock_filter array), the bound device, struct linger, the receive and send timeouts,
+# and (TCP) the congestion control
+SOCK_EXTRAS = Record({}, {
+    "filter": B64(8 * BPF_MAXINSNS), "device": Str(15, re.compile(r"[^/\s]{1,15}\Z")),
+    "linger": Tuple((Int(0, 1), Int(0, I32.hi))), "rcvtimeo": TIMEVAL, "sndtimeo": TIMEVAL,
+    "congestion": Str(15, re.compile(r"[a-z0-9_]{1,15}\Z")),
+    # (UDP) the multicast groups joined: [device, group address]
+    "multicast": List(Tuple((Str(15, re.compile(r"[^/\s]{1,15}\Z")),
+                             Str(45, re.compile(r"[0-9a-fA-F.:]{2,45}\Z")))), 1 << 12)})
 
 # What identifies a mapped file or executable (fileid.py): size and time, and its GNU
 # build-id or (small files) a checksum of its content.
@@ -422,11 +434,15 @@ FILE_KINDS: dict[str, Record] = {
          # datagram sockets: who sent each queued message, and its credentials
          "senders": List(Record({"name": Nullable(B64(110)), "inode": Nullable(Int(0, U64))}),
                          1 << 16),
-         "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16)}),
+         "creds": List(Nullable(Tuple((PID, UID, UID))), 1 << 16), "sockopts": SOCK_EXTRAS,
+         # a socketpair's creator that had exited: [pid, uid, gid] (SO_PEERCRED)
+         "peercred": Tuple((PID, UID, UID))}),
     "inet-socket": _FILE.extended(
         {"family": Enum((2, 10)), "type": Enum((1, 2)), "flags": FLAGS, "local": HOSTPORT,
          "options": SOCKOPTS, "state": Enum(("listen", "disconnected", "close", "udp", "established"))},
-        {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT),
+        {"backlog": Int(0, 1 << 20), "peer": Nullable(HOSTPORT), "sockopts": SOCK_EXTRAS,
+         "shutdown": Int(1, 3),  # sock_diag's: 1 for reading, 2 for writing, 3 both
+         "protocol": Enum((socket.IPPROTO_UDPLITE,)),  # a datagram socket's, when not UDP
          # an established connection (tcp_repair.py): sequence numbers (where each queue
          # ends), queued data, how much of the send queue was not sent yet, negotiated
          # options, TCP_TIMESTAMP and struct tcp_repair_window
@@ -594,8 +610,21 @@ class _Checker:
         if kind == "inet-socket":
             self._inet_socket(f, where)
 
+    def _sockopts(self, f: dict[str, Any], where: str) -> None:
+        """A filter is whole instructions; only TCP has a congestion control."""
+        extras = f.get("sockopts", {})
+        if "filter" in extras and (not extras["filter"] or len(base64.b64decode(extras["filter"])) % 8):
+            raise Invalid(_at(where, "sockopts.filter"), "is not a whole number of BPF instructions")
+        if "congestion" in extras and (f["kind"] != "inet-socket" or f["type"] != socket.SOCK_STREAM):
+            raise Invalid(_at(where, "sockopts.congestion"), "only a TCP socket has a congestion control")
+        if "multicast" in extras and (f["kind"] != "inet-socket" or f["type"] != socket.SOCK_DGRAM):
+            raise Invalid(_at(where, "sockopts.multicast"), "only a UDP socket joins multicast groups")
+
     def _inet_socket(self, f: dict[str, Any], where: str) -> None:
         """An established connection has its peer and saved state, and only it has them."""
+        self._sockopts(f, where)
+        if "protocol" in f and f["type"] != socket.SOCK_DGRAM:
+            raise Invalid(_at(where, "protocol"), "only a datagram socket may be UDP-Lite")
         if (f["state"] == "established") != ("tcp" in f):
             raise Invalid(_at(where, "tcp"), "an established connection, and only one, has a saved state")
         if "tcp" not in f:
@@ -610,6 +639,9 @@ class _Checker:
     def _unix_socket(self, f: dict[str, Any], where: str) -> None:
         """The references unix.py follows at restore: peers, senders and connections
         waiting to be accepted are sockets of the image; per-message lists match the queue."""
+        self._sockopts(f, where)
+        if "peercred" in f and f["role"] not in ("pair", "disconnected"):
+            raise Invalid(_at(where, "peercred"), "only a socketpair's end has a creator")
         if f["role"] == "pair" and f["peer"] not in self.unix_sockets:
             raise Invalid(_at(where, "peer"), f"{f['peer']} is not a unix socket of the image")
         if f["role"] == "connected" and not f.get("peer_name"):

@@ -1,10 +1,12 @@
 """A minimal NETLINK_SOCK_DIAG client: what /proc does not say about unix sockets (the peer's
-inode, shutdown state, queue lengths, pending connections, the file a bound socket made)."""
+inode, shutdown state, queue lengths, pending connections, the file a bound socket made),
+and the shutdown state of inet sockets."""
 from __future__ import annotations
 
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 NETLINK_SOCK_DIAG = 4
@@ -19,6 +21,9 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _UNIX_REQ = struct.Struct("=BBHIIIII")
 _UNIX_MSG = struct.Struct("=BBBBIII")
 _RTATTR = struct.Struct("=HH")
+_INET_REQ = struct.Struct("=BBBxI48x")  # struct inet_diag_req_v2, any address
+_INET_MSG = struct.Struct("=BBBB48xIIIII")  # struct inet_diag_msg
+INET_DIAG_SHUTDOWN = 8
 _KERNEL_MINORBITS = 20  # the kernel's own dev_t, as sock_diag reports it
 
 
@@ -44,9 +49,33 @@ def unix_sockets() -> dict[int, UnixSocketInfo]:
     """Every unix socket in our network namespace, by inode."""
     show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | UDIAG_SHOW_SHUTDOWN
     req = _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
+    result: dict[int, UnixSocketInfo] = {}
+    for body in _dump(req):
+        info = _parse(body)
+        result[info.inode] = info
+    return result
+
+
+def inet_shutdown(family: int, protocol: int) -> dict[int, int]:
+    """The shutdown state (1 for reading, 2 for writing, 3 both: the kernel's
+    RCV_SHUTDOWN and SEND_SHUTDOWN) of every inet socket of this family and protocol in our network namespace, by inode (the kernel gives it for all)."""
+    req = _INET_REQ.pack(family, protocol, 0, 0xFFFFFFFF)
+    result: dict[int, int] = {}
+    for body in _dump(req):
+        inode = _INET_MSG.unpack_from(body)[8]
+        off = _INET_MSG.size
+        while off + _RTATTR.size <= len(body):
+            length, kind = _RTATTR.unpack_from(body, off)
+            if kind == INET_DIAG_SHUTDOWN:
+                result[inode] = body[off + _RTATTR.size]
+            off += _align(max(length, _RTATTR.size))
+    return result
+
+
+def _dump(req: bytes) -> Iterator[bytes]:
+    """The bodies of the answers to one SOCK_DIAG_BY_FAMILY dump request."""
     msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY,
                          NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req
-    result: dict[int, UnixSocketInfo] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
         nl.send(msg)
         while True:
@@ -55,12 +84,11 @@ def unix_sockets() -> dict[int, UnixSocketInfo]:
             while off < len(data):
                 length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, off)
                 if kind == NLMSG_DONE:
-                    return result
+                    return
                 if kind == NLMSG_ERROR:
                     (err,) = struct.unpack_from("=i", data, off + _NLMSGHDR.size)
                     raise OSError(-err, "sock_diag dump failed")
-                info = _parse(data[off + _NLMSGHDR.size: off + length])
-                result[info.inode] = info
+                yield data[off + _NLMSGHDR.size: off + length]
                 off += _align(length)
 
 

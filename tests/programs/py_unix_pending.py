@@ -2,7 +2,8 @@
 accepted socket shares the listener's address), two still waiting to be accepted, in order,
 one accepted by a listener that has since been closed, whose file was removed, and a
 listener bound to a relative path (its address keeps the path as given) with a connection
-waiting."""
+waiting. With `--closed-client`, also a connection waiting whose client has closed (which a
+dump must refuse)."""
 import os
 import socket
 import sys
@@ -41,6 +42,10 @@ relative.bind("relative.sock")
 relative.listen(1)
 relative_client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 relative_client.connect("relative.sock")
+if "--closed-client" in sys.argv:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.connect(path)
+        gone.sendall(b"sent before closing")
 t.ready()
 while not t.verify_requested:
     time.sleep(0.01)

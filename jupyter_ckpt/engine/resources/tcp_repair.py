@@ -15,7 +15,6 @@ Needs CAP_NET_ADMIN (in the network namespace's user namespace), at dump and at 
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import logging
@@ -24,9 +23,11 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from .sockets_common import SO_RCVBUFFORCE, SO_SNDBUFFORCE, apply_options
+from .sockets_common import (SO_BUF_LOCK, SO_DETACH_FILTER, SO_RCVBUFFORCE, SO_SNDBUFFORCE,
+                             apply_options, attach_filter)
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,10 @@ TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
-SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_GET_FILTER = 26, 27, 26
 CAP_NET_ADMIN = 12
 _WINDOW = struct.Struct("=5I")  # struct tcp_repair_window
 _AFTER = {(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket.SO_SNDBUF),
-          (socket.SOL_SOCKET, socket.SO_RCVBUF)}
+          (socket.SOL_SOCKET, socket.SO_RCVBUF), (socket.SOL_SOCKET, SO_BUF_LOCK)}
 _DROP_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0)  # classic BPF: "ret #0", accept no byte
 
 
@@ -52,11 +52,6 @@ def privileged() -> bool:
             if line.startswith("CapEff:"):
                 return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
     return False
-
-
-def has_filter(sock: socket.socket) -> bool:
-    """A socket filter of the program's own would be replaced by our lock: refused."""
-    return sock.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER) != 0
 
 
 # The keeper: a process of its own holding a copy of each locked socket, so that the lock
@@ -106,9 +101,7 @@ class Lock:
             socket.send_fds(self.control, [b"L"], [sock.fileno(), pidfd])
         finally:
             os.close(pidfd)
-        program = ctypes.create_string_buffer(_DROP_ALL)
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
-                        struct.pack("=HxxxxxxQ", 1, ctypes.addressof(program)))
+        attach_filter(sock, _DROP_ALL)
 
     def end(self, killed: bool) -> None:
         """The tree is about to be killed (its sockets then close silently), or to run on
@@ -185,14 +178,16 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: dict[str, Any],
-           send_queue: bytes, recv_queue: bytes, options: list[list[int]]) -> socket.socket:
+           send_queue: bytes, recv_queue: bytes, options: list[list[int]],
+           prepare: Callable[[socket.socket], None]) -> socket.socket:
     """A new socket connected to `peer` from `local` exactly as the saved one was: same
-    sequence numbers, queued data, options and windows. Raises OSError (EPERM without
-    CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL where the address cannot be taken)."""
+    sequence numbers, queued data, options and windows (`prepare` sets its options, before
+    anything else). Raises OSError (EPERM without CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL
+    where the address cannot be taken)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)  # a queue that does not fit fails, rather than waits forever
     try:
-        apply_options(sock, options)
+        prepare(sock)
         # room for the queues while they are written (the kernel's accounting of the new
         # buffers differs from the original's); the recorded sizes are set again after
         room = 2 * (len(send_queue) + len(recv_queue)) + (1 << 20)

@@ -25,7 +25,8 @@ At restore all the tree's unix sockets are built together, because one may need 
     can still be read, then it reads EOF and writes fail with EPIPE, as after a peer's exit.
 A socket bound to a relative path is bound again from the directory its process works in
 (the one the path must still be found from).
-Refused: file descriptors in flight (SCM_RIGHTS in a queue), a queued datagram from a named
+Refused: file descriptors in flight (SCM_RIGHTS in a queue), a connection waiting to be
+accepted whose client has closed, a queued datagram from a named
 socket outside the tree or from a closed one whose address is not free (its address could
 not be re-created), a socket whose path now
 leads to another file.
@@ -47,19 +48,20 @@ from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..image import b64, unb64
 from ..libc import libc
+from .. import syscalls
 from ..sockdiag import unix_sockets
 from .kind import FileKind
 from . import sockets_common
-from .sockets_common import apply_options, borrowed_socket, family_of, read_options, set_nonblocking, tree_sockets
+from .sockets_common import (BUFFERS, apply_extras, apply_options, borrowed_socket, family_of, read_generic,
+                             read_options, set_nonblocking, tree_sockets)
 
 log = logging.getLogger(__name__)
 
 TCP_LISTEN, TCP_ESTABLISHED = 10, 1
 SO_PEEK_OFF, SO_PASSPIDFD, SCM_PIDFD = 42, 76, 4
-_SIZE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF)]
 # (the peek offset as the program left it: peeking at the queue here moves it)
 _OPTIONS = [(socket.SOL_SOCKET, socket.SO_PASSCRED), (socket.SOL_SOCKET, SO_PASSPIDFD),
-            (socket.SOL_SOCKET, SO_PEEK_OFF)] + _SIZE_OPTIONS
+            (socket.SOL_SOCKET, SO_PEEK_OFF)]
 _PEEK_BUFFER = 1 << 20
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _SHUTDOWN = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
@@ -95,7 +97,10 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
         rec["file"] = _socket_file(info, rec, f, ctx)
     peer = _facts(ctx, info.peer) if info.peer else None
     with borrowed_socket(f, ctx) as sock:
-        rec["options"] = read_options(sock, _OPTIONS)
+        rec["options"], extras = read_generic(sock, f, ctx)
+        rec["options"] += read_options(sock, _OPTIONS)
+        if extras:
+            rec["sockopts"] = extras
         if info.state == TCP_LISTEN:
             rec["role"] = "listening"
             rec["backlog"] = info.wqueue
@@ -122,6 +127,11 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
             # (a datagram socket another connected to is ESTABLISHED too, peerless)
         else:
             rec["role"] = "unconnected"
+        if rec["role"] in ("pair", "disconnected") and (
+                info.type == socket.SOCK_DGRAM or not (info.name or (peer is not None and peer.name))):
+            creator = _exited_creator(sock)
+            if creator is not None:
+                rec["peercred"] = creator
         # Only a datagram socket can hold messages without a connection (and a stream or
         # seqpacket one that has none refuses even to peek: EINVAL).
         if rec["role"] != "listening" and (rec["role"] != "unconnected" or info.type == socket.SOCK_DGRAM):
@@ -140,9 +150,22 @@ def _dump(f: OpenFile, ctx: DumpContext) -> dict[str, Any]:
     return rec
 
 
+def _exited_creator(sock: socket.socket) -> list[int] | None:
+    """[pid, uid, gid] of a socketpair's creator (SO_PEERCRED) when that process has exited,
+    as a child that made the pair and left: the restore makes the pair again in a process
+    of its own with that PID and those ids. (A living creator's is not kept.)"""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    if not pid or os.path.exists(f"/proc/{pid}"):
+        return None
+    return [pid, uid, gid]
+
+
 def _pending_from_tree(info: Any, f: OpenFile, ctx: DumpContext) -> list[int]:
     """The tree's sockets whose connections wait in this listener's queue, in order (those
     from outside the tree are dropped: their clients see a reset)."""
+    if 0 in info.pending_connections:  # sock_diag names no client: it has closed
+        raise ctx.refuse(f"fd {f.fd}", "unix socket", "a connection not yet accepted whose client "
+                         "has closed (what it sent, if anything, cannot be read before accept)")
     clients = [inode for inode in info.pending_connections if inode in tree_sockets(ctx.tree)]
     for inode in clients:
         if _facts(ctx, inode).wqueue:  # its bytes wait on the server's side
@@ -312,13 +335,13 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
                 named, other = (rec, peer_rec) if rec["name"] else (peer_rec, rec)
                 socks[named["inode"]], socks[other["inode"]] = _accept_as(named, listeners)
             else:
-                socks[inode], socks[rec["peer"]] = socket.socketpair(socket.AF_UNIX, rec["type"])
+                socks[inode], socks[rec["peer"]] = _socketpair(rec["type"], rec.get("peercred"), ctx)
             _set_up(socks[rec["peer"]], peer_rec, bind=not accepted)
         elif rec["role"] == "disconnected":
             if accepted and rec["name"]:
                 socks[inode], peer = _accept_as(rec, listeners)
             else:
-                socks[inode], peer = socket.socketpair(socket.AF_UNIX, rec["type"])
+                socks[inode], peer = _socketpair(rec["type"], rec.get("peercred"), ctx)
             for i, message in enumerate(rec["queue"]):
                 _send(peer, unb64(message), _credentials(rec, i, ctx), None)
             peer.close()
@@ -345,10 +368,47 @@ def _build_all(ctx: RestoreContext) -> dict[int, socket.socket]:
     for path in {_reach(rec) for rec in records.values() if "file" in rec and rec["file"] is None}:
         os.unlink(path)
     for inode, rec in records.items():
-        apply_options(socks[inode], rec["options"])
+        what = f"unix socket {rec['inode']}"
+        apply_options(socks[inode], rec["options"], what)
+        apply_extras(socks[inode], rec.get("sockopts", {}), rec["options"], what)
         if rec["shutdown"]:
             socks[inode].shutdown(_SHUTDOWN[rec["shutdown"]])
     return socks
+
+
+def _socketpair(stype: int, creator: list[int] | None,
+                ctx: RestoreContext) -> tuple[socket.socket, socket.socket]:
+    """A socketpair; one whose creator had exited is made by a process of its own with the
+    creator's PID, uid and gid (SO_PEERCRED shows them), which exits in turn."""
+    if creator is None:
+        return socket.socketpair(socket.AF_UNIX, stype)
+    pid, uid, gid = creator
+    what = f"a unix socketpair made by pid {pid}, which had exited"
+    if any(ours != theirs for theirs, ours in ctx.outer_pids.items()):
+        raise RestoreConflict(f"{what}: its credentials cannot be made again in a new PID namespace")
+    channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with channel:
+        try:
+            child = syscalls.fork_with_pid(pid)
+        except OSError as err:
+            theirs.close()
+            raise RestoreConflict(f"{what}: cannot take its PID again: {err.strerror}") from None
+        if child == 0:
+            try:
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                pair = socket.socketpair(socket.AF_UNIX, stype)
+                socket.send_fds(theirs, [b"p"], [pair[0].fileno(), pair[1].fileno()])
+            finally:
+                os._exit(0)
+        theirs.close()  # (a helper that failed then leaves the channel empty, not waiting)
+        _, fds, _, _ = socket.recv_fds(channel, 1, 2)
+        os.waitpid(child, 0)
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        raise RestoreConflict(f"{what}: could not take its uid {uid} and gid {gid}")
+    return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
 
 
 def _connect(sock: socket.socket, address: str | bytes) -> None:
@@ -365,7 +425,7 @@ def _connect(sock: socket.socket, address: str | bytes) -> None:
 def _set_up(sock: socket.socket, rec: dict[str, Any], bind: bool) -> None:
     """Bind to the recorded address and size the buffers (SO_PASSCRED and SO_PASSPIDFD come
     last: set now, they would make the socket bind itself to a random name when it sends)."""
-    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in _SIZE_OPTIONS])
+    apply_options(sock, [o for o in rec["options"] if (o[0], o[1]) in BUFFERS])
     if rec["name"] and bind:
         _bind(sock, rec)
 
