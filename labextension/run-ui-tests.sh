@@ -7,14 +7,15 @@
 #      then the project's wheel, installed (no deps) into a temporary prefix;
 #      R and IRkernel (apt-get; the kernelspec goes into the temporary data directory);
 #   4. starts JupyterLab with that installed extension and server extension (base URL
-#      /lab-test/, a token, every Jupyter directory in a temporary folder), runs the browser test
-#      (ui-tests/lab.test.mjs: node's test runner driving /usr/bin/chromium with
-#      playwright-core), which ends with a screenshot in docs/screenshot-lab.png;
+#      /lab-test/, a token, every Jupyter directory in a temporary folder), runs the browser
+#      tests (ui-tests/*.test.mjs: node's test runner driving /usr/bin/chromium with
+#      playwright-core; ui-tests/lab-helpers.mjs is what they share, not a test), which
+#      leave screenshots in docs/ (screenshot-lab.png...);
 #   5. stops JupyterLab and its kernels and removes the temporary folder.
 #
 # Environment: SCREENSHOT=path (default docs/screenshot-lab.png; empty: none),
 # KEEP_UI_TMP=1 keeps the temporary folder (logs, notebooks, snapshots), UI_TESTS=files runs
-# only those browser tests (default: every file in ui-tests/).
+# only those browser tests (default: every ui-tests/*.test.mjs).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -206,8 +207,8 @@ except urllib.error.HTTPError as err:
 EOF
 
 # ---------------------------------------------------------------- the browser test
-say "==> browser test (node --test ui-tests/, chromium $CHROMIUM)"
+say "==> browser tests (node --test ui-tests/*.test.mjs, chromium $CHROMIUM)"
 LAB_URL="$LAB_URL" LAB_TOKEN="$TOKEN" CHROMIUM="$CHROMIUM" NOTEBOOK_DIR="$TMP/notebooks" \
 STORE_DIR="$TMP/snapshots" \
 SCREENSHOT="${SCREENSHOT-$ROOT/docs/screenshot-lab.png}" FAILURE_SCREENSHOT="$TMP/failure.png" \
-    node --test --test-concurrency=1 ${UI_TESTS:-ui-tests/}
+    node --test --test-concurrency=1 ${UI_TESTS:-ui-tests/*.test.mjs}

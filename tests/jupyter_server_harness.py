@@ -25,17 +25,19 @@ TOKEN = "ckpt-test-token"
 BASE = "/base/"
 
 
-# What the Jupyter-layer tests put in a kernel before checkpointing it: a bit of everything a
-# notebook holds (numbers, a 200 MB array, a half-consumed generator, a lambda, a thread, an
-# open file at an offset, a sqlite connection).
-KERNEL_STATE = """
-import os, sqlite3, threading, time
+def python_state(floats: int, data_file: str) -> str:
+    """Code that gives a Python kernel a bit of everything a notebook holds, for a test to
+    checkpoint it: numbers, a lambda, a half-consumed generator, an array of `floats` random
+    doubles, a thread that keeps counting, a file (`data_file`) open at an offset. Shared by
+    the tests of every Python kernel, so that PYTHON_CHECK checks them all alike."""
+    return f"""
+import os, threading, time
 import numpy as np
 number = 42
 square = lambda v: v * v
 gen = (i * i for i in range(1000))
 first = [next(gen) for _ in range(3)]
-big = np.random.default_rng(7).random(25_000_000)  # 200 MB
+big = np.random.default_rng(7).random({floats})
 big_sum = float(big.sum())
 ticks = [0]
 def tick():
@@ -43,9 +45,23 @@ def tick():
         ticks[0] += 1
         time.sleep(0.01)
 threading.Thread(target=tick, daemon=True).start()
-f = open("data.txt", "w+")
+f = open({data_file!r}, "w+")
 f.write("0123456789")
 f.seek(4)
+"""
+
+
+# Run in a kernel given python_state(), once restored: it prints PYTHON_EXPECTED if the state
+# came back (the thread counts on, the file reads on from its offset).
+PYTHON_CHECK = """
+t0 = ticks[0]; time.sleep(0.3)
+print(number, square(7), next(gen), float(big.sum()) == big_sum, f.tell(), f.read(), ticks[0] > t0)
+"""
+PYTHON_EXPECTED = ["42", "49", "9", "True", "4", "456789", "True"]
+
+# What the Jupyter-layer tests put in an ipykernel before checkpointing it: python_state() with
+# a 200 MB array, and a sqlite connection.
+KERNEL_STATE = python_state(25_000_000, "data.txt") + """import sqlite3
 db = sqlite3.connect("state.db")
 db.execute("create table if not exists t (v)")
 db.execute("insert into t values (7)")

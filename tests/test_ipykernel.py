@@ -19,26 +19,8 @@ import psutil
 import pytest
 
 from conftest import run_cli
+from jupyter_server_harness import PYTHON_CHECK, PYTHON_EXPECTED, python_state
 from jupyter_ckpt import engine
-
-SETUP = """
-import os, threading, time
-import numpy as np
-x = 42
-square = lambda v: v * v
-gen = (i * i for i in range(1000))
-first = [next(gen) for _ in range(3)]
-arr = np.arange(2_000_000, dtype=np.int64)
-ticks = [0]
-def tick():
-    while True:
-        ticks[0] += 1
-        time.sleep(0.01)
-threading.Thread(target=tick, daemon=True).start()
-f = open(os.path.join({workdir!r}, "data.txt"), "w+")
-f.write("0123456789")
-f.seek(4)
-"""
 
 
 class Kernel:
@@ -90,7 +72,7 @@ class Kernel:
 def test_ipykernel_dump_kill_restore(tmp_path):
     kernel = Kernel(tmp_path)
     try:
-        status, out, count = kernel.run(SETUP.format(workdir=str(tmp_path)))
+        status, out, count = kernel.run(python_state(2_000_000, str(tmp_path / "data.txt")))
         assert status == "ok", out
         started = psutil.Process(kernel.pid).create_time()
         tids = sorted(os.listdir(f"/proc/{kernel.pid}/task"))
@@ -106,11 +88,9 @@ def test_ipykernel_dump_kill_restore(tmp_path):
         assert psutil.Process(kernel.pid).ppid() == os.getpid()
 
         kernel.wait_for_output()
-        status, out, new_count = kernel.run(
-            "t0 = ticks[0]; time.sleep(0.3)\n"
-            "print(x, square(7), next(gen), int(arr.sum()), f.tell(), f.read(), ticks[0] > t0)")
+        status, out, new_count = kernel.run(PYTHON_CHECK)
         assert status == "ok", out
-        assert out.split() == ["42", "49", "9", str(sum(range(2_000_000))), "4", "456789", "True"]
+        assert out.split() == PYTHON_EXPECTED, out
         assert new_count > count
     finally:
         kernel.close(kernel.pid)

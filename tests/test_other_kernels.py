@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_server_harness import KernelSocket, Server
+from jupyter_server_harness import (PYTHON_CHECK, PYTHON_EXPECTED, KernelSocket, Server,
+                                    python_state)
 
 R_STATE = """
 number <- 42
@@ -30,31 +31,7 @@ cat(Sys.getpid(), "\\n")
 R_CHECK = 'cat(number, square(7), counter(), sum(big) == big_sum, first, readLines(con, n = 1), "\\n")'
 R_EXPECTED = ["42", "49", "3", "TRUE", "one", "two"]
 
-XPYTHON_STATE = """
-import os, threading, time
-import numpy as np
-number = 42
-square = lambda v: v * v
-gen = (i * i for i in range(1000))
-first = [next(gen) for _ in range(3)]
-big = np.random.default_rng(7).random(5_000_000)  # 40 MB
-big_sum = float(big.sum())
-ticks = [0]
-def tick():
-    while True:
-        ticks[0] += 1
-        time.sleep(0.01)
-threading.Thread(target=tick, daemon=True).start()
-f = open("xpython-data.txt", "w+")
-f.write("0123456789")
-f.seek(4)
-print(os.getpid())
-"""
-XPYTHON_CHECK = """
-t0 = ticks[0]; time.sleep(0.3)
-print(number, square(7), next(gen), float(big.sum()) == big_sum, f.read(), ticks[0] > t0)
-"""
-XPYTHON_EXPECTED = ["42", "49", "9", "True", "456789", "True"]
+XPYTHON_STATE = python_state(5_000_000, "xpython-data.txt") + "print(os.getpid())\n"  # 40 MB
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +109,6 @@ def test_irkernel_comes_back_after_a_server_restart(tmp_path, r_kernels):
 
 
 def test_xeus_python_comes_back_after_a_server_restart(tmp_path):
-    out = survives_a_server_restart(tmp_path, "xpython", {}, XPYTHON_STATE, XPYTHON_CHECK,
+    out = survives_a_server_restart(tmp_path, "xpython", {}, XPYTHON_STATE, PYTHON_CHECK,
                                     "print('alive')")
-    assert out.split() == XPYTHON_EXPECTED, out
+    assert out.split() == PYTHON_EXPECTED, out

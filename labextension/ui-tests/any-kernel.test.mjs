@@ -6,137 +6,34 @@
 // Then a Python kernel holding an io_uring is snapshotted: the notification says what holds
 // it and offers "What to do", a dialog with the advice and, folded, the technical line.
 //
-// Run with node's test runner: node --test ui-tests/
+// Run with node's test runner: node --test ui-tests/*.test.mjs
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { Lab, PYTHON3, SLOW, api, newNotebook, requireEnv } from './lab-helpers.mjs';
 
-const LAB_URL = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN ?? '';
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const R_NOTEBOOK = 'ckpt-r-test.ipynb';
 const PY_NOTEBOOK = 'ckpt-refusal-test.ipynb';
-const SLOW = 120_000;
 
-if (!LAB_URL) {
-  throw new Error('LAB_URL is not set: run this through labextension/run-ui-tests.sh');
-}
+requireEnv('LAB_URL');
 
-let browser;
+let lab;
 let page;
 
-async function api(method, path, body) {
-  const response = await fetch(new URL(path, LAB_URL), {
-    method,
-    headers: { Authorization: `token ${TOKEN}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  });
-  const text = await response.text();
-  if (!response.ok) {
-    throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
-  }
-  return text ? JSON.parse(text) : null;
-}
-
-async function newNotebook(path, kernelspec) {
-  for (const session of await api('GET', 'api/sessions')) {
-    if ([session.path, session.name, session.notebook?.path].includes(path)) {
-      await api('DELETE', `api/sessions/${session.id}`);
-    }
-  }
-  for (const old of await api('GET', `api/ckpt/snapshots?notebook_path=${path}`)) {
-    await api('DELETE', `api/ckpt/snapshots/${old.id}`);
-  }
-  await api('PUT', `api/contents/${path}`, {
-    type: 'notebook',
-    content: { cells: [], metadata: { kernelspec }, nbformat: 4, nbformat_minor: 5 }
-  });
-}
-
-async function open(path) {
-  await page.goto(`${LAB_URL}lab/tree/${path}?reset&token=${TOKEN}`);
-  await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
-  await waitIdle();
-}
-
-async function waitIdle(timeout = SLOW) {
-  await page
-    .locator('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')
-    .waitFor({ timeout });
-}
-
-/** Type `code` into cell `index` (creating cells as needed), run it, wait for `expected`. */
-async function runCell(index, code, expected) {
-  const cells = page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell');
-  while ((await cells.count()) <= index) {
-    await page
-      .locator('.jp-NotebookPanel-toolbar jp-button[data-command="notebook:insert-cell-below"]')
-      .click();
-  }
-  const cell = cells.nth(index);
-  await cell.locator('.cm-content').click();
-  await page.keyboard.press('ControlOrMeta+a');
-  await page.keyboard.type(code);
-  await waitIdle();
-  await page.keyboard.press('Control+Enter');
-  const output = cell.locator('.jp-OutputArea-output');
-  await output.filter({ hasText: expected }).first().waitFor({ timeout: SLOW });
-  await waitIdle();
-  return (await output.allInnerTexts()).join('\n');
-}
-
-async function waitNotification(pattern, errorsExpected = false) {
-  const deadline = Date.now() + SLOW;
-  while (Date.now() < deadline) {
-    const texts = await page.locator('.Toastify__toast').allInnerTexts();
-    const hit = texts.find(text => pattern.test(text));
-    if (hit) {
-      return hit;
-    }
-    const errors = await page.locator('.Toastify__toast--error').allInnerTexts();
-    if (errors.length && !errorsExpected) {
-      throw new Error(`error notification: ${errors.join(' | ')}`);
-    }
-    await page.waitForTimeout(200);
-  }
-  const shown = await page.locator('.Toastify__toast').allInnerTexts();
-  throw new Error(`no notification matching ${pattern}; shown: ${JSON.stringify(shown)}`);
-}
-
-async function dismissNotifications() {
-  for (const button of await page.locator('.Toastify__toast .jp-Notification-Toast-Close').all()) {
-    await button.click({ timeout: 2000 }).catch(() => {});
-  }
-}
-
 function snapshotButton() {
-  return page.locator(
-    '.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]'
-  );
+  return lab.toolbarButton('jupyter-ckpt:checkpoint');
 }
 
 before(async () => {
-  await newNotebook(R_NOTEBOOK, { name: 'ir', display_name: 'R', language: 'R' });
-  await newNotebook(PY_NOTEBOOK, {
-    name: 'python3',
-    display_name: 'Python 3 (ipykernel)',
-    language: 'python'
-  });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync']
-  });
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.on('dialog', dialog =>
-    dialog.type() === 'beforeunload' ? dialog.accept() : dialog.dismiss()
-  );
+  await newNotebook(R_NOTEBOOK, { kernelspec: { name: 'ir', display_name: 'R', language: 'R' } });
+  await newNotebook(PY_NOTEBOOK, { kernelspec: PYTHON3 });
+  lab = await Lab.launch();
+  page = lab.page;
 });
 
 after(async () => {
-  await browser?.close();
+  await lab?.close();
   // their kernels (the restored R one too) would only weigh on the tests that follow
   for (const session of await api('GET', 'api/sessions')) {
     if ([R_NOTEBOOK, PY_NOTEBOOK].includes(session.path)) {
@@ -146,7 +43,7 @@ after(async () => {
 });
 
 test('an R kernel is snapshotted and restored from the button and the panel', { timeout: 600_000 }, async () => {
-  await open(R_NOTEBOOK);
+  await lab.open(R_NOTEBOOK);
   let sessions = [];
   const deadline = Date.now() + SLOW;
   while (!sessions.some(s => s.path === R_NOTEBOOK && s.kernel?.name === 'ir')) {
@@ -157,16 +54,13 @@ test('an R kernel is snapshotted and restored from the button and the panel', { 
     await page.waitForTimeout(250);
     sessions = await api('GET', 'api/sessions');
   }
-  await waitIdle();
-  await runCell(0, 'x <- 41 + 1; cat("x =", x)', 'x = 42');
+  await lab.waitIdle();
+  await lab.runCell(0, 'x <- 41 + 1; cat("x =", x)', 'x = 42');
 
   await snapshotButton().click();
-  await waitNotification(/Snapshot saved: [\d.]+ [kMG]?B of kernel state in /);
-  await dismissNotifications();
-  const panel = page.locator('#jupyter-ckpt-snapshots');
-  if (!(await panel.isVisible())) {
-    await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
-  }
+  await lab.waitNotification(/Snapshot saved: [\d.]+ [kMG]?B of kernel state in /);
+  await lab.dismissNotifications();
+  const panel = await lab.openPanel();
   const item = panel.locator('.jp-CkptSnapshot').first();
   await item.waitFor({ timeout: SLOW });
   const [snapshot] = await api('GET', `api/ckpt/snapshots?notebook_path=${R_NOTEBOOK}`);
@@ -191,18 +85,18 @@ test('an R kernel is snapshotted and restored from the button and the panel', { 
     `Kernel menu entries: ${ours}`
   );
 
-  await runCell(0, 'x <- 0; cat("x =", x)', 'x = 0');
+  await lab.runCell(0, 'x <- 0; cat("x =", x)', 'x = 0');
   await item.locator('.jp-CkptSnapshot-restore').click();
   await page.locator('.jp-Dialog .jp-Dialog-button', { hasText: 'Restore' }).click();
-  await waitNotification(/Restored .* into /);
-  await dismissNotifications();
-  await waitIdle();
-  await runCell(1, 'cat("restored: x =", x)', 'restored: x = 42');
+  await lab.waitNotification(/Restored .* into /);
+  await lab.dismissNotifications();
+  await lab.waitIdle();
+  await lab.runCell(1, 'cat("restored: x =", x)', 'restored: x = 42');
 });
 
 test('a refused snapshot says what to do, with the technical line in details', { timeout: 300_000 }, async () => {
-  await open(PY_NOTEBOOK);
-  const ring = await runCell(
+  await lab.open(PY_NOTEBOOK);
+  const ring = await lab.runCell(
     0,
     'import ctypes\nparams = ctypes.create_string_buffer(120)\n' +
       'ring = ctypes.CDLL(None).syscall(425, 4, params)\nprint("ring", ring)',
@@ -210,7 +104,9 @@ test('a refused snapshot says what to do, with the technical line in details', {
   );
   const fd = ring.match(/ring (\d+)/)[1];
   await snapshotButton().click();
-  const shown = await waitNotification(/cannot be snapshotted now: it holds io_uring/, true);
+  const shown = await lab.waitNotification(/cannot be snapshotted now: it holds io_uring/, {
+    errorsExpected: true
+  });
   assert.ok(!/pid \d+/.test(shown), `the technical line is not the message: ${shown}`);
   await page.locator('.Toastify__toast').getByRole('button', { name: 'What to do' }).click();
   const dialog = page.locator('.jp-Dialog', { hasText: 'cannot be snapshotted' });
@@ -221,10 +117,10 @@ test('a refused snapshot says what to do, with the technical line in details', {
   await technical.waitFor();
   assert.match(await technical.innerText(), new RegExp(`pid \\d+ fd ${fd}: io_uring`));
   await dialog.locator('.jp-Dialog-button', { hasText: 'Close' }).click();
-  await dismissNotifications();
+  await lab.dismissNotifications();
   // the advice works: with the ring closed, the snapshot is taken
-  await runCell(1, 'import os; os.close(ring); print("closed")', 'closed');
+  await lab.runCell(1, 'import os; os.close(ring); print("closed")', 'closed');
   await snapshotButton().click();
-  await waitNotification(/Snapshot saved/);
-  await dismissNotifications();
+  await lab.waitNotification(/Snapshot saved/);
+  await lab.dismissNotifications();
 });

@@ -15,38 +15,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { Lab, NOTEBOOK_DIR, SLOW, STORE_DIR, api, requireEnv } from './lab-helpers.mjs';
 
-const LAB_URL = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN ?? '';
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
-const STORE_DIR = process.env.STORE_DIR ?? '';
-const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
 const NOTEBOOK = 'ckpt-host-verdict.ipynb';
 const HELPER = join(dirname(fileURLToPath(import.meta.url)), 'made_elsewhere.py');
-const SLOW = 120_000;
 
-if (!LAB_URL || !NOTEBOOK_DIR || !STORE_DIR) {
-  throw new Error('LAB_URL, NOTEBOOK_DIR or STORE_DIR is not set: run this through labextension/run-ui-tests.sh');
-}
-
-let browser;
-let page;
-const consoleErrors = [];
-
-async function api(method, path, body) {
-  const response = await fetch(new URL(path, LAB_URL), {
-    method,
-    headers: { Authorization: `token ${TOKEN}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  });
-  const text = await response.text();
-  if (!response.ok) {
-    throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
-  }
-  return text ? JSON.parse(text) : null;
-}
+requireEnv('LAB_URL', 'NOTEBOOK_DIR', 'STORE_DIR');
 
 /** A snapshot of a process that mapped `library`, made on `host` (null: this host). */
 function snapshotMadeOn(host, library, label) {
@@ -55,44 +29,13 @@ function snapshotMadeOn(host, library, label) {
   return execFileSync(argv[0], argv.slice(1), { encoding: 'utf8' }).trim();
 }
 
+let lab;
+
 before(async () => {
-  await api('PUT', `api/contents/${NOTEBOOK}`, {
-    type: 'notebook',
-    content: {
-      cells: [],
-      metadata: {
-        kernelspec: { name: 'python3', display_name: 'Python 3 (ipykernel)', language: 'python' }
-      },
-      nbformat: 4,
-      nbformat_minor: 5
-    }
-  });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync']
-  });
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.on('console', message => {
-    if (message.type() === 'error') {
-      consoleErrors.push(message.text());
-      console.log(`browser console: ${message.text()}`);
-    }
-  });
-  page.on('pageerror', error => consoleErrors.push(String(error)));
-  page.on('dialog', dialog =>
-    dialog.type() === 'beforeunload' ? dialog.accept() : dialog.dismiss()
-  );
-  await page.goto(`${LAB_URL}lab/tree/${NOTEBOOK}?reset&token=${TOKEN}`);
-  await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
+  lab = await Lab.start(NOTEBOOK, { idle: false });
 });
 
-after(async () => {
-  if (page && FAILURE_SHOT) {
-    await page.screenshot({ path: FAILURE_SHOT }).catch(() => {});
-  }
-  await browser?.close();
-});
+after(() => lab?.close());
 
 test('a snapshot made on another host is marked and its restore dialog gives the verdict', { timeout: 300_000 }, async () => {
   const library = join(NOTEBOOK_DIR, 'libm-elsewhere.so');
@@ -101,17 +44,16 @@ test('a snapshot made on another host is marked and its restore dialog gives the
   const here = (await api('GET', 'api/ckpt/host')).hostname;
   assert.notEqual(here, 'elsewhere');
 
-  await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
-  const row = id => page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${id}"]`);
-  await row(foreign).locator('.jp-CkptSnapshot-host').waitFor({ timeout: SLOW });
-  assert.equal(await row(foreign).locator('.jp-CkptSnapshot-host').innerText(), 'made on elsewhere');
-  await row(local).waitFor();
-  assert.equal(await row(local).locator('.jp-CkptSnapshot-host').count(), 0);
+  await lab.openPanel();
+  await lab.snapshotRow(foreign).locator('.jp-CkptSnapshot-host').waitFor({ timeout: SLOW });
+  assert.equal(await lab.snapshotRow(foreign).locator('.jp-CkptSnapshot-host').innerText(), 'made on elsewhere');
+  await lab.snapshotRow(local).waitFor();
+  assert.equal(await lab.snapshotRow(local).locator('.jp-CkptSnapshot-host').count(), 0);
 
   // restorable: the differences are listed, Restore stays enabled
-  const dialog = page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
+  const dialog = lab.page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
   const accept = dialog.locator('.jp-Dialog-footer .jp-mod-accept');
-  await row(foreign).locator('.jp-CkptSnapshot-restore').click();
+  await lab.snapshotRow(foreign).locator('.jp-CkptSnapshot-restore').click();
   await dialog.locator('.jp-CkptVerdict').waitFor({ timeout: SLOW });
   const lines = await dialog.locator('.jp-CkptVerdict-line').allInnerTexts();
   assert.ok(lines.includes(`made on host elsewhere (this is ${here})`), lines.join(' | '));
@@ -122,16 +64,16 @@ test('a snapshot made on another host is marked and its restore dialog gives the
 
   // the library it mapped is gone: refused by name, Restore disabled, Enter does nothing
   rmSync(library);
-  await row(foreign).locator('.jp-CkptSnapshot-restore').click();
+  await lab.snapshotRow(foreign).locator('.jp-CkptSnapshot-restore').click();
   const refused = dialog.locator('.jp-CkptVerdict-line.jp-mod-error');
   await refused.first().waitFor({ timeout: SLOW });
   assert.match(await refused.first().innerText(), new RegExp(`^refused: mapped file ${library}`));
   assert.match(await dialog.locator('.jp-CkptVerdict-summary').innerText(), /cannot be restored/);
-  await page.waitForFunction(
+  await lab.page.waitForFunction(
     () => document.querySelector('.jp-Dialog .jp-Dialog-footer .jp-mod-accept')?.disabled === true
   );
-  await page.keyboard.press('Enter');
+  await lab.page.keyboard.press('Enter');
   await dialog.locator('.jp-Dialog-footer .jp-mod-reject').click({ timeout: 5000 });
   await dialog.waitFor({ state: 'detached' });
-  assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(lab.consoleErrors, []);
 });

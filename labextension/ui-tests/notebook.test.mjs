@@ -13,112 +13,41 @@
 // go to the folder of $SCREENSHOT (docs/).
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { Lab, NOTEBOOK_DIR, SCREENSHOT, SLOW, api, kernelOf, requireEnv, until } from './lab-helpers.mjs';
 
-const LAB_URL = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN ?? '';
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const NOTEBOOK_DIR = process.env.NOTEBOOK_DIR ?? '';
-const SCREENSHOT = process.env.SCREENSHOT ?? ''; // its folder gets this test's screenshots
-const FAILURE_SHOT = process.env.FAILURE_SCREENSHOT ?? '';
 const NOTEBOOK = 'ckpt-notebook-restore.ipynb';
 const GATE = 'ckpt-ui-gate'; // the waiting cell ends once this file exists
-const SLOW = 120_000;
 
-if (!LAB_URL || !NOTEBOOK_DIR) {
-  throw new Error('LAB_URL or NOTEBOOK_DIR is not set: run this through labextension/run-ui-tests.sh');
-}
+requireEnv('LAB_URL', 'NOTEBOOK_DIR');
 
-let browser;
+let lab;
 let page;
-const consoleErrors = [];
-
-async function api(method, path, body) {
-  const response = await fetch(new URL(path, LAB_URL), {
-    method,
-    headers: { Authorization: `token ${TOKEN}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  });
-  const text = await response.text();
-  if (!response.ok) {
-    throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
-  }
-  return text ? JSON.parse(text) : null;
-}
-
-/** Poll `probe` (every 100 ms) until it returns something truthy; return that. */
-async function until(probe, what, timeout = SLOW) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
-}
-
-async function kernelId() {
-  return (await api('GET', 'api/sessions')).find(s => s.path === NOTEBOOK)?.kernel?.id;
-}
-
-async function waitIdle(timeout = SLOW) {
-  await page
-    .locator('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')
-    .waitFor({ timeout });
-}
-
-function cells() {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell');
-}
 
 /** Type `code` into cell `index` and run it (as a user does, from its editor). */
 async function run(index, code) {
-  const cell = cells().nth(index);
+  const cell = lab.cells().nth(index);
   const prompt = cell.locator('.jp-InputPrompt');
   await cell.locator('.cm-content').click();
   await page.keyboard.press('ControlOrMeta+a');
   await page.keyboard.type(code);
-  await waitIdle();
+  await lab.waitIdle();
   await page.keyboard.press('Control+Enter'); // run, stay on the cell
   await until(async () => /\[(\*|\d+)\]/.test(await prompt.innerText()), `cell ${index} to run`, 30_000);
 }
 
 /** Wait until cell `index` shows execution count `count`. */
 async function ranAs(index, count) {
-  const prompt = cells().nth(index).locator('.jp-InputPrompt');
+  const prompt = lab.cells().nth(index).locator('.jp-InputPrompt');
   await until(async () => (await prompt.innerText()) === `[${count}]:`, `In [${count}]`);
 }
 
-async function waitNotification(pattern, timeout = SLOW) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const texts = await page.locator('.Toastify__toast').allInnerTexts();
-    const hit = texts.find(text => pattern.test(text));
-    if (hit) {
-      return hit;
-    }
-    const errors = await page.locator('.Toastify__toast--error').allInnerTexts();
-    if (errors.length) {
-      throw new Error(`error notification: ${errors.join(' | ')}`);
-    }
-    await page.waitForTimeout(200);
-  }
-  const shown = await page.locator('.Toastify__toast').allInnerTexts();
-  throw new Error(`no notification matching ${pattern}; shown: ${JSON.stringify(shown)}`);
-}
-
-async function dismissNotifications() {
-  for (const button of await page.locator('.Toastify__toast .jp-Notification-Toast-Close').all()) {
-    await button.click({ timeout: 2000 }).catch(() => {});
-  }
+/** The outputs of cell `index`. */
+function outputs(index) {
+  return lab.cells().nth(index).locator('.jp-OutputArea-output');
 }
 
 function cell(id, source) {
@@ -134,66 +63,27 @@ function cell(id, source) {
 
 before(async () => {
   rmSync(join(NOTEBOOK_DIR, GATE), { force: true });
-  for (const session of await api('GET', 'api/sessions')) {
-    if (session.path === NOTEBOOK) {
-      await api('DELETE', `api/sessions/${session.id}`);
-    }
-  }
-  await api('PUT', `api/contents/${NOTEBOOK}`, {
-    type: 'notebook',
-    content: {
-      cells: [
-        cell('set-x', ''),
-        cell('waits', ''),
-        cell('later', '')
-      ],
-      metadata: {
-        kernelspec: { name: 'python3', display_name: 'Python 3 (ipykernel)', language: 'python' }
-      },
-      nbformat: 4,
-      nbformat_minor: 5
-    }
+  lab = await Lab.start(NOTEBOOK, {
+    cells: [cell('set-x', ''), cell('waits', ''), cell('later', '')]
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync']
-  });
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.on('console', message => {
-    if (message.type() === 'error') {
-      consoleErrors.push(message.text());
-      console.log(`browser console: ${message.text()}`);
-    }
-  });
-  page.on('pageerror', error => consoleErrors.push(String(error)));
-  page.on('dialog', dialog =>
-    dialog.type() === 'beforeunload' ? dialog.accept() : dialog.dismiss()
-  );
-  await page.goto(`${LAB_URL}lab/tree/${NOTEBOOK}?reset&token=${TOKEN}`);
-  await page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
-  await waitIdle();
+  page = lab.page;
 });
 
 after(async () => {
   rmSync(join(NOTEBOOK_DIR, GATE), { force: true });
-  if (page && FAILURE_SHOT) {
-    await page.screenshot({ path: FAILURE_SHOT }).catch(() => {});
-  }
-  await browser?.close();
+  await lab?.close();
 });
 
 test('a snapshot taken during a cell restores kernel and notebook together', { timeout: 600_000 }, async () => {
-  const outputs = index => cells().nth(index).locator('.jp-OutputArea-output');
   await run(0, 'x = 1');
   await ranAs(0, 1);
-  await waitIdle();
+  await lab.waitIdle();
   await run(
     1,
     `import os, time\nwhile not os.path.exists(${JSON.stringify(GATE)}): time.sleep(0.05)\n` +
       'print("resumed, x =", x)'
   );
-  const original = await until(kernelId, 'the notebook kernel');
+  const original = await until(() => kernelOf(NOTEBOOK), 'the notebook kernel');
   const running = await until(
     async () => (await api('GET', `api/ckpt/kernels/${original}`)).running_cell,
     'the kernel to run the waiting cell'
@@ -201,19 +91,17 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   assert.equal(running.execution_count, 2);
 
   // a snapshot meanwhile, from the toolbar: marked, with the notebook
-  await page
-    .locator('.jp-NotebookPanel-toolbar jp-button[data-command="jupyter-ckpt:checkpoint"]')
-    .click();
-  await waitNotification(/Snapshot saved/);
-  await dismissNotifications();
+  await lab.toolbarButton('jupyter-ckpt:checkpoint').click();
+  await lab.waitNotification(/Snapshot saved/);
+  await lab.dismissNotifications();
   const [snapshot] = await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`);
   assert.deepEqual(snapshot.running_cell, { ...running, cell_id: 'waits' });
   assert.equal(snapshot.has_notebook, true);
   const stored = await api('GET', `api/ckpt/snapshots/${snapshot.id}/notebook`);
   assert.deepEqual(stored.cells.map(c => c.id), ['set-x', 'waits', 'later']);
 
-  await page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
-  const row = page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${snapshot.id}"]`);
+  await lab.openPanel();
+  const row = lab.snapshotRow(snapshot.id);
   await row.waitFor({ timeout: SLOW });
   assert.equal(await row.locator('.jp-CkptSnapshot-running').innerText(), 'taken during In [2]');
   assert.equal(await row.locator('.jp-CkptSnapshot-withNotebook').innerText(), '+ cells');
@@ -221,12 +109,12 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   // the cell ends in the original kernel; a later cell changes x: the notebook moves on
   writeFileSync(join(NOTEBOOK_DIR, GATE), '');
   await outputs(1).filter({ hasText: 'resumed, x = 1' }).waitFor({ timeout: SLOW });
-  await waitIdle();
+  await lab.waitIdle();
   rmSync(join(NOTEBOOK_DIR, GATE));
   await run(2, 'x = 99\nprint("later, x =", x)');
   await ranAs(2, 3);
   await outputs(2).filter({ hasText: 'later, x = 99' }).waitFor({ timeout: SLOW });
-  await waitIdle();
+  await lab.waitIdle();
 
   // restore: the dialog says the cell resumes and offers the notebook too
   await row.locator('.jp-CkptSnapshot-restore').click();
@@ -243,10 +131,10 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   // the cells and outputs are those of the snapshot: the later cell is empty again (it was
   // typed after), the waiting one has no output yet and shows it runs
   await until(async () => (await outputs(2).count()) === 0, 'the snapshot’s cells');
-  assert.equal(await cells().count(), 3);
-  assert.equal((await cells().nth(2).locator('.cm-content').innerText()).trim(), '');
+  assert.equal(await lab.cells().count(), 3);
+  assert.equal((await lab.cells().nth(2).locator('.cm-content').innerText()).trim(), '');
   assert.equal(await outputs(1).count(), 0);
-  assert.equal(await cells().nth(1).locator('.jp-InputPrompt').innerText(), '[*]:');
+  assert.equal(await lab.cells().nth(1).locator('.jp-InputPrompt').innerText(), '[*]:');
 
   // the panel says where the kernel came from
   const panel = page.locator('#jupyter-ckpt-snapshots');
@@ -258,7 +146,7 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   // the notebook is connected to the restored kernel (not "Connecting") while it resumes
   // the cell; once the cell ends, its output appears in it, and the kernel is idle
   const fork = await until(async () => {
-    const id = await kernelId();
+    const id = await kernelOf(NOTEBOOK);
     return id && id !== original ? id : null;
   }, 'the notebook to use the restored kernel');
   await until(
@@ -268,14 +156,14 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   );
   writeFileSync(join(NOTEBOOK_DIR, GATE), '');
   await outputs(1).filter({ hasText: 'resumed, x = 1' }).waitFor({ timeout: SLOW });
-  await waitIdle();
-  assert.equal(await cells().nth(1).locator('.jp-InputPrompt').innerText(), '[2]:');
+  await lab.waitIdle();
+  assert.equal(await lab.cells().nth(1).locator('.jp-InputPrompt').innerText(), '[2]:');
   if (SCREENSHOT) {
     await page.screenshot({ path: join(dirname(SCREENSHOT), 'screenshot-notebook-restore.png') });
   }
 
   // Undo Cell Operation (Z, in command mode) brings back the cells from before the restore
-  await cells().nth(0).locator('.jp-InputPrompt').click();
+  await lab.cells().nth(0).locator('.jp-InputPrompt').click();
   await page.keyboard.press('z');
   await outputs(2).filter({ hasText: 'later, x = 99' }).waitFor();
   // the kernel is the snapshot's: x is 1, whatever the notebook shows
@@ -283,15 +171,14 @@ test('a snapshot taken during a cell restores kernel and notebook together', { t
   await until(async () => (await outputs(2).count()) === 0, 'the snapshot’s cells again');
   await run(2, 'print("now, x =", x)');
   await outputs(2).filter({ hasText: 'now, x = 1' }).waitFor({ timeout: SLOW });
-  assert.equal(await cells().nth(2).locator('.jp-InputPrompt').innerText(), '[3]:');
+  assert.equal(await lab.cells().nth(2).locator('.jp-InputPrompt').innerText(), '[3]:');
 });
 
 test('kernel only, interrupting the resumed cell: the cells stay, the interrupt shows in that cell', { timeout: 300_000 }, async () => {
-  const outputs = index => cells().nth(index).locator('.jp-OutputArea-output');
   rmSync(join(NOTEBOOK_DIR, GATE), { force: true }); // the resumed cell would wait forever
-  const before = await kernelId();
+  const before = await kernelOf(NOTEBOOK);
   const [snapshot] = await api('GET', `api/ckpt/snapshots?notebook_path=${NOTEBOOK}`);
-  const row = page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${snapshot.id}"]`);
+  const row = lab.snapshotRow(snapshot.id);
   await row.locator('.jp-CkptSnapshot-restore').click();
   const dialog = page.locator('.jp-Dialog', { hasText: 'Restore kernel snapshot' });
   await dialog.waitFor();
@@ -302,17 +189,17 @@ test('kernel only, interrupting the resumed cell: the cells stay, the interrupt 
   // the kernel is a new one, the cells are as they were (the last cell's output stays), and
   // the interrupted cell shows its KeyboardInterrupt; then the kernel is idle
   await until(async () => {
-    const id = await kernelId();
+    const id = await kernelOf(NOTEBOOK);
     return id && id !== before;
   }, 'the notebook to use the restored kernel');
   await outputs(1).filter({ hasText: 'KeyboardInterrupt' }).waitFor({ timeout: SLOW });
-  await waitIdle();
+  await lab.waitIdle();
   await outputs(2).filter({ hasText: 'now, x = 1' }).waitFor();
-  assert.equal(await cells().count(), 3);
+  assert.equal(await lab.cells().count(), 3);
   await run(0, 'print("x is", x)');
   await outputs(0).filter({ hasText: 'x is 1' }).waitFor({ timeout: SLOW });
 });
 
 test('no errors in the browser console from the extension', () => {
-  assert.deepEqual(consoleErrors.filter(text => /ckpt/i.test(text)), []);
+  assert.deepEqual(lab.consoleErrors.filter(text => /ckpt/i.test(text)), []);
 });
