@@ -45,7 +45,7 @@ from ..store.reading import StoreImage
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
                  "size_bytes", "stored_bytes", "execution_count", "freeze_ms", "bytes_logical",
-                 "host", "running_cell", "has_notebook", "parent")
+                 "host", "running_cell", "has_notebook", "parent", "auto")
 _STORE_LABEL_MAX = 1000  # the store's own limit; the full label stays in the metadata
 
 
@@ -102,20 +102,28 @@ class SnapshotCatalog:
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
             dump: Callable[[str], Mapping[str, Any]],
             progress: Callable[[int, int], None] | None = None,
-            notebook: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            notebook: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None
+            ) -> dict[str, Any]:
         """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
         returns metadata only known afterwards; the image is then ingested into the store
         with all the metadata and the scratch removed, whatever happened; `notebook` (nbformat
-        JSON) is stored beside it. Blocking: call it off the event loop. Raises the store's
-        AlreadyExists if the id got taken meanwhile."""
+        JSON, or a function giving it or None once the dump is done) is stored beside it.
+        Blocking: call it off the event loop. Raises the store's AlreadyExists if the id got
+        taken meanwhile."""
+        later = notebook if callable(notebook) else None
+        if later is not None:
+            notebook = None
         if notebook is not None:  # first, and only if the id is ours: a record never lacks it
-            self.store.backend.put(_notebook_key(snapshot_id), json.dumps(notebook).encode(),
-                                   exclusive=True)
+            self._put_notebook(snapshot_id, notebook)
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
-            meta = {**metadata, **dump(image), "id": snapshot_id,
-                    "has_notebook": notebook is not None}
+            meta = {**metadata, **dump(image), "id": snapshot_id}
+            if later is not None:
+                notebook = later()
+                if notebook is not None:
+                    self._put_notebook(snapshot_id, notebook)
+            meta["has_notebook"] = notebook is not None
             info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
                                         snapshot_id=snapshot_id, progress=progress,
                                         consume=True)
@@ -126,6 +134,10 @@ class SnapshotCatalog:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return _model(info)
+
+    def _put_notebook(self, snapshot_id: str, notebook: Mapping[str, Any]) -> None:
+        self.store.backend.put(_notebook_key(snapshot_id), json.dumps(notebook).encode(),
+                               exclusive=True)
 
     def notebook(self, snapshot_id: str) -> dict[str, Any]:
         """The notebook stored with a snapshot (UnknownSnapshot when it has none), only if
@@ -213,6 +225,12 @@ class SnapshotCatalog:
             self.store.backend.delete(key)
             purged.append(snapshot_id)
         return purged
+
+    def delete_now(self, snapshot_id: str) -> None:
+        """Remove a snapshot for good, not through the trash (retention of automatic
+        snapshots); the store's LockTimeout while another operation holds its lock."""
+        self._info(snapshot_id)
+        self._delete(snapshot_id)
 
     def _delete(self, snapshot_id: str) -> None:
         """Remove a snapshot for good, freeing the chunks no other snapshot uses. It does
