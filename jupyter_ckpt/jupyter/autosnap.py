@@ -206,31 +206,34 @@ class AutoSnapshots:
     # ------------------------------------------------------------------ undo
     async def undo_target(self, kernel_id: str) -> str | None:
         """The automatic snapshot taken just before the last cell this kernel ran (see the
-        module docstring), if it is still stored."""
+        module docstring), if it is still stored and that cell was the only one since (its
+        execution count one below the kernel's: a cell run without a snapshot, e.g. while
+        automatic snapshots were off, leaves nothing to undo to)."""
         provisioner = self._provisioner(kernel_id)
         if provisioner is None:
             return None
         storing = self._storing.get(kernel_id)
         if storing is not None:  # the latest may be that one
             await asyncio.wait({storing})
+        count = provisioner.execution_count or 0
         last = self._last.get(kernel_id)
-        if last is not None and last[0] is provisioner and last[1] == provisioner.pid:
-            candidate: str | None = last[2]
-        elif provisioner.restored_from is None:
-            return None
-        else:
-            try:
-                origin = await self._get(provisioner.restored_from)
-            except UnknownSnapshot:
-                return None
-            candidate = (origin.get("auto") or {}).get("previous")
-        if candidate is None:
-            return None
         try:
-            await self._get(candidate)
-        except UnknownSnapshot:  # deleted (retention, or by hand)
+            if last is not None and last[0] is provisioner and last[1] == provisioner.pid:
+                candidate: str | None = last[2]
+            elif provisioner.restored_from is not None:
+                origin = await self._get(provisioner.restored_from)
+                if (origin.get("execution_count") or 0) != count:  # cells ran since
+                    return None
+                candidate = (origin.get("auto") or {}).get("previous")
+            else:
+                return None
+            if candidate is None:
+                return None
+            # (deleted by retention or by hand: UnknownSnapshot)
+            before = (await self._get(candidate)).get("execution_count") or 0
+        except UnknownSnapshot:
             return None
-        return candidate
+        return candidate if before + 1 == count else None
 
     async def _get(self, snapshot_id: str) -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(
