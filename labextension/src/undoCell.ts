@@ -14,7 +14,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import type { Cell } from '@jupyterlab/cells';
 import { INotebookTracker, Notebook, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
-import { Kernel, ServerConnection } from '@jupyterlab/services';
+import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { CkptApiError, CkptClient, IRestoreResult, ISnapshot } from './api';
@@ -126,7 +126,6 @@ export class AutoCells {
     }
     try {
       await kernel.reconnect(); // restored under its own id
-      await Private.showIdle(kernel);
     } catch (error) {
       Notification.update({ id, type: 'error', autoClose: false,
         message: `Undid ${cell}, but reconnecting to the kernel failed: ${(error as Error).message}` });
@@ -233,22 +232,4 @@ export function activateUndoCell(
   });
   palette?.addItem({ command: UNDO_LAST_CELL, category: 'Kernel Snapshots' });
   return auto;
-}
-
-namespace Private {
-  /** How often, and how far apart, a restored kernel is asked for its info until its
-   * status reaches the page: the server's IOPub subscription to it takes a moment, and
-   * the status messages published before are lost (the notebook would say "Unknown"). */
-  const ATTEMPTS = 20;
-  const APART_MS = 250;
-
-  export async function showIdle(kernel: Kernel.IKernelConnection): Promise<void> {
-    const idle = () => kernel.status === 'idle'; // (read anew: messages change it)
-    for (let attempt = 0; attempt < ATTEMPTS && !idle(); attempt++) {
-      await kernel.requestKernelInfo();
-      if (!idle()) {
-        await new Promise(resolve => setTimeout(resolve, APART_MS));
-      }
-    }
-  }
 }

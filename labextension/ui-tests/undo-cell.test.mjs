@@ -197,6 +197,8 @@ test('Undo Last Cell takes the kernel and the notebook back to before it', { tim
 
   // the kernel: x is 2 again (not 20), the same kernel id, and the cell runs on it again
   assert.equal((await api('GET', 'api/sessions')).find(s => s.path === NOTEBOOK).kernel.id, kernel);
+  // (not waiting for "idle" first: the page shows the restored kernel's status only once
+  // the kernel publishes one, here as this cell runs)
   await runCell(2, 3, false);
   assert.equal(await output(2), 'x is 20');
   assert.deepEqual(consoleErrors.filter(text => !text.includes('404')), []);
