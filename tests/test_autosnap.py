@@ -137,6 +137,28 @@ def test_a_snapshot_before_each_cell_and_undo_goes_back_cell_by_cell(server):
     finally:
         ks.close()
 
+    # (retention kept three: the one before c2 is gone, so nothing before c3 to undo to)
+    assert [s["id"] for s in autos(server, "auto.ipynb")] == [newest["id"]] + \
+        [s["id"] for s in listed[:2]]
+    # after a server restart (its kernels end), a kernel restored from the snapshot before
+    # c4 undoes to the one before c3: the snapshots say it, not the server
+    server.stop()
+    again = Server(server.workdir, server.ckpt_dir, args=server.args).start()
+    try:
+        status, body = again.request("POST", f"api/ckpt/snapshots/{listed[0]['id']}/restore", {})
+        assert status == 200, body
+        assert again.request("GET", f"api/ckpt/kernels/{kernel_id}/undo")[1]["snapshot"]["id"] \
+            == listed[1]["id"]
+        status, body = again.request("POST", f"api/ckpt/kernels/{kernel_id}/undo", {})
+        assert status == 200, body
+        ks = KernelSocket(again, kernel_id)
+        try:
+            assert check(ks, "assert x == 2; print('before c3')") == "before c3\n"
+        finally:
+            ks.close()
+    finally:
+        again.stop()
+
 
 def test_off_by_default_and_a_user_turns_it_on(tmp_path):
     (tmp_path / "work").mkdir()

@@ -61,7 +61,8 @@ NOTEBOOK_WAIT_S = 2.0  # how long storing waits for the notebook a Lab client is
 # how long a cell waits for the snapshot before the previous cell to be stored (the engine
 # thread does one operation at a time; that snapshot is also the new one's `previous`)
 STORING_WAIT_S = 30.0
-_NOTEBOOKS_KEPT = 8  # notebooks waiting per kernel (cells scheduled, not yet snapshotted)
+_NOTEBOOKS_KEPT = 8
+_ANSWERED_KEPT = 16  # notebooks waiting per kernel (cells scheduled, not yet snapshotted)
 _V1 = "v1.kernel.websocket.jupyter.org"
 
 
@@ -88,6 +89,9 @@ class AutoSnapshots:
         self._arrived = threading.Condition()
         self._storing: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by kernel id
         self.connections: dict[str, weakref.WeakSet[Any]] = collections.defaultdict(weakref.WeakSet)
+        # per kernel, the msg_ids of the latest execute_requests answered through them
+        self.answered: dict[str, collections.deque[str]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=_ANSWERED_KEPT))
 
     @property
     def enabled(self) -> bool:
@@ -105,10 +109,14 @@ class AutoSnapshots:
         return provisioner if isinstance(provisioner, CkptProvisioner) else None
 
     def busy(self, kernel_id: str) -> bool:
-        """Whether the kernel runs a cell or has one queued (sent by any client of ours)."""
+        """Whether the kernel runs a cell or has one queued: one sent through our websockets
+        and not answered, or one the kernel's IOPub says runs (from another client; the
+        provisioner hears its end a moment after our websockets hear its reply)."""
+        if any(connection.outstanding for connection in self.connections[kernel_id]):
+            return True
         provisioner = self._provisioner(kernel_id)
-        return (provisioner is not None and provisioner.running_cell is not None) or any(
-            connection.outstanding for connection in self.connections[kernel_id])
+        running = provisioner.running_cell if provisioner is not None else None
+        return running is not None and running["msg_id"] not in self.answered[kernel_id]
 
     async def before_cell(self, kernel_id: str, request: ExecuteRequest) -> str | None:
         """Snapshot the kernel before `request` runs; return once its freeze is over (or the
@@ -374,7 +382,10 @@ class AutoSnapshotConnection:
         try:
             _, parts = self.session.feed_identities(outgoing_msg)
             if self.session.unpack(parts[1]).get("msg_type") == "execute_reply":
-                self.outstanding.discard(self.session.unpack(parts[2]).get("msg_id"))
+                msg_id = self.session.unpack(parts[2]).get("msg_id")
+                if msg_id in self.outstanding:
+                    self.outstanding.discard(msg_id)
+                    self._auto.answered[self.kernel_id].append(msg_id)
         except (ValueError, IndexError, TypeError, AttributeError):
             pass
 
