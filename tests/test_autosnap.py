@@ -231,3 +231,27 @@ def test_a_small_change_costs_little_in_the_store(server):
         assert after_change["stored_bytes"] - after_empty["stored_bytes"] < 0.03 * 100_000_000
     finally:
         ks.close()
+
+
+def test_the_quota_deletes_older_automatic_snapshots_never_a_manual_one(tmp_path):
+    (tmp_path / "work").mkdir()
+    server = Server(tmp_path / "work", tmp_path / "ckpt", args=[
+        "--CheckpointConfig.auto_snapshot=True", "--CheckpointConfig.auto_quota=1"]).start()
+    try:
+        kernel_id = server.start_notebook_kernel("quota.ipynb")
+        ks = KernelSocket(server, kernel_id)
+        try:
+            assert run(ks, "x = 1", "a")["status"] == "ok"
+            status, manual = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots",
+                                            {"label": "mine"})
+            assert status == 201, manual
+            assert run(ks, "x = 2", "b")["status"] == "ok"
+            assert run(ks, "x = 3", "c")["status"] == "ok"
+            # each stores more than 1 byte: only the newest automatic one stays
+            assert [s["auto"]["cell_id"] for s in autos(server, "quota.ipynb")] == ["c"]
+            listed = server.request("GET", "api/ckpt/snapshots?notebook_path=quota.ipynb")[1]
+            assert manual["id"] in [s["id"] for s in listed]
+        finally:
+            ks.close()
+    finally:
+        server.stop()
