@@ -3,7 +3,7 @@
 and against the fresh-memory copy rate (issue 13's targets).
 
     .venv/bin/python benchmarks/bench_jupyter.py [--sizes 0.1,2,8] [--dir /var/tmp]
-                                                 [--eager] [--json out.json]
+                                                 [--eager | --auto] [--json out.json]
 
 Per size (GiB of random float64 in a numpy array, on top of the kernel's own ~60 MiB):
   1. fresh copy: memcpy of SIZE bytes into never-touched memory (the cost any restore pays
@@ -20,6 +20,13 @@ Per size (GiB of random float64 in a numpy array, on top of the kernel's own ~60
 The table gives each time and the ratios of the targets: REST checkpoint / engine dump
 (<= 1.25), first cell after the restore request (<= 1 s), all memory in / fresh copy (<= 1.0).
 --eager restores with CheckpointConfig.lazy_restore off, for comparison.
+
+--auto measures instead what automatic snapshots (CheckpointConfig.auto_snapshot) add to a
+cell: per size, a kernel filled with SIZE runs a small cell with them off, then on (the cell
+waits for the snapshot's freeze), waiting each time until the snapshot is stored; then cells
+back to back (each also waits for the previous one's snapshot to be stored). The table gives
+the median time from execute_request to execute_reply over the websocket in each case, the
+snapshot's freeze and what it added to the store.
 """
 from __future__ import annotations
 
@@ -157,6 +164,68 @@ def one_size(size: int, root: Path, eager: bool) -> dict:
     return result
 
 
+def timed_cell(ks: KernelSocket, code: str) -> float:
+    t = time.perf_counter()
+    status, out, _ = ks.execute(code)
+    assert status == "ok", out
+    return time.perf_counter() - t
+
+
+def settled(server: Server) -> None:
+    """Until the server has no snapshot operation left (the last one stored)."""
+    while server.request("GET", "api/ckpt/operations")[1]:
+        time.sleep(0.01)
+
+
+def auto_size(size: int, root: Path, rounds: int = 5) -> dict:
+    """What an automatic snapshot before each cell costs a cell of a kernel holding `size`."""
+    result: dict = {"size_gib": round(size / GiB, 2)}
+    work = Path(tempfile.mkdtemp(prefix="bench-jupyter-auto-", dir=root))
+    try:
+        server = Server(work, work / "ckpt", args=["--CheckpointConfig.auto_snapshot=True",
+                                                    f"--CheckpointConfig.auto_keep={2 * rounds + 2}"])
+        server.start()
+        try:
+            kernel_id = server.start_notebook_kernel()
+            ks = KernelSocket(server, kernel_id)
+            fill_kernel(ks, size)
+            settled(server)
+            server.request("PUT", "api/ckpt/auto", {"enabled": False})
+            off = sorted(timed_cell(ks, "n = 1") for _ in range(rounds))
+            server.request("PUT", "api/ckpt/auto", {"enabled": True})
+            on = []
+            for _ in range(rounds):
+                settled(server)
+                on.append(timed_cell(ks, "n += 1"))
+            t = time.perf_counter()
+            settled(server)
+            result["stored_after_s"] = time.perf_counter() - t
+            back_to_back = sorted(timed_cell(ks, "n += 1") for _ in range(rounds))
+            settled(server)
+            ks.close()
+            snaps = [s for s in server.request("GET", "api/ckpt/snapshots")[1] if s["auto"]]
+            later = snaps[:2 * rounds - 1]  # (not the first: it stored the whole kernel)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    on.sort()
+    result["cell_off_ms"] = off[len(off) // 2] * 1000
+    result["cell_auto_ms"] = on[len(on) // 2] * 1000
+    result["delay_ms"] = result["cell_auto_ms"] - result["cell_off_ms"]
+    result["back_to_back_ms"] = back_to_back[len(back_to_back) // 2] * 1000
+    result["freeze_ms"] = sorted(s["freeze_ms"] for s in later)[len(later) // 2]
+    result["stored_mib"] = sorted(s["stored_bytes"] for s in later)[len(later) // 2] / (1 << 20)
+    return result
+
+
+AUTO_COLUMNS = [("size_gib", "GiB", "{:g}"), ("cell_off_ms", "cell, auto off ms", "{:.0f}"),
+                ("cell_auto_ms", "cell, auto on ms", "{:.0f}"),
+                ("delay_ms", "added ms", "{:.0f}"), ("freeze_ms", "freeze ms", "{}"),
+                ("stored_after_s", "stored after s", "{:.2f}"),
+                ("back_to_back_ms", "back-to-back cell ms", "{:.0f}"),
+                ("stored_mib", "stored MiB", "{:.1f}")]
+
 COLUMNS = [("size_gib", "GiB", "{:g}"), ("engine_dump_s", "dump s", "{:.2f}"),
            ("rest_ckpt_s", "REST ckpt s", "{:.2f}"), ("rest_ckpt2_s", "2nd ckpt s", "{:.2f}"),
            ("rest_freeze_ms", "freeze ms", "{}"),
@@ -167,11 +236,11 @@ COLUMNS = [("size_gib", "GiB", "{:g}"), ("engine_dump_s", "dump s", "{:.2f}"),
            ("ratio_all_in_vs_fresh_copy", "all-in/fresh", "{:.2f}")]
 
 
-def table(rows: list[dict]) -> str:
-    head = " | ".join(c[1] for c in COLUMNS)
-    lines = [f"| {head} |", "|" + "---|" * len(COLUMNS)]
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    head = " | ".join(c[1] for c in columns)
+    lines = [f"| {head} |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt.format(r[key]) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 
@@ -180,14 +249,17 @@ def main() -> int:
     parser.add_argument("--sizes", default="0.1,2,8", help="GiB per kernel, comma-separated")
     parser.add_argument("--dir", default="/var/tmp", help="where servers keep their stores")
     parser.add_argument("--eager", action="store_true", help="restore with lazy_restore off")
+    parser.add_argument("--auto", action="store_true",
+                        help="measure what automatic snapshots add to a cell instead")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     rows = []
     for text in args.sizes.split(","):
         size = int(float(text) * GiB)
-        rows.append(one_size(size, Path(args.dir), args.eager))
+        rows.append(auto_size(size, Path(args.dir)) if args.auto
+                    else one_size(size, Path(args.dir), args.eager))
         print(json.dumps(rows[-1]), flush=True)
-    print(table(rows))
+    print(table(rows, AUTO_COLUMNS if args.auto else COLUMNS))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

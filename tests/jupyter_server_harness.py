@@ -228,13 +228,14 @@ class KernelSocket:
                 idle = True
         return reply["status"], "".join(out), reply.get("execution_count")
 
-    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+    def send(self, channel: str, msg_type: str, content: dict[str, Any],
+             metadata: dict[str, Any] | None = None) -> str:
         """Send one message on `channel` without waiting for anything; its msg_id."""
         msg_id = uuid.uuid4().hex
         message = json.dumps({
             "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session,
                        "username": "test", "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": channel, "buffers": [],
+            "parent_header": {}, "metadata": metadata or {}, "channel": channel, "buffers": [],
             "content": content})
 
         async def write() -> None:  # tornado writes on the running loop

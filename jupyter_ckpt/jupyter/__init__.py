@@ -17,6 +17,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_client.provisioning import KernelProvisionerFactory
     from tornado.ioloop import PeriodicCallback
 
+    from . import autosnap
     from .catalog import SnapshotCatalog
     from .config import CheckpointConfig
     from .handlers import handlers
@@ -29,6 +30,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
                                 EngineWorker(), lazy_restore=config.lazy_restore,
                                 trash_seconds=config.trash_seconds)
     serverapp.web_app.settings["jupyter_ckpt_service"] = service
+    serverapp.web_app.settings["jupyter_ckpt_auto"] = autosnap.AutoSnapshots(
+        service, config.auto_snapshot, config.auto_keep, config.auto_quota)
+    if not autosnap.install(serverapp.web_app.settings):
+        serverapp.log.warning("jupyter-ckpt: no automatic snapshots: the server's kernel "
+                              "websockets are not its own ZMQ ones (kernels on a gateway?)")
     purge = PeriodicCallback(service.purge_trash,
                              1000 * max(1.0, min(_PURGE_EVERY_S, config.trash_seconds)))
     purge.start()

@@ -42,7 +42,7 @@ from ..store.reading import StoreImage
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
                  "size_bytes", "stored_bytes", "execution_count", "freeze_ms", "bytes_logical",
-                 "host", "running_cell", "has_notebook", "parent")
+                 "host", "running_cell", "has_notebook", "parent", "auto")
 _STORE_LABEL_MAX = 1000  # the store's own limit; the full label stays in the metadata
 
 
@@ -100,15 +100,19 @@ class SnapshotCatalog:
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
             dump: Callable[[str], Mapping[str, Any]],
             progress: Callable[[int, int], None] | None = None,
-            notebook: Mapping[str, Any] | None = None) -> Snapshot:
+            notebook: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None
+            ) -> Snapshot:
         """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
         returns metadata only known afterwards; the image is then stored (Snapshots.put)
-        with all the metadata and `notebook`, and the scratch removed, whatever happened.
-        Blocking: call it off the event loop. Conflict if the id got taken meanwhile."""
+        with all the metadata and `notebook` (nbformat JSON, or a function giving it or None
+        once the dump is done), and the scratch removed, whatever happened. Blocking: call
+        it off the event loop. Conflict if the id got taken meanwhile."""
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
             meta = {**metadata, **dump(image), "id": snapshot_id}
+            if callable(notebook):
+                notebook = notebook()
             return self.snapshots.put(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
                                       snapshot_id=snapshot_id, progress=progress,
                                       notebook=notebook, consume=True)
@@ -125,6 +129,12 @@ class SnapshotCatalog:
         if snapshot.metadata.get("has_notebook"):
             self._check_owner(snapshot, notebook_key(snapshot_id))
         return self.snapshots.notebook(snapshot_id)
+
+    def delete_now(self, snapshot_id: str) -> None:
+        """Remove a snapshot for good, not through the trash (retention of automatic
+        snapshots). It does not wait for the store lock: while a checkpoint is being stored
+        or a snapshot checked out, the store's LockTimeout says to try again later."""
+        self.snapshots.delete_now(snapshot_id, timeout=0)
 
     def checkout(self, snapshot_id: str,
                  progress: Callable[[int, int], None] | None = None) -> str:

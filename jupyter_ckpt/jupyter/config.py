@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Configurable
 
 from ..snapshots_api import TRASH_SECONDS
@@ -57,6 +57,24 @@ class CheckpointConfig(Configurable):
              "/api/ckpt/snapshots/ID/undelete (the Lab panel's Undo) or `jupyter-ckpt "
              "snapshots undelete` takes it back, before it is deleted for good (checked "
              "every minute, or every trash_seconds when shorter).").tag(config=True)
+
+    auto_snapshot = Bool(
+        False,
+        help="Snapshot a kernel automatically before each cell it runs (an execute_request "
+             "that is not silent and stores history), so that the Lab command \"Undo last "
+             "cell\" can take the kernel back. Only kernels run by ckpt-provisioner. Each user "
+             "may turn it on or off in the Lab's settings (PUT /api/ckpt/auto).").tag(config=True)
+
+    auto_keep = Integer(
+        20, min=1,
+        help="How many automatic snapshots to keep per notebook (per kernel when it serves "
+             "none); older ones are deleted. Manual snapshots are never deleted.").tag(config=True)
+
+    auto_quota = Integer(
+        2 * 1024**3, min=0,
+        help="The bytes the automatic snapshots of one notebook (or kernel) may add to the "
+             "store; beyond it the oldest are deleted (the newest is always kept). 0: no "
+             "limit but auto_keep.").tag(config=True)
 
     @default("store_url")
     def _default_store_url(self) -> str:

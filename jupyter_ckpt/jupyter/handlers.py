@@ -301,6 +301,8 @@ class OperationHandler(_Base):
 def handlers(base_url: str) -> list[tuple[str, type]]:
     from jupyter_server.utils import url_path_join as join
 
+    from .autosnap import rest_handlers as auto_handlers
+
     api = join(base_url, "api", "ckpt")
     return [
         (join(api, "kernels", _KERNEL_ID, "snapshots"), KernelSnapshotsHandler),
@@ -316,4 +318,5 @@ def handlers(base_url: str) -> list[tuple[str, type]]:
         (join(api, "host"), HostHandler),
         (join(api, "operations"), OperationsHandler),
         (join(api, "operations", r"(?P<operation_id>[^/]+)"), OperationHandler),
+        *auto_handlers(api, _KERNEL_ID),
     ]

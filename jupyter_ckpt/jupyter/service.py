@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import engine
 from ..snapshots_api import Conflict, NotFound
@@ -95,10 +95,14 @@ class CheckpointService:
     async def checkpoint(self, kernel_id: str, label: str = "", snapshot_id: str | None = None,
                          execution_count: int | None = None,
                          notebook: dict[str, Any] | None = None,
-                         pending_cells: dict[str, str] | None = None) -> dict[str, Any]:
-        """Snapshot a kernel. `notebook` (nbformat JSON, the client's live model) is stored
-        with it; `pending_cells` maps the msg_id of each execute_request the client waits on
-        to its cell's id, so that the snapshot names the cell of the one running now."""
+                         pending_cells: dict[str, str] | None = None,
+                         auto: dict[str, Any] | None = None,
+                         on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Snapshot a kernel. `notebook` (nbformat JSON, the client's live model, or a
+        function giving it once the dump is done) is stored with it; `pending_cells` maps the
+        msg_id of each execute_request the client waits on to its cell's id, so that the
+        snapshot names the cell of the one running now. `auto` marks an automatic snapshot
+        (autosnap.py) and `on_phase` hears each phase of the engine thread's work."""
         if kernel_id not in self.kernels:
             raise NotFound(f"no running kernel {kernel_id}")
         km = self.kernels.get_kernel(kernel_id)
@@ -132,20 +136,26 @@ class CheckpointService:
             "parent": provisioner.position,
             "server_pid": os.getpid(),
             "connection": {k: v for k, v in connection.items() if k != "session"},
+            "auto": auto,
         }
         pid = provisioner.pid
 
         def work(op):
+            def report(phase: str, done: int, total: int) -> None:
+                op.report(phase, done, total)
+                if on_phase is not None:
+                    on_phase(phase)
+
             def dump(image: str) -> dict[str, Any]:
                 # (ZeroMQ reconnects; the store makes the snapshot durable, not this scratch)
-                stats = engine.dump(pid, image, progress=op.report, tcp_close=True, durable=False)
+                stats = engine.dump(pid, image, progress=report, tcp_close=True, durable=False)
                 return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "freeze_ms": stats.get("freeze_ms"),
                         "bytes_logical": stats.get("bytes_logical"),
                         "host": engine.summarize(image)["host"]}
 
             def storing(done: int, total: int) -> None:
-                op.report("storing", done, total)
+                report("storing", done, total)
 
             return self.catalog.add(snapshot_id, meta, dump, progress=storing, notebook=notebook)
 

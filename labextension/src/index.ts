@@ -17,6 +17,7 @@ import { CkptActions } from './actions';
 import { CkptClient } from './api';
 import { snapshotIcon } from './icons';
 import { SnapshotsPanel } from './panel';
+import { activateUndoCell } from './undoCell';
 
 export { CkptActions } from './actions';
 export { CkptApiError, CkptClient, IOperation, IRestoreResult, ISnapshot } from './api';
@@ -67,9 +68,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(panel, panel.id);
 
     let askForLabel = false;
-    if (settingRegistry) {
-      settingRegistry
-        .load(PLUGIN_ID)
+    const loaded = settingRegistry?.load(PLUGIN_ID) ?? null;
+    activateUndoCell(app, tracker, client, loaded, palette);
+    if (loaded) {
+      loaded
         .then(settings => {
           const read = () => {
             askForLabel = settings.get('askForLabel').composite === true;
