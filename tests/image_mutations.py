@@ -117,7 +117,7 @@ def _required(path: tuple) -> bool:
     optional = {"vdso_xxh3_128", "data_blob", "unlinked", "backlog", "peer", "peer_name",
                 "bases", "offset", "file", "shmem", "shmid", "flags", "build_id", "xxh3_128",
                 "blob", "dev", "tid", "was", "dir", "pending", "senders", "creds", "vdso_symbols",
-                "vdso_getrandom", "cow", "child_subreaper", "thp_disable", "membarrier", "times",
+                "vdso_getrandom", "cow", "child_subreaper", "thp_disable", "membarrier", "times", "loginuid",
                 "sockopts", "filter", "device", "linger", "rcvtimeo", "sndtimeo", "congestion", "shutdown",
                 "peercred", "protocol", "multicast"}
     key = path[-1]

@@ -62,3 +62,18 @@ def test_memory_shared_with_a_process_outside_the_tree_is_refused_by_name(kind, 
         prog.verify()
     finally:
         os.kill(orphan, signal.SIGKILL)
+
+
+def _may_set_loginuid() -> bool:
+    with open("/proc/self/status") as f:
+        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(caps >> 30 & 1)  # CAP_AUDIT_CONTROL
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/loginuid"), reason="kernel built without audit")
+@pytest.mark.skipif(os.path.exists("/proc/self/loginuid") and not _may_set_loginuid(),
+                    reason="no CAP_AUDIT_CONTROL: a process cannot be given a login uid here")
+def test_the_audit_login_uid_comes_back(programs, workdir):
+    """Found with zdtm (loginuid): the restored process had the restorer's login uid."""
+    prog = programs(sys.executable, PROGRAMS / "py_loginuid.py")
+    checkpoint_cycle(prog, workdir / "image")

@@ -328,6 +328,7 @@ PROCESS = Record({
     # absent in images of older versions (then restored as unset)
     "child_subreaper": Bool(), "thp_disable": Enum((0, 1, 3)),  # 3: disabled except advised
     "membarrier": Int(0, MEMBARRIER_REGISTER_BITS),  # absent before Linux 6.3
+    "loginuid": Int(0, U32),  # absent without audit support; U32: unset ((uid_t)-1)
 })
 
 SIGNALS = Record({

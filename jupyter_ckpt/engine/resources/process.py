@@ -104,8 +104,18 @@ def dump(ctx: DumpContext) -> dict[str, Any]:
         "exe": {"path": exe, **ctx.tree.identities.facts(f"/proc/{pid}/exe")},
         "cmdline": procfs.read_bytes(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(
             errors="replace").strip(),
+        **_loginuid(pid),
         **extra,
     }
+
+
+def _loginuid(pid: int) -> dict[str, int]:
+    """The audit login uid, which the kernel's audit records name the process's actions by
+    (set once at login, inherited); none on a kernel built without audit."""
+    try:
+        return {"loginuid": int(procfs.read_bytes(f"/proc/{pid}/loginuid"))}
+    except FileNotFoundError:
+        return {}
 
 
 def _prctl_state(ctx: DumpContext) -> dict[str, Any]:
@@ -282,6 +292,28 @@ def restore(ctx: RestoreContext, rec: dict[str, Any], exe_fd: int, cwd_fd: int) 
     call("prctl", PR_SET_CHILD_SUBREAPER, int(rec.get("child_subreaper", False)), 0, 0, 0)
     with open(f"/proc/{ctx.pid}/oom_score_adj", "w") as f:
         f.write(str(rec["oom_score_adj"]))
+    _set_loginuid(ctx, rec)
+
+
+def _set_loginuid(ctx: RestoreContext, rec: dict[str, Any]) -> None:
+    """The seed inherited our audit login uid; a process may only set its own (with
+    CAP_AUDIT_CONTROL, which it still has here, before its credentials are set)."""
+    if "loginuid" not in rec or _loginuid(ctx.pid).get("loginuid") == rec["loginuid"]:
+        return
+    call = ctx.leader.call
+    ctx.scratch.reset()
+    path = ctx.scratch.put(b"/proc/self/loginuid\0")
+    value = str(rec["loginuid"]).encode()
+    text = ctx.scratch.put(value)
+    try:
+        fd = call("openat", syscalls.AT_FDCWD, path, os.O_WRONLY | os.O_CLOEXEC, 0)
+        try:
+            call("write", fd, text, len(value))
+        finally:
+            call("close", fd)
+    except OSError as err:
+        raise RestoreConflict(f"cannot give it its audit login uid {rec['loginuid']}: "
+                              f"{err.strerror}") from None
 
 
 def open_cwd(rec: dict[str, Any]) -> int:
