@@ -10,8 +10,9 @@ any store URL such as s3://bucket/prefix, shared by the servers of several hosts
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
 
-The engine writes plain image directories, so a checkpoint passes through a scratch
-directory (<root>/tmp): the dump lands there and is ingested. A restore reads the snapshot
+A checkpoint streams the dump's blobs into the store as the engine writes them (chunked,
+compressed, deduplicated on the way: no image is written and read back); only the image
+manifest passes through a scratch directory (<root>/tmp). A restore reads the snapshot
 straight from the store (`open_image`), or, where the engine needs a directory (a restore
 in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch. Scratch
 is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
@@ -41,6 +42,7 @@ from ..engine.hostcheck import Difference, verdict
 from ..store import (AlreadyExists, CorruptData, LocalBackend, LockTimeout, NotFound,
                      SnapshotInfo, SnapshotStore, open_store)
 from ..store.reading import StoreImage
+from ..store.snapshots import ChunkSink
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
@@ -100,25 +102,28 @@ class SnapshotCatalog:
 
     # ------------------------------------------------------------------ snapshots
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
-            dump: Callable[[str], Mapping[str, Any]],
+            dump: Callable[[str, ChunkSink], Mapping[str, Any]],
             progress: Callable[[int, int], None] | None = None,
             notebook: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
-        returns metadata only known afterwards; the image is then ingested into the store
-        with all the metadata and the scratch removed, whatever happened; `notebook` (nbformat
-        JSON) is stored beside it. Blocking: call it off the event loop. Raises the store's
-        AlreadyExists if the id got taken meanwhile."""
+        """Take a snapshot: `dump(image_dir, sink)` writes the engine image's manifest (into
+        scratch) and its blobs into `sink`, which stores them as they come, and returns
+        metadata only known afterwards; the snapshot is then made with all the metadata and
+        the scratch removed, whatever happened; `notebook` (nbformat JSON) is stored beside
+        it. A dump that fails leaves no snapshot (its chunks are the store's gc's). Blocking:
+        call it off the event loop. Raises the store's AlreadyExists if the id got taken
+        meanwhile."""
         if notebook is not None:  # first, and only if the id is ours: a record never lacks it
             self.store.backend.put(_notebook_key(snapshot_id), json.dumps(notebook).encode(),
                                    exclusive=True)
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
-            meta = {**metadata, **dump(image), "id": snapshot_id,
-                    "has_notebook": notebook is not None}
-            info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
-                                        snapshot_id=snapshot_id, progress=progress,
-                                        consume=True)
+            with self.store.streaming() as sink:
+                meta = {**metadata, **dump(image, sink), "id": snapshot_id,
+                        "has_notebook": notebook is not None}
+                info = self.store.put_image(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
+                                            snapshot_id=snapshot_id, progress=progress,
+                                            consume=True, sink=sink)
         except BaseException as err:
             if notebook is not None and not isinstance(err, AlreadyExists):
                 self.store.backend.delete(_notebook_key(snapshot_id))

@@ -144,9 +144,10 @@ class CheckpointService:
         pid = provisioner.pid
 
         def work(op):
-            def dump(image: str) -> dict[str, Any]:
+            def dump(image: str, sink) -> dict[str, Any]:
                 # (ZeroMQ reconnects; the store makes the snapshot durable, not this scratch)
-                stats = engine.dump(pid, image, progress=op.report, tcp_close=True, durable=False)
+                stats = engine.dump(pid, image, progress=op.report, tcp_close=True, durable=False,
+                                    sink=sink)
                 return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "freeze_ms": stats.get("freeze_ms"),
                         "bytes_logical": stats.get("bytes_logical"),
