@@ -21,7 +21,7 @@ from .hostinfo import host_facts
 from .image import BlobSink, ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
-from .precopy import PreCopy, Unavailable
+from .precopy import PreCopy, Unavailable, worth_precopying
 from .procfs import read_stat
 from .resources import claim, memory, posix_timers, process, signals, threads, tty
 from .version import VERSION
@@ -163,8 +163,11 @@ def _refuse_before_touching(root: int) -> None:
 def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
     """Copy the memory of every process of the tree while it runs (see precopy.py)."""
     copies: dict[int, PreCopy] = {}
+    pids = _tree_pids(root)
+    if not worth_precopying(pids):
+        return copies
     try:
-        for pid in _tree_pids(root):
+        for pid in pids:
             if process.seccomp_modes(pid, [pid]):
                 continue  # entered since we looked: refused once frozen, nothing injected here
             try:
