@@ -88,6 +88,10 @@ class BlobStream(Protocol):
         """The blob's next bytes (copied before it returns: the caller reuses its buffer).
         Raises if the destination failed; the dump then fails."""
 
+    def drain(self) -> None:
+        """Wait until the destination has caught up with what was written so far (before a
+        freeze: writes while frozen then need not wait for it)."""
+
     def close(self) -> None:
         """Every byte is written: wait until the destination has taken them all."""
 

@@ -228,6 +228,11 @@ class PreCopy:
             self.rounds.append(copied)
             if copied == 0 or copied >= self.rounds[-2]:
                 break
+        if self.stream is not None:
+            # The freeze must not wait for the stream: let it catch up, then copy what was
+            # written meanwhile.
+            self.stream.drain()
+            self.rounds.append(self._copy(self._scan(written_only=True), first=False))
 
     def _scan(self, written_only: bool) -> list[tuple[int, int]]:
         runs: list[tuple[int, int]] = []

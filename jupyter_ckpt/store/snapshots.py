@@ -256,6 +256,7 @@ class _BlobStream:
         while True:
             item = self._queue.get()
             if item is None:
+                self._queue.task_done()
                 return
             window, last = item
             if self._error is None and not self._dropped:
@@ -263,8 +264,15 @@ class _BlobStream:
                     self._cut(window, last)
                 except BaseException as err:  # reported to the writer (the dump)
                     self._error = err
+            self._queue.task_done()
             if last:
                 return
+
+    def drain(self) -> None:
+        if self._thread is not None:
+            self._queue.join()
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
         self._hand(last=True)
