@@ -12,7 +12,8 @@ Objects in the backend (see backend.py for the interface):
 A snapshot exists once its record exists: `put_image` writes chunks, then the chunk list,
 makes them durable (`flush`), and writes the record last with create-if-absent. `delete`
 removes the record first. Anything left without a record (a put that died) is garbage
-that `gc` removes.
+that `gc` removes. A dump can also write its blobs straight into the store (`streaming`):
+they are chunked as they come, and `put_image` takes them from the sink.
 
 Concurrency: a reader-writer lock named "store". Everything that needs chunks to stay
 (`put_image` from its first existence check to its record, `checkout`, `verify`) holds it
