@@ -569,7 +569,8 @@ def test_store_imports_no_ptrace_or_jupyter():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_dump_streamed_into_the_store_equals_a_copied_one(url, tmp_path):
+@pytest.mark.parametrize("precopy", [True, False], ids=["precopy", "no-precopy"])
+def test_dump_streamed_into_the_store_equals_a_copied_one(url, tmp_path, precopy):
     """A dump that gives its blobs to the store as it writes them (no image written and
     read back) makes the snapshot an image directory put into a store would: the same
     manifest, the same chunk records. It restores, and the program finds all its memory."""
@@ -580,7 +581,8 @@ def test_dump_streamed_into_the_store_equals_a_copied_one(url, tmp_path):
         store = open_store(url)
         image = tmp_path / "image"
         with store.streaming() as sink:
-            engine.dump(prog.pid, str(image), kill=True, sink=sink, durable=False)
+            engine.dump(prog.pid, str(image), kill=True, sink=sink, durable=False,
+                        precopy=precopy)
             assert [p.name for p in image.iterdir()] == ["manifest.json"]  # no blob written
             info = store.put_image(image, {"kernel_id": "k"}, sink=sink, consume=True)
         prog.reap()

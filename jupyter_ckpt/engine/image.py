@@ -115,17 +115,22 @@ class MappedBlob:
     Call `filled(n)` as soon as bytes [.., n) are final: they are checksummed right away,
     while still in the CPU cache (no second pass over the blob), and their writeback starts,
     so that the fsync in `commit` finds little left to do. The blob is registered on a clean
-    exit of the `with` block, once every byte has been declared filled."""
+    exit of the `with` block, once every byte has been declared filled. A blob going to the
+    writer's sink is filled the same way, in a file that has no name, and its bytes are
+    handed on and their room given back as they are declared filled."""
 
     def __init__(self, writer: "ImageWriter", name: str, size: int):
         self._writer = writer
         self.name = name
         self.size = size
         self.done = 0  # bytes [0, done) are final and checksummed
-        self._started = 0  # bytes handed to writeback so far
+        self._started = 0  # bytes handed to writeback so far, or to the sink and given back
         self._digest = xxhash.xxh3_128()
-        self._fd = os.open(os.path.join(writer.tmp, name),
-                           os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._stream = writer.stream_blob(name)
+        path = os.path.join(writer.tmp, name)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        if self._stream is not None:
+            os.unlink(path)
         try:
             if size:
                 os.posix_fallocate(self._fd, 0, size)  # ENOSPC now, not SIGBUS later
@@ -135,7 +140,6 @@ class MappedBlob:
             raise
         self._anchor: Any = ctypes.c_char.from_buffer(self.mapping)
         self.address = ctypes.addressof(self._anchor)
-        self._stream = writer.stream_blob(name)
 
     def filled(self, upto: int) -> None:
         view = memoryview(self.mapping)
@@ -144,7 +148,16 @@ class MappedBlob:
             self._stream.write(view[self.done:upto])
         view.release()
         self.done = upto
-        if not self._writer.durable or self._stream is not None:
+        if self._stream is not None:  # handed on: free the whole pages below `upto`
+            end = upto - upto % mmap.PAGESIZE
+            if end > self._started:
+                try:
+                    self.mapping.madvise(mmap.MADV_REMOVE, self._started, end - self._started)
+                except OSError:  # a filesystem that cannot punch holes: freed at the end
+                    pass
+                self._started = end
+            return
+        if not self._writer.durable:
             return
         if upto - self._started >= _WRITEBACK or upto == self.size:
             libc.sync_file_range(self._fd, self._started, upto - self._started,
