@@ -221,8 +221,8 @@ class ImageWriter:
         blob is then registered with `adopt_blob`, or by the writer that asked."""
         if self.sink is None:
             return None
-        if name in self._streams:
-            raise CkptError(f"blob {name} is written twice")
+        if name in self._streams:  # written again: replaces it, as a file would be
+            self._streams.pop(name).abort()
         self._streams[name] = self.sink.open(name)
         return self._streams[name]
 
