@@ -26,6 +26,7 @@ checks it still holds it before and after writing its record, and stores nothing
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import queue
 import re
@@ -201,6 +202,13 @@ class _ChunkWriter:
 _QUEUED = 2  # windows of a streamed blob waiting for its chunker
 
 
+def _window() -> mmap.mmap:
+    """A buffer for one window of a streamed blob: anonymous memory, so that a small blob
+    touches (and the kernel zeroes) only the pages it fills, not 16 MiB. Unmapped when the
+    last view of it (the chunks being stored) is gone."""
+    return mmap.mmap(-1, WINDOW)
+
+
 class _BlobStream:
     """One blob of a dump chunked and stored as the dump writes it (engine.image's
     BlobStream): `write` copies the bytes into a window; full windows go to a thread that
@@ -216,7 +224,7 @@ class _BlobStream:
         self.entries: list[list[Any]] = []  # [offset, length, chunk hash]
         self._cutter = Cutter(sink.params)
         self._digest = xxhash.xxh3_128()
-        self._buf = bytearray(WINDOW)
+        self._buf = _window()
         self._fill = 0
         self._queue: queue.Queue[tuple[memoryview, bool] | None] = queue.Queue(_QUEUED)
         self._thread: threading.Thread | None = None
@@ -239,7 +247,7 @@ class _BlobStream:
         if self._error is not None:
             raise self._error
         window = memoryview(self._buf)[:self._fill]
-        self._buf, self._fill = bytearray(WINDOW if not last else 0), 0
+        self._buf, self._fill = (_window() if not last else bytearray()), 0
         if self._thread is None:
             if last:  # all of it in one window: cut it here
                 self._cut(window, last)
