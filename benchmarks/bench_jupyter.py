@@ -19,6 +19,8 @@ Per size (GiB of random float64 in a numpy array, on top of the kernel's own ~60
      and to GET /api/ckpt/kernels/ID/restore saying "all memory in".
 The table gives each time and the ratios of the targets: REST checkpoint / engine dump
 (<= 1.25), first cell after the restore request (<= 1 s), all memory in / fresh copy (<= 1.0).
+On a busy machine wall times are mostly waiting for a CPU: the CPU time of the engine dump
+(this process) and of the first REST checkpoint (the server process) are given too.
 --eager restores with CheckpointConfig.lazy_restore off, for comparison.
 
 --auto measures instead what automatic snapshots (CheckpointConfig.auto_snapshot) add to a
@@ -35,6 +37,7 @@ import ctypes
 import json
 import mmap
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -74,6 +77,18 @@ def fill_kernel(ks: KernelSocket, size: int) -> None:
             "print(big.nbytes)")
     status, out, _ = ks.execute(code, timeout=600)
     assert status == "ok", out
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds `pid` (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ckpt_post(server: Server, kernel_id: str) -> tuple[float, dict]:
@@ -117,15 +132,18 @@ def one_size(size: int, root: Path, eager: bool) -> dict:
             ks = KernelSocket(server, kernel_id)
             fill_kernel(ks, size)
             pid = kernel_pid(ks)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), own_cpu()
             stats = engine.dump(pid, str(work / "engine-image"), tcp_close=True)
             result["engine_dump_s"] = time.perf_counter() - t
+            result["engine_dump_cpu_s"] = own_cpu() - cpu
             result["engine_freeze_ms"] = stats.get("freeze_ms")
             shutil.rmtree(work / "engine-image")
             ks.close()
             ks = KernelSocket(server, kernel_id)
             ks.wait_for_output()
+            cpu = process_cpu(server.proc.pid)
             result["rest_ckpt_s"], model = ckpt_post(server, kernel_id)
+            result["rest_ckpt_cpu_s"] = process_cpu(server.proc.pid) - cpu
             result["rest_freeze_ms"] = model["freeze_ms"]
             ks.close()  # (a long checkpoint may outlast the websocket: a fresh one)
             ks = KernelSocket(server, kernel_id)
@@ -160,6 +178,7 @@ def one_size(size: int, root: Path, eager: bool) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["ratio_ckpt_vs_dump"] = result["rest_ckpt_s"] / result["engine_dump_s"]
+    result["ratio_ckpt_vs_dump_cpu"] = result["rest_ckpt_cpu_s"] / result["engine_dump_cpu_s"]
     result["ratio_all_in_vs_fresh_copy"] = result["all_in_s"] / result["fresh_copy_s"]
     return result
 
@@ -230,6 +249,8 @@ COLUMNS = [("size_gib", "GiB", "{:g}"), ("engine_dump_s", "dump s", "{:.2f}"),
            ("rest_ckpt_s", "REST ckpt s", "{:.2f}"), ("rest_ckpt2_s", "2nd ckpt s", "{:.2f}"),
            ("rest_freeze_ms", "freeze ms", "{}"),
            ("ratio_ckpt_vs_dump", "ckpt/dump", "{:.2f}"),
+           ("engine_dump_cpu_s", "dump cpu s", "{:.2f}"), ("rest_ckpt_cpu_s", "ckpt cpu s", "{:.2f}"),
+           ("ratio_ckpt_vs_dump_cpu", "cpu ckpt/dump", "{:.2f}"),
            ("restore_response_s", "restore resp s", "{:.2f}"),
            ("first_cell_s", "1st cell s", "{:.2f}"), ("all_in_s", "all in s", "{:.2f}"),
            ("fresh_copy_s", "fresh copy s", "{:.2f}"),

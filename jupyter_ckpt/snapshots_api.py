@@ -38,6 +38,7 @@ from .store import AlreadyExists, CorruptData, InvalidName, LockTimeout, Snapsho
     SnapshotStore, check_id
 from .store import NotFound as NotStored
 from .store.reading import StoreImage
+from .store.snapshots import ChunkSink
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +272,11 @@ class Snapshots:
     # ------------------------------------------------------------------ writing
     def put(self, image_dir: str, metadata: Mapping[str, Any] | None = None, *,
             label: str = "", snapshot_id: str | None = None, progress: Progress | None = None,
-            notebook: Mapping[str, Any] | None = None, consume: bool = False) -> Snapshot:
+            notebook: Mapping[str, Any] | None = None, consume: bool = False,
+            sink: ChunkSink | None = None) -> Snapshot:
         """Store the engine image in `image_dir` as a new snapshot, with `notebook` (nbformat
-        JSON) beside it when given. Conflict when the id is taken."""
+        JSON) beside it when given; `sink`: the stream its blobs went into instead of files
+        (SnapshotStore.streaming). Conflict when the id is taken."""
         if notebook is not None:  # first, and only if the id is ours: a record never lacks it
             try:
                 self.store.backend.put(notebook_key(check_id(snapshot_id)),
@@ -284,7 +287,7 @@ class Snapshots:
             info = self.store.put_image(image_dir, {**(metadata or {}),
                                                     "has_notebook": notebook is not None},
                                         label=label, snapshot_id=snapshot_id,
-                                        progress=progress, consume=consume)
+                                        progress=progress, consume=consume, sink=sink)
         except BaseException as err:
             if notebook is not None and not isinstance(err, AlreadyExists):
                 self.store.backend.delete(notebook_key(snapshot_id))

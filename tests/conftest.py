@@ -20,6 +20,9 @@ from seaweedfs import SeaweedFS, weed_binary
 
 HERE = Path(__file__).parent
 PROGRAMS = HERE / "programs"
+# Test programs are small, and a small tree is dumped without pre-copy (precopy.PRECOPY_MIN):
+# pre-copy them all the same, so that its paths stay tested; one test drops this.
+os.environ["JUPYTER_CKPT_PRECOPY_MIN"] = "0"
 CLI = [sys.executable, "-m", "jupyter_ckpt"]
 
 

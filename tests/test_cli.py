@@ -652,3 +652,16 @@ def test_a_portable_image_brings_its_own_libraries(programs, workdir, monkeypatc
     maps = Path(f"/proc/{prog.pid}/maps").read_text()
     assert str(workdir / "cache" / "jupyter-ckpt" / "files") in maps, maps
     prog.verify()
+
+
+def test_small_tree_is_dumped_without_precopy(programs, workdir, monkeypatch):
+    """Below precopy.PRECOPY_MIN of private memory pre-copy is skipped (copying it all while
+    frozen is quick); the image is as complete, and restores."""
+    monkeypatch.delenv("JUPYTER_CKPT_PRECOPY_MIN")
+    prog = ticker(programs, "--alloc", "4")
+    image = workdir / "image"
+    prog.dump(image, kill=True)
+    stats = manifest(image)["stats"]
+    assert stats["dirty_tracking"] == "none" and "precopy_rounds" not in stats, stats
+    prog.restore(image)
+    prog.verify()

@@ -149,3 +149,34 @@ def test_eager_restore_from_the_store_has_all_memory_in_when_it_answers(tmp_path
         ks.close()
     finally:
         server.stop()
+
+
+def test_checkpoint_failing_mid_stream_stores_nothing_and_the_kernel_runs_on(tmp_path):
+    """A checkpoint streams the kernel's memory into the store as the dump reads it. One
+    failing after pre-copy's first round (the 200 MB array: more than the chunkers queue,
+    so chunks are stored by then) leaves no snapshot and no scratch, only chunks that gc
+    removes, and the kernel runs on with its state."""
+    from jupyter_ckpt.engine import faults
+
+    server = Server(tmp_path, tmp_path / "ckpt",
+                    env={faults.ENV: "dump.during-precopy"}).start()
+    try:
+        kernel_id = server.start_notebook_kernel()
+        ks = KernelSocket(server, kernel_id)
+        status, out, _ = ks.execute(KERNEL_STATE)
+        assert status == "ok", out
+        status, body = server.request("POST", f"api/ckpt/kernels/{kernel_id}/snapshots", {})
+        assert status == 500 and "dump.during-precopy" in body["message"], (status, body)
+        assert server.request("GET", "api/ckpt/snapshots")[1] == []
+        assert not list((tmp_path / "ckpt" / "tmp").iterdir()), "scratch left behind"
+        store = open_store(str(tmp_path / "ckpt" / "store"))
+        orphans = store.usage()
+        assert orphans.snapshots == 0 and orphans.chunks > 0, orphans
+        assert store.gc() == orphans.chunk_bytes
+        assert store.usage().chunks == 0
+        status, out, _ = ks.execute(CHECK)
+        assert status == "ok", out
+        assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+        ks.close()
+    finally:
+        server.stop()

@@ -567,3 +567,81 @@ def test_store_imports_no_ptrace_or_jupyter():
             "print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("precopy", [True, False], ids=["precopy", "no-precopy"])
+def test_dump_streamed_into_the_store_equals_a_copied_one(url, tmp_path, precopy):
+    """A dump that gives its blobs to the store as it writes them (no image written and
+    read back) makes the snapshot an image directory put into a store would: the same
+    manifest, the same chunk records. It restores, and the program finds all its memory."""
+    from jupyter_ckpt import engine
+
+    prog = start_program(tmp_path, mib=16)
+    try:
+        store = open_store(url)
+        image = tmp_path / "image"
+        with store.streaming() as sink:
+            engine.dump(prog.pid, str(image), kill=True, sink=sink, durable=False,
+                        precopy=precopy)
+            assert [p.name for p in image.iterdir()] == ["manifest.json"]  # no blob written
+            info = store.put_image(image, {"kernel_id": "k"}, sink=sink, consume=True)
+        prog.reap()
+        store.verify(info.id)
+        assert info.new_bytes == info.stored_bytes > 0 and info.zero_bytes > 0
+        assert info.logical_bytes == sum(b["size"] for b in store.manifest(info.id)["blobs"].values())
+
+        store.checkout(info.id, tmp_path / "checkout")
+        copied = SnapshotStore(tmp_path / "copied")
+        again = copied.put_image(tmp_path / "checkout")
+        streamed_doc, copied_doc = store._load_chunks(info), copied._load_chunks(again)
+        assert streamed_doc["image_manifest"] == copied_doc["image_manifest"]
+        assert streamed_doc["blobs"] == copied_doc["blobs"]
+
+        opened = store.open_image(info.id)
+        try:
+            engine.restore(opened)
+        finally:
+            opened.close()
+        prog.verify()
+    finally:
+        prog.kill()
+
+
+def test_failed_streamed_dump_leaves_no_snapshot_and_gc_removes_its_chunks(tmp_path,
+                                                                          monkeypatch):
+    """A dump that fails after its first pre-copy round has streamed chunks into the store
+    (64 MiB of memory: more windows than the chunkers queue, so some were stored): no
+    snapshot, its chunks are garbage for gc, the process runs on, the store works on."""
+    from jupyter_ckpt import engine
+    from jupyter_ckpt.engine import faults
+    from jupyter_ckpt.engine.errors import CkptError
+
+    prog = start_program(tmp_path, mib=32)
+    try:
+        store = SnapshotStore(tmp_path / "store")
+        image = tmp_path / "image"
+        monkeypatch.setenv(faults.ENV, "dump.during-precopy")
+        with pytest.raises(CkptError, match="dump.during-precopy"):
+            with store.streaming() as sink:
+                engine.dump(prog.pid, str(image), sink=sink, durable=False)
+        monkeypatch.delenv(faults.ENV)
+        assert not image.exists() and store.list() == []
+        orphans = store.usage()
+        assert orphans.snapshots == 0 and orphans.chunks > 0
+        assert store.gc() == orphans.chunk_bytes
+        assert store.usage().chunks == 0
+
+        mutate(prog, 1)  # it runs on, unharmed
+        with store.streaming() as sink:
+            engine.dump(prog.pid, str(image), kill=True, sink=sink, durable=False)
+            info = store.put_image(image, sink=sink)
+        prog.reap()
+        store.verify(info.id)
+        opened = store.open_image(info.id)
+        try:
+            engine.restore(opened)
+        finally:
+            opened.close()
+        prog.verify()
+    finally:
+        prog.kill()

@@ -18,10 +18,10 @@ from .errors import Blocker, CkptError, Refused, Unsupported
 from .freeze import FrozenTree, check_root, freeze
 from .fileid import FileIdentities
 from .hostinfo import host_facts
-from .image import ImageReader, ImageWriter
+from .image import BlobSink, ImageReader, ImageWriter
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
 from .pagemap import PageScanner
-from .precopy import PreCopy, Unavailable
+from .precopy import PreCopy, Unavailable, worth_precopying
 from .procfs import read_stat
 from .resources import RESOURCES, claim, process, shmem
 from .version import VERSION
@@ -49,7 +49,8 @@ def check(pid: int, tcp_close: bool = False) -> list[Blocker]:
 
 def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progress,
          precopy: bool = True, parent: str | None = None, portable: bool = False,
-         tcp_close: bool = False, durable: bool = True) -> dict[str, Any]:
+         tcp_close: bool = False, durable: bool = True,
+         sink: BlobSink | None = None) -> dict[str, Any]:
     """Write a complete image of the tree rooted at `pid` to `path`, or raise and leave
     neither an image nor a changed process behind. Returns the image's stats.
 
@@ -63,13 +64,16 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
     Connected TCP sockets are refused unless `tcp_close`: then they come back reset.
     Without `durable` nothing is forced to disk: for an image read once right away (a
     snapshot store ingests it) and then removed, its blobs need never leave the page cache.
+    With a `sink` (image.BlobSink) the blobs go there as they are written, not into `path`.
     """
     check_root(pid)
+    if parent is not None and sink is not None:
+        raise ValueError("an incremental dump rereads its blobs: it cannot give them to a sink")
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
     _refuse_before_touching(pid)
     host = host_facts()  # (now: reading /proc/cpuinfo takes milliseconds the freeze need not)
-    writer = ImageWriter(path, durable=durable)
+    writer = ImageWriter(path, durable=durable, sink=sink)
     copies: dict[int, PreCopy] = {}
     try:
         if precopy:
@@ -162,12 +166,15 @@ def _refuse_before_touching(root: int) -> None:
 def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
     """Copy the memory of every process of the tree while it runs (see precopy.py)."""
     copies: dict[int, PreCopy] = {}
+    pids = _tree_pids(root)
+    if not worth_precopying(pids):
+        return copies
     try:
-        for pid in _tree_pids(root):
+        for pid in pids:
             if process.seccomp_modes(pid, [pid]):
                 continue  # entered since we looked: refused once frozen, nothing injected here
             try:
-                copies[pid] = PreCopy(pid, writer.blob_path(""))
+                copies[pid] = PreCopy(pid, writer.blob_path(""), writer.stream_blob)
             except (Unavailable, FileNotFoundError, ProcessLookupError):
                 continue  # this one is copied entirely while frozen
         progress("pre-copying", 0, 0)

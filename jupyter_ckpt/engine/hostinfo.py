@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
 
@@ -15,10 +14,11 @@ def cpu_flags() -> list[str]:
 
 
 def host_facts() -> dict[str, Any]:
+    uname = os.uname()  # (what platform.node/machine/release return, without importing it)
     return {
-        "hostname": platform.node(),
-        "machine": platform.machine(),
-        "kernel": platform.release(),
+        "hostname": uname.nodename,
+        "machine": uname.machine,
+        "kernel": uname.release,
         "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(),
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "cpu_flags": cpu_flags(),

@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -79,6 +79,35 @@ def _hash_fd(fd: int, size: int) -> str:
     return digest.hexdigest()
 
 
+class BlobStream(Protocol):
+    """Where one blob's bytes go instead of a file (see BlobSink)."""
+
+    size: int  # bytes written so far
+
+    def write(self, data: bytes | memoryview) -> None:
+        """The blob's next bytes (copied before it returns: the caller reuses its buffer).
+        Raises if the destination failed; the dump then fails."""
+
+    def drain(self) -> None:
+        """Wait until the destination has caught up with what was written so far (before a
+        freeze: writes while frozen then need not wait for it)."""
+
+    def close(self) -> None:
+        """Every byte is written: wait until the destination has taken them all."""
+
+    def abort(self) -> None:
+        """The blob is not wanted after all: drop it."""
+
+
+class BlobSink(Protocol):
+    """A destination for an image's blobs other than files in its directory, e.g. a
+    snapshot store chunking them as they are produced. The writer still writes the
+    manifest (with every blob's size and checksum) into the directory; blobs given to a
+    sink are absent from it, and whoever passed the sink takes them from there."""
+
+    def open(self, name: str) -> BlobStream: ...
+
+
 class MappedBlob:
     """A new blob of known size, filled in place through a shared mapping of it (no copy
     through a buffer; `address` is where its first byte is mapped).
@@ -86,17 +115,22 @@ class MappedBlob:
     Call `filled(n)` as soon as bytes [.., n) are final: they are checksummed right away,
     while still in the CPU cache (no second pass over the blob), and their writeback starts,
     so that the fsync in `commit` finds little left to do. The blob is registered on a clean
-    exit of the `with` block, once every byte has been declared filled."""
+    exit of the `with` block, once every byte has been declared filled. A blob going to the
+    writer's sink is filled the same way, in a file that has no name, and its bytes are
+    handed on and their room given back as they are declared filled."""
 
     def __init__(self, writer: "ImageWriter", name: str, size: int):
         self._writer = writer
         self.name = name
         self.size = size
         self.done = 0  # bytes [0, done) are final and checksummed
-        self._started = 0  # bytes handed to writeback so far
+        self._started = 0  # bytes handed to writeback so far, or to the sink and given back
         self._digest = xxhash.xxh3_128()
-        self._fd = os.open(os.path.join(writer.tmp, name),
-                           os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._stream = writer.stream_blob(name)
+        path = os.path.join(writer.tmp, name)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        if self._stream is not None:
+            os.unlink(path)
         try:
             if size:
                 os.posix_fallocate(self._fd, 0, size)  # ENOSPC now, not SIGBUS later
@@ -110,8 +144,19 @@ class MappedBlob:
     def filled(self, upto: int) -> None:
         view = memoryview(self.mapping)
         self._digest.update(view[self.done:upto])
+        if self._stream is not None:
+            self._stream.write(view[self.done:upto])
         view.release()
         self.done = upto
+        if self._stream is not None:  # handed on: free the whole pages below `upto`
+            end = upto - upto % mmap.PAGESIZE
+            if end > self._started:
+                try:
+                    self.mapping.madvise(mmap.MADV_REMOVE, self._started, end - self._started)
+                except OSError:  # a filesystem that cannot punch holes: freed at the end
+                    pass
+                self._started = end
+            return
         if not self._writer.durable:
             return
         if upto - self._started >= _WRITEBACK or upto == self.size:
@@ -147,11 +192,15 @@ class MappedBlob:
 
 class ImageWriter:
     """Builds an image in a temporary sibling directory; `commit` makes it appear atomically,
-    on disk first unless not `durable` (an image to be read once right away and removed)."""
+    on disk first unless not `durable` (an image to be read once right away and removed).
+    With a `sink`, blobs go there rather than into files (blobs a writer such as
+    fileid.py puts at `blob_path` itself excepted)."""
 
-    def __init__(self, path: str, durable: bool = True):
+    def __init__(self, path: str, durable: bool = True, sink: BlobSink | None = None):
         self.path = os.path.abspath(path)
         self.durable = durable
+        self.sink = sink
+        self._streams: dict[str, BlobStream] = {}
         if os.path.lexists(self.path):
             raise CkptError(f"{path} already exists; choose a new image directory")
         parent = os.path.dirname(self.path)
@@ -167,9 +216,23 @@ class ImageWriter:
         self._adopted: list[str] = []
         self._checksums: dict[str, str] = {}  # of adopted blobs, taken as they were written
 
+    def stream_blob(self, name: str) -> BlobStream | None:
+        """Where to write blob `name` if it goes to the sink (None: into its file). The
+        blob is then registered with `adopt_blob`, or by the writer that asked."""
+        if self.sink is None:
+            return None
+        if name in self._streams:  # written again: replaces it, as a file would be
+            self._streams.pop(name).abort()
+        self._streams[name] = self.sink.open(name)
+        return self._streams[name]
+
     def add_blob(self, name: str, data: bytes | memoryview) -> str:
-        with open(os.path.join(self.tmp, name), "wb") as f:
-            f.write(data)
+        stream = self.stream_blob(name)
+        if stream is not None:
+            stream.write(data)
+        else:
+            with open(os.path.join(self.tmp, name), "wb") as f:
+                f.write(data)
         self.blobs[name] = {"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}
         return name
 
@@ -194,7 +257,9 @@ class ImageWriter:
         """Register a blob written directly at `blob_path(name)`; it is checksummed at
         commit, so that work can happen after the tree runs on again."""
         self._adopted.append(name)
-        self.blobs[name] = {"size": os.path.getsize(self.blob_path(name)), "xxh3_128": None}
+        size = self._streams[name].size if name in self._streams \
+            else os.path.getsize(self.blob_path(name))
+        self.blobs[name] = {"size": size, "xxh3_128": None}
 
     def adopted_checksum(self, name: str, xxh3_128: str) -> None:
         """The checksum of an adopted blob, taken by its writer as it wrote it: commit then
@@ -202,7 +267,12 @@ class ImageWriter:
         self._checksums[name] = xxh3_128
 
     def commit(self, manifest: dict[str, Any]) -> None:
+        for name, stream in self._streams.items():
+            if name not in self.blobs:
+                stream.abort()  # opened for a blob given up (e.g. a pre-copy that could not start)
         for name in self._adopted:
+            if name in self._streams and name not in self._checksums:
+                raise CkptError(f"blob {name} went to the sink without its checksum")
             self.blobs[name]["xxh3_128"] = self._checksums.get(name) or _hash_file(self.blob_path(name))
         manifest = {"format": FORMAT, "version": VERSION, **manifest, "blobs": self.blobs}
         manifest["manifest_xxh3_128"] = manifest_checksum(manifest)
@@ -211,7 +281,12 @@ class ImageWriter:
             f.flush()
             if self.durable:
                 os.fsync(f.fileno())
+        for name, stream in self._streams.items():
+            if name in self.blobs:
+                stream.close()  # (raises if the sink failed: nothing is committed)
         for name in self.blobs if self.durable else ():
+            if name in self._streams:
+                continue
             fd = os.open(os.path.join(self.tmp, name), os.O_RDONLY)
             os.fsync(fd)
             os.close(fd)
@@ -220,6 +295,8 @@ class ImageWriter:
         self._unlock()
 
     def abort(self) -> None:
+        for stream in self._streams.values():
+            stream.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._unlock()
 

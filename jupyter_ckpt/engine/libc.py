@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
+import types
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -33,3 +35,26 @@ def check(result: int, what: str) -> int:
     if result == -1:
         raise error(what)
     return result
+
+
+def lend_to_python_ptrace() -> None:
+    """Call before importing python-ptrace. It opens the C library by the name
+    ctypes.util.find_library gives, which runs `ldconfig -p` in a subprocess: 10-20 ms of
+    CPU on every command. Its module for that is given a handle of its own here instead
+    (a handle apart from ours: the prototypes it sets must not change ours)."""
+    if "ptrace.ctypes_libc" in sys.modules:
+        return
+    module = types.ModuleType("ptrace.ctypes_libc")
+    module.LIBC_FILENAME = _loaded_libc()  # type: ignore[attr-defined]
+    module.libc = ctypes.CDLL(module.LIBC_FILENAME, use_errno=True)  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+
+
+def _loaded_libc() -> str | None:
+    """The path of the C library this process has mapped (None: the program's symbols)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.rstrip("\n").partition("/")[2]
+            if path and os.path.basename(path).startswith("libc.so"):
+                return "/" + path
+    return None

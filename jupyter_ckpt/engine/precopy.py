@@ -28,13 +28,13 @@ import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import xxhash
 
 from . import faults, guard, ptrace_ext, uffd, zeropages
 from .errors import CkptError
-from .image import _SYNC_FILE_RANGE_WRITE, _WRITEBACK
+from .image import _SYNC_FILE_RANGE_WRITE, _WRITEBACK, BlobStream
 from .libc import libc
 from .inject import RemoteMemory, RemoteThread, syscall_gadget
 from .pagemap import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PageScanner
@@ -50,6 +50,32 @@ _MAX_ROUNDS = 4
 _PFN_MASK = (1 << 55) - 1
 _CHUNK = 4 << 20  # per read; two such buffers: one being read into, one being written out
 ZERO = -1  # the "blob offset" of a page found all zero: nothing of it is stored
+
+
+# Below this much private memory in the tree pre-copy is skipped: copying it all while
+# frozen takes a few ms, less than setting up write tracking and copying twice.
+# JUPYTER_CKPT_PRECOPY_MIN (bytes) overrides it (0: always pre-copy, as the tests do).
+PRECOPY_MIN = 32 << 20
+PRECOPY_MIN_ENV = "JUPYTER_CKPT_PRECOPY_MIN"
+
+
+def worth_precopying(pids: list[int]) -> bool:
+    """Whether the tree holds enough memory for pre-copy to shorten its freeze."""
+    limit = int(os.environ.get(PRECOPY_MIN_ENV, PRECOPY_MIN))
+    if limit <= 0:
+        return True
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"RssAnon:"):
+                        total += int(line.split()[1]) << 10  # kB
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone: the freeze reports it
+        if total >= limit:
+            return True
+    return False
 
 
 class Unavailable(Exception):
@@ -148,14 +174,19 @@ def _userfaultfd_in(pid: int) -> int:
 
 
 class PreCopy:
-    """Pages of one process copied ahead of its freeze, into `blob_path`."""
+    """Pages of one process copied ahead of its freeze, into a blob in `blob_dir`, or
+    into the stream `open_stream(blob name)` gives (no file) if it gives one."""
 
-    def __init__(self, pid: int, blob_dir: str):
+    def __init__(self, pid: int, blob_dir: str,
+                 open_stream: Callable[[str], BlobStream | None] | None = None):
         self.pid = pid
         self.blob_name = f"pages-{pid}.bin"
         self.tracker = DirtyTracker(pid)
+        self.stream = open_stream(self.blob_name) if open_stream is not None else None
+        self.blob = -1
         try:
-            self.blob = os.open(os.path.join(blob_dir, self.blob_name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            if self.stream is None:
+                self.blob = os.open(os.path.join(blob_dir, self.blob_name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError:
             self.tracker.close()
             raise
@@ -197,6 +228,11 @@ class PreCopy:
             self.rounds.append(copied)
             if copied == 0 or copied >= self.rounds[-2]:
                 break
+        if self.stream is not None:
+            # The freeze must not wait for the stream: let it catch up, then copy what was
+            # written meanwhile.
+            self.stream.drain()
+            self.rounds.append(self._copy(self._scan(written_only=True), first=False))
 
     def _scan(self, written_only: bool) -> list[tuple[int, int]]:
         runs: list[tuple[int, int]] = []
@@ -265,6 +301,12 @@ class PreCopy:
     def _append(self, data: memoryview) -> None:
         """Write `data` at the end of the blob, checksum it while it is in cache, and start
         its writeback every few MiB."""
+        if self.stream is not None:
+            self.stream.write(data)
+            self._digest.update(data)
+            self.size += len(data)
+            data.release()
+            return
         done = 0
         while done < len(data):
             n = os.pwrite(self.blob, data[done:], self.size + done)
@@ -489,7 +531,8 @@ class PreCopy:
             self._ahead_thread.join()
         self.tracker.close()
         self.scanner.close()
-        os.close(self.blob)
+        if self.blob >= 0:
+            os.close(self.blob)
         os.close(self.pagemap)
 
 

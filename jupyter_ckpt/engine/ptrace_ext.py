@@ -9,9 +9,11 @@ import ctypes
 import os
 from dataclasses import dataclass
 
-from ptrace.binding import func as _pt
-
 from . import arch
+from .libc import lend_to_python_ptrace
+
+lend_to_python_ptrace()
+from ptrace.binding import func as _pt  # noqa: E402 (after the line above)
 
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207

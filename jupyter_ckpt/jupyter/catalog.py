@@ -10,8 +10,9 @@ any store URL such as s3://bucket/prefix, shared by the servers of several hosts
 memory that several snapshots share — of the same kernel or of different ones — is stored
 once, zero pages not at all, and the rest compressed.
 
-The engine writes plain image directories, so a checkpoint passes through a scratch
-directory (<root>/tmp): the dump lands there and is ingested. A restore reads the snapshot
+A checkpoint streams the dump's blobs into the store as the engine writes them (chunked,
+compressed, deduplicated on the way: no image is written and read back); only the image
+manifest passes through a scratch directory (<root>/tmp). A restore reads the snapshot
 straight from the store (`open_image`), or, where the engine needs a directory (a restore
 in a helper process, without CAP_CHECKPOINT_RESTORE), gets a checkout in scratch. Scratch
 is on the store's filesystem, not in /tmp (often RAM), and is removed as soon as the engine
@@ -38,6 +39,7 @@ from ..snapshots_api import Foreign, NotFound, Snapshot, Snapshots, notebook_key
 from ..store import NotFound as StoreNotFound
 from ..store import SnapshotStore, open_store
 from ..store.reading import StoreImage
+from ..store.snapshots import ChunkSink
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 PUBLIC_FIELDS = ("id", "label", "kernel_id", "kernel_name", "notebook_path", "created",
@@ -98,24 +100,27 @@ class SnapshotCatalog:
 
     # ------------------------------------------------------------------ snapshots
     def add(self, snapshot_id: str, metadata: Mapping[str, Any],
-            dump: Callable[[str], Mapping[str, Any]],
+            dump: Callable[[str, ChunkSink], Mapping[str, Any]],
             progress: Callable[[int, int], None] | None = None,
             notebook: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None
             ) -> Snapshot:
-        """Take a snapshot: `dump(image_dir)` writes the engine image (into scratch) and
-        returns metadata only known afterwards; the image is then stored (Snapshots.put)
-        with all the metadata and `notebook` (nbformat JSON, or a function giving it or None
-        once the dump is done), and the scratch removed, whatever happened. Blocking: call
-        it off the event loop. Conflict if the id got taken meanwhile."""
+        """Take a snapshot: `dump(image_dir, sink)` writes the engine image's manifest (into
+        scratch) and its blobs into `sink`, which stores them as they come, and returns
+        metadata only known afterwards; the snapshot is then made (Snapshots.put) with all
+        the metadata and `notebook` (nbformat JSON, or a function giving it or None once the
+        dump is done), and the scratch removed, whatever happened. A dump that fails leaves
+        no snapshot (its chunks are the store's gc's). Blocking: call it off the event loop.
+        Conflict if the id got taken meanwhile."""
         scratch = self._new_scratch("dump")
         try:
             image = os.path.join(scratch, "image")
-            meta = {**metadata, **dump(image), "id": snapshot_id}
-            if callable(notebook):
-                notebook = notebook()
-            return self.snapshots.put(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
-                                      snapshot_id=snapshot_id, progress=progress,
-                                      notebook=notebook, consume=True)
+            with self.store.streaming() as sink:
+                meta = {**metadata, **dump(image, sink), "id": snapshot_id}
+                if callable(notebook):
+                    notebook = notebook()
+                return self.snapshots.put(image, meta, label=meta["label"][:_STORE_LABEL_MAX],
+                                          snapshot_id=snapshot_id, progress=progress,
+                                          notebook=notebook, consume=True, sink=sink)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from .. import engine
 from ..snapshots_api import Conflict, NotFound
+from ..store.snapshots import ChunkSink
 from . import validation
 from .catalog import SnapshotCatalog, public
 from .provisioner import PENDING_RESTORES, CkptProvisioner, RestoreRequest, kill_restored
@@ -146,9 +147,10 @@ class CheckpointService:
                 if on_phase is not None:
                     on_phase(phase)
 
-            def dump(image: str) -> dict[str, Any]:
+            def dump(image: str, sink: ChunkSink) -> dict[str, Any]:
                 # (ZeroMQ reconnects; the store makes the snapshot durable, not this scratch)
-                stats = engine.dump(pid, image, progress=report, tcp_close=True, durable=False)
+                stats = engine.dump(pid, image, progress=report, tcp_close=True, durable=False,
+                                    sink=sink)
                 return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "freeze_ms": stats.get("freeze_ms"),
                         "bytes_logical": stats.get("bytes_logical"),

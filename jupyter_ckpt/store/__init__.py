@@ -2,6 +2,9 @@
 
     store = SnapshotStore("~/.local/share/jupyter-ckpt/store")   # or SnapshotStore(backend)
     info = store.put_image(image_dir, {"kernel_id": kid, "notebook_path": nb})
+    with store.streaming() as sink:      # or straight from the dump, no image written:
+        engine.dump(pid, image_dir, sink=sink)
+        info = store.put_image(image_dir, meta, sink=sink)
     store.list(kernel_id=kid)            -> [SnapshotInfo, ...] newest first
     store.get(id) / store.manifest(id)   -> SnapshotInfo / the engine image manifest
     store.checkout(id, new_dir)          -> an engine image directory for restore

@@ -82,35 +82,35 @@ def _readinto_full(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
-def cut_blob(fd: int, size: int, params: ChunkParams, digest: "xxhash.xxh3_128",
-             name: str = "blob") -> Iterator[tuple[int, memoryview]]:
-    """Chunks of the `size` bytes of file `fd`, as (blob offset, view). Zero pages are left
-    out. Every byte read is fed to `digest` in order. The views stay valid as long as they
-    are referenced (each window is a fresh buffer)."""
-    h64 = xxhash.xxh3_64_intdigest
-    page_size, zero_page, zero_h = PAGE, _ZERO_PAGE, _ZERO_PAGE_H
-    run, zero_run, zero_run_h = _ZERO_RUN, _ZERO_RUN_BYTES, _ZERO_RUN_H
-    mask = (1 << params.mask_bits) - 1
-    min_size, max_size = params.min_size, params.max_size
-    read = 0  # bytes of the blob read so far
-    carry: memoryview | None = None  # the open chunk's bytes from the previous window
-    while read < size:
-        want = min(WINDOW, size - read)
-        clen = len(carry) if carry is not None else 0
-        buf = bytearray(clen + want)
-        mv = memoryview(buf)
-        if carry is not None:
-            mv[:clen] = carry
-            carry = None
-        got = _readinto_full(fd, mv[clen:], read)
-        if got != want:
-            raise BadImage(f"{name}: file is shorter than its recorded size {size}")
-        digest.update(mv[clen:])
-        base = read - clen  # blob offset of buf[0]
-        read += want
-        end = clen + want
-        start = 0 if clen else -1  # offset in buf of the open chunk, -1: none
-        o = clen
+class Cutter:
+    """The chunker itself, fed a blob's bytes in order, piece by piece (from a file, or as
+    a dump produces them): the chunks are the same however the blob is cut into pieces.
+    Every piece but the last must be whole pages. Chunks are (blob offset, bytes) with
+    zero pages left out; a chunk is a view of the piece it ends in (kept alive by the
+    view) unless it spans pieces, when its parts are joined into new bytes."""
+
+    def __init__(self, params: ChunkParams):
+        self._mask = (1 << params.mask_bits) - 1
+        self._min, self._max = params.min_size, params.max_size
+        self.offset = 0  # bytes fed so far
+        self._parts: list[memoryview] = []  # the open chunk's bytes from earlier pieces
+        self._held = 0  # their length
+        self._at = 0  # blob offset of the open chunk, when _parts holds some of it
+
+    def feed(self, mv: memoryview, last: bool = False) -> Iterator[tuple[int, bytes | memoryview]]:
+        """The chunks that end in `mv`, the blob's next bytes (`last`: its final ones)."""
+        h64 = xxhash.xxh3_64_intdigest
+        page_size, zero_page, zero_h = PAGE, _ZERO_PAGE, _ZERO_PAGE_H
+        run, zero_run, zero_run_h = _ZERO_RUN, _ZERO_RUN_BYTES, _ZERO_RUN_H
+        mask, min_size, max_size = self._mask, self._min, self._max
+        end = len(mv)
+        if end % page_size and not last:
+            raise ValueError("only the last piece of a blob may end inside a page")
+        base = self.offset
+        self.offset += end
+        start = 0 if self._parts else -1  # offset in mv of the open chunk, -1: none
+        held = self._held  # bytes of the open chunk before mv[start]
+        o = 0
         while o < end:
             stop = o + page_size
             if stop > end:
@@ -121,8 +121,8 @@ def cut_blob(fd: int, size: int, params: ChunkParams, digest: "xxhash.xxh3_128",
             if h == zero_h and bytes(page) == zero_page or stop - o < page_size \
                     and not any(page):
                 if start >= 0:
-                    yield base + start, mv[start:o]
-                    start = -1
+                    yield self._chunk(base, mv, start, o)
+                    start, held = -1, 0
                 o = stop
                 # a run of zeros: step over whole zero blocks while there are some
                 while o + run <= end and h64(mv[o:o + run]) == zero_run_h \
@@ -132,14 +132,43 @@ def cut_blob(fd: int, size: int, params: ChunkParams, digest: "xxhash.xxh3_128",
             if start < 0:
                 start = o
             o = stop
-            if o - start >= max_size or (not h & mask and o - start >= min_size):
-                yield base + start, mv[start:o]
-                start = -1
+            if held + o - start >= max_size or (not h & mask and held + o - start >= min_size):
+                yield self._chunk(base, mv, start, o)
+                start, held = -1, 0
         if start >= 0:
-            if read >= size:
-                yield base + start, mv[start:end]
+            if last:
+                if held + end - start:
+                    yield self._chunk(base, mv, start, end)
             else:
-                carry = mv[start:end]
+                if not self._parts:
+                    self._at = base + start
+                self._parts.append(mv[start:end])
+                self._held += end - start
+
+    def _chunk(self, base: int, mv: memoryview, start: int, stop: int
+               ) -> tuple[int, bytes | memoryview]:
+        if not self._parts:
+            return base + start, mv[start:stop]
+        data = b"".join([*self._parts, mv[start:stop]])
+        self._parts, self._held = [], 0
+        return self._at, data
+
+
+def cut_blob(fd: int, size: int, params: ChunkParams, digest: "xxhash.xxh3_128",
+             name: str = "blob") -> Iterator[tuple[int, bytes | memoryview]]:
+    """Chunks of the `size` bytes of file `fd`, as (blob offset, bytes). Zero pages are left
+    out. Every byte read is fed to `digest` in order. The views stay valid as long as they
+    are referenced (each window is a fresh buffer)."""
+    cutter = Cutter(params)
+    read = 0  # bytes of the blob read so far
+    while read < size:
+        want = min(WINDOW, size - read)
+        mv = memoryview(bytearray(want))
+        if _readinto_full(fd, mv, read) != want:
+            raise BadImage(f"{name}: file is shorter than its recorded size {size}")
+        digest.update(mv)
+        read += want
+        yield from cutter.feed(mv, last=read >= size)
 
 
 class Codec:

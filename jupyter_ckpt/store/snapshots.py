@@ -12,7 +12,8 @@ Objects in the backend (see backend.py for the interface):
 A snapshot exists once its record exists: `put_image` writes chunks, then the chunk list,
 makes them durable (`flush`), and writes the record last with create-if-absent. `delete`
 removes the record first. Anything left without a record (a put that died) is garbage
-that `gc` removes.
+that `gc` removes. A dump can also write its blobs straight into the store (`streaming`):
+they are chunked as they come, and `put_image` takes them from the sink.
 
 Concurrency: a reader-writer lock named "store". Everything that needs chunks to stay
 (`put_image` from its first existence check to its record, `checkout`, `verify`) holds it
@@ -25,13 +26,18 @@ checks it still holds it before and after writing its record, and stores nothing
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import queue
 import re
 import secrets
 import shutil
 import tempfile
+import threading
 from collections import deque
+from collections.abc import Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -41,7 +47,8 @@ import xxhash
 from ..engine.errors import ImageError
 from ..engine.image import ImageReader
 from .backend import Backend, LocalBackend
-from .chunking import ChunkParams, Codec, cut_blob, decode_document, encode_document
+from .chunking import (WINDOW, ChunkParams, Codec, Cutter, cut_blob, decode_document,
+                       encode_document)
 from .errors import (AlreadyExists, BadImage, CorruptData, InvalidName, LockTimeout, NotFound,
                      StoreError)
 
@@ -123,14 +130,15 @@ class Usage:
         return self.chunk_bytes + self.manifest_bytes
 
 
-def read_image(image_dir: str) -> ImageReader:
+def read_image(image_dir: str, streamed: Container[str] = ()) -> ImageReader:
     """An engine image, opened and validated by the engine's own reader (its files checked,
     its manifest against the image schema) without reading the blobs: their contents are
-    checked while the store reads them."""
+    checked while the store reads them. Blobs `streamed` into the store are not files."""
     try:
         reader = ImageReader(image_dir, verify_blobs=False)
         for name in reader.blobs:
-            os.close(reader.open_blob(name))
+            if name not in streamed:
+                os.close(reader.open_blob(name))
     except ImageError as err:
         raise BadImage(str(err)) from None
     return reader
@@ -157,6 +165,7 @@ class _ChunkWriter:
         self.limit = 3 * workers
         self.inflight: deque[Future] = deque()
         self.sizes: dict[str, Future] = {}  # chunk hash -> (stored size, written by us)
+        self._lock = threading.Lock()  # several blobs may be streamed at once
 
     def _store(self, h: str, data: memoryview) -> tuple[int, bool]:
         size = self.backend.size(_chunk_key(h))
@@ -166,16 +175,21 @@ class _ChunkWriter:
         self.backend.put(_chunk_key(h), obj)
         return len(obj), True
 
-    def add(self, data: memoryview) -> str:
+    def add(self, data: bytes | memoryview) -> str:
         h = xxhash.xxh3_128_hexdigest(data)
-        if h in self.sizes:
-            return h
-        fut = self.pool.submit(self._store, h, data)
-        self.sizes[h] = fut
-        self.inflight.append(fut)
-        while len(self.inflight) > self.limit:
-            self.inflight.popleft().result()
+        with self._lock:
+            if h in self.sizes:
+                return h
+            fut = self.pool.submit(self._store, h, data)
+            self.sizes[h] = fut
+            self.inflight.append(fut)
+            while len(self.inflight) > self.limit:
+                self.inflight.popleft().result()
         return h
+
+    def cancel(self) -> None:
+        for fut in self.inflight:
+            fut.cancel()
 
     def finish(self) -> tuple[dict[str, int], set[str]]:
         """Stored size of every chunk, and the chunks this put wrote."""
@@ -183,6 +197,128 @@ class _ChunkWriter:
             self.inflight.popleft().result()
         done = {h: f.result() for h, f in self.sizes.items()}
         return {h: r[0] for h, r in done.items()}, {h for h, r in done.items() if r[1]}
+
+
+_QUEUED = 2  # windows of a streamed blob waiting for its chunker
+
+
+def _window() -> mmap.mmap:
+    """A buffer for one window of a streamed blob: anonymous memory, so that a small blob
+    touches (and the kernel zeroes) only the pages it fills, not 16 MiB. Unmapped when the
+    last view of it (the chunks being stored) is gone."""
+    return mmap.mmap(-1, WINDOW)
+
+
+class _BlobStream:
+    """One blob of a dump chunked and stored as the dump writes it (engine.image's
+    BlobStream): `write` copies the bytes into a window; full windows go to a thread that
+    cuts them into chunks (chunking.Cutter, so the chunks are those `cut_blob` finds in
+    the same blob as a file) and hands them to the put's chunk writer, which hashes them
+    and has the pool check, compress and store those the store lacks. The dump runs on
+    meanwhile, unless a few windows are already waiting."""
+
+    def __init__(self, sink: "ChunkSink", name: str):
+        self._sink = sink
+        self.name = name
+        self.size = 0
+        self.entries: list[list[Any]] = []  # [offset, length, chunk hash]
+        self._cutter = Cutter(sink.params)
+        self._digest = xxhash.xxh3_128()
+        self._buf = _window()
+        self._fill = 0
+        self._queue: queue.Queue[tuple[memoryview, bool] | None] = queue.Queue(_QUEUED)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._dropped = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        mv = memoryview(data).cast("B")
+        pos = 0
+        while pos < len(mv):
+            n = min(len(mv) - pos, WINDOW - self._fill)
+            self._buf[self._fill:self._fill + n] = mv[pos:pos + n]
+            self._fill += n
+            pos += n
+            if self._fill == WINDOW:
+                self._hand(last=False)
+        self.size += len(mv)
+
+    def _hand(self, last: bool) -> None:
+        if self._error is not None:
+            raise self._error
+        window = memoryview(self._buf)[:self._fill]
+        self._buf, self._fill = (_window() if not last else bytearray()), 0
+        if self._thread is None:
+            if last:  # all of it in one window: cut it here
+                self._cut(window, last)
+                return
+            self._thread = threading.Thread(target=self._run, name="ckpt-chunker", daemon=True)
+            self._thread.start()
+        self._queue.put((window, last))
+
+    def _cut(self, window: memoryview, last: bool) -> None:
+        self._digest.update(window)
+        for off, chunk in self._cutter.feed(window, last):
+            self.entries.append([off, len(chunk), self._sink.writer.add(chunk)])
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            window, last = item
+            if self._error is None and not self._dropped:
+                try:
+                    self._cut(window, last)
+                except BaseException as err:  # reported to the writer (the dump)
+                    self._error = err
+            self._queue.task_done()
+            if last:
+                return
+
+    def drain(self) -> None:
+        if self._thread is not None:
+            self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._hand(last=True)
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._sink.blobs[self.name] = {"size": self.size, "xxh3_128": self._digest.hexdigest(),
+                                       "chunks": self.entries}
+
+    def abort(self) -> None:
+        self._dropped = True
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)  # (the thread drains the queue: this put does not wait long)
+            self._thread.join()
+
+
+class ChunkSink:
+    """Where a dump writes its blobs to be stored as a snapshot, chunk by chunk, as it
+    goes (engine.image's BlobSink): from `SnapshotStore.streaming`."""
+
+    def __init__(self, params: ChunkParams, writer: _ChunkWriter, lock: Any):
+        self.params = params
+        self.writer = writer
+        self.lock = lock
+        self.blobs: dict[str, dict[str, Any]] = {}  # complete blobs: size, xxh3_128, chunks
+        self._streams: list[_BlobStream] = []
+
+    def open(self, name: str) -> _BlobStream:
+        stream = _BlobStream(self, name)
+        self._streams.append(stream)
+        return stream
+
+    def abort(self) -> None:
+        for stream in self._streams:
+            stream.abort()
+        self.writer.cancel()
 
 
 class SnapshotStore:
@@ -292,15 +428,36 @@ class SnapshotStore:
 
     # --- put -------------------------------------------------------------------------
 
+    @contextmanager
+    def streaming(self) -> Iterator[ChunkSink]:
+        """A sink for `engine.dump(..., sink=)`: it chunks and stores the blobs as the dump
+        writes them, so that memory is read once, and chunks the store has already cost
+        only their hash. Then `put_image(image_dir, ..., sink=)`, inside the `with`, makes
+        the snapshot of the image (the manifest, and any blob the dump wrote as a file).
+        Holds the store lock shared, as `put_image` does. If the dump or the put fails, the
+        chunks stored so far are referenced by nothing: `gc` removes them."""
+        with self.backend.lock(LOCK, shared=True) as lock, \
+                ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
+            sink = ChunkSink(self.params, _ChunkWriter(self.backend, self.codec, pool,
+                                                       self.workers), lock)
+            try:
+                yield sink
+            except BaseException:
+                sink.abort()
+                raise
+
     def put_image(self, image_dir: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                   *, label: str = "", snapshot_id: str | None = None,
-                  progress: Progress | None = None, consume: bool = False) -> SnapshotInfo:
+                  progress: Progress | None = None, consume: bool = False,
+                  sink: ChunkSink | None = None) -> SnapshotInfo:
         """Ingest the engine image in `image_dir` as a new snapshot. `metadata` is any JSON
         object (kernel_id, notebook_path, ...). Blob contents are checked against the
         image's checksums while they are read; a damaged image is refused (BadImage).
         `progress(done, total)` is called as blob bytes are consumed. With `consume` (a
         scratch image, not written durably) each blob file is removed once read, before the
-        store flushes: its pages, still only in the page cache, are then never written."""
+        store flushes: its pages, still only in the page cache, are then never written.
+        With a `sink` (see `streaming`), blobs the dump gave it are taken from there,
+        checked against the image's sizes and checksums likewise."""
         image_dir = os.fspath(image_dir)
         meta = dict(metadata or {})
         if not all(isinstance(k, str) for k in meta):
@@ -310,86 +467,96 @@ class SnapshotStore:
             raise ValueError("label must be a string of at most 1000 characters")
         created = datetime.now(timezone.utc)
         sid = check_id(snapshot_id) if snapshot_id is not None else new_id(created)
-        image = read_image(image_dir)
+        if sink is not None:
+            return self._put(image_dir, meta, label, sid, created, progress, consume, sink)
+        with self.streaming() as own:
+            return self._put(image_dir, meta, label, sid, created, progress, consume, own)
+
+    def _put(self, image_dir: str, meta: dict[str, Any], label: str, sid: str,
+             created: datetime, progress: Progress | None, consume: bool,
+             sink: ChunkSink) -> SnapshotInfo:
+        image = read_image(image_dir, sink.blobs)
         raw_manifest, manifest = image.raw_manifest, image.manifest
         total = sum(b["size"] for b in manifest["blobs"].values())
         done = 0
+        writer, lock = sink.writer, sink.lock
+        if self.exists(sid):
+            raise AlreadyExists(f"snapshot {sid} already exists")
+        extra = sink.blobs.keys() - manifest["blobs"].keys()
+        if extra:
+            raise BadImage(f"{image_dir}: blob {sorted(extra)[0]} was stored but is not in "
+                           "the image")
+        blobs: dict[str, dict[str, Any]] = {}
+        zero_bytes = 0
+        for name, meta_b in manifest["blobs"].items():
+            streamed = sink.blobs.get(name)
+            if streamed is not None:
+                if (streamed["size"], streamed["xxh3_128"]) != (meta_b["size"], meta_b["xxh3_128"]):
+                    raise BadImage(f"{image_dir}: blob {name} checksum mismatch (corrupt)")
+                entries = streamed["chunks"]
+            else:
+                entries = []
+                digest = xxhash.xxh3_128()
+                try:
+                    fd = image.open_blob(name)
+                except ImageError as err:
+                    raise BadImage(str(err)) from None
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                    last = 0
+                    for off, view in cut_blob(fd, meta_b["size"], self.params, digest,
+                                              f"{image_dir}: blob {name}"):
+                        entries.append([off, len(view), writer.add(view)])
+                        if progress is not None and off - last >= (64 << 20):
+                            progress(done + off, total)
+                            last = off
+                finally:
+                    os.close(fd)
+                if digest.hexdigest() != meta_b["xxh3_128"]:
+                    raise BadImage(f"{image_dir}: blob {name} checksum mismatch (corrupt)")
+                if consume:
+                    os.unlink(os.path.join(image_dir, name))
+            zero_bytes += meta_b["size"] - sum(e[1] for e in entries)
+            blobs[name] = {"size": meta_b["size"], "xxh3_128": meta_b["xxh3_128"],
+                           "chunks": entries}
+            done += meta_b["size"]
+            if progress is not None:
+                progress(done, total)
+        sizes, new = writer.finish()
+        for b in blobs.values():
+            for e in b["chunks"]:
+                e.append(sizes[e[2]])
 
-        with self.backend.lock(LOCK, shared=True) as lock, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-store") as pool:
-            if self.exists(sid):
-                raise AlreadyExists(f"snapshot {sid} already exists")
-            writer = _ChunkWriter(self.backend, self.codec, pool, self.workers)
-            blobs: dict[str, dict[str, Any]] = {}
-            zero_bytes = 0
-            try:
-                for name, meta_b in manifest["blobs"].items():
-                    entries: list[list[Any]] = []
-                    digest = xxhash.xxh3_128()
-                    try:
-                        fd = image.open_blob(name)
-                    except ImageError as err:
-                        raise BadImage(str(err)) from None
-                    try:
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                        last = 0
-                        for off, view in cut_blob(fd, meta_b["size"], self.params, digest,
-                                                  f"{image_dir}: blob {name}"):
-                            entries.append([off, len(view), writer.add(view)])
-                            if progress is not None and off - last >= (64 << 20):
-                                progress(done + off, total)
-                                last = off
-                    finally:
-                        os.close(fd)
-                    if digest.hexdigest() != meta_b["xxh3_128"]:
-                        raise BadImage(f"{image_dir}: blob {name} checksum mismatch (corrupt)")
-                    if consume:
-                        os.unlink(os.path.join(image_dir, name))
-                    zero_bytes += meta_b["size"] - sum(e[1] for e in entries)
-                    blobs[name] = {"size": meta_b["size"], "xxh3_128": meta_b["xxh3_128"],
-                                   "chunks": entries}
-                    done += meta_b["size"]
-                    if progress is not None:
-                        progress(done, total)
-                sizes, new = writer.finish()
-            except BaseException:
-                for fut in writer.inflight:
-                    fut.cancel()
-                raise  # chunks written so far are unreferenced: gc reclaims them
-            for b in blobs.values():
-                for e in b["chunks"]:
-                    e.append(sizes[e[2]])
-
-            doc = {"format": SNAPSHOT_FORMAT + "-chunks", "version": STORE_VERSION, "id": sid,
-                   "image_manifest": raw_manifest.decode(), "blobs": blobs}
-            doc_obj = encode_document(json.dumps(doc, separators=(",", ":")).encode())
-            chunks_object = f"snapshots/{sid}.{secrets.token_hex(4)}.chunks"
-            self.backend.put(chunks_object, doc_obj, exclusive=True)
-            info = SnapshotInfo(
-                id=sid, label=label, created=created.isoformat(timespec="microseconds"),
-                metadata=meta, image=_image_summary(manifest), logical_bytes=total,
-                zero_bytes=zero_bytes, stored_bytes=sum(sizes.values()),
-                new_bytes=sum(sizes[h] for h in new), chunks=len(sizes),
-                new_chunks=len(new), manifest_bytes=len(doc_obj),
-                chunks_object=chunks_object)
-            record = {"format": SNAPSHOT_FORMAT, "version": STORE_VERSION, "info": info.to_dict()}
-            self.backend.flush()  # chunks and chunk list durable before the record names them
-            lost = LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
-                               "the put (its lease expired); put it again")
-            if not lock.held():  # a lease not renewed in time: a gc may have run meanwhile
-                self.backend.delete(chunks_object)
-                raise lost
-            try:
-                self.backend.put(_record_key(sid), json.dumps(record, indent=1).encode(),
-                                 exclusive=True)
-            except AlreadyExists:
-                self.backend.delete(chunks_object)
-                raise AlreadyExists(f"snapshot {sid} already exists") from None
-            if not lock.held():  # lost while the record was written: it may name freed chunks
-                self.backend.delete(_record_key(sid))
-                self.backend.delete(chunks_object)
-                raise lost
-            self.backend.flush()
+        doc = {"format": SNAPSHOT_FORMAT + "-chunks", "version": STORE_VERSION, "id": sid,
+               "image_manifest": raw_manifest.decode(), "blobs": blobs}
+        doc_obj = encode_document(json.dumps(doc, separators=(",", ":")).encode())
+        chunks_object = f"snapshots/{sid}.{secrets.token_hex(4)}.chunks"
+        self.backend.put(chunks_object, doc_obj, exclusive=True)
+        info = SnapshotInfo(
+            id=sid, label=label, created=created.isoformat(timespec="microseconds"),
+            metadata=meta, image=_image_summary(manifest), logical_bytes=total,
+            zero_bytes=zero_bytes, stored_bytes=sum(sizes.values()),
+            new_bytes=sum(sizes[h] for h in new), chunks=len(sizes),
+            new_chunks=len(new), manifest_bytes=len(doc_obj),
+            chunks_object=chunks_object)
+        record = {"format": SNAPSHOT_FORMAT, "version": STORE_VERSION, "info": info.to_dict()}
+        self.backend.flush()  # chunks and chunk list durable before the record names them
+        lost = LockTimeout(f"snapshot {sid} not stored: the store lock was lost during "
+                           "the put (its lease expired); put it again")
+        if not lock.held():  # a lease not renewed in time: a gc may have run meanwhile
+            self.backend.delete(chunks_object)
+            raise lost
+        try:
+            self.backend.put(_record_key(sid), json.dumps(record, indent=1).encode(),
+                             exclusive=True)
+        except AlreadyExists:
+            self.backend.delete(chunks_object)
+            raise AlreadyExists(f"snapshot {sid} already exists") from None
+        if not lock.held():  # lost while the record was written: it may name freed chunks
+            self.backend.delete(_record_key(sid))
+            self.backend.delete(chunks_object)
+            raise lost
+        self.backend.flush()
         return info
 
     # --- checkout and verify ---------------------------------------------------------

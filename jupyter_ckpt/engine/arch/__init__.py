@@ -3,11 +3,11 @@
 The rest of the engine uses only the names exported here (syscall numbers, register
 access, restart fix-ups, extended FPU state), so a new architecture is one new module.
 """
-import platform
+import os
 
 from ..errors import Unsupported
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine
 
 if _MACHINE == "x86_64":
     from .x86_64 import *  # noqa: F401,F403

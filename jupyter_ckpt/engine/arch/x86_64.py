@@ -4,7 +4,10 @@ from __future__ import annotations
 import ctypes
 import struct
 
-from ptrace.binding.linux_struct import user_regs_struct
+from ..libc import lend_to_python_ptrace
+
+lend_to_python_ptrace()
+from ptrace.binding.linux_struct import user_regs_struct  # noqa: E402 (after the line above)
 
 __all__ = [
     "NAME", "NR", "Regs", "SYSCALL_INSN", "SYSCALL_INSN_LEN", "NT_XSTATE",
