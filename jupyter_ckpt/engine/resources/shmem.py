@@ -276,8 +276,8 @@ def _nameless_objects(pids: list[int]) -> dict[tuple[str, int], tuple[int, str]]
                 key = _fd_object(pid, fd)
                 if key is not None:
                     found.setdefault(key, (pid, f"fd {fd}"))
-        except FileNotFoundError:
-            continue  # gone: the freeze reports it
+        except (FileNotFoundError, PermissionError):
+            continue  # gone, or a zombie's (no maps, no fds): the freeze and dump report them
     return found
 
 
