@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
+import socket
 import struct
 
 from . import arch
@@ -38,23 +38,69 @@ def clone_args(flags: int, exit_signal: int, set_tid_addr: int) -> bytes:
     return bytes(args)
 
 
+CLONE_PARENT = 0x00008000
+_BORN = b"+"  # the child's word on the socket (an errno takes _ERRNO.size bytes)
+_ERRNO = struct.Struct("i")
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+
+
 def fork_with_pid(pid: int) -> int:
     """fork() this process so that the child gets exactly `pid`. Returns 0 in the child.
 
-    Around the clone, what os.fork() does for the interpreter: without PyOS_AfterFork_Child
-    the child keeps the GIL's state of the moment, and if another thread of ours (a Jupyter
-    server has several) had just asked for the GIL, the child's only thread hands it over
-    to nobody and waits forever."""
-    tid_array = (ctypes.c_int32 * 1)(pid)
-    args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
-    ctypes.pythonapi.PyOS_BeforeFork()
-    result = _syscall_gil(ctypes.c_long(arch.NR["clone3"]), ctypes.byref(args),
-                          ctypes.c_size_t(ctypes.sizeof(args)))
-    if result == 0:
-        ctypes.pythonapi.PyOS_AfterFork_Child()
-    else:
-        ctypes.pythonapi.PyOS_AfterFork_Parent()
-    return _check(result, f"clone3(set_tid={pid})")
+    Cloning a multi-threaded interpreter ourselves cannot be made safe: while clone3 copies
+    the address space, another thread's timed wait for the GIL may ask for it, and the
+    child's only thread, back in the eval loop before it could reset the interpreter, hands
+    the GIL to a thread that does not exist and waits forever. So os.fork() (which resets
+    the interpreter in C, before any bytecode) makes a single-threaded intermediate, and
+    that one clones the child as our child (CLONE_PARENT), or is the child if it happened
+    to get `pid`. The child says so on a socket whose credentials the kernel translates
+    into our PID namespace: when our children are born in another, they see other PIDs."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        middle = os.fork()
+        if middle == 0:
+            _intermediate(pid, ours, theirs)
+            return 0
+        theirs.close()
+        data, ancillary, _, _ = ours.recvmsg(_ERRNO.size, socket.CMSG_SPACE(_UCRED.size))
+    finally:
+        ours.close()
+        theirs.close()
+    child = next((_UCRED.unpack(cdata)[0] for level, kind, cdata in ancillary
+                  if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)), 0)
+    if data != _BORN or child != middle:
+        try:
+            os.waitpid(middle, 0)
+        except ChildProcessError:
+            pass  # reaped by a handler of the host program's (asyncio's child watcher)
+    if data == _BORN:
+        return child
+    if len(data) == _ERRNO.size:
+        err = _ERRNO.unpack(data)[0]
+        raise OSError(err, f"clone3(set_tid={pid}): {os.strerror(err)}")
+    raise OSError(errno.EIO, f"clone3(set_tid={pid}): the forking process ended without a word")
+
+
+def _intermediate(pid: int, ours: socket.socket, report: socket.socket) -> None:
+    """fork_with_pid's single-threaded intermediate: clone the child with `pid` (or be it)
+    and exit. Returns only in the child, once it has said it is born on `report`."""
+    try:
+        ours.close()
+        if os.getpid() != pid:
+            tid_array = (ctypes.c_int32 * 1)(pid)
+            # CLONE_PARENT wants exit_signal 0: the child gets ours (os.fork gave us SIGCHLD)
+            args = _CloneArgs(flags=CLONE_PARENT, set_tid=ctypes.addressof(tid_array), set_tid_size=1)
+            result = _syscall_gil(ctypes.c_long(arch.NR["clone3"]), ctypes.byref(args),
+                                  ctypes.c_size_t(ctypes.sizeof(args)))
+            if result < 0:
+                report.send(_ERRNO.pack(ctypes.get_errno()))
+            if result != 0:
+                os._exit(0)
+        report.send(_BORN)
+        report.close()
+    except BaseException:
+        os._exit(1)  # never back into the caller's code as anything but the child
 
 
 def pidfd_getfd(pidfd: int, fd: int) -> int:
