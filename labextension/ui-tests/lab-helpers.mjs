@@ -94,6 +94,11 @@ export async function kernelOf(path) {
   return (await api('GET', 'api/sessions')).find(s => s.path === path)?.kernel?.id;
 }
 
+/** A code cell not run yet, for the `cells` of newNotebook (`id`: the cell's id). */
+export function codeCell(id, source = '') {
+  return { id, cell_type: 'code', source, metadata: {}, outputs: [], execution_count: null };
+}
+
 /**
  * Write the notebook file `path` afresh, after shutting its kernel down and deleting its
  * snapshots: a rerun against the same server starts as the first run did.
@@ -173,30 +178,38 @@ export class Lab {
   /** Load the notebook at `path` in a new page (?reset: the default layout), its kernel idle. */
   async open(path, { idle = true } = {}) {
     await this.page.goto(`${LAB_URL}lab/tree/${path}?reset&token=${TOKEN}`);
-    await this.page.locator('.jp-NotebookPanel').waitFor({ timeout: SLOW });
+    await this.notebook().waitFor({ timeout: SLOW });
     if (idle) {
       await this.waitIdle();
     }
   }
 
+  /** The notebook in view (with two open, the other one's tab is hidden). */
+  notebook() {
+    return this.page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  }
+
   /** The notebook's kernel is connected and idle (toolbar indicator). */
   async waitIdle(timeout = SLOW) {
-    await this.page
-      .locator('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    await this.notebook()
+      .locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
       .waitFor({ timeout });
   }
 
   /** The notebook's button for `command` (e.g. jupyter-ckpt:checkpoint) in its toolbar. */
   toolbarButton(command) {
-    return this.page.locator(`.jp-NotebookPanel-toolbar jp-button[data-command="${command}"]`);
+    return this.notebook().locator(`.jp-NotebookPanel-toolbar jp-button[data-command="${command}"]`);
   }
 
   cells() {
-    return this.page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell');
+    return this.notebook().locator('.jp-Notebook .jp-Cell');
   }
 
-  /** Type `code` into cell `index` (creating cells as needed), run it, return its output. */
-  async runCell(index, code, expected) {
+  /**
+   * Type `code` into cell `index` (creating cells as needed), run it, wait until its prompt
+   * shows a count and (if given) `expected` is in its output; return the output's text.
+   */
+  async runCell(index, code, expected = null) {
     const cells = this.cells();
     while ((await cells.count()) <= index) {
       await this.toolbarButton('notebook:insert-cell-below').click();
@@ -207,10 +220,14 @@ export class Lab {
     await this.page.keyboard.type(code);
     await this.waitIdle();
     await this.page.keyboard.press('Control+Enter'); // run, stay on the cell
+    const prompt = cell.locator('.jp-InputPrompt');
+    await until(async () => /\[\d+\]/.test(await prompt.innerText()), `cell ${index} to run`);
     const output = cell.locator('.jp-OutputArea-output');
-    await output.filter({ hasText: expected }).first().waitFor({ timeout: SLOW });
+    if (expected !== null) {
+      await output.filter({ hasText: expected }).first().waitFor({ timeout: SLOW });
+    }
     await this.waitIdle();
-    return (await output.allInnerTexts()).join('\n');
+    return (await output.allInnerTexts()).join('\n').trim();
   }
 
   /** Restart the kernel from the toolbar, confirmed, and wait until it is idle. */
@@ -253,24 +270,29 @@ export class Lab {
    * until it lists that notebook's snapshots.
    */
   async openPanel(notebook) {
-    const panel = this.page.locator('#jupyter-ckpt-snapshots');
+    const panel = this.panel();
     if (!(await panel.isVisible())) {
       await this.page.locator('.jp-SideBar.jp-mod-right [data-id="jupyter-ckpt-snapshots"]').click();
     }
     await panel.waitFor();
     if (notebook) {
-      await panel.locator('.jp-CkptPanel-notebook', { hasText: notebook }).waitFor();
+      await panel.locator('.jp-CkptPanel-notebook', { hasText: notebook }).waitFor({ timeout: SLOW });
     }
     return panel;
   }
 
+  /** The snapshots panel (open or not). */
+  panel() {
+    return this.page.locator('#jupyter-ckpt-snapshots');
+  }
+
   /** The snapshots the panel lists, newest first. */
   snapshotItems() {
-    return this.page.locator('#jupyter-ckpt-snapshots .jp-CkptSnapshot');
+    return this.panel().locator('.jp-CkptSnapshot');
   }
 
   /** The panel's row of snapshot `id`. */
   snapshotRow(id) {
-    return this.page.locator(`#jupyter-ckpt-snapshots .jp-CkptSnapshot[data-snapshot-id="${id}"]`);
+    return this.panel().locator(`.jp-CkptSnapshot[data-snapshot-id="${id}"]`);
   }
 }

@@ -17,7 +17,9 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Lab, NOTEBOOK_DIR, SCREENSHOT, SLOW, api, kernelOf, requireEnv, until } from './lab-helpers.mjs';
+import {
+  Lab, NOTEBOOK_DIR, SCREENSHOT, SLOW, api, codeCell, kernelOf, requireEnv, until
+} from './lab-helpers.mjs';
 
 const NOTEBOOK = 'ckpt-notebook-restore.ipynb';
 const GATE = 'ckpt-ui-gate'; // the waiting cell ends once this file exists
@@ -50,21 +52,10 @@ function outputs(index) {
   return lab.cells().nth(index).locator('.jp-OutputArea-output');
 }
 
-function cell(id, source) {
-  return {
-    id,
-    cell_type: 'code',
-    source,
-    metadata: {},
-    outputs: [],
-    execution_count: null
-  };
-}
-
 before(async () => {
   rmSync(join(NOTEBOOK_DIR, GATE), { force: true });
   lab = await Lab.start(NOTEBOOK, {
-    cells: [cell('set-x', ''), cell('waits', ''), cell('later', '')]
+    cells: [codeCell('set-x'), codeCell('waits'), codeCell('later')]
   });
   page = lab.page;
 });
