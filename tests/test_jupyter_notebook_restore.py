@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import wait_until
 from jupyter_server_harness import KernelSocket, Server
 from unprivileged import NOBODY
 
@@ -30,6 +31,13 @@ def server(tmp_path):
     srv = Server(tmp_path, tmp_path / "ckpt").start()
     yield srv
     srv.stop()
+
+
+def seen_running(server: Server, kernel_id: str, request: str) -> None:
+    """The server heard the kernel start the cell: it reads the kernel's iopub on a
+    subscription of its own, which may lag the test's websocket."""
+    wait_until(lambda: (server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]
+                        or {}).get("msg_id") == request, what="the server to see the cell running")
 
 
 def wait_for(ks: KernelSocket, match, timeout: float = 60) -> dict:
@@ -81,6 +89,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
     started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
     count = started["content"]["execution_count"]
+    seen_running(server, kernel_id, request)
 
     # the client says which of its cells each pending request runs: the snapshot names the one
     # the kernel runs now
@@ -130,8 +139,7 @@ def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_
         "store_history": True, "user_expressions": {}, "allow_stdin": False,
         "stop_on_error": True})
     wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
-    assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]["msg_id"] \
-        == request
+    seen_running(server, kernel_id, request)
     taken = checkpoint(server, kernel_id, {})  # the kernel's position, until the restart
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["position"] == taken["id"]
     status, _ = server.request("POST", f"api/kernels/{kernel_id}/restart")

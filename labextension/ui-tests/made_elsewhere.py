@@ -36,8 +36,8 @@ def main(ckpt_dir: str, notebook_path: str, library_copy: str, label: str,
         catalog = SnapshotCatalog(ckpt_dir)
         snapshot_id = SnapshotCatalog.new_id()
 
-        def dump(image: str) -> dict:
-            stats = engine.dump(child.pid, image, durable=False)
+        def dump(image: str, sink) -> dict:  # (sink: the store's stream for the blobs)
+            stats = engine.dump(child.pid, image, durable=False, sink=sink)
             return {"created": created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "freeze_ms": stats.get("freeze_ms"),
                     "bytes_logical": stats.get("bytes_logical"),
