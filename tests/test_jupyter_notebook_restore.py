@@ -40,6 +40,23 @@ def seen_running(server: Server, kernel_id: str, request: str) -> None:
                         or {}).get("msg_id") == request, what="the server to see the cell running")
 
 
+def server_listening(server: Server, ks: KernelSocket, kernel_id: str) -> None:
+    """Short cells until the server has seen one run: its own iopub subscription, made when
+    the kernel started, misses what the kernel publishes before it is joined (ZeroMQ)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = ks.send("shell", "execute_request", {
+            "code": "import time; time.sleep(0.5)", "silent": False, "store_history": True,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+        seen = (server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]
+                or {}).get("msg_id") == request
+        wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
+        if seen:
+            return
+    pytest.fail("the server never saw a cell run")
+
+
 def wait_for(ks: KernelSocket, match, timeout: float = 60) -> dict:
     """The first message from the kernel for which `match(msg)` holds."""
     deadline = time.monotonic() + timeout
@@ -81,6 +98,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     gate = tmp_path / "gate"
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
+    server_listening(server, ks, kernel_id)
     assert ks.execute("x = 1")[0] == "ok"
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
         "kernel_id": kernel_id, "restored_from": None, "position": None, "running_cell": None}
@@ -134,6 +152,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
 def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_path):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
+    server_listening(server, ks, kernel_id)
     request = ks.send("shell", "execute_request", {
         "code": WAITING_CELL.format(gate=str(tmp_path / "never")), "silent": False,
         "store_history": True, "user_expressions": {}, "allow_stdin": False,
@@ -161,6 +180,7 @@ def notebook_json() -> dict:
 def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
+    server_listening(server, ks, kernel_id)
     assert ks.execute("x = 1")[0] == "ok"
     notebook = notebook_json()
     with_nb = checkpoint(server, kernel_id, {"label": "with cells", "notebook": notebook})

@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import DumpContext, OpenFile, RestoreContext, RestoreTree
+from ..context import DumpContext, OpenFile, RestoreContext
 from ..errors import RestoreConflict
 from ..libc import libc
 from ..sockdiag import inet_shutdown
@@ -398,24 +398,14 @@ def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
     _join(sock, extras.get("multicast", []), what)
 
 
-@dataclass
-class _Repaired:
-    """Restore: the connections made in repair mode, to run again once all exist (_resume)."""
-
-    # (our fd of it, kept until the restore ends whatever happens; its record; its send queue)
-    connections: list[tuple[int, dict[str, Any], bytes, str]] = field(default_factory=list)
-
-
 def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:
     what = "tcp {}:{} -> {}:{}".format(*rec["local"], *rec["peer"])
     state = rec["tcp"]
-    send_queue = ctx.image.blob_bytes(state["send_blob"])
     try:
-        sock = tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
-                                 send_queue, ctx.image.blob_bytes(state["recv_blob"]),
-                                 rec["options"], lambda sock: _set_options(sock, rec, what))
-        ctx.state(_Repaired).connections.append((sock.fileno(), rec, send_queue, what))
-        return sock  # (_restore keeps its fd)
+        return tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
+                                 ctx.image.blob_bytes(state["send_blob"]),
+                                 ctx.image.blob_bytes(state["recv_blob"]), rec["options"],
+                                 lambda sock: _set_options(sock, rec, what))
     except PermissionError:
         raise RestoreConflict(f"{what}: restoring an established connection needs CAP_NET_ADMIN "
                               "(TCP_REPAIR)") from None
@@ -423,24 +413,6 @@ def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket
         hint = " (is the original still running?)" if err.errno in (errno.EADDRINUSE,
                                                                     errno.EADDRNOTAVAIL) else ""
         raise RestoreConflict(f"{what}: cannot re-create the connection: {err.strerror}{hint}") from None
-
-
-def _resume(tree: RestoreTree) -> None:
-    """Every connection of the tree exists: all leave repair mode, then each sends what the
-    program had not sent yet (a peer still in repair mode would drop it, one not yet made
-    would reset the connection)."""
-    connections = tree.state(_Repaired).connections
-    for step in ("leave_repair", "resume"):
-        for fd, rec, send_queue, what in connections:
-            with socket.socket(fileno=os.dup(fd)) as sock:
-                try:
-                    if step == "leave_repair":
-                        tcp_repair.leave_repair(sock)
-                    else:
-                        tcp_repair.resume(sock, rec["tcp"], send_queue, rec["options"])
-                except OSError as err:
-                    raise RestoreConflict(f"{what}: cannot resume the connection: "
-                                          f"{err.strerror}") from None
 
 
 def _bind(sock: socket.socket, rec: dict[str, Any], address: tuple[str, int]) -> None:
@@ -476,5 +448,4 @@ def _reset_connection(family: int) -> socket.socket:
     return client
 
 
-INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore, index=sockets_common.index,
-                       finish=_resume)
+INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore, index=sockets_common.index)

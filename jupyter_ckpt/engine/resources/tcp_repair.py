@@ -182,7 +182,7 @@ def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: di
            prepare: Callable[[socket.socket], None]) -> socket.socket:
     """A new socket connected to `peer` from `local` exactly as the saved one was: same
     sequence numbers, queued data, options and windows (`prepare` sets its options, before
-    anything else), left in repair mode (leave_repair, then resume, once all are made). Raises OSError (EPERM without CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL
+    anything else). Raises OSError (EPERM without CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL
     where the address cannot be taken)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)  # a queue that does not fit fails, rather than waits forever
@@ -212,26 +212,16 @@ def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: di
         _send_all(sock, sent)  # in repair mode: counted as sent, awaiting acknowledgement
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, _WINDOW.pack(*state["window"]))
-        return sock  # still in repair mode: see leave_repair
+        # no window probe: a peer of the tree may not be back yet, and would answer with RST
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+        # not sent yet: queued as the program would, the peer's window permitting
+        _send_all(sock, send_queue[len(sent):])
+        # SO_REUSEADDR again (repair mode had its own), and the buffer sizes
+        apply_options(sock, [o for o in options if (o[0], o[1]) in _AFTER])
+        return sock
     except BaseException:
-        sock.close()  # in repair mode: silently
+        sock.close()  # in repair mode, if still in it: silently
         raise
-
-
-def leave_repair(sock: socket.socket) -> None:
-    """Let a socket made by `create` run as a connection again, once every connection of the
-    tree exists: anything it sent before (a window probe, data) to a peer of the tree not yet
-    re-made would be answered with a reset."""
-    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)  # (no window probe)
-
-
-def resume(sock: socket.socket, state: dict[str, Any], send_queue: bytes,
-           options: list[list[int]]) -> None:
-    """After leave_repair: what the program had not sent yet goes out as it would have, the
-    peer's window permitting, and the options repair mode held back are set."""
-    _send_all(sock, send_queue[len(send_queue) - state["unsent"]:])
-    # SO_REUSEADDR again (repair mode had its own), and the buffer sizes
-    apply_options(sock, [o for o in options if (o[0], o[1]) in _AFTER])
 
 
 def _options(state: dict[str, Any]) -> bytes:
