@@ -47,6 +47,13 @@ def kernel_with_state(server: Server) -> tuple[str, dict]:
     return kernel_id, model
 
 
+def check_state(ks: KernelSocket) -> None:
+    """The kernel still holds what KERNEL_STATE made (CHECK prints it)."""
+    status, out, _ = ks.execute(CHECK)
+    assert status == "ok", out
+    assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+
+
 def no_scratch(tmp_path: Path) -> Path:
     """Make the server's scratch directory unusable (a file in its place): a restore that
     still works wrote no image there."""
@@ -80,9 +87,7 @@ def test_lazy_restore_from_the_store_answers_first_then_streams_the_rest(url, tm
         final = status_of(server, kernel_id)
         assert final["status"] == "all memory in", final
         assert final["seconds_to_all_in"] >= final["seconds_to_ready"] > 0
-        status, out, _ = ks.execute(CHECK)
-        assert status == "ok", out
-        assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+        check_state(ks)
         ks.close()
         scratch_again(blocked)
         # the restored kernel checkpoints again, into the store, sharing its chunks
@@ -143,9 +148,7 @@ def test_eager_restore_from_the_store_has_all_memory_in_when_it_answers(tmp_path
         assert result["restore"]["status"] == "all memory in", result
         ks = KernelSocket(server, kernel_id)
         ks.wait_for_output()
-        status, out, _ = ks.execute(CHECK)
-        assert status == "ok", out
-        assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+        check_state(ks)
         ks.close()
     finally:
         server.stop()
@@ -174,9 +177,7 @@ def test_checkpoint_failing_mid_stream_stores_nothing_and_the_kernel_runs_on(tmp
         assert orphans.snapshots == 0 and orphans.chunks > 0, orphans
         assert store.gc() == orphans.chunk_bytes
         assert store.usage().chunks == 0
-        status, out, _ = ks.execute(CHECK)
-        assert status == "ok", out
-        assert out.split()[:8] == ["42", "49", "9", "True", "4", "456789", "True", "7"]
+        check_state(ks)
         ks.close()
     finally:
         server.stop()

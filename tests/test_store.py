@@ -97,6 +97,18 @@ def mutate(prog: Program, n: int) -> None:
     wait_until(lambda: f"mutated {n}" in prog.lines(), what="the program to change its text")
 
 
+def restore_from_store(store: SnapshotStore, snapshot_id: str, **options):
+    """engine.restore straight from the store's chunks (no checkout); the image is closed
+    once the restore returned."""
+    from jupyter_ckpt import engine
+
+    opened = store.open_image(snapshot_id)
+    try:
+        return engine.restore(opened, **options)
+    finally:
+        opened.close()
+
+
 def same_image(a: Path, b: Path) -> bool:
     names = sorted(p.name for p in a.iterdir())
     if names != sorted(p.name for p in b.iterdir()):
@@ -421,8 +433,6 @@ def test_put_consuming_a_scratch_image(images, tmp_path):
 def test_restore_straight_from_the_store(url, tmp_path, lazy):
     """No image directory on the way back: restore reads the chunks (lazily: on demand and
     in the background, while the process runs), and the program finds all its memory."""
-    from jupyter_ckpt import engine
-
     prog = start_program(tmp_path, mib=16)
     try:
         image = tmp_path / "image"
@@ -432,11 +442,7 @@ def test_restore_straight_from_the_store(url, tmp_path, lazy):
         for p in image.iterdir():
             p.unlink()
         image.rmdir()
-        opened = store.open_image(info.id)
-        try:
-            restored = engine.restore(opened, lazy=lazy)
-        finally:
-            opened.close()
+        restored = restore_from_store(store, info.id, lazy=lazy)
         assert restored.pid == prog.pid
         prog.verify()  # (lazily: faults bring in what it reads, the rest comes meanwhile)
         stats = restored.wait_pages(timeout=120)
@@ -597,11 +603,7 @@ def test_dump_streamed_into_the_store_equals_a_copied_one(url, tmp_path, precopy
         assert streamed_doc["image_manifest"] == copied_doc["image_manifest"]
         assert streamed_doc["blobs"] == copied_doc["blobs"]
 
-        opened = store.open_image(info.id)
-        try:
-            engine.restore(opened)
-        finally:
-            opened.close()
+        restore_from_store(store, info.id)
         prog.verify()
     finally:
         prog.kill()
@@ -637,11 +639,7 @@ def test_failed_streamed_dump_leaves_no_snapshot_and_gc_removes_its_chunks(tmp_p
             info = store.put_image(image, sink=sink)
         prog.reap()
         store.verify(info.id)
-        opened = store.open_image(info.id)
-        try:
-            engine.restore(opened)
-        finally:
-            opened.close()
+        restore_from_store(store, info.id)
         prog.verify()
     finally:
         prog.kill()
