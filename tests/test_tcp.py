@@ -20,6 +20,7 @@ import pytest
 from conftest import CLI, PROGRAMS, Program, checkpoint_cycle, manifest, pid_alive, run_cli, wait_until
 from image_mutations import reseal
 from jupyter_ckpt.engine import faults
+from jupyter_ckpt.engine.resources import tcp_repair
 from unprivileged import nobody_dir, run_as_nobody
 
 
@@ -80,11 +81,15 @@ def test_with_tcp_close_the_connection_comes_back_reset(programs, workdir, peer)
     assert [(f["state"], f["was"]) for f in connections] == [("disconnected", "established")]
 
 
-SIOCOUTQ = 0x5411
+SIOCOUTQ, SIOCOUTQNSD = 0x5411, 0x894B
+
+
+def _ioctl(sock: socket.socket, request: int) -> int:
+    return struct.unpack("=i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0]
 
 
 def _unacknowledged(sock: socket.socket) -> int:
-    return struct.unpack("=i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0]
+    return _ioctl(sock, SIOCOUTQ)
 
 
 @pytest.mark.parametrize("how", [("4",), ("6",), ("4", "fork")])
@@ -98,6 +103,34 @@ def test_a_connection_within_the_tree_comes_back_exactly(programs, workdir, how)
                    if f["kind"] == "inet-socket" and f["state"] == "established"]
     assert len(connections) == 2, connections
     assert any(f["tcp"]["unsent"] > 0 for f in connections), "the test lost its partly sent buffer"
+
+
+def test_a_connection_whose_peer_is_restored_late_is_not_reset(programs, workdir, monkeypatch):
+    """The end restored first waits for its peer (as on a loaded machine): its probes of the
+    peer's closed window, answered with resets while the peer is not back, must not end it."""
+    prog = programs(sys.executable, PROGRAMS / "py_tcp_repair.py", "pair", "4", "fork")
+    prog.dump(workdir / "image", True)
+    monkeypatch.setenv(faults.ENV, "restore.after-files:slow")
+    prog.restore(workdir / "image")
+    prog.verify()
+
+
+def test_a_locked_connection_sends_no_new_data_until_the_tree_runs_on():
+    """Once read for the image, a locked connection must not send data the image calls unsent
+    (the kernel would, on its own, from a timer or pacing, and a peer not yet locked would
+    take it). Here the test's own send stands for that; after the lock it goes out at once."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    with client, server:
+        lock = tcp_repair.Lock()
+        state, send_queue, _ = lock.save(server, os.getpid())
+        assert (state["unsent"], send_queue) == (0, b"")
+        server.send(b"late")
+        assert _ioctl(server, SIOCOUTQNSD) == 4, "the locked connection sent new data"
+        lock.end(killed=False)
+        client.settimeout(10)
+        assert client.recv(4) == b"late"
 
 
 def test_a_dump_that_lets_the_tree_run_on_leaves_its_connections_working(programs, workdir):

@@ -1,7 +1,8 @@
 """Fault injection: `JUPYTER_CKPT_FAULT=<point>` makes a dump or restore fail at that named
 point, so tests can check that every failure rolls back (the original runs on unharmed, no
 image and no process is left); `<point>:hang` makes it stop there until killed, as a hung
-one would. Every phase boundary calls `point()`, which also logs it.
+one would, and `<point>:slow` makes it pause there for SLOW_SECONDS, as on a loaded machine,
+then go on. Every phase boundary calls `point()`, which also logs it.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ RESTORE_POINTS = (
     "restore.before-release",  # every process is rebuilt, none runs yet
 )
 POINTS = DUMP_POINTS + RESTORE_POINTS
+SLOW_SECONDS = 3.0
 
 
 class InjectedFault(CkptError):
@@ -46,13 +48,17 @@ def point(name: str, logger: logging.Logger = log) -> None:
     if not wanted:
         return
     where, _, how = wanted.partition(":")
-    if where not in POINTS or how not in ("", "hang"):
+    if where not in POINTS or how not in ("", "hang", "slow"):
         raise CkptError(f"{ENV}={wanted} names no fault point (known: {', '.join(POINTS)}, "
-                        "each optionally followed by ':hang')")
+                        "each optionally followed by ':hang' or ':slow')")
     if where != name:
         return
     if how == "hang":
         logger.debug("hanging at %s until killed (%s)", name, ENV)
         while True:
             time.sleep(3600)
+    if how == "slow":
+        logger.debug("pausing %s s at %s (%s)", SLOW_SECONDS, name, ENV)
+        time.sleep(SLOW_SECONDS)
+        return
     raise InjectedFault(f"fault injected at {name} ({ENV})")

@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import DumpContext, OpenFile, RestoreContext
+from ..context import DumpContext, OpenFile, RestoreContext, RestoreTree
 from ..errors import RestoreConflict
 from ..libc import libc
 from ..sockdiag import inet_shutdown
@@ -264,9 +264,8 @@ def _dump_connection(f: OpenFile, ctx: DumpContext, sock: socket.socket, rec: di
     if locked.lock is None:
         locked.lock = tcp_repair.Lock()
         ctx.tree.on_end.append(locked.lock.end)
-    locked.lock.add(sock, f.pid)
     try:
-        state, send_queue, recv_queue = tcp_repair.save(sock)
+        state, send_queue, recv_queue = locked.lock.save(sock, f.pid)
     except OSError as err:
         raise ctx.refuse(f"fd {f.fd}", "TCP connection", f"{what}: cannot read it in repair mode: "
                          f"{err.strerror}") from None
@@ -402,9 +401,9 @@ def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket
     what = "tcp {}:{} -> {}:{}".format(*rec["local"], *rec["peer"])
     state = rec["tcp"]
     try:
-        return tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
-                                 ctx.image.blob_bytes(state["send_blob"]),
-                                 ctx.image.blob_bytes(state["recv_blob"]), rec["options"],
+        sock = tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
+                                 ctx.image.blob_bytes(state["recv_blob"]),
+                                 ctx.image.blobs[state["send_blob"]]["size"],
                                  lambda sock: _set_options(sock, rec, what))
     except PermissionError:
         raise RestoreConflict(f"{what}: restoring an established connection needs CAP_NET_ADMIN "
@@ -413,6 +412,28 @@ def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket
         hint = " (is the original still running?)" if err.errno in (errno.EADDRINUSE,
                                                                     errno.EADDRNOTAVAIL) else ""
         raise RestoreConflict(f"{what}: cannot re-create the connection: {err.strerror}{hint}") from None
+    ctx.state(_Remade).connections.append((sock.fileno(), rec, what))  # (_restore keeps the fd)
+    return sock
+
+
+@dataclass
+class _Remade:
+    """Restore: the connections re-created so far, in repair mode until every connection of
+    the tree exists (_unlock). Their fds are ours until the restore ends."""
+
+    connections: list[tuple[int, dict[str, Any], str]] = field(default_factory=list)
+
+
+def _unlock(tree: RestoreTree) -> None:
+    """Every process and connection of the tree exists, none runs yet: each connection
+    gets its send queue and leaves repair mode (tcp_repair.unlock)."""
+    for fd, rec, what in tree.state(_Remade).connections:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            try:
+                tcp_repair.unlock(sock, rec["tcp"], tree.image.blob_bytes(rec["tcp"]["send_blob"]),
+                                  rec["options"])
+            except OSError as err:
+                raise RestoreConflict(f"{what}: cannot let the connection run again: {err.strerror}") from None
 
 
 def _bind(sock: socket.socket, rec: dict[str, Any], address: tuple[str, int]) -> None:
@@ -448,4 +469,5 @@ def _reset_connection(family: int) -> socket.socket:
     return client
 
 
-INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore, index=sockets_common.index)
+INET_SOCKET = FileKind("inet-socket", _claims, _dump, _restore, index=sockets_common.index,
+                       finish=_unlock)

@@ -11,6 +11,9 @@ incoming segment (the peer's data is then not acknowledged, so it retransmits it
 copy later), and just before the tree is killed it enters repair mode, in which a dying
 socket closes silently (no FIN, no RST). If the tree runs on after the dump, the filter
 comes off again (`Lock`).
+A re-created connection stays in repair mode, sending nothing and locked the same way, until
+every connection of the tree exists (`unlock`): a peer not re-made yet would answer anything
+it sent with a reset.
 Needs CAP_NET_ADMIN (in the network namespace's user namespace), at dump and at restore.
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
-TCP_REPAIR_ON, TCP_REPAIR_OFF_NO_WP = 1, -1
+TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
@@ -56,37 +59,52 @@ def privileged() -> bool:
 
 # The keeper: a process of its own holding a copy of each locked socket, so that the lock
 # comes off even if we die mid-dump (SIGKILL). Told "R" (the tree runs on), or seeing us gone
-# while a socket's owner lives, it takes the filter off; told "K" (the tree is about to be
-# killed) it puts the sockets in repair mode, so that they close silently. Self-contained,
-# so that it starts fast.
+# while a socket's owner lives, it takes the filter off and opens the send window that `save`
+# held shut ("W" told it its size); told "K" (the tree is about to be killed) it puts the
+# sockets in repair mode, so that they close silently. Self-contained, so that it starts fast.
 _KEEPER = r"""
-import select, signal, socket
+import select, signal, socket, struct
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 control = socket.socket(fileno=0)
 held = []
+def reopen(sock, send_window):  # leaving repair mode with a window probe: the peer's answer
+    reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # sends what waited
+    sock.setsockopt(socket.IPPROTO_TCP, %(repair)d, %(on)d)
+    window = list(struct.unpack("=5I", sock.getsockopt(socket.IPPROTO_TCP, %(window)d, 20)))
+    window[1] = send_window
+    sock.setsockopt(socket.IPPROTO_TCP, %(window)d, struct.pack("=5I", *window))
+    sock.setsockopt(socket.IPPROTO_TCP, %(repair)d, %(off)d)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
 while True:
-    message, fds, _, _ = socket.recv_fds(control, 1, 2)
+    message, fds, _, _ = socket.recv_fds(control, 5, 2)
     if message == b"L":
-        held.append((socket.socket(fileno=fds[0]), fds[1]))
+        held.append([socket.socket(fileno=fds[0]), fds[1], None])
         continue
-    for sock, owner in held:
+    if message[:1] == b"W":
+        held[-1][2] = struct.unpack("=I", message[1:])[0]
+        continue
+    for sock, owner, send_window in held:
         try:
             if message == b"K":
-                sock.setsockopt(socket.IPPROTO_TCP, %d, %d)
+                sock.setsockopt(socket.IPPROTO_TCP, %(repair)d, %(on)d)
             elif message == b"R" or not select.select([owner], [], [], 0)[0]:
-                sock.setsockopt(socket.SOL_SOCKET, %d, 0)
+                sock.setsockopt(socket.SOL_SOCKET, %(detach)d, 0)
+                if send_window is not None:
+                    reopen(sock, send_window)
         except OSError:
             pass
         sock.close()
     if message:
         control.send(b"k")
     break
-""" % (TCP_REPAIR, TCP_REPAIR_ON, SO_DETACH_FILTER)
+""" % {"repair": TCP_REPAIR, "on": TCP_REPAIR_ON, "off": TCP_REPAIR_OFF,
+       "window": TCP_REPAIR_WINDOW, "detach": SO_DETACH_FILTER}
 
 
 class Lock:
     """The connections locked for one dump: each drops every segment that arrives (before
-    TCP sees it, so nothing is acknowledged) until the tree runs on or is killed."""
+    TCP sees it, so nothing is acknowledged) and sends no new data until the tree runs on or
+    is killed."""
 
     def __init__(self) -> None:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -94,18 +112,21 @@ class Lock:
             self.keeper = subprocess.Popen([sys.executable, "-c", _KEEPER], stdin=theirs.fileno(),
                                            start_new_session=True)
 
-    def add(self, sock: socket.socket, owner: int) -> None:
-        """Lock `sock`, a socket of process `owner` (the keeper gets it first)."""
+    def save(self, sock: socket.socket, owner: int) -> tuple[dict[str, Any], bytes, bytes]:
+        """Lock `sock`, a socket of process `owner` (the keeper gets it first), and `save` it."""
         pidfd = os.pidfd_open(owner)
         try:
             socket.send_fds(self.control, [b"L"], [sock.fileno(), pidfd])
         finally:
             os.close(pidfd)
         attach_filter(sock, _DROP_ALL)
+        state, send_queue, recv_queue = save(sock)
+        self.control.send(b"W" + struct.pack("=I", state["window"][1]))
+        return state, send_queue, recv_queue
 
     def end(self, killed: bool) -> None:
         """The tree is about to be killed (its sockets then close silently), or to run on
-        (they take segments again; the peer resends what was dropped)."""
+        (they take segments and send again; the peer resends what was dropped)."""
         try:
             self.control.send(b"K" if killed else b"R")
             if not self.control.recv(1):
@@ -134,12 +155,20 @@ def _queue_seq(sock: socket.socket, queue: int) -> int:
 
 def save(sock: socket.socket) -> tuple[dict[str, Any], bytes, bytes]:
     """The connection's state (a locked socket), its send queue and its receive queue, read
-    in repair mode. It leaves repair mode as it was (without a window probe, which the lock
-    would make pointless), so that a dumper that dies cannot leave it there."""
+    in repair mode. Then its send window is held shut: the kernel would otherwise send new
+    data on its own (a timer, pacing), which a peer not locked yet would take while this
+    image says it was not sent, and the two images would disagree. In flight it may still
+    resend what was sent, which the image has. It leaves repair mode as it was (without a
+    window probe, which the lock would make pointless), so that a dumper that dies cannot
+    leave it there."""
     reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # repair mode changes it
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
     try:
-        return _read(sock)
+        state, send_queue, recv_queue = _read(sock)
+        shut = state["window"][:]
+        shut[1] = 0  # snd_wnd: the peer's window as this end knows it
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, _WINDOW.pack(*shut))
+        return state, send_queue, recv_queue
     finally:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
@@ -178,27 +207,29 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: dict[str, Any],
-           send_queue: bytes, recv_queue: bytes, options: list[list[int]],
-           prepare: Callable[[socket.socket], None]) -> socket.socket:
+           recv_queue: bytes, send_bytes: int, prepare: Callable[[socket.socket], None]) -> socket.socket:
     """A new socket connected to `peer` from `local` exactly as the saved one was: same
-    sequence numbers, queued data, options and windows (`prepare` sets its options, before
-    anything else). Raises OSError (EPERM without CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL
-    where the address cannot be taken)."""
+    sequence numbers, received data and options (`prepare` sets its options, before anything
+    else), with room for `send_bytes` to send. It stays in repair mode, sending nothing and
+    dropping every segment that arrives, until `unlock` gives it its send queue and window.
+    Raises OSError (EPERM without CAP_NET_ADMIN, EADDRINUSE or EADDRNOTAVAIL where the
+    address cannot be taken)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)  # a queue that does not fit fails, rather than waits forever
     try:
         prepare(sock)
+        attach_filter(sock, _DROP_ALL)  # (a TCP connection with a filter of its own is refused)
         # room for the queues while they are written (the kernel's accounting of the new
-        # buffers differs from the original's); the recorded sizes are set again after
-        room = 2 * (len(send_queue) + len(recv_queue)) + (1 << 20)
+        # buffers differs from the original's); the recorded sizes are set again by unlock
+        room = 2 * (send_bytes + len(recv_queue)) + (1 << 20)
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, room)
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, room)
         # repair mode lets it bind beside a listener or a dying original on the same port
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
         sock.bind(local)
-        # the sequence numbers where each queue starts; the data below moves them on
+        # the sequence numbers where each queue starts; the data written moves them on
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
-        _set_u32(sock, TCP_QUEUE_SEQ, state["send_seq"] - len(send_queue))
+        _set_u32(sock, TCP_QUEUE_SEQ, state["send_seq"] - send_bytes)
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         _set_u32(sock, TCP_QUEUE_SEQ, state["recv_seq"] - len(recv_queue))
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
@@ -207,21 +238,30 @@ def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: di
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, _options(state))
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         _send_all(sock, recv_queue)
-        sent = send_queue[:len(send_queue) - state["unsent"]]
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
-        _send_all(sock, sent)  # in repair mode: counted as sent, awaiting acknowledgement
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, _WINDOW.pack(*state["window"]))
-        # no window probe: a peer of the tree may not be back yet, and would answer with RST
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
-        # not sent yet: queued as the program would, the peer's window permitting
-        _send_all(sock, send_queue[len(sent):])
-        # SO_REUSEADDR again (repair mode had its own), and the buffer sizes
-        apply_options(sock, [o for o in options if (o[0], o[1]) in _AFTER])
         return sock
     except BaseException:
-        sock.close()  # in repair mode, if still in it: silently
+        sock.close()  # in repair mode: silently
         raise
+
+
+def unlock(sock: socket.socket, state: dict[str, Any], send_queue: bytes,
+           options: list[list[int]]) -> None:
+    """Let a connection made by `create` run, once its peer exists (a peer not re-made yet
+    answers anything sent to it with a reset). What the original had sent is queued as sent
+    (its retransmission timer starts only now, not backed off by a missing peer), then the
+    windows; it leaves repair mode with a window probe, whose answer tells it at once where
+    the peer stands, and queues what the original had not sent yet, as the program would.
+    Last, `options` set what repair mode held back (SO_REUSEADDR, the buffer sizes)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+    sent = len(send_queue) - state["unsent"]
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+    _send_all(sock, send_queue[:sent])  # in repair mode: counted as sent, not acknowledged
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, _WINDOW.pack(*state["window"]))
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)  # (sends the probe)
+    _send_all(sock, send_queue[sent:])
+    apply_options(sock, [o for o in options if (o[0], o[1]) in _AFTER])
 
 
 def _options(state: dict[str, Any]) -> bytes:
