@@ -67,12 +67,16 @@ if mode == "pair":
     sent = fill(server, BIG)
     t.check(0 < sent < len(BIG), f"the large buffer went {sent} bytes")
     names = (client.getsockname(), client.getpeername(), server.getsockname(), server.getpeername())
+    # the segment sizes (the kernel picks them; a restored one may take up to 32767, less options)
+    segment_sizes = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) for s in (client, server)]
 
     def client_side(then=lambda: None) -> None:
         """The client's checks (in the child with `fork`: its exit status says how they went);
         `then` runs after it has sent "more" and before it expects "answer"."""
         client.settimeout(20)
         t.check(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1, "TCP_NODELAY lost")
+        mss = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        t.check(mss >= min(segment_sizes[0], 32767 - 40), f"the client's segments shrank: {segment_sizes[0]} -> {mss}")
         got = recv_exactly(client, 10 + sent)
         t.check(got[:10] == b"s2c unread", f"the client's queued data is lost: {got[:10]!r}")
         t.check(got[10:] == BIG[:sent], f"the large buffer came back wrong ({len(got) - 10} of {sent} bytes)")
@@ -81,6 +85,8 @@ if mode == "pair":
         t.check(recv_exactly(client, 6) == b"answer", "server to client broken after restore")
 
     def server_answers() -> None:
+        mss = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        t.check(mss >= min(segment_sizes[1], 32767 - 40), f"the server's segments shrank: {segment_sizes[1]} -> {mss}")
         t.check(recv_exactly(server, 4) == b"more", "client to server broken after restore")
         server.sendall(b"answer")
 

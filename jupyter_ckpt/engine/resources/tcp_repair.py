@@ -42,6 +42,7 @@ TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
 CAP_NET_ADMIN = 12
+_MAX_USER_MSS = 32767  # the largest TCP_MAXSEG the kernel accepts (MAX_TCP_WINDOW)
 _WINDOW = struct.Struct("=5I")  # struct tcp_repair_window
 _AFTER = {(socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, socket.SO_SNDBUF),
           (socket.SOL_SOCKET, socket.SO_RCVBUF), (socket.SOL_SOCKET, SO_BUF_LOCK)}
@@ -224,6 +225,9 @@ def create(family: int, local: tuple[str, int], peer: tuple[str, int], state: di
         room = 2 * (send_bytes + len(recv_queue)) + (1 << 20)
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, room)
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, room)
+        # the segment size: the connect below derives it from this limit (the kernel takes at
+        # most 32767), rather than from the 536-byte default, which repair mode then keeps
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, min(state["mss"], _MAX_USER_MSS))
         # repair mode lets it bind beside a listener or a dying original on the same port
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
         sock.bind(local)
