@@ -23,8 +23,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-FORMAT = "jupyter-ckpt-image"
-VERSION = 3
+from .version import IMAGE_FORMAT as FORMAT, IMAGE_VERSION as VERSION
 
 PID_MAX = 1 << 22  # PID_MAX_LIMIT on 64-bit kernels
 FD_MAX = 1 << 20  # fds are refused at or above this (the kernel's default nr_open)
