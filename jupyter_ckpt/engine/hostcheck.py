@@ -77,9 +77,10 @@ def _host(manifest: dict[str, Any]) -> list[Difference]:
 
 def _own_vdso() -> tuple[dict[str, int], bytes]:
     """Sizes of this kernel's vdso block, and its vdso code (the same in every process: it
-    is the kernel's, read here from our own mapping)."""
+    is the kernel's, read here from our own mapping). From maps, not smaps: only the
+    ranges are needed, and smaps walks the page tables of every mapping we have."""
     sizes, code = {}, b""
-    for vma in procfs.read_vmas(os.getpid()):
+    for vma in procfs.parse_maps(procfs.read_bytes("/proc/self/maps").decode()):
         if vma.path in _VDSO_BLOCK:
             sizes[vma.path] = vma.end - vma.start
             if vma.path == "[vdso]":
