@@ -71,10 +71,8 @@ def symbols(code: bytes) -> dict[str, int]:
 
 
 def own_code() -> tuple[int, bytes]:
-    """Address and code of this process's vdso: this kernel's. (Its range from maps: smaps
-    would walk the page tables of every mapping we have.)"""
-    maps = procfs.parse_maps(procfs.read_bytes("/proc/self/maps").decode())
-    vma = next((v for v in maps if v.path == "[vdso]"), None)
+    """Address and code of this process's vdso: this kernel's."""
+    vma = next(iter(procfs.own_mappings(("[vdso]",))), None)
     return (vma.start, ctypes.string_at(vma.start, vma.end - vma.start)) if vma else (0, b"")
 
 
