@@ -692,6 +692,6 @@ def test_dump_and_restore_load_only_what_they_use(programs, workdir, monkeypatch
     assert engine + "schema" not in dumped
     assert engine + "schema" in restored
     assert not {engine + "precopy", engine + "freeze"} & restored
-    above = {m for m in dumped | restored
-             if m.startswith(("jupyter_ckpt.store", "jupyter_ckpt.snapshots_api", "jupyter_ckpt.jupyter"))}
+    above = {m for m in dumped | restored if m.startswith(
+        ("jupyter_ckpt.store", "jupyter_ckpt.snapshots_api", "jupyter_ckpt.jupyter"))}
     assert not above, above

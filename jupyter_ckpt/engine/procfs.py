@@ -58,8 +58,8 @@ def own_mappings(paths: tuple[str, ...]) -> list[Vma]:
     wanted are parsed, not the hundreds an interpreter maps, and smaps' page table walk is
     not needed for ranges."""
     with open("/proc/self/maps") as f:
-        return [vma for vma in parse_maps("".join(line for line in f if line.rstrip("\n").endswith(paths)))
-                if vma.path in paths]
+        wanted = "".join(line for line in f if line.rstrip("\n").endswith(paths))
+    return [vma for vma in parse_maps(wanted) if vma.path in paths]
 
 
 def read_vmas(pid: int) -> list[Vma]:
