@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import json
 import logging
 import os
@@ -184,8 +186,7 @@ def _report_pages(restored) -> None:
 def _restore(image: Any, args: argparse.Namespace) -> int:
     """Restore `image` (a directory, or a snapshot opened in a store) with the options of
     `restore`; its exit status."""
-    from .engine import restore
-
+    restore = _engine("restore")
     bar = _ProgressBar()
     if args.lazy:  # die the way that still lets the page server finish (see below)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -373,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "dump":
-            from .engine import dump
-
+            dump = _engine("dump")
             bar = _ProgressBar()
             try:
                 stats = dump(args.pid, args.dir, kill=args.kill, precopy=not args.no_precopy,
@@ -389,8 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "snapshots":
             return _snapshots(args)
         elif args.command == "check":
-            from .engine import check
-
+            check = _engine("check")
             blockers = check(args.pid, tcp_close=args.tcp_close)
             for b in blockers:
                 print(b)
@@ -429,6 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _engine(name: str) -> Any:
+    """engine.NAME, imported with the cyclic garbage collector paused: importing the engine
+    makes tens of thousands of objects and no garbage, and the collections it set off cost a
+    small dump or restore about 7 ms, 5% of the command."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return getattr(importlib.import_module(".engine", __package__), name)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _store_errors() -> tuple[type[Exception], ...]:

@@ -665,3 +665,33 @@ def test_small_tree_is_dumped_without_precopy(programs, workdir, monkeypatch):
     assert stats["dirty_tracking"] == "none" and "precopy_rounds" not in stats, stats
     prog.restore(image)
     prog.verify()
+
+
+def _imported(result: subprocess.CompletedProcess) -> set[str]:
+    """The modules a command loaded, from its stderr under PYTHONPROFILEIMPORTTIME."""
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_dump_and_restore_load_only_what_they_use(programs, workdir, monkeypatch):
+    """On a small process the command's start-up is most of its cost: a dump does not build
+    the manifest schema (only image readers validate), a restore loads neither the dumper
+    nor pre-copy, and neither loads the snapshot store or the Jupyter layer."""
+    prog = ticker(programs)
+    image = workdir / "image"
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    dumped = _imported(run_cli("dump", prog.pid, image, "--kill"))
+    prog.reap()
+    restored = _imported(run_cli("restore", image, "--detach"))
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    prog.verify()
+    engine = "jupyter_ckpt.engine."
+    # (engine/__init__ loads dumper and restorer through importlib, which this list omits:
+    # what only each of them imports stands for it)
+    assert engine + "precopy" in dumped and engine + "pidns" in restored
+    assert engine + "schema" not in dumped
+    assert engine + "schema" in restored
+    assert not {engine + "precopy", engine + "freeze"} & restored
+    above = {m for m in dumped | restored if m.startswith(
+        ("jupyter_ckpt.store", "jupyter_ckpt.snapshots_api", "jupyter_ckpt.jupyter"))}
+    assert not above, above

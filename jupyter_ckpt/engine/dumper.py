@@ -71,16 +71,17 @@ def dump(pid: int, path: str, kill: bool = False, progress: Progress = no_progre
         raise ValueError("an incremental dump rereads its blobs: it cannot give them to a sink")
     if parent is not None:
         ImageReader(parent, verify_blobs=False)  # a clear error now, before anything is frozen
-    _refuse_before_touching(pid)
+    pids = _refuse_before_touching(pid)
     host = host_facts()  # (now: reading /proc/cpuinfo takes milliseconds the freeze need not)
     writer = ImageWriter(path, durable=durable, sink=sink)
     copies: dict[int, PreCopy] = {}
     try:
         if precopy:
-            copies = _precopy(pid, writer, progress)
-            _refuse_before_touching(pid)  # again: pre-copy gave it time to change
+            copies = _precopy(pids, writer, progress)
+            if copies:
+                pids = _refuse_before_touching(pid)  # again: pre-copy gave it time to change
             faults.point("dump.after-precopy", log)
-        outside = shmem.outside_sharers(_tree_pids(pid))  # (not while frozen: it reads every process)
+        outside = shmem.outside_sharers(pids)  # (not while frozen: it reads every process)
         if outside:
             raise Refused(outside)
         started = time.monotonic()
@@ -145,11 +146,12 @@ def _tree_pids(root: int) -> list[int]:
     return procfs.tree_pids(root)  # [] if it is gone: freeze() reports it
 
 
-def _refuse_before_touching(root: int) -> None:
+def _refuse_before_touching(root: int) -> list[int]:
     """What must be refused before the tree is seized or any syscall is injected into it
     (pre-copy does both): a vfork() in progress, which no freeze can stop, seccomp,
     under which an injected syscall can kill the process, a stopped process (to be left
-    stopped, not traced) and tables shared between processes."""
+    stopped, not traced) and tables shared between processes. Returns the tree's pids, as
+    the next steps' list of it (each scan of /proc reads every process on the host)."""
     pids = _tree_pids(root)
     blockers = (process.shared_address_spaces(pids) + process.group_stopped(pids)
                 + process.shared_tables(pids))
@@ -161,12 +163,12 @@ def _refuse_before_touching(root: int) -> None:
         blockers += process.seccomp_modes(pid, tids)
     if blockers:
         raise Refused(blockers)
+    return pids
 
 
-def _precopy(root: int, writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
-    """Copy the memory of every process of the tree while it runs (see precopy.py)."""
+def _precopy(pids: list[int], writer: ImageWriter, progress: Progress) -> dict[int, PreCopy]:
+    """Copy the memory of every process of the tree (`pids`) while it runs (see precopy.py)."""
     copies: dict[int, PreCopy] = {}
-    pids = _tree_pids(root)
     if not worth_precopying(pids):
         return copies
     try:

@@ -155,6 +155,7 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
         new: list[int] = []
         zombies: set[int] = set()
         vforked: list[int] = []
+        live: list[int] = []
         for pid in pids:
             if pid != tree.root and not _alive(pid):
                 if os.path.exists(f"/proc/{pid}"):  # (not reaped since we listed it)
@@ -163,6 +164,7 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
             if pid != tree.root and _in_vfork(pid):
                 vforked.append(pid)  # seized in a later pass, once it has called exec or _exit
                 continue
+            live.append(pid)
             new += [tid for tid in _tids(pid) if tid not in tree._stopped]
         # Kept from the last pass only: it finds every parent stopped, so none can reap a
         # zombie any more (one seen in an earlier pass may have been reaped since).
@@ -179,9 +181,10 @@ def _freeze_until_stable(tree: FrozenTree) -> None:
                                    "called exec or _exit yet (checkpoint once it has), or a "
                                    "clone(CLONE_VM) child") for pid in vforked])
         time.sleep(0.001)
-    for pid in _tree_pids(tree.root):  # parents before their children
-        if pid not in tree.zombies:
-            tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
+    # The last pass found every process stopped: none can have forked or reaped since, so
+    # its list is the tree (parents before their children) without another scan of /proc.
+    for pid in live:
+        tree.processes[pid] = [t for t in _tids(pid) if t in tree._stopped]
 
 
 def _in_vfork(pid: int) -> bool:

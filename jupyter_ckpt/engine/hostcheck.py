@@ -79,11 +79,10 @@ def _own_vdso() -> tuple[dict[str, int], bytes]:
     """Sizes of this kernel's vdso block, and its vdso code (the same in every process: it
     is the kernel's, read here from our own mapping)."""
     sizes, code = {}, b""
-    for vma in procfs.read_vmas(os.getpid()):
-        if vma.path in _VDSO_BLOCK:
-            sizes[vma.path] = vma.end - vma.start
-            if vma.path == "[vdso]":
-                code = ctypes.string_at(vma.start, vma.end - vma.start)
+    for vma in procfs.own_mappings(_VDSO_BLOCK):
+        sizes[vma.path] = vma.end - vma.start
+        if vma.path == "[vdso]":
+            code = ctypes.string_at(vma.start, vma.end - vma.start)
     return sizes, code
 
 

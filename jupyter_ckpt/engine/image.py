@@ -27,12 +27,10 @@ from typing import Any, Protocol
 
 import xxhash
 
-from . import schema
 from .errors import CkptError, ImageError
 from .libc import libc
+from .version import IMAGE_FORMAT as FORMAT, IMAGE_VERSION as VERSION
 
-FORMAT = schema.FORMAT
-VERSION = schema.VERSION
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"  # suffix of an image directory being written
 MAX_MANIFEST = 1 << 30  # bytes: a manifest is read whole; bigger is not one of ours
@@ -416,6 +414,8 @@ class ImageReader:
             if reader.manifest["manifest_xxh3_128"] != base["manifest_xxh3_128"]:
                 raise ImageError(f"{self.path} builds on {path}, which has changed since")
             readers.append(reader)
+        from . import schema  # (only readers need it: a dump does not build the schema)
+
         try:
             schema.validate_base_runs(self.manifest, [r.manifest for r in readers])
         except schema.Invalid as err:
@@ -499,6 +499,8 @@ class MappedPages:
 def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     """`manifest` if it passes the schema and its own checksum (ImageError otherwise): what
     every reader of an image, from a directory or from a snapshot store, checks first."""
+    from . import schema  # (only readers need it: a dump does not build the schema)
+
     try:
         schema.validate(manifest)
     except schema.Invalid as err:

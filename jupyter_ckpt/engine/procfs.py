@@ -53,6 +53,15 @@ def parse_maps(text: str) -> list[Vma]:
     return vmas
 
 
+def own_mappings(paths: tuple[str, ...]) -> list[Vma]:
+    """This process's mappings of the given paths (e.g. "[vdso]"), from maps: the few lines
+    wanted are parsed, not the hundreds an interpreter maps, and smaps' page table walk is
+    not needed for ranges."""
+    with open("/proc/self/maps") as f:
+        wanted = "".join(line for line in f if line.rstrip("\n").endswith(paths))
+    return [vma for vma in parse_maps(wanted) if vma.path in paths]
+
+
 def read_vmas(pid: int) -> list[Vma]:
     """Mappings with their VmFlags and swapped-out size (from smaps, which repeats the maps
     header lines)."""

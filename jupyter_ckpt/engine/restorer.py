@@ -25,16 +25,18 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import arch, faults, hostcheck, procfs, ptrace_ext, syscalls, userns
 from .context import Progress, RestoreContext, RestoreTree, StdioPolicy, no_progress
 from .errors import CkptError, ImageError, RestoreConflict
 from .image import ImageReader
 from .inject import RemoteMemory, RemoteThread, Scratch, syscall_gadget
-from .lazy import LazyStats, PageServer
 from .pidns import PidNamespace, kill_and_reap
 from .resources import RESOURCES, kind_named, memory, posix_timers, process, shmem, signals, threads
+
+if TYPE_CHECKING:  # loaded by a lazy restore only
+    from .lazy import LazyStats, PageServer
 
 SCRATCH_SIZE = 256 * 1024
 SEED_OPTIONS = (ptrace_ext.O_TRACESYSGOOD | ptrace_ext.O_TRACECLONE | ptrace_ext.O_TRACEFORK
@@ -160,7 +162,10 @@ def restore_here(path: "str | ImageReader", stdio: str = "inherit", allow_foreig
         if kind.verify is not None:
             kind.verify(image)
     tree = _Tree(image, StdioPolicy(stdio), rebind_listeners, progress, in_user_ns)
-    tree.lazy = PageServer() if lazy else None  # (its watchdog starts outside the namespace)
+    if lazy:  # (its watchdog starts outside the namespace)
+        from .lazy import PageServer  # (loaded by a lazy restore only)
+
+        tree.lazy = PageServer()
     # Pages a child shares with its parent come back shared: the parent's are restored before
     # the child is forked. Lazily they cannot (the page server fills each process on its own).
     tree.sharing = memory.plan_sharing(procs, share=not lazy)

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 import xxhash
 
-from .. import fileid, incremental, lazy, procfs, syscalls, uffd, zeropages
+from .. import fileid, incremental, procfs, syscalls, uffd, zeropages
 from ..arch import TASK_SIZE
 from ..context import DumpContext, RestoreContext
 from ..errors import CkptError, ImageError, RestoreConflict
@@ -776,6 +776,8 @@ def _serve_lazily(ctx: RestoreContext, rec: dict[str, Any], vmas: list[dict[str,
         fd = uffd.open_in(ctx.leader, os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as err:
         raise CkptError(f"lazy restore: userfaultfd in pid {ctx.pid}: {err.strerror}") from None
+    from .. import lazy  # (only a lazy restore loads the page server's module)
+
     try:
         try:
             uffd.api(fd, lazy.FEATURES)

@@ -26,7 +26,6 @@ import ctypes
 import functools
 import logging
 import mmap
-import os
 from typing import Any, Callable
 
 from .. import arch, elfsyms, procfs
@@ -73,7 +72,7 @@ def symbols(code: bytes) -> dict[str, int]:
 
 def own_code() -> tuple[int, bytes]:
     """Address and code of this process's vdso: this kernel's."""
-    vma = next((v for v in procfs.read_vmas(os.getpid()) if v.path == "[vdso]"), None)
+    vma = next(iter(procfs.own_mappings(("[vdso]",))), None)
     return (vma.start, ctypes.string_at(vma.start, vma.end - vma.start)) if vma else (0, b"")
 
 
