@@ -271,3 +271,23 @@ def test_a_snapshot_during_the_first_cell_after_a_restore_marks_it(server, tmp_p
     (tmp_path / "gate").touch()
     wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
     ks.close()
+
+
+def test_a_silent_execute_between_cells_leaves_the_recorded_count(server):
+    # what ask_execution_count and frontends send: silent requests publish no execute_input
+    # (the kernel does not count them), only their busy and idle statuses
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1") == ("ok", "", 1)
+    request = ks.send("shell", "execute_request", {
+        "code": "y = 2", "silent": True, "store_history": False, "user_expressions": {},
+        "allow_stdin": False, "stop_on_error": True})
+    reply = wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
+    assert reply["content"]["status"] == "ok"
+    wait_for(ks, lambda m: m["msg_type"] == "status" and parent_of(m) == request
+             and m["content"]["execution_state"] == "idle")
+    model = checkpoint(server, kernel_id, {})
+    assert model["execution_count"] == 1 and model["running_cell"] is None
+    assert ks.execute("print(y)") == ("ok", "2\n", 2)
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 2
+    ks.close()
