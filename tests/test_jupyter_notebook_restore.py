@@ -291,3 +291,26 @@ def test_a_silent_execute_between_cells_leaves_the_recorded_count(server):
     assert ks.execute("print(y)") == ("ok", "2\n", 2)
     assert checkpoint(server, kernel_id, {})["execution_count"] == 2
     ks.close()
+
+
+def test_a_request_that_stores_no_history_is_not_a_cell(server, tmp_path):
+    # not silent, so the kernel publishes its execute_input, with the count the next cell
+    # will have (ipykernel does not use it up): neither the count nor the running cell
+    gate = tmp_path / "gate"
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1") == ("ok", "", 1)
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": False,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    assert started["content"]["execution_count"] == 2
+    during = checkpoint(server, kernel_id, {})
+    assert during["execution_count"] == 1 and during["running_cell"] is None
+    gate.touch()
+    wait_for(ks, lambda m: m["msg_type"] == "status" and parent_of(m) == request
+             and m["content"]["execution_state"] == "idle")
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 1
+    assert ks.execute("print(started)") == ("ok", "running\n", 2)
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 2
+    ks.close()

@@ -381,6 +381,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         stream = socket if hasattr(socket, "on_recv") else ZMQStream(zmq.Socket(shadow=socket))
         session = self._private_session()
         self._iopub_live = asyncio.Event()
+        self._outside_history: set[str] = set()
 
         def on_message(parts: list[bytes]) -> None:
             self._iopub_live.set()
@@ -395,10 +396,14 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             parent = (msg.get("parent_header") or {}).get("msg_id")
             if kind == "status":
                 self._kernel_busy = msg["content"].get("execution_state") == "busy"
-                if not self._kernel_busy and self.running_cell is not None \
-                        and self.running_cell["msg_id"] == parent:
-                    self.running_cell = None
-            elif kind == "execute_input" and parent:
+                if not self._kernel_busy:
+                    self._outside_history.discard(parent)
+                    if self.running_cell is not None and self.running_cell["msg_id"] == parent:
+                        self.running_cell = None
+                return
+            if parent in self._outside_history:  # not a cell: it counts for nothing
+                return
+            if kind == "execute_input" and parent:
                 self.running_cell = {"execution_count": msg["content"].get("execution_count"),
                                      "msg_id": parent}
             if kind in ("execute_input", "execute_result") and "execution_count" in msg["content"]:
@@ -406,6 +411,14 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
         stream.on_recv(on_message)
         self._iopub_stream = stream
+
+    def outside_history(self, msg_id: str) -> None:
+        """Note, before it reaches the kernel, an execute_request that stores no history (a
+        frontend's, not a cell's). ipykernel publishes the execute_input of one that is not
+        silent with the count of the next cell, which it does not use up: neither that count
+        nor the request as running cell is what a snapshot should record. Forgotten at the
+        request's idle status."""
+        self._outside_history.add(msg_id)
 
     def _private_session(self):
         """A Session of our own: deserializing checks each signature against the session's
@@ -420,8 +433,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def ask_execution_count(self, timeout: float = 2.0) -> int | None:
         """The kernel's own execution count, asked with a silent empty execute_request.
 
-        For when the IOPub watcher saw no cell: its subscription may have gone through only
-        after the first cell started. Not asked of a kernel known to be busy, whose request
+        For when the IOPub watcher saw no cell (a kernel that ran none yet). Not asked of a kernel known to be busy, whose request
         would wait behind the running cell. Needs an async kernel manager (as Jupyter
         Server's are), whose clients are async too."""
         if self._kernel_busy:
