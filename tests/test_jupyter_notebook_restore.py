@@ -205,11 +205,12 @@ def run_waiting_cell(ks: KernelSocket, gate: Path) -> tuple[str, int]:
 # ZeroMQ's defaults, so its websockets serve the kernel as soon as it is up.
 LATE_SUBSCRIBERS = """
 import sys, zmq
+from jupyter_ckpt.jupyter import provisioner
 _socket = zmq.Context.socket
 def _late_joining(self, socket_type, *args, **kwargs):
     sock = _socket(self, socket_type, *args, **kwargs)
     frame = sys._getframe(1)
-    while frame is not None and "jupyter_ckpt" not in frame.f_code.co_filename:
+    while frame is not None and frame.f_code.co_filename != provisioner.__file__:
         frame = frame.f_back
     if socket_type == zmq.SUB and frame is not None:
         sock.setsockopt(zmq.RECONNECT_IVL, 4000)

@@ -265,9 +265,9 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
                 if live.is_set():
                     break
                 if not answered:
-                    self.log.warning("jupyter-ckpt: kernel %s did not answer within %s s: "
-                                     "snapshots taken during its first cells may not name "
-                                     "them", self.kernel_id, timeout)
+                    self.log.warning("jupyter-ckpt: kernel %s ended or did not answer within "
+                                     "%s s: snapshots taken during its first cells may not "
+                                     "name them", self.kernel_id, timeout)
                     return False
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(live.wait(), STATUS_AFTER_ANSWER)
