@@ -283,10 +283,14 @@ def test_a_silent_execute_between_cells_leaves_the_recorded_count(server):
     request = ks.send("shell", "execute_request", {
         "code": "y = 2", "silent": True, "store_history": False, "user_expressions": {},
         "allow_stdin": False, "stop_on_error": True})
-    reply = wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
-    assert reply["content"]["status"] == "ok"
-    wait_for(ks, lambda m: m["msg_type"] == "status" and parent_of(m) == request
-             and m["content"]["execution_state"] == "idle")
+    # its reply (shell) and idle status (IOPub) come on two channels, in either order
+    seen: dict[str, dict] = {}
+    while len(seen) < 2:
+        msg = wait_for(ks, lambda m: parent_of(m) == request and (
+            m["msg_type"] == "execute_reply" or m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle"))
+        seen[msg["msg_type"]] = msg
+    assert seen["execute_reply"]["content"]["status"] == "ok"
     model = checkpoint(server, kernel_id, {})
     assert model["execution_count"] == 1 and model["running_cell"] is None
     assert ks.execute("print(y)") == ("ok", "2\n", 2)
