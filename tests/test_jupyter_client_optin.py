@@ -49,8 +49,8 @@ def test_kernelspec_selects_the_checkpointable_provisioner(ckpt_kernelspec):
 
 
 def test_execution_count_is_followed_and_can_be_asked(ckpt_kernelspec):
-    """Snapshots record the count the IOPub watcher follows; when the watcher saw no cell (its
-    subscription went through late), the service asks the kernel itself."""
+    """Snapshots record the count the IOPub watcher follows; when the watcher saw no cell
+    (none ran yet), the service asks the kernel itself."""
     async def scenario() -> None:
         km = AsyncKernelManager(kernel_name="python3-ckpt")
         await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

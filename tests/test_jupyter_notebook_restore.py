@@ -40,23 +40,6 @@ def seen_running(server: Server, kernel_id: str, request: str) -> None:
                         or {}).get("msg_id") == request, what="the server to see the cell running")
 
 
-def server_listening(server: Server, ks: KernelSocket, kernel_id: str) -> None:
-    """Short cells until the server has seen one run: its own iopub subscription, made when
-    the kernel started, misses what the kernel publishes before it is joined (ZeroMQ)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        request = ks.send("shell", "execute_request", {
-            "code": "import time; time.sleep(0.5)", "silent": False, "store_history": True,
-            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-        wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
-        seen = (server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["running_cell"]
-                or {}).get("msg_id") == request
-        wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
-        if seen:
-            return
-    pytest.fail("the server never saw a cell run")
-
-
 def wait_for(ks: KernelSocket, match, timeout: float = 60) -> dict:
     """The first message from the kernel for which `match(msg)` holds."""
     deadline = time.monotonic() + timeout
@@ -98,7 +81,6 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     gate = tmp_path / "gate"
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
-    server_listening(server, ks, kernel_id)
     assert ks.execute("x = 1")[0] == "ok"
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
         "kernel_id": kernel_id, "restored_from": None, "position": None, "running_cell": None}
@@ -152,7 +134,6 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
 def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_path):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
-    server_listening(server, ks, kernel_id)
     request = ks.send("shell", "execute_request", {
         "code": WAITING_CELL.format(gate=str(tmp_path / "never")), "silent": False,
         "store_history": True, "user_expressions": {}, "allow_stdin": False,
@@ -180,7 +161,6 @@ def notebook_json() -> dict:
 def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
-    server_listening(server, ks, kernel_id)
     assert ks.execute("x = 1")[0] == "ok"
     notebook = notebook_json()
     with_nb = checkpoint(server, kernel_id, {"label": "with cells", "notebook": notebook})
@@ -207,4 +187,135 @@ def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 404
     assert server.request("POST", f"api/ckpt/snapshots/{with_nb['id']}/undelete")[0] == 200
     assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 200
+    ks.close()
+
+
+def run_waiting_cell(ks: KernelSocket, gate: Path) -> tuple[str, int]:
+    """Start WAITING_CELL; (its request's msg_id, its execution count) once it runs."""
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    return request, started["content"]["execution_count"]
+
+
+# A server config making the checkpoint provisioner's IOPub subscription join late, as it can
+# on a loaded machine: a SUB socket it makes whose first connection is refused (the kernel
+# does not listen yet) tries again only after a few seconds. The server's own sockets keep
+# ZeroMQ's defaults, so its websockets serve the kernel as soon as it is up.
+LATE_SUBSCRIBERS = """
+import sys, zmq
+from jupyter_ckpt.jupyter import provisioner
+_socket = zmq.Context.socket
+def _late_joining(self, socket_type, *args, **kwargs):
+    sock = _socket(self, socket_type, *args, **kwargs)
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename != provisioner.__file__:
+        frame = frame.f_back
+    if socket_type == zmq.SUB and frame is not None:
+        sock.setsockopt(zmq.RECONNECT_IVL, 4000)
+    return sock
+zmq.Context.socket = _late_joining
+"""
+
+
+@pytest.fixture
+def late_joining_server(tmp_path):
+    config = tmp_path / "late-subscribers"
+    config.mkdir()
+    (config / "jupyter_server_config.py").write_text(LATE_SUBSCRIBERS)
+    shipped = Path(__file__).resolve().parent.parent / "etc" / "jupyter"
+    srv = Server(tmp_path, tmp_path / "ckpt", env={
+        "JUPYTER_CONFIG_PATH": os.pathsep.join([str(shipped), str(config)])}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("kernel", ["python3", "xpython"])
+def test_a_snapshot_during_the_first_cell_of_a_new_kernel_marks_it(late_joining_server,
+                                                                    tmp_path, kernel):
+    # the kernel's very first cell, published right after its start: the server must be
+    # subscribed to the kernel's IOPub by the time it reports the kernel started
+    server = late_joining_server
+    kernel_id = server.start_notebook_kernel(kernel=kernel)
+    ks = KernelSocket(server, kernel_id)
+    request, count = run_waiting_cell(ks, tmp_path / "gate")
+    assert count == 1
+    seen_running(server, kernel_id, request)
+    model = checkpoint(server, kernel_id, {})
+    assert model["running_cell"] == {"execution_count": 1, "msg_id": request, "cell_id": None}
+    assert model["execution_count"] == 1
+    (tmp_path / "gate").touch()
+    wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
+    ks.close()
+
+
+def test_a_snapshot_during_the_first_cell_after_a_restore_marks_it(server, tmp_path):
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1")[0] == "ok"
+    idle = checkpoint(server, kernel_id, {})
+    assert idle["running_cell"] is None and idle["execution_count"] == 1
+    assert server.request("DELETE", f"api/kernels/{kernel_id}")[0] == 204
+    ks.close()
+    status, result = server.request("POST", f"api/ckpt/snapshots/{idle['id']}/restore", {})
+    assert status == 200, f"{result}\n{server.log()}"
+
+    # the restored kernel's first cell: the server subscribed to it anew
+    ks = KernelSocket(server, kernel_id)
+    request, count = run_waiting_cell(ks, tmp_path / "gate")
+    assert count == 2
+    seen_running(server, kernel_id, request)
+    model = checkpoint(server, kernel_id, {})
+    assert model["running_cell"] == {"execution_count": 2, "msg_id": request, "cell_id": None}
+    assert model["execution_count"] == 2 and model["parent"] == idle["id"]
+    (tmp_path / "gate").touch()
+    wait_for(ks, lambda m: m["msg_type"] == "execute_reply" and parent_of(m) == request)
+    ks.close()
+
+
+def test_a_silent_execute_between_cells_leaves_the_recorded_count(server):
+    # what ask_execution_count and frontends send: silent requests publish no execute_input
+    # (the kernel does not count them), only their busy and idle statuses
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1") == ("ok", "", 1)
+    request = ks.send("shell", "execute_request", {
+        "code": "y = 2", "silent": True, "store_history": False, "user_expressions": {},
+        "allow_stdin": False, "stop_on_error": True})
+    # its reply (shell) and idle status (IOPub) come on two channels, in either order
+    seen: dict[str, dict] = {}
+    while len(seen) < 2:
+        msg = wait_for(ks, lambda m: parent_of(m) == request and (
+            m["msg_type"] == "execute_reply" or m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle"))
+        seen[msg["msg_type"]] = msg
+    assert seen["execute_reply"]["content"]["status"] == "ok"
+    model = checkpoint(server, kernel_id, {})
+    assert model["execution_count"] == 1 and model["running_cell"] is None
+    assert ks.execute("print(y)") == ("ok", "2\n", 2)
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 2
+    ks.close()
+
+
+def test_a_request_that_stores_no_history_is_not_a_cell(server, tmp_path):
+    # not silent, so the kernel publishes its execute_input, with the count the next cell
+    # will have (ipykernel does not use it up): neither the count nor the running cell
+    gate = tmp_path / "gate"
+    kernel_id = server.start_notebook_kernel()
+    ks = KernelSocket(server, kernel_id)
+    assert ks.execute("x = 1") == ("ok", "", 1)
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": False,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    assert started["content"]["execution_count"] == 2
+    during = checkpoint(server, kernel_id, {})
+    assert during["execution_count"] == 1 and during["running_cell"] is None
+    gate.touch()
+    wait_for(ks, lambda m: m["msg_type"] == "status" and parent_of(m) == request
+             and m["content"]["execution_state"] == "idle")
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 1
+    assert ks.execute("print(started)") == ("ok", "running\n", 2)
+    assert checkpoint(server, kernel_id, {})["execution_count"] == 2
     ks.close()

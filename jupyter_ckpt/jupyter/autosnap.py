@@ -7,7 +7,9 @@ execute_request (one that is not silent and stores history), snapshots the kerne
 forwards the request as soon as the kernel is released from the snapshot's freeze (memory is
 then copied; what follows, comparing with the parent and storing, runs beside the cell; the
 next cell waits for it if it is not done by then). Every message the client sends after the
-held one waits behind it, so their order is kept.
+held one waits behind it, so their order is kept. Whether or not automatic snapshots are on,
+the connection tells the provisioner of each execute_request that stores no history before
+the kernel gets it: such a request is no cell, whose count or run a snapshot should record.
 
 A cell must never be blocked or lost because of its snapshot: a refused or failed one is
 logged, said once per kernel and reason in the cell's output (a stderr line), and the cell
@@ -70,6 +72,7 @@ class ExecuteRequest:
     msg_id: str
     cell_id: str | None
     header: dict[str, Any]
+    in_history: bool  # neither silent nor with store_history false: a cell
 
 
 class AutoSnapshots:
@@ -308,9 +311,13 @@ class AutoSnapshotConnection:
 
     def _pass(self, incoming_msg: Any) -> None:
         auto = self._auto
-        request = self._execute_request(incoming_msg) if auto is not None and auto.enabled \
-            else None
-        if request is None:
+        request = self._execute_request(incoming_msg)
+        if request is not None and not request.in_history:
+            provisioner = getattr(self.kernel_manager, "provisioner", None)
+            if isinstance(provisioner, CkptProvisioner):
+                provisioner.outside_history(request.msg_id)
+            request = None
+        if request is None or auto is None or not auto.enabled:
             super().handle_incoming_message(incoming_msg)
             return
         if not hasattr(self, "outstanding"):
@@ -343,7 +350,8 @@ class AutoSnapshotConnection:
             self._held.extend(held)
 
     def _execute_request(self, incoming_msg: Any) -> ExecuteRequest | None:
-        """The message as an execute_request to snapshot before, or None."""
+        """The message as an execute_request (a cell to snapshot before when in_history),
+        or None."""
         try:
             if self.subprotocol == _V1:
                 channel, parts = deserialize_msg_from_ws_v1(incoming_msg)
@@ -363,11 +371,11 @@ class AutoSnapshotConnection:
                     return None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             return None  # the server's own handling says what is wrong with it
-        if content.get("silent") or not content.get("store_history", True):
-            return None
+        silent = bool(content.get("silent"))
         cell_id = metadata.get("cellId")
         return ExecuteRequest(str(header.get("msg_id")),
-                              cell_id if isinstance(cell_id, str) else None, header)
+                              cell_id if isinstance(cell_id, str) else None, header,
+                              not silent and bool(content.get("store_history", not silent)))
 
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
         if getattr(self, "outstanding", None):

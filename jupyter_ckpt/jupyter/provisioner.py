@@ -26,6 +26,13 @@ from .worker import EngineWorker
 
 log = logging.getLogger(__name__)
 REAP_DEADLINE = 5.0  # seconds a failed restore's processes get to be reaped after SIGKILL
+# seconds a kernel gets to prove our IOPub subscription live before it is reported started: a
+# new one starts its interpreter first, a restored one runs already
+SUBSCRIBE_DEADLINE = 60.0
+RESTORED_SUBSCRIBE_DEADLINE = 10.0
+# seconds the IOPub status of a request the kernel answered may trail that answer before we
+# take it as lost (published before our subscription was joined) and ask again
+STATUS_AFTER_ANSWER = 0.5
 
 @dataclass
 class RestoreRequest:
@@ -224,8 +231,67 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             except OSError:
                 self.pgid = None
             info = self.connection_info
-        asyncio.get_running_loop().call_soon(self._watch_execution_count)
+        self._watch_execution_count()
         return info
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        await super().post_launch(**kwargs)
+        await self._until_subscribed(RESTORED_SUBSCRIBE_DEADLINE if self.restored_from
+                                     else SUBSCRIBE_DEADLINE)
+
+    async def _until_subscribed(self, timeout: float) -> bool:
+        """Hold the kernel's start until our IOPub subscription is live. ZeroMQ drops what a
+        kernel publishes before a subscriber is joined, so without this the first cell's
+        execute_input (sent by a client as soon as the kernel is reported started) can be
+        missed, and a snapshot taken during that cell would not name it. Asks kernel_info on
+        shell and control (a restored kernel may be running a cell on its shell) until an
+        IOPub message arrives: any one proves the subscription joined. False, with a warning,
+        when the kernel ended or stayed silent for `timeout` seconds. Only for async kernel
+        managers (as Jupyter Server's are): a blocking one runs no event loop to hear IOPub
+        between its calls anyway."""
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        client = self.parent.client(session=self._private_session())
+        if not isinstance(client, AsyncKernelClient):
+            return False
+        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=True)
+        live = self._iopub_live
+        deadline = time.monotonic() + timeout
+        try:
+            while not live.is_set():
+                for channel in (client.shell_channel, client.control_channel):
+                    channel.send(client.session.msg("kernel_info_request", {}))
+                answered = await self._answer_or_iopub(client, deadline)
+                if live.is_set():
+                    break
+                if not answered:
+                    self.log.warning("jupyter-ckpt: kernel %s ended or did not answer within "
+                                     "%s s: snapshots taken during its first cells may not "
+                                     "name them", self.kernel_id, timeout)
+                    return False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(live.wait(), STATUS_AFTER_ANSWER)
+        finally:
+            client.stop_channels()
+        return True
+
+    async def _answer_or_iopub(self, client: Any, deadline: float) -> bool:
+        """Wait until the kernel answers on shell or control, or an IOPub message arrives;
+        False if neither came before `deadline` or the kernel ended meanwhile."""
+        while time.monotonic() < deadline:
+            waits = [asyncio.ensure_future(wait) for wait in
+                     (client.get_shell_msg(), client.get_control_msg(), self._iopub_live.wait())]
+            try:
+                done, _ = await asyncio.wait(waits, timeout=min(1.0, deadline - time.monotonic()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if any(not wait.cancelled() and wait.exception() is None for wait in done):
+                return True
+            if await self.poll() is not None:
+                return False
+        return False
 
     async def tell_kernel_where(self, timeout: float = 10.0) -> bool:
         """Tell a restored kernel its server URL, token and kernel id, which its environment
@@ -314,8 +380,11 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         socket = km.connect_iopub()  # jupyter_server's kernel managers hand out streams already
         stream = socket if hasattr(socket, "on_recv") else ZMQStream(zmq.Socket(shadow=socket))
         session = self._private_session()
+        self._iopub_live = asyncio.Event()
+        self._outside_history: set[str] = set()
 
         def on_message(parts: list[bytes]) -> None:
+            self._iopub_live.set()
             try:
                 _, msg_parts = session.feed_identities(parts)
                 msg = session.deserialize(msg_parts, content=True)
@@ -327,10 +396,14 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
             parent = (msg.get("parent_header") or {}).get("msg_id")
             if kind == "status":
                 self._kernel_busy = msg["content"].get("execution_state") == "busy"
-                if not self._kernel_busy and self.running_cell is not None \
-                        and self.running_cell["msg_id"] == parent:
-                    self.running_cell = None
-            elif kind == "execute_input" and parent:
+                if not self._kernel_busy:
+                    self._outside_history.discard(parent)
+                    if self.running_cell is not None and self.running_cell["msg_id"] == parent:
+                        self.running_cell = None
+                return
+            if parent in self._outside_history:  # not a cell: it counts for nothing
+                return
+            if kind == "execute_input" and parent:
                 self.running_cell = {"execution_count": msg["content"].get("execution_count"),
                                      "msg_id": parent}
             if kind in ("execute_input", "execute_result") and "execution_count" in msg["content"]:
@@ -338,6 +411,14 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
 
         stream.on_recv(on_message)
         self._iopub_stream = stream
+
+    def outside_history(self, msg_id: str) -> None:
+        """Note, before it reaches the kernel, an execute_request that stores no history (a
+        frontend's, not a cell's). ipykernel publishes the execute_input of one that is not
+        silent with the count of the next cell, which it does not use up: neither that count
+        nor the request as running cell is what a snapshot should record. Forgotten at the
+        request's idle status."""
+        self._outside_history.add(msg_id)
 
     def _private_session(self):
         """A Session of our own: deserializing checks each signature against the session's
@@ -352,8 +433,7 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def ask_execution_count(self, timeout: float = 2.0) -> int | None:
         """The kernel's own execution count, asked with a silent empty execute_request.
 
-        For when the IOPub watcher saw no cell: its subscription may have gone through only
-        after the first cell started. Not asked of a kernel known to be busy, whose request
+        For when the IOPub watcher saw no cell (a kernel that ran none yet). Not asked of a kernel known to be busy, whose request
         would wait behind the running cell. Needs an async kernel manager (as Jupyter
         Server's are), whose clients are async too."""
         if self._kernel_busy:
