@@ -77,6 +77,15 @@ def checkpoint(server: Server, kernel_id: str, body: dict) -> dict:
     return model
 
 
+def run_waiting_cell(ks: KernelSocket, gate: Path) -> tuple[str, int]:
+    """Start WAITING_CELL; (its request's msg_id, its execution count) once it runs."""
+    request = ks.send("shell", "execute_request", {
+        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    return request, started["content"]["execution_count"]
+
+
 def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tmp_path):
     gate = tmp_path / "gate"
     kernel_id = server.start_notebook_kernel()
@@ -84,11 +93,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
     assert ks.execute("x = 1")[0] == "ok"
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1] == {
         "kernel_id": kernel_id, "restored_from": None, "position": None, "running_cell": None}
-    request = ks.send("shell", "execute_request", {
-        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
-        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
-    count = started["content"]["execution_count"]
+    request, count = run_waiting_cell(ks, gate)
     seen_running(server, kernel_id, request)
 
     # the client says which of its cells each pending request runs: the snapshot names the one
@@ -134,11 +139,7 @@ def test_a_snapshot_taken_during_a_cell_marks_it_and_the_cell_resumes(server, tm
 def test_a_restarted_kernel_runs_no_cell_and_comes_from_no_snapshot(server, tmp_path):
     kernel_id = server.start_notebook_kernel()
     ks = KernelSocket(server, kernel_id)
-    request = ks.send("shell", "execute_request", {
-        "code": WAITING_CELL.format(gate=str(tmp_path / "never")), "silent": False,
-        "store_history": True, "user_expressions": {}, "allow_stdin": False,
-        "stop_on_error": True})
-    wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
+    request, _ = run_waiting_cell(ks, tmp_path / "never")
     seen_running(server, kernel_id, request)
     taken = checkpoint(server, kernel_id, {})  # the kernel's position, until the restart
     assert server.request("GET", f"api/ckpt/kernels/{kernel_id}")[1]["position"] == taken["id"]
@@ -188,15 +189,6 @@ def test_the_notebook_is_stored_with_its_snapshot(server, tmp_path):
     assert server.request("POST", f"api/ckpt/snapshots/{with_nb['id']}/undelete")[0] == 200
     assert server.request("GET", f"api/ckpt/snapshots/{with_nb['id']}/notebook")[0] == 200
     ks.close()
-
-
-def run_waiting_cell(ks: KernelSocket, gate: Path) -> tuple[str, int]:
-    """Start WAITING_CELL; (its request's msg_id, its execution count) once it runs."""
-    request = ks.send("shell", "execute_request", {
-        "code": WAITING_CELL.format(gate=str(gate)), "silent": False, "store_history": True,
-        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-    started = wait_for(ks, lambda m: m["msg_type"] == "execute_input" and parent_of(m) == request)
-    return request, started["content"]["execution_count"]
 
 
 # A server config making the checkpoint provisioner's IOPub subscription join late, as it can

@@ -239,21 +239,21 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
         await self._until_subscribed(RESTORED_SUBSCRIBE_DEADLINE if self.restored_from
                                      else SUBSCRIBE_DEADLINE)
 
-    async def _until_subscribed(self, timeout: float) -> bool:
+    async def _until_subscribed(self, timeout: float) -> None:
         """Hold the kernel's start until our IOPub subscription is live. ZeroMQ drops what a
         kernel publishes before a subscriber is joined, so without this the first cell's
         execute_input (sent by a client as soon as the kernel is reported started) can be
         missed, and a snapshot taken during that cell would not name it. Asks kernel_info on
         shell and control (a restored kernel may be running a cell on its shell) until an
-        IOPub message arrives: any one proves the subscription joined. False, with a warning,
-        when the kernel ended or stayed silent for `timeout` seconds. Only for async kernel
-        managers (as Jupyter Server's are): a blocking one runs no event loop to hear IOPub
-        between its calls anyway."""
+        IOPub message arrives: any one proves the subscription joined. Gives up, with a
+        warning, when the kernel ended or stayed silent for `timeout` seconds. Only for async
+        kernel managers (as Jupyter Server's are): a blocking one runs no event loop to hear
+        IOPub between its calls anyway."""
         from jupyter_client.asynchronous import AsyncKernelClient
 
         client = self.parent.client(session=self._private_session())
         if not isinstance(client, AsyncKernelClient):
-            return False
+            return
         client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=True)
         live = self._iopub_live
         deadline = time.monotonic() + timeout
@@ -268,12 +268,11 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
                     self.log.warning("jupyter-ckpt: kernel %s ended or did not answer within "
                                      "%s s: snapshots taken during its first cells may not "
                                      "name them", self.kernel_id, timeout)
-                    return False
+                    return
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(live.wait(), STATUS_AFTER_ANSWER)
         finally:
             client.stop_channels()
-        return True
 
     async def _answer_or_iopub(self, client: Any, deadline: float) -> bool:
         """Wait until the kernel answers on shell or control, or an IOPub message arrives;
@@ -433,9 +432,9 @@ class CkptProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def ask_execution_count(self, timeout: float = 2.0) -> int | None:
         """The kernel's own execution count, asked with a silent empty execute_request.
 
-        For when the IOPub watcher saw no cell (a kernel that ran none yet). Not asked of a kernel known to be busy, whose request
-        would wait behind the running cell. Needs an async kernel manager (as Jupyter
-        Server's are), whose clients are async too."""
+        For when the IOPub watcher saw no cell (a kernel that ran none yet). Not asked of a
+        kernel known to be busy, whose request would wait behind the running cell. Needs an
+        async kernel manager (as Jupyter Server's are), whose clients are async too."""
         if self._kernel_busy:
             return None
         km = self.parent

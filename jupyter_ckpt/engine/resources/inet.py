@@ -397,8 +397,12 @@ def _set_options(sock: socket.socket, rec: dict[str, Any], what: str) -> None:
     _join(sock, extras.get("multicast", []), what)
 
 
+def _connection(rec: dict[str, Any]) -> str:
+    return "tcp {}:{} -> {}:{}".format(*rec["local"], *rec["peer"])
+
+
 def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket:
-    what = "tcp {}:{} -> {}:{}".format(*rec["local"], *rec["peer"])
+    what = _connection(rec)
     state = rec["tcp"]
     try:
         sock = tcp_repair.create(rec["family"], tuple(rec["local"]), tuple(rec["peer"]), state,
@@ -412,7 +416,7 @@ def _connect_repaired(rec: dict[str, Any], ctx: RestoreContext) -> socket.socket
         hint = " (is the original still running?)" if err.errno in (errno.EADDRINUSE,
                                                                     errno.EADDRNOTAVAIL) else ""
         raise RestoreConflict(f"{what}: cannot re-create the connection: {err.strerror}{hint}") from None
-    ctx.state(_Remade).connections.append((sock.fileno(), rec, what))  # (_restore keeps the fd)
+    ctx.state(_Remade).connections.append((sock.fileno(), rec))  # (_restore keeps the fd)
     return sock
 
 
@@ -421,19 +425,20 @@ class _Remade:
     """Restore: the connections re-created so far, in repair mode until every connection of
     the tree exists (_unlock). Their fds are ours until the restore ends."""
 
-    connections: list[tuple[int, dict[str, Any], str]] = field(default_factory=list)
+    connections: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
 def _unlock(tree: RestoreTree) -> None:
     """Every process and connection of the tree exists, none runs yet: each connection
     gets its send queue and leaves repair mode (tcp_repair.unlock)."""
-    for fd, rec, what in tree.state(_Remade).connections:
+    for fd, rec in tree.state(_Remade).connections:
         with socket.socket(fileno=os.dup(fd)) as sock:
             try:
                 tcp_repair.unlock(sock, rec["tcp"], tree.image.blob_bytes(rec["tcp"]["send_blob"]),
                                   rec["options"])
             except OSError as err:
-                raise RestoreConflict(f"{what}: cannot let the connection run again: {err.strerror}") from None
+                raise RestoreConflict(f"{_connection(rec)}: cannot let the connection run again: "
+                                      f"{err.strerror}") from None
 
 
 def _bind(sock: socket.socket, rec: dict[str, Any], address: tuple[str, int]) -> None:
